@@ -1,0 +1,28 @@
+//! Shared plumbing of every Switchboard service.
+//!
+//! - [`model`]: the vendor-neutral call model and its domain types (`CallId`, `PhoneNumber`...).
+//! - [`avro`]: the one place records become bytes: Avro single-object encoding per topic.
+//! - [`kafka`] and [`stage`]: Kafka clients and the at-least-once consume → produce loop.
+//! - [`pg`]: the PostgreSQL pool and migrations.
+//! - [`config`], [`metrics`], [`http`], [`runtime`]: configuration, Prometheus metrics, the ops
+//!   endpoints and process plumbing.
+//!
+//! Services depend on this crate and add only their own logic; nothing here knows about any
+//! vendor or CRM.
+
+pub mod avro;
+pub mod config;
+pub mod forward;
+pub mod http;
+pub mod kafka;
+pub mod metrics;
+pub mod model;
+pub mod pg;
+pub mod retry;
+pub mod runtime;
+pub mod service;
+pub mod stage;
+
+pub use deadpool_postgres;
+pub use rdkafka;
+pub use tokio_postgres;

@@ -1,0 +1,456 @@
+//! The vendor-neutral call model every stage after the normalizer speaks.
+//!
+//! Values are parsed once, at the edge that receives them (ingress for source ids, an adapter for
+//! call ids and numbers); after that the types guarantee their shape. The same structs are what
+//! the Avro codec serialises, so a field added here is a field added to `schemas/`.
+
+use std::fmt;
+use std::str::FromStr;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+/// Why a value from the outside world was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid {what}: {reason}")]
+pub struct InvalidValue {
+    pub what: &'static str,
+    pub reason: String,
+}
+
+impl InvalidValue {
+    fn new(what: &'static str, reason: impl Into<String>) -> Self {
+        Self { what, reason: reason.into() }
+    }
+}
+
+/// Declares a string newtype that can only hold a non-empty, printable value of bounded length.
+macro_rules! bounded_id {
+    ($(#[$meta:meta])* $name:ident, $what:literal, $max:expr) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+        #[serde(try_from = "String", into = "String")]
+        pub struct $name(String);
+
+        impl $name {
+            pub fn parse(value: impl Into<String>) -> Result<Self, InvalidValue> {
+                let value = value.into();
+                if value.is_empty() {
+                    return Err(InvalidValue::new($what, "empty"));
+                }
+                if value.len() > $max {
+                    return Err(InvalidValue::new($what, format!("longer than {} bytes", $max)));
+                }
+                if value.chars().any(char::is_control) {
+                    return Err(InvalidValue::new($what, "contains control characters"));
+                }
+                Ok(Self(value))
+            }
+
+            pub fn as_str(&self) -> &str {
+                &self.0
+            }
+        }
+
+        impl TryFrom<String> for $name {
+            type Error = InvalidValue;
+            fn try_from(value: String) -> Result<Self, Self::Error> {
+                Self::parse(value)
+            }
+        }
+
+        impl From<$name> for String {
+            fn from(value: $name) -> String {
+                value.0
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(&self.0)
+            }
+        }
+    };
+}
+
+bounded_id!(
+    /// The vendor's id for a call. Unique only within one source, so storage keys pair it with
+    /// the source id.
+    CallId,
+    "call id",
+    256
+);
+bounded_id!(
+    /// The vendor's id for one leg of a call (Telphin `SubCallID`, Twilio child `CallSid`,
+    /// Asterisk `Uniqueid`).
+    LegId,
+    "leg id",
+    256
+);
+bounded_id!(
+    /// Dedupe key of one call event; see `schemas/call_event.avsc`.
+    EventId,
+    "event id",
+    256
+);
+
+/// A configured PBX source: the unit of authentication and of per-vendor settings.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct SourceId(String);
+
+impl SourceId {
+    /// Source ids appear in URLs, metric labels and storage keys, so they are kept to a small,
+    /// URL-safe alphabet.
+    pub fn parse(value: impl Into<String>) -> Result<Self, InvalidValue> {
+        let value = value.into();
+        let valid_chars =
+            value.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_');
+        if value.is_empty() || value.len() > 63 || !valid_chars || value.starts_with(['-', '_']) {
+            return Err(InvalidValue::new(
+                "source id",
+                "use 1 to 63 of a-z, 0-9, '-' and '_', starting with a letter or digit",
+            ));
+        }
+        Ok(Self(value))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl TryFrom<String> for SourceId {
+    type Error = InvalidValue;
+    fn try_from(value: String) -> Result<Self, Self::Error> {
+        Self::parse(value)
+    }
+}
+
+impl From<SourceId> for String {
+    fn from(value: SourceId) -> String {
+        value.0
+    }
+}
+
+impl fmt::Display for SourceId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// Which adapter reads a source's webhooks. Stored as a string on the wire so that a new vendor
+/// is not a schema change.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "&'static str")]
+pub enum Vendor {
+    /// Switchboard's own documented JSON format (`docs/generic-webhook.md`).
+    Generic,
+}
+
+impl Vendor {
+    pub const ALL: &'static [Vendor] = &[Vendor::Generic];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Vendor::Generic => "generic",
+        }
+    }
+}
+
+impl FromStr for Vendor {
+    type Err = InvalidValue;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Vendor::ALL
+            .iter()
+            .copied()
+            .find(|v| v.as_str() == s)
+            .ok_or_else(|| InvalidValue::new("vendor", format!("unknown vendor {s:?}")))
+    }
+}
+
+impl TryFrom<String> for Vendor {
+    type Error = InvalidValue;
+    fn try_from(value: String) -> Result<Self, Self::Error> {
+        value.parse()
+    }
+}
+
+impl From<Vendor> for &'static str {
+    fn from(value: Vendor) -> Self {
+        value.as_str()
+    }
+}
+
+impl fmt::Display for Vendor {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A telephone number in E.164 (`+442079460000`).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct PhoneNumber(String);
+
+impl PhoneNumber {
+    /// Parses a number as a PBX wrote it, reading national formats (`020 7946 0000`) in the
+    /// source's default region. Returns `None` for things that are not public numbers
+    /// (extensions, `anonymous`, garbage): callers keep the raw text instead of failing the event.
+    pub fn parse_lenient(raw: &str, default_region: Region) -> Option<Self> {
+        let trimmed = raw.trim();
+        if trimmed.is_empty() || !trimmed.bytes().any(|b| b.is_ascii_digit()) {
+            return None;
+        }
+        // Many PBXs send international numbers without the plus (Telphin, Zadarma), which the
+        // parser would read as national; a digits-only string longer than any national number
+        // is tried as international first.
+        let digits_only = trimmed.bytes().all(|b| b.is_ascii_digit());
+        if digits_only
+            && trimmed.len() >= 11
+            && !trimmed.starts_with('0')
+            && let Some(number) = Self::parse_strict(&format!("+{trimmed}"), None)
+        {
+            return Some(number);
+        }
+        Self::parse_strict(trimmed, Some(default_region.0))
+    }
+
+    fn parse_strict(raw: &str, region: Option<phonenumber::country::Id>) -> Option<Self> {
+        let number = phonenumber::parse(region, raw).ok()?;
+        if !phonenumber::is_valid(&number) {
+            return None;
+        }
+        Some(Self(number.format().mode(phonenumber::Mode::E164).to_string()))
+    }
+
+    /// Accepts a value that is already E.164, as read back from one of our own topics.
+    pub fn from_e164(value: impl Into<String>) -> Result<Self, InvalidValue> {
+        let value = value.into();
+        let digits = value.strip_prefix('+').unwrap_or("");
+        let shape_ok = (7..=15).contains(&digits.len())
+            && digits.bytes().all(|b| b.is_ascii_digit())
+            && !digits.starts_with('0');
+        if !shape_ok {
+            return Err(InvalidValue::new("E.164 number", format!("{value:?} is not +<7-15 digits>")));
+        }
+        Ok(Self(value))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl TryFrom<String> for PhoneNumber {
+    type Error = InvalidValue;
+    fn try_from(value: String) -> Result<Self, Self::Error> {
+        Self::from_e164(value)
+    }
+}
+
+impl From<PhoneNumber> for String {
+    fn from(value: PhoneNumber) -> String {
+        value.0
+    }
+}
+
+/// The region a source's national-format numbers belong to (ISO 3166 alpha-2, e.g. `GB`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Region(phonenumber::country::Id);
+
+impl FromStr for Region {
+    type Err = InvalidValue;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        s.to_ascii_uppercase()
+            .parse::<phonenumber::country::Id>()
+            .map(Region)
+            .map_err(|_| InvalidValue::new("region", format!("{s:?} is not an ISO 3166 alpha-2 code")))
+    }
+}
+
+impl Region {
+    pub fn as_str(&self) -> &str {
+        self.0.as_ref()
+    }
+}
+
+/// What happened to the call or leg. `Unknown` is the Avro enum default, so that a reader
+/// built before a new kind was added still reads newer records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum EventKind {
+    Ringing,
+    Answered,
+    Hangup,
+    Unknown,
+}
+
+impl EventKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventKind::Ringing => "ringing",
+            EventKind::Answered => "answered",
+            EventKind::Hangup => "hangup",
+            EventKind::Unknown => "unknown",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum Direction {
+    Inbound,
+    Outbound,
+    Internal,
+    Unknown,
+}
+
+impl Direction {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Direction::Inbound => "inbound",
+            Direction::Outbound => "outbound",
+            Direction::Internal => "internal",
+            Direction::Unknown => "unknown",
+        }
+    }
+}
+
+/// One HTTP request as a PBX sent it (`schemas/raw_webhook.avsc`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RawWebhook {
+    pub id: String,
+    pub source_id: SourceId,
+    pub vendor: Vendor,
+    pub default_region: String,
+    #[serde(with = "micros")]
+    pub received_at: DateTime<Utc>,
+    pub remote_addr: Option<String>,
+    pub method: String,
+    pub path: String,
+    pub query: Option<String>,
+    pub content_type: Option<String>,
+    pub headers: std::collections::BTreeMap<String, String>,
+    #[serde(with = "apache_avro::serde::bytes")]
+    pub body: Vec<u8>,
+}
+
+/// One thing that happened to a call (`schemas/call_event.avsc`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CallEvent {
+    pub event_id: EventId,
+    pub raw_id: String,
+    pub source_id: SourceId,
+    pub vendor: Vendor,
+    pub call_id: CallId,
+    pub leg_id: Option<LegId>,
+    pub kind: EventKind,
+    pub direction: Direction,
+    pub from_raw: Option<String>,
+    pub from_e164: Option<PhoneNumber>,
+    pub to_raw: Option<String>,
+    pub to_e164: Option<PhoneNumber>,
+    pub agent_number: Option<String>,
+    pub agent_email: Option<String>,
+    #[serde(with = "micros")]
+    pub occurred_at: DateTime<Utc>,
+    #[serde(with = "micros")]
+    pub received_at: DateTime<Utc>,
+    pub sequence: Option<i64>,
+    pub hangup_cause: Option<String>,
+    pub recording_url: Option<String>,
+}
+
+impl CallEvent {
+    /// The Kafka message key: every event of one call shares it, so they share a partition and
+    /// stay in order through every stage (`schemas/README.md`).
+    pub fn partition_key(&self) -> String {
+        call_partition_key(&self.source_id, self.call_id.as_str())
+    }
+}
+
+/// Kafka key for anything about one call, raw or normalised.
+pub fn call_partition_key(source: &SourceId, call_id: &str) -> String {
+    format!("{source}:{call_id}")
+}
+
+/// A record some stage could not process (`schemas/dead_letter.avsc`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DeadLetter {
+    pub stage: String,
+    pub reason: String,
+    pub error_class: String,
+    pub topic: String,
+    pub partition: i32,
+    pub offset: i64,
+    #[serde(with = "apache_avro::serde::bytes_opt")]
+    pub key: Option<Vec<u8>>,
+    #[serde(with = "apache_avro::serde::bytes")]
+    pub payload: Vec<u8>,
+    #[serde(with = "micros")]
+    pub failed_at: DateTime<Utc>,
+}
+
+/// Avro `timestamp-micros` as chrono UTC times.
+pub mod micros {
+    use chrono::{DateTime, Utc};
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(value: &DateTime<Utc>, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_i64(value.timestamp_micros())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<DateTime<Utc>, D::Error> {
+        let micros = i64::deserialize(deserializer)?;
+        DateTime::from_timestamp_micros(micros)
+            .ok_or_else(|| serde::de::Error::custom(format!("timestamp {micros} out of range")))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn numbers_in_any_format_become_the_same_e164() {
+        let gb: Region = "gb".parse().expect("GB is a region");
+        let forms = ["+44 20 7946 0000", "020 7946 0000", "442079460000", "+44 (0)20 7946 0000"];
+        for form in forms {
+            let parsed = PhoneNumber::parse_lenient(form, gb).map(|n| n.as_str().to_owned());
+            assert_eq!(parsed.as_deref(), Some("+442079460000"), "{form}");
+        }
+    }
+
+    #[test]
+    fn extensions_and_junk_are_not_numbers() {
+        let us: Region = "US".parse().expect("US is a region");
+        for raw in ["101", "anonymous", "", "+", "12"] {
+            assert_eq!(PhoneNumber::parse_lenient(raw, us), None, "{raw}");
+        }
+    }
+
+    #[test]
+    fn e164_shape_is_checked_when_read_back() {
+        assert!(PhoneNumber::from_e164("+442079460000").is_ok());
+        for bad in ["442079460000", "+0123456789", "+12", "+4420794600001234567"] {
+            assert!(PhoneNumber::from_e164(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn source_ids_are_url_safe() {
+        assert!(SourceId::parse("acme-telphin_1").is_ok());
+        for bad in ["", "-x", "Acme", "a/b", "a b", &"x".repeat(64)] {
+            assert!(SourceId::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn ids_refuse_empty_and_control_characters() {
+        assert!(CallId::parse("abc-123").is_ok());
+        assert!(CallId::parse("").is_err());
+        assert!(CallId::parse("a\nb").is_err());
+        assert!(CallId::parse("x".repeat(257)).is_err());
+    }
+}

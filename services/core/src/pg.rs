@@ -1,0 +1,118 @@
+//! PostgreSQL: the connection pool, database creation and migrations.
+//!
+//! Migrations are the SQL files in `services/core/migrations/`, compiled in and applied at
+//! start-up by every service that uses the database. A transaction-scoped advisory lock makes
+//! concurrent starts (several replicas at once) apply each migration exactly once.
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
+use tokio_postgres::NoTls;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::PostgresSettings;
+use crate::retry::Backoff;
+
+/// `(version, name, sql)`, in order. Never edit an applied migration; add a new one.
+const MIGRATIONS: &[(i32, &str, &str)] = &[(1, "initial", include_str!("../migrations/0001_initial.sql"))];
+
+/// Any advisory-lock key unique to Switchboard's migrator.
+const MIGRATION_LOCK: i64 = 0x5357_4244_4d49_4752; // "SWBDMIGR"
+
+#[derive(Debug, thiserror::Error)]
+pub enum PgError {
+    #[error("invalid postgres.url: {0}")]
+    Url(String),
+    #[error("PostgreSQL: {0}")]
+    Db(#[from] tokio_postgres::Error),
+    #[error("connection pool: {0}")]
+    Pool(#[from] deadpool_postgres::PoolError),
+    #[error("cannot build the connection pool: {0}")]
+    Build(String),
+}
+
+/// Creates the database when asked to, builds the pool and applies migrations, retrying while
+/// the server is unreachable. Returns `None` when cancelled first.
+pub async fn connect_and_migrate(
+    settings: &PostgresSettings,
+    cancel: &CancellationToken,
+) -> Result<Option<Pool>, PgError> {
+    let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(5));
+    loop {
+        match try_connect_and_migrate(settings).await {
+            Ok(pool) => return Ok(Some(pool)),
+            // A malformed URL will not get better by waiting.
+            Err(error @ (PgError::Url(_) | PgError::Build(_))) => return Err(error),
+            Err(error) => tracing::warn!(%error, "PostgreSQL not ready; retrying."),
+        }
+        tokio::select! {
+            _ = cancel.cancelled() => return Ok(None),
+            _ = tokio::time::sleep(backoff.next_delay()) => {}
+        }
+    }
+}
+
+async fn try_connect_and_migrate(settings: &PostgresSettings) -> Result<Pool, PgError> {
+    let config = tokio_postgres::Config::from_str(&settings.url).map_err(|e| PgError::Url(e.to_string()))?;
+    if settings.create_database {
+        create_database_if_missing(&config).await?;
+    }
+    let manager =
+        Manager::from_config(config, NoTls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
+    let pool = Pool::builder(manager)
+        .max_size(settings.pool_size)
+        .build()
+        .map_err(|e| PgError::Build(e.to_string()))?;
+    let mut client = pool.get().await?;
+    migrate(&mut client).await?;
+    Ok(pool)
+}
+
+async fn create_database_if_missing(config: &tokio_postgres::Config) -> Result<(), PgError> {
+    let Some(name) = config.get_dbname().map(str::to_owned) else {
+        return Ok(());
+    };
+    let mut admin = config.clone();
+    let _ = admin.dbname("postgres");
+    let (client, connection) = admin.connect(NoTls).await?;
+    tokio::spawn(connection);
+    let exists = client.query_opt("SELECT 1 FROM pg_database WHERE datname = $1", &[&name]).await?.is_some();
+    if !exists {
+        let quoted = format!("\"{}\"", name.replace('"', "\"\""));
+        match client.batch_execute(&format!("CREATE DATABASE {quoted}")).await {
+            Ok(()) => tracing::info!(database = %name, "Created database."),
+            // Another replica created it between our check and our create.
+            Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::DUPLICATE_DATABASE) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(())
+}
+
+async fn migrate(client: &mut deadpool_postgres::Object) -> Result<(), PgError> {
+    let tx = client.transaction().await?;
+    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK]).await?;
+    tx.batch_execute(
+        "CREATE TABLE IF NOT EXISTS schema_migrations (
+             version integer PRIMARY KEY,
+             name text NOT NULL,
+             applied_at timestamptz NOT NULL DEFAULT now()
+         )",
+    )
+    .await?;
+    let applied: Vec<i32> =
+        tx.query("SELECT version FROM schema_migrations", &[]).await?.iter().map(|row| row.get(0)).collect();
+    for (version, name, sql) in MIGRATIONS {
+        if applied.contains(version) {
+            continue;
+        }
+        tx.batch_execute(sql).await?;
+        let _ = tx
+            .execute("INSERT INTO schema_migrations (version, name) VALUES ($1, $2)", &[version, name])
+            .await?;
+        tracing::info!(version, name, "Applied migration.");
+    }
+    tx.commit().await?;
+    Ok(())
+}

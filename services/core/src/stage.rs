@@ -1,0 +1,225 @@
+//! The consume → process → produce loop shared by the streaming stages (normalizer, matcher,
+//! recordings).
+//!
+//! Delivery guarantee: at least once. A record's offset is stored only after everything it
+//! produced (or its dead letter) was acknowledged by Kafka, and offsets are stored in the order
+//! records were received, so a crash at any point re-delivers from the oldest unfinished record.
+//! Downstream effects are keyed by event id, which makes the re-delivery harmless.
+//!
+//! Throughput: up to `max_in_flight` records are processed and produced concurrently (a
+//! `FuturesOrdered` window); the loop never awaits one send before starting the next, and a full
+//! window stops consumption, which is the backpressure.
+//!
+//! Ordering: records of one input partition are produced in input order, and the output key is
+//! the call, so a call's events stay in order. Only a produce that fails and is retried can be
+//! overtaken by a later record of the same partition; the call log does not depend on order.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+use futures_util::StreamExt;
+use futures_util::stream::FuturesOrdered;
+use rdkafka::Message;
+use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
+use rdkafka::producer::FutureProducer;
+use tokio_util::sync::CancellationToken;
+
+use crate::avro::Codecs;
+use crate::kafka::{self, Outbound, ProduceError};
+use crate::metrics;
+use crate::model::DeadLetter;
+
+/// One record as consumed, owned so that it can outlive the consumer's buffer.
+#[derive(Debug, Clone)]
+pub struct Inbound {
+    pub topic: String,
+    pub partition: i32,
+    pub offset: i64,
+    pub key: Option<Vec<u8>>,
+    pub payload: Vec<u8>,
+}
+
+impl Inbound {
+    pub fn from_message<M: Message>(message: &M) -> Self {
+        Self {
+            topic: message.topic().to_owned(),
+            partition: message.partition(),
+            offset: message.offset(),
+            key: message.key().map(<[u8]>::to_vec),
+            payload: message.payload().map(<[u8]>::to_vec).unwrap_or_default(),
+        }
+    }
+}
+
+/// Why a record can never be processed. It goes to the dead-letter topic with this reason.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Poison {
+    /// A short, bounded name (`decode`, `adapter`, `validation`), used as a metric label.
+    pub class: &'static str,
+    pub reason: String,
+}
+
+impl Poison {
+    pub fn new(class: &'static str, reason: impl Into<String>) -> Self {
+        Self { class, reason: reason.into() }
+    }
+}
+
+/// What a streaming stage does to each record.
+pub trait Processor: Send + Sync + 'static {
+    /// Turns one input record into the records to produce (possibly none), or refuses it.
+    /// Transient failures (a database that is down) must be retried inside, not returned.
+    fn process(&self, record: &Inbound) -> impl Future<Output = Result<Vec<Outbound>, Poison>> + Send;
+}
+
+/// Everything a stage needs besides its processor.
+pub struct StageContext {
+    pub stage: &'static str,
+    pub consumer: StreamConsumer,
+    pub producer: FutureProducer,
+    pub codecs: Arc<Codecs>,
+    pub dead_letter_topic: String,
+    pub max_in_flight: usize,
+    pub max_backoff: Duration,
+    pub drain_timeout: Duration,
+}
+
+impl std::fmt::Debug for StageContext {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StageContext")
+            .field("stage", &self.stage)
+            .field("dead_letter_topic", &self.dead_letter_topic)
+            .field("max_in_flight", &self.max_in_flight)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Builds the dead-letter record for `record`.
+pub fn dead_letter(
+    codecs: &Codecs,
+    stage: &str,
+    topic: &str,
+    record: &Inbound,
+    poison: &Poison,
+) -> Result<Outbound, crate::avro::CodecError> {
+    let letter = DeadLetter {
+        stage: stage.to_owned(),
+        reason: poison.reason.clone(),
+        error_class: poison.class.to_owned(),
+        topic: record.topic.clone(),
+        partition: record.partition,
+        offset: record.offset,
+        key: record.key.clone(),
+        payload: record.payload.clone(),
+        failed_at: Utc::now(),
+    };
+    Ok(Outbound {
+        topic: topic.to_owned(),
+        key: record.key.clone(),
+        payload: codecs.dead_letter.encode(&letter)?,
+    })
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StageError {
+    #[error(transparent)]
+    Produce(#[from] ProduceError),
+    #[error("cannot encode a dead letter: {0}")]
+    DeadLetter(#[from] crate::avro::CodecError),
+}
+
+/// Runs the stage until `cancel` fires, then drains in-flight records (up to the drain timeout),
+/// commits stored offsets and flushes the producer.
+pub async fn run<P: Processor>(
+    ctx: StageContext,
+    processor: Arc<P>,
+    cancel: CancellationToken,
+) -> Result<(), StageError> {
+    let ctx = Arc::new(ctx);
+    let mut in_flight = FuturesOrdered::new();
+    let stage = ctx.stage;
+    let outcome = loop {
+        tokio::select! {
+            biased;
+            _ = cancel.cancelled() => break Ok(()),
+            Some(done) = in_flight.next() => {
+                match done {
+                    Ok(record) => store_offset(&ctx, &record),
+                    Err(error) => break Err(error),
+                }
+            }
+            received = ctx.consumer.recv(), if in_flight.len() < ctx.max_in_flight => {
+                match received {
+                    Ok(message) => {
+                        metrics::EVENTS_IN.with_label_values(&[stage]).inc();
+                        let record = Inbound::from_message(&message);
+                        in_flight.push_back(handle(ctx.clone(), processor.clone(), record));
+                    }
+                    Err(error) => {
+                        metrics::CONSUME_ERRORS.with_label_values(&[stage]).inc();
+                        tracing::warn!(%error, "Consumer error.");
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
+                }
+            }
+        }
+    };
+
+    let drained = tokio::time::timeout(ctx.drain_timeout, async {
+        while let Some(done) = in_flight.next().await {
+            match done {
+                Ok(record) => store_offset(&ctx, &record),
+                Err(error) => tracing::error!(%error, "Record failed while draining."),
+            }
+        }
+    })
+    .await;
+    if drained.is_err() {
+        tracing::warn!(left = in_flight.len(), "Drain timed out; those records will be re-delivered.");
+    }
+    if let Err(error) = ctx.consumer.commit_consumer_state(CommitMode::Sync) {
+        // "No offset" simply means nothing new was stored since the last auto-commit.
+        tracing::debug!(%error, "Final commit.");
+    }
+    kafka::flush(&ctx.producer, Duration::from_secs(5));
+    outcome
+}
+
+/// Processes one record and produces its outputs, returning it once all are acknowledged.
+async fn handle<P: Processor>(
+    ctx: Arc<StageContext>,
+    processor: Arc<P>,
+    record: Inbound,
+) -> Result<Inbound, StageError> {
+    let started = Instant::now();
+    let outputs = match processor.process(&record).await {
+        Ok(outputs) => outputs,
+        Err(poison) => {
+            metrics::EVENTS_FAILED.with_label_values(&[ctx.stage, poison.class]).inc();
+            tracing::warn!(
+                topic = %record.topic, partition = record.partition, offset = record.offset,
+                class = poison.class, reason = %poison.reason,
+                "Record sent to the dead-letter topic."
+            );
+            vec![dead_letter(&ctx.codecs, ctx.stage, &ctx.dead_letter_topic, &record, &poison)?]
+        }
+    };
+    let sends =
+        outputs.iter().map(|out| kafka::produce_until_acked(&ctx.producer, out, ctx.stage, ctx.max_backoff));
+    for result in futures_util::future::join_all(sends).await {
+        result?;
+    }
+    metrics::EVENTS_OUT.with_label_values(&[ctx.stage]).inc_by(outputs.len() as u64);
+    metrics::PROCESSING_SECONDS.with_label_values(&[ctx.stage]).observe(started.elapsed().as_secs_f64());
+    Ok(record)
+}
+
+fn store_offset(ctx: &StageContext, record: &Inbound) {
+    // Fails only when the partition was revoked meanwhile; its new owner re-processes the
+    // record, which the idempotent downstream absorbs.
+    if let Err(error) = ctx.consumer.store_offset(&record.topic, record.partition, record.offset) {
+        tracing::debug!(%error, partition = record.partition, "Offset not stored (partition revoked).");
+    }
+}
