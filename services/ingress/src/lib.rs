@@ -1,0 +1,376 @@
+//! ingress: the one HTTP endpoint PBXs post webhooks to.
+//!
+//! Input: `POST /v1/webhooks/{source_id}` with HTTP Basic credentials of that source. Output: one
+//! Avro `RawWebhook` per accepted request on `<prefix>raw`, holding the body byte for byte with
+//! its content type, selected headers, source, vendor, receive time and remote address.
+//! Delivery: the PBX gets `202 {"id": ...}` only after Kafka acknowledged the record (acks=all,
+//! idempotent producer); if Kafka does not acknowledge within `kafka.produce_timeout_ms` the
+//! answer is 503 with `Retry-After`, so the PBX retries and nothing is acknowledged that was not
+//! stored. A retry that duplicates a stored record is harmless: the event id downstream is
+//! derived from the content. Ordering: records are keyed `source:call_id`, so one call's
+//! webhooks share a partition and keep their arrival order through every stage.
+//!
+//! Refusals, each a short JSON error and a metric: unknown source 404, bad or missing
+//! credentials 401, body over `ingress.max_body_bytes` 413, content type the vendor never sends
+//! 415, body the vendor's adapter can tell is broken 400.
+
+pub mod sources;
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+use bytes::Bytes;
+use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, header};
+use http_body_util::{BodyExt, Limited};
+use hyper::body::Incoming;
+use switchboard_adapters::{Rejection, adapter_for};
+use switchboard_core::avro::Codecs;
+use switchboard_core::config::{Service, Settings};
+use switchboard_core::deadpool_postgres::Pool;
+use switchboard_core::http::{self as ops, Body, Health};
+use switchboard_core::model::{RawWebhook, call_partition_key};
+use switchboard_core::rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use switchboard_core::rdkafka::producer::{FutureProducer, FutureRecord};
+use switchboard_core::service::ServiceError;
+use switchboard_core::{kafka, metrics, pg};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::sources::{Source, SourceCache};
+
+const WEBHOOK_PREFIX: &str = "/v1/webhooks/";
+/// Headers never copied into the raw record: credentials, and hop-by-hop framing.
+const DROPPED_HEADERS: &[&str] =
+    &["authorization", "proxy-authorization", "cookie", "connection", "content-length", "transfer-encoding"];
+const MAX_KEPT_HEADERS: usize = 64;
+const MAX_HEADER_VALUE: usize = 2048;
+
+/// Everything a request handler shares.
+struct Ingress {
+    sources: SourceCache,
+    producer: FutureProducer,
+    codecs: Codecs,
+    raw_topic: String,
+    max_body_bytes: usize,
+    produce_timeout: Duration,
+    retry_after_secs: u64,
+    health: Arc<Health>,
+}
+
+/// A refusal: status, a stable error code and a sentence for the PBX administrator.
+struct Refusal {
+    status: StatusCode,
+    code: &'static str,
+    message: String,
+}
+
+impl Refusal {
+    fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        Self { status, code, message: message.into() }
+    }
+}
+
+pub async fn run(
+    settings: Settings,
+    listener: TcpListener,
+    cancel: CancellationToken,
+) -> Result<(), ServiceError> {
+    metrics::init(Service::Ingress.name());
+    for vendor in switchboard_core::model::Vendor::ALL {
+        let _ = metrics::INGRESS_AUTH_FAILURES.with_label_values(&[vendor.as_str()]);
+    }
+    let health = Health::new();
+    let topics = settings.kafka.topics();
+    let produce_timeout = Duration::from_millis(settings.kafka.produce_timeout_ms);
+    let sources = SourceCache::default();
+    let ingress = Arc::new(Ingress {
+        sources: sources.clone(),
+        // Creating a producer needs no broker; it connects in the background.
+        producer: kafka::producer(&settings.kafka, "ingress", produce_timeout)?,
+        codecs: Codecs::new()?,
+        raw_topic: topics.raw.clone(),
+        max_body_bytes: settings.ingress.max_body_bytes,
+        produce_timeout,
+        retry_after_secs: settings.ingress.retry_after_secs,
+        health: health.clone(),
+    });
+
+    // Serve at once: probes answer and webhooks get 503 until the dependencies are up.
+    let addr = listener.local_addr().map_err(|e| ServiceError::Other(e.to_string()))?;
+    let drain = Duration::from_millis(settings.http.drain_timeout_ms.unwrap_or(10_000));
+    let handler_state = ingress.clone();
+    let server = tokio::spawn(ops::serve(listener, drain, cancel.clone(), move |req, remote| {
+        let ingress = handler_state.clone();
+        async move { ingress.handle(req, remote).await }
+    }));
+
+    let refresher = match pg::connect_and_migrate(&settings.postgres, &cancel).await {
+        Ok(Some(pool)) if kafka::ensure_topics(&settings.kafka, &topics.all(), &cancel).await => {
+            refresh_sources(&sources, &pool).await;
+            health.set_ready(true);
+            tracing::info!(%addr, topic = %topics.raw, "Ingress accepting webhooks.");
+            let every = Duration::from_millis(settings.ingress.sources_refresh_ms);
+            Some(tokio::spawn(keep_sources_fresh(sources, pool, every, cancel.clone())))
+        }
+        Ok(_) => None,
+        Err(error) => {
+            cancel.cancel();
+            let _ = server.await;
+            return Err(error.into());
+        }
+    };
+
+    cancel.cancelled().await;
+    health.set_ready(false);
+    let _ = server.await;
+    if let Some(refresher) = refresher {
+        let _ = refresher.await;
+    }
+    // Every 202 already waited for its ack; this only settles records whose requests timed out.
+    kafka::flush(&ingress.producer, Duration::from_secs(5));
+    tracing::info!("Ingress stopped.");
+    Ok(())
+}
+
+async fn refresh_sources(sources: &SourceCache, pool: &Pool) {
+    match sources.refresh(pool).await {
+        Ok(count) => tracing::debug!(count, "Sources loaded."),
+        Err(error) => tracing::warn!(%error, "Cannot reload sources; keeping the ones loaded."),
+    }
+}
+
+async fn keep_sources_fresh(sources: SourceCache, pool: Pool, every: Duration, cancel: CancellationToken) {
+    let mut ticker = tokio::time::interval(every);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = ticker.tick() => refresh_sources(&sources, &pool).await,
+        }
+    }
+}
+
+impl Ingress {
+    async fn handle(&self, req: Request<Incoming>, remote: SocketAddr) -> Response<Body> {
+        if let Some(response) = ops::ops_response(&req, &self.health) {
+            return response;
+        }
+        let Some(source_id) = req.uri().path().strip_prefix(WEBHOOK_PREFIX).map(str::to_owned) else {
+            return ops::error(StatusCode::NOT_FOUND, "not_found", "no such endpoint");
+        };
+        if !self.health.is_ready() {
+            let mut response = ops::error(StatusCode::SERVICE_UNAVAILABLE, "starting", "ingress is starting");
+            let _ = response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            return response;
+        }
+        let source = self.sources.get(&source_id);
+        let vendor_label = source.as_ref().map_or("unknown", |s| s.vendor.as_str());
+        let response = match self.accept(req, source, &source_id, remote).await {
+            Ok(id) => ops::json(StatusCode::ACCEPTED, &serde_json::json!({ "id": id, "status": "accepted" })),
+            Err(refusal) => {
+                let mut response = ops::error(refusal.status, refusal.code, refusal.message);
+                if refusal.status == StatusCode::UNAUTHORIZED {
+                    let _ = response.headers_mut().insert(
+                        header::WWW_AUTHENTICATE,
+                        HeaderValue::from_static("Basic realm=\"switchboard\""),
+                    );
+                }
+                if refusal.status == StatusCode::SERVICE_UNAVAILABLE
+                    && let Ok(value) = HeaderValue::from_str(&self.retry_after_secs.to_string())
+                {
+                    let _ = response.headers_mut().insert(header::RETRY_AFTER, value);
+                }
+                response
+            }
+        };
+        metrics::INGRESS_REQUESTS.with_label_values(&[vendor_label, response.status().as_str()]).inc();
+        response
+    }
+
+    /// Runs every check, publishes, and returns the raw record id once Kafka has it.
+    async fn accept(
+        &self,
+        req: Request<Incoming>,
+        source: Option<Source>,
+        source_id: &str,
+        remote: SocketAddr,
+    ) -> Result<String, Refusal> {
+        let Some(source) = source else {
+            return Err(Refusal::new(
+                StatusCode::NOT_FOUND,
+                "unknown_source",
+                format!("no source {source_id:?}"),
+            ));
+        };
+        if req.method() != Method::POST {
+            return Err(Refusal::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                "webhooks are POSTed",
+            ));
+        }
+        if !authenticated(req.headers(), &source) {
+            metrics::INGRESS_AUTH_FAILURES.with_label_values(&[source.vendor.as_str()]).inc();
+            return Err(Refusal::new(
+                StatusCode::UNAUTHORIZED,
+                "unauthorized",
+                "missing or wrong credentials for this source",
+            ));
+        }
+        let too_large = || {
+            Refusal::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "payload_too_large",
+                format!("bodies are limited to {} bytes", self.max_body_bytes),
+            )
+        };
+        let declared_length = req
+            .headers()
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        if declared_length.is_some_and(|len| len > self.max_body_bytes as u64) {
+            return Err(too_large());
+        }
+
+        let (parts, body) = req.into_parts();
+        let body: Bytes = match Limited::new(body, self.max_body_bytes).collect().await {
+            Ok(collected) => collected.to_bytes(),
+            Err(error) if error.is::<http_body_util::LengthLimitError>() => return Err(too_large()),
+            Err(error) => {
+                return Err(Refusal::new(
+                    StatusCode::BAD_REQUEST,
+                    "bad_body",
+                    format!("cannot read the body: {error}"),
+                ));
+            }
+        };
+        let content_type = parts.headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok());
+        let call_id =
+            adapter_for(source.vendor).check(content_type, &body).map_err(|rejection| match rejection {
+                Rejection::UnsupportedMediaType(media) => Refusal::new(
+                    StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                    "unsupported_media_type",
+                    format!("{} webhooks are not sent as {media:?}", source.vendor),
+                ),
+                Rejection::Malformed(reason) => {
+                    Refusal::new(StatusCode::BAD_REQUEST, "malformed_body", reason)
+                }
+            })?;
+
+        let raw = RawWebhook {
+            id: uuid::Uuid::now_v7().to_string(),
+            source_id: source.id.clone(),
+            vendor: source.vendor,
+            default_region: source.default_region.clone(),
+            received_at: chrono::Utc::now(),
+            remote_addr: Some(remote.to_string()),
+            method: parts.method.to_string(),
+            path: parts.uri.path().to_owned(),
+            query: parts.uri.query().map(str::to_owned),
+            content_type: content_type.map(str::to_owned),
+            headers: kept_headers(&parts.headers),
+            body: body.to_vec(),
+        };
+        metrics::INGRESS_BODY_BYTES.with_label_values(&[source.vendor.as_str()]).observe(body.len() as f64);
+        let key = match call_id {
+            Some(call_id) => call_partition_key(&source.id, &call_id),
+            // Without a call id the adapter will dead-letter the record; any stable key will do.
+            None => source.id.to_string(),
+        };
+        let payload = self.codecs.raw_webhook.encode(&raw).map_err(|e| {
+            tracing::error!(error = %e, "Cannot encode a raw webhook.");
+            Refusal::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "cannot encode the record")
+        })?;
+        self.publish(key.as_bytes(), &payload).await?;
+        Ok(raw.id)
+    }
+
+    async fn publish(&self, key: &[u8], payload: &[u8]) -> Result<(), Refusal> {
+        let unavailable = |reason: String| {
+            Refusal::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "kafka_unavailable",
+                format!("not stored, retry later: {reason}"),
+            )
+        };
+        let record = FutureRecord::to(&self.raw_topic).key(key).payload(payload);
+        let started = std::time::Instant::now();
+        let delivery = match self.producer.send_result(record) {
+            Ok(delivery) => delivery,
+            Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {
+                return Err(unavailable("ingress is at capacity".into()));
+            }
+            Err((error, _)) => return Err(unavailable(error.to_string())),
+        };
+        // The producer's own message timeout answers first; this is a guard against a lost report.
+        match tokio::time::timeout(self.produce_timeout + Duration::from_secs(1), delivery).await {
+            Ok(Ok(Ok(_))) => {
+                metrics::PRODUCE_SECONDS
+                    .with_label_values(&[Service::Ingress.name()])
+                    .observe(started.elapsed().as_secs_f64());
+                Ok(())
+            }
+            Ok(Ok(Err((error, _)))) => {
+                tracing::warn!(%error, "Kafka did not acknowledge a webhook; answered 503.");
+                Err(unavailable(error.to_string()))
+            }
+            Ok(Err(_)) => Err(unavailable("producer shut down".into())),
+            Err(_) => Err(unavailable("timed out waiting for Kafka".into())),
+        }
+    }
+}
+
+/// HTTP Basic with the source id as user name and the source's secret as password.
+fn authenticated(headers: &HeaderMap, source: &Source) -> bool {
+    let Some(encoded) = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Basic ").or_else(|| v.strip_prefix("basic ")))
+    else {
+        return false;
+    };
+    let Ok(decoded) = STANDARD.decode(encoded.trim()) else {
+        return false;
+    };
+    let Some(colon) = decoded.iter().position(|&b| b == b':') else {
+        return false;
+    };
+    let (user, secret) = (&decoded[..colon], &decoded[colon + 1..]);
+    // Both checks always run, so timing does not tell which one failed.
+    let user_ok = user == source.id.as_str().as_bytes();
+    let secret_ok = source.secret_matches(secret);
+    user_ok & secret_ok
+}
+
+fn kept_headers(headers: &HeaderMap) -> BTreeMap<String, String> {
+    headers
+        .iter()
+        .filter(|(name, _)| !DROPPED_HEADERS.contains(&name.as_str()))
+        .filter_map(|(name, value)| {
+            let value = value.to_str().ok()?;
+            (value.len() <= MAX_HEADER_VALUE).then(|| (name.as_str().to_owned(), value.to_owned()))
+        })
+        .take(MAX_KEPT_HEADERS)
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn credentials_never_reach_the_raw_record() {
+        let mut headers = HeaderMap::new();
+        let _ = headers.insert(header::AUTHORIZATION, HeaderValue::from_static("Basic eDp5"));
+        let _ = headers.insert(header::COOKIE, HeaderValue::from_static("s=1"));
+        let _ = headers.insert("x-twilio-signature", HeaderValue::from_static("abc"));
+        let kept = kept_headers(&headers);
+        assert_eq!(kept.len(), 1);
+        assert_eq!(kept.get("x-twilio-signature").map(String::as_str), Some("abc"));
+    }
+}

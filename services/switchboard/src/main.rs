@@ -1,0 +1,217 @@
+//! `switchboard`: one binary, one service per process.
+//!
+//! `switchboard ingress` (or normalizer, matcher, recordings, calllog) runs that service until
+//! SIGINT/SIGTERM, then drains, commits and exits 0. Configuration errors exit 64 before any port
+//! is bound. `switchboard init` creates topics and applies migrations; `switchboard sources`
+//! manages PBX sources and their credentials.
+
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use switchboard_core::config::{Service, Settings};
+use switchboard_core::model::{Region, SourceId, Vendor};
+use switchboard_core::runtime::{self, EXIT_CONFIG, EXIT_FAILURE, EXIT_UNAVAILABLE};
+use switchboard_core::service::{self, ServiceError};
+use switchboard_core::{kafka, pg};
+use tokio_util::sync::CancellationToken;
+
+#[derive(Debug, Parser)]
+#[command(name = "switchboard", version, about = "Telephony-to-CRM integration hub")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Accept PBX webhooks and publish them to Kafka.
+    Ingress,
+    /// Read raw webhooks into call events.
+    Normalizer,
+    /// Match agents and customers.
+    Matcher,
+    /// Attach recording links.
+    Recordings,
+    /// Write the call log to PostgreSQL.
+    Calllog,
+    /// Create the topics and apply database migrations, then exit.
+    Init,
+    /// Manage the PBX sources allowed to post webhooks.
+    Sources {
+        #[command(subcommand)]
+        action: SourcesAction,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum SourcesAction {
+    /// Create a source and print its credentials (shown only this once).
+    Add {
+        /// URL-safe id, also the HTTP Basic user name.
+        id: String,
+        /// The adapter that reads this source's webhooks.
+        #[arg(long, default_value = "generic")]
+        vendor: String,
+        /// ISO 3166 region for numbers the PBX sends in national format.
+        #[arg(long, default_value = "US")]
+        region: String,
+        /// Print the credentials as one JSON object, for scripts.
+        #[arg(long)]
+        json: bool,
+    },
+    /// List sources.
+    List,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let settings = match Settings::load() {
+        Ok(settings) => settings,
+        Err(error) => {
+            eprintln!("switchboard: {error}");
+            return exit(EXIT_CONFIG);
+        }
+    };
+    // Arguments are checked before any runtime or connection exists, like the configuration.
+    let command = match Parsed::from(cli.command) {
+        Ok(command) => command,
+        Err(error) => {
+            eprintln!("switchboard: {error:#}");
+            return exit(EXIT_CONFIG);
+        }
+    };
+    runtime::init_tracing(&settings.log);
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("switchboard: cannot start the async runtime: {error}");
+            return exit(EXIT_FAILURE);
+        }
+    };
+    runtime.block_on(run(command, settings))
+}
+
+fn exit(code: i32) -> ExitCode {
+    ExitCode::from(u8::try_from(code).unwrap_or(1))
+}
+
+/// A command with its arguments validated.
+#[derive(Debug)]
+enum Parsed {
+    Run(Service),
+    Admin(Admin),
+}
+
+/// Commands that do one thing against Kafka or PostgreSQL and exit.
+#[derive(Debug)]
+enum Admin {
+    Init,
+    AddSource { id: SourceId, vendor: Vendor, region: Region, json: bool },
+    ListSources,
+}
+
+impl Parsed {
+    fn from(command: Command) -> anyhow::Result<Self> {
+        Ok(match command {
+            Command::Ingress => Parsed::Run(Service::Ingress),
+            Command::Normalizer => Parsed::Run(Service::Normalizer),
+            Command::Matcher => Parsed::Run(Service::Matcher),
+            Command::Recordings => Parsed::Run(Service::Recordings),
+            Command::Calllog => Parsed::Run(Service::Calllog),
+            Command::Init => Parsed::Admin(Admin::Init),
+            Command::Sources { action: SourcesAction::List } => Parsed::Admin(Admin::ListSources),
+            Command::Sources { action: SourcesAction::Add { id, vendor, region, json } } => {
+                Parsed::Admin(Admin::AddSource {
+                    id: SourceId::parse(id).context("source id")?,
+                    vendor: vendor.parse().context("--vendor")?,
+                    region: region.parse().context("--region")?,
+                    json,
+                })
+            }
+        })
+    }
+}
+
+async fn run(command: Parsed, settings: Settings) -> ExitCode {
+    let cancel = CancellationToken::new();
+    runtime::cancel_on_signal(cancel.clone());
+    match command {
+        Parsed::Run(service) => run_service(service, settings, cancel).await,
+        Parsed::Admin(command) => match admin(command, &settings, &cancel).await {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(error) => {
+                eprintln!("switchboard: {error:#}");
+                exit(EXIT_FAILURE)
+            }
+        },
+    }
+}
+
+async fn run_service(service: Service, settings: Settings, cancel: CancellationToken) -> ExitCode {
+    let listener = match service::bind(&settings, service).await {
+        Ok(listener) => listener,
+        Err(error) => {
+            tracing::error!(%error, "Cannot start.");
+            return exit(EXIT_UNAVAILABLE);
+        }
+    };
+    if let Ok(addr) = listener.local_addr() {
+        tracing::info!(service = service.name(), %addr, "Listening.");
+    }
+    let outcome: Result<(), ServiceError> = match service {
+        Service::Ingress => switchboard_ingress::run(settings, listener, cancel).await,
+        Service::Normalizer => switchboard_normalizer::run(settings, listener, cancel).await,
+        Service::Matcher => switchboard_matcher::run(settings, listener, cancel).await,
+        Service::Recordings => switchboard_recordings::run(settings, listener, cancel).await,
+        Service::Calllog => switchboard_calllog::run(settings, listener, cancel).await,
+    };
+    match outcome {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            tracing::error!(%error, service = service.name(), "Stopped on an error.");
+            exit(EXIT_FAILURE)
+        }
+    }
+}
+
+async fn admin(command: Admin, settings: &Settings, cancel: &CancellationToken) -> anyhow::Result<()> {
+    let pool = pg::connect_and_migrate(&settings.postgres, cancel)
+        .await?
+        .context("cancelled while waiting for PostgreSQL")?;
+    match command {
+        Admin::Init => {
+            let topics = settings.kafka.topics();
+            anyhow::ensure!(
+                kafka::ensure_topics(&settings.kafka, &topics.all(), cancel).await,
+                "cancelled while waiting for Kafka"
+            );
+            println!("Topics ready: {}", topics.all().join(", "));
+            println!("Database migrated.");
+        }
+        Admin::AddSource { id, vendor, region, json } => {
+            let created = switchboard_ingress::sources::create(&pool, &id, vendor, region).await?;
+            if json {
+                let credentials = serde_json::json!({
+                    "id": created.id.as_str(),
+                    "vendor": vendor.as_str(),
+                    "secret": created.secret,
+                });
+                println!("{credentials}");
+            } else {
+                println!("Source {} ({}) created.", created.id, created.vendor);
+                println!("Webhook URL:  POST /v1/webhooks/{}", created.id);
+                println!("User name:    {}", created.id);
+                println!("Password:     {}", created.secret);
+                println!("The password is shown only now; Switchboard stores only its hash.");
+            }
+        }
+        Admin::ListSources => {
+            for (id, vendor, region, enabled) in switchboard_ingress::sources::list(&pool).await? {
+                let state = if enabled { "enabled" } else { "disabled" };
+                println!("{id}\t{vendor}\t{region}\t{state}");
+            }
+        }
+    }
+    Ok(())
+}
