@@ -1,0 +1,189 @@
+//! End-to-end benchmark: webhooks/s sustained from HTTP into the call log, and webhook → row
+//! latency, against a baseline measured in the same run.
+//!
+//! Runs the real pipeline (release binary, one process per service) against the local broker and
+//! PostgreSQL, exactly as the tests do (same environment variables). Two measurements:
+//!
+//! 1. baseline: a bare hyper handler that reads and discards the body, driven by the same load
+//!    generator (same client, same concurrency, same bodies);
+//! 2. Switchboard: the same requests posted to ingress; throughput is counted until the last
+//!    event is committed to the call log, and latency is `stored_at - received_at` per event,
+//!    read back from PostgreSQL (one host, one clock).
+//!
+//! Usage: `bench-e2e [WEBHOOKS] [CONCURRENCY]` (defaults 20000 and 32). Build it with
+//! `cargo build --release -p switchboard -p switchboard-tests` so that it finds the release binary.
+
+use std::convert::Infallible;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use futures_util::StreamExt;
+use http_body_util::{BodyExt, Full};
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use switchboard_tests::*;
+
+#[derive(Debug)]
+struct Run {
+    seconds: f64,
+    latencies_ms: Vec<f64>,
+}
+
+impl Run {
+    fn per_second(&self, count: usize) -> f64 {
+        count as f64 / self.seconds
+    }
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let rank = ((p / 100.0) * (sorted.len() - 1) as f64).round() as usize;
+    sorted[rank.min(sorted.len() - 1)]
+}
+
+/// Posts every body with `concurrency` requests in flight, timing each request.
+async fn drive(
+    client: &HttpClient,
+    url: &str,
+    auth: &str,
+    bodies: &[String],
+    concurrency: usize,
+) -> anyhow::Result<Run> {
+    let started = Instant::now();
+    let mut latencies: Vec<f64> = futures_util::stream::iter(bodies)
+        .map(|body| async move {
+            let sent = Instant::now();
+            let response = send(
+                client,
+                "POST",
+                url,
+                &[("content-type", "application/json"), ("authorization", auth)],
+                body.clone(),
+            )
+            .await?;
+            anyhow::ensure!(response.status < 300, "status {}: {:?}", response.status, response.body);
+            Ok(sent.elapsed().as_secs_f64() * 1e3)
+        })
+        .buffer_unordered(concurrency)
+        .collect::<Vec<anyhow::Result<f64>>>()
+        .await
+        .into_iter()
+        .collect::<anyhow::Result<_>>()?;
+    latencies.sort_by(f64::total_cmp);
+    Ok(Run { seconds: started.elapsed().as_secs_f64(), latencies_ms: latencies })
+}
+
+/// A bare HTTP/1.1 server that reads each body and answers 202, on its own runtime thread.
+fn start_bare_hyper() -> anyhow::Result<u16> {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+    listener.set_nonblocking(true)?;
+    let port = listener.local_addr()?.port();
+    let _ = std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build();
+        let Ok(runtime) = runtime else { return };
+        runtime.block_on(async move {
+            let Ok(listener) = tokio::net::TcpListener::from_std(listener) else { return };
+            while let Ok((stream, _)) = listener.accept().await {
+                tokio::spawn(async move {
+                    let service = service_fn(|req: hyper::Request<hyper::body::Incoming>| async move {
+                        let _ = req.into_body().collect().await;
+                        let mut response = hyper::Response::new(Full::new(Bytes::from_static(b"{}")));
+                        *response.status_mut() = hyper::StatusCode::ACCEPTED;
+                        Ok::<_, Infallible>(response)
+                    });
+                    let _ = http1::Builder::new().serve_connection(TokioIo::new(stream), service).await;
+                });
+            }
+        });
+    });
+    Ok(port)
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() -> anyhow::Result<()> {
+    let mut args = std::env::args().skip(1);
+    let webhooks: usize = args.next().map(|a| a.parse()).transpose()?.unwrap_or(20_000);
+    let concurrency: usize = args.next().map(|a| a.parse()).transpose()?.unwrap_or(32);
+    let calls = webhooks.div_ceil(4);
+
+    let mut env = TestEnv::new("bench");
+    env.set("RUST_LOG", "warn");
+    let credentials = {
+        env.init().await?;
+        env.add_source("bench", "GB").await?
+    };
+    let pipeline = env.start_pipeline().await?;
+    let client = http_client();
+    let warmup = call_webhooks(&format!("{}-warm", env.id), 250);
+    let bodies: Vec<String> = call_webhooks(&env.id, calls).into_iter().take(webhooks).collect();
+    let auth = credentials.basic();
+
+    // Baseline, same client and bodies.
+    let bare = format!("http://127.0.0.1:{}/v1/webhooks/bench", start_bare_hyper()?);
+    let _ = drive(&client, &bare, &auth, &warmup, concurrency).await?;
+    let baseline = drive(&client, &bare, &auth, &bodies, concurrency).await?;
+
+    // Warm the pipeline (connections, prepared statements, group assignment) before measuring.
+    let db = env.db().await?;
+    let ingress = pipeline.ingress_url(&format!("/v1/webhooks/{}", credentials.user));
+    let _ = drive(&client, &ingress, &auth, &warmup, concurrency).await?;
+    let warm_count = warmup.len() as i64;
+    anyhow::ensure!(
+        wait_for_count(&db, "SELECT count(*) FROM call_events", warm_count, Duration::from_secs(120)).await?
+            == warm_count,
+        "warm-up did not reach the call log"
+    );
+
+    let started = Instant::now();
+    let t0 = chrono::Utc::now();
+    let accepted = drive(&client, &ingress, &auth, &bodies, concurrency).await?;
+    let total = warm_count + bodies.len() as i64;
+    let stored =
+        wait_for_count(&db, "SELECT count(*) FROM call_events", total, Duration::from_secs(600)).await?;
+    anyhow::ensure!(stored == total, "only {stored} of {total} events reached the call log");
+    // Measured events are those of this run's calls, not the warm-up's.
+    let warm_calls = format!("{}-warm%", env.id);
+    let last_stored: chrono::DateTime<chrono::Utc> = db
+        .query_one("SELECT max(stored_at) FROM call_events WHERE call_id NOT LIKE $1", &[&warm_calls])
+        .await?
+        .get(0);
+    let sustained_seconds = (last_stored - t0).num_microseconds().unwrap_or(0) as f64 / 1e6;
+    let mut e2e: Vec<f64> = db
+        .query(
+            "SELECT (extract(epoch FROM stored_at - received_at) * 1000)::float8 FROM call_events
+             WHERE call_id NOT LIKE $1",
+            &[&warm_calls],
+        )
+        .await?
+        .iter()
+        .map(|row| row.get::<_, f64>(0))
+        .collect();
+    e2e.sort_by(f64::total_cmp);
+    let wall = started.elapsed();
+
+    let n = bodies.len();
+    let bare_rate = baseline.per_second(n);
+    let ingress_rate = accepted.per_second(n);
+    let sustained_rate = n as f64 / sustained_seconds;
+    println!("webhooks={n} concurrency={concurrency} calls={calls} wall={wall:.1?}");
+    println!("| measurement | webhooks/s | ratio to bare hyper | p50 ms | p99 ms |");
+    println!("|---|---|---|---|---|");
+    let row = |name: &str, rate: f64, lat: &[f64]| {
+        println!(
+            "| {name} | {rate:.0} | {:.2} | {:.2} | {:.2} |",
+            rate / bare_rate,
+            percentile(lat, 50.0),
+            percentile(lat, 99.0)
+        );
+    };
+    row("baseline: bare hyper handler (HTTP 202)", bare_rate, &baseline.latencies_ms);
+    row("ingress: HTTP 202 after Kafka ack", ingress_rate, &accepted.latencies_ms);
+    row("end to end: webhook committed to call log", sustained_rate, &e2e);
+
+    pipeline.shutdown().await?;
+    env.cleanup().await;
+    Ok(())
+}

@@ -1,0 +1,619 @@
+//! Test and benchmark harness: runs the real `switchboard` binary as separate processes against
+//! a real Kafka-protocol broker and a real PostgreSQL, each test on its own topics, consumer
+//! groups and database so that tests run in parallel.
+//!
+//! Where things are (set by `./test`, defaults for a local run):
+//! - `SB_TEST_KAFKA`: the broker, default `127.0.0.1:19092`;
+//! - `SB_TEST_POSTGRES`: a PostgreSQL URL whose user may create databases, default
+//!   `postgres://postgres@127.0.0.1:5432/postgres`;
+//! - `SB_BIN`: the binary, default the `switchboard` built beside this test.
+//!
+//! Service logs go to `target/test-logs/<test id>/<service>.log`.
+
+use std::collections::{BTreeMap, HashSet};
+use std::net::TcpListener as StdListener;
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use base64::Engine;
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use rdkafka::ClientConfig;
+use rdkafka::Message;
+use rdkafka::consumer::{Consumer, StreamConsumer};
+use tokio::process::{Child, Command};
+
+pub use switchboard_core;
+
+pub const SERVICES: [&str; 5] = ["ingress", "normalizer", "matcher", "recordings", "calllog"];
+
+pub fn kafka_brokers() -> String {
+    std::env::var("SB_TEST_KAFKA").unwrap_or_else(|_| "127.0.0.1:19092".into())
+}
+
+pub fn postgres_admin_url() -> String {
+    std::env::var("SB_TEST_POSTGRES").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
+}
+
+/// The `switchboard` binary: `SB_BIN`, else the one cargo built next to this executable.
+pub fn switchboard_bin() -> PathBuf {
+    if let Some(path) = std::env::var_os("SB_BIN") {
+        return PathBuf::from(path);
+    }
+    let exe = std::env::current_exe().expect("current exe");
+    let mut dir = exe.parent().expect("exe dir").to_path_buf();
+    // Test executables live in target/<profile>/deps, binaries in target/<profile>.
+    if dir.ends_with("deps") {
+        let _ = dir.pop();
+    }
+    let bin = dir.join("switchboard");
+    assert!(
+        bin.exists(),
+        "{} not found: build it first (`cargo build -p switchboard`) or set SB_BIN",
+        bin.display()
+    );
+    bin
+}
+
+fn target_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("current exe");
+    exe.ancestors()
+        .find(|p| p.file_name().is_some_and(|n| n == "target"))
+        .map(PathBuf::from)
+        .unwrap_or_else(std::env::temp_dir)
+}
+
+/// A port nothing listens on right now.
+pub fn free_port() -> u16 {
+    StdListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("free port").port()
+}
+
+/// One test's private world: topic and group prefixes, a database, a log folder.
+#[derive(Debug)]
+pub struct TestEnv {
+    pub id: String,
+    pub database: String,
+    pub brokers: String,
+    pub settings: BTreeMap<String, String>,
+    pub log_dir: PathBuf,
+}
+
+impl TestEnv {
+    pub fn new(name: &str) -> Self {
+        let short = uuid::Uuid::now_v7().simple().to_string();
+        let id = format!("{name}-{}", &short[short.len() - 8..]);
+        let database = format!("sb_test_{}", id.replace('-', "_"));
+        let brokers = kafka_brokers();
+        let log_dir = target_dir().join("test-logs").join(&id);
+        std::fs::create_dir_all(&log_dir).expect("log dir");
+        let mut settings = BTreeMap::new();
+        let mut set = |k: &str, v: String| {
+            let _ = settings.insert(k.to_owned(), v);
+        };
+        set("SWITCHBOARD_KAFKA__BROKERS", brokers.clone());
+        set("SWITCHBOARD_KAFKA__TOPIC_PREFIX", format!("t-{id}."));
+        set("SWITCHBOARD_KAFKA__GROUP_PREFIX", format!("g-{id}."));
+        set("SWITCHBOARD_KAFKA__PARTITIONS", "4".into());
+        set("SWITCHBOARD_KAFKA__SESSION_TIMEOUT_MS", "6000".into());
+        set("SWITCHBOARD_KAFKA__HEARTBEAT_INTERVAL_MS", "500".into());
+        set("SWITCHBOARD_POSTGRES__URL", database_url(&database));
+        set("SWITCHBOARD_POSTGRES__POOL_SIZE", "4".into());
+        set("SWITCHBOARD_INGRESS__SOURCES_REFRESH_MS", "500".into());
+        set("SWITCHBOARD_PIPELINE__DRAIN_TIMEOUT_MS", "5000".into());
+        set("RUST_LOG", "info".into());
+        Self { id, database, brokers, settings, log_dir }
+    }
+
+    pub fn set(&mut self, key: &str, value: impl Into<String>) {
+        let _ = self.settings.insert(key.to_owned(), value.into());
+    }
+
+    pub fn topics(&self) -> switchboard_core::config::Topics {
+        switchboard_core::config::Topics::with_prefix(&self.settings["SWITCHBOARD_KAFKA__TOPIC_PREFIX"])
+    }
+
+    pub fn database_url(&self) -> String {
+        database_url(&self.database)
+    }
+
+    fn command(&self, args: &[&str]) -> Command {
+        let mut command = Command::new(switchboard_bin());
+        let _ = command.args(args).envs(&self.settings).kill_on_drop(true);
+        command
+    }
+
+    /// Runs a one-shot CLI command and returns its standard output.
+    pub async fn cli(&self, args: &[&str]) -> anyhow::Result<String> {
+        let output = self.command(args).stdin(Stdio::null()).output().await?;
+        if !output.status.success() {
+            bail!("switchboard {args:?} failed: {}", String::from_utf8_lossy(&output.stderr));
+        }
+        Ok(String::from_utf8(output.stdout)?)
+    }
+
+    /// `switchboard init`: topics and migrations.
+    pub async fn init(&self) -> anyhow::Result<()> {
+        let _ = self.cli(&["init"]).await?;
+        Ok(())
+    }
+
+    /// Creates a generic source and returns its HTTP Basic credentials.
+    pub async fn add_source(&self, id: &str, region: &str) -> anyhow::Result<Credentials> {
+        let out = self.cli(&["sources", "add", id, "--region", region, "--json"]).await?;
+        let value: serde_json::Value = serde_json::from_str(out.trim())?;
+        Ok(Credentials {
+            user: value["id"].as_str().context("id")?.to_owned(),
+            secret: value["secret"].as_str().context("secret")?.to_owned(),
+        })
+    }
+
+    /// Starts one service on a free port and waits until it reports ready.
+    pub async fn start(&self, service: &str) -> anyhow::Result<ServiceProcess> {
+        self.start_with(service, &[]).await
+    }
+
+    /// Starts one service with extra settings on top of the test's own.
+    pub async fn start_with(
+        &self,
+        service: &str,
+        overrides: &[(&str, &str)],
+    ) -> anyhow::Result<ServiceProcess> {
+        let mut process = self.spawn(service, overrides)?;
+        process.wait_ready(Duration::from_secs(60)).await?;
+        Ok(process)
+    }
+
+    /// Starts one service without waiting for it.
+    pub fn spawn(&self, service: &str, overrides: &[(&str, &str)]) -> anyhow::Result<ServiceProcess> {
+        let port = free_port();
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.log_dir.join(format!("{service}.log")))?;
+        let child = self
+            .command(&[service])
+            .env("SWITCHBOARD_HTTP__LISTEN", format!("127.0.0.1:{port}"))
+            .envs(overrides.iter().copied())
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()
+            .with_context(|| format!("spawn {service}"))?;
+        Ok(ServiceProcess { name: service.to_owned(), port, child })
+    }
+
+    /// Starts every service of the pipeline.
+    pub async fn start_pipeline(&self) -> anyhow::Result<Pipeline> {
+        self.init().await?;
+        let mut services = BTreeMap::new();
+        for name in SERVICES {
+            let _ = services.insert(name.to_owned(), self.start(name).await?);
+        }
+        Ok(Pipeline { services })
+    }
+
+    pub async fn db(&self) -> anyhow::Result<tokio_postgres::Client> {
+        connect(&self.database_url()).await
+    }
+
+    /// Drops the test database. Called at the end of a passing test; a failing test keeps its
+    /// database for inspection.
+    pub async fn cleanup(self) {
+        if let Ok(admin) = connect(&postgres_admin_url()).await {
+            let _ = admin
+                .batch_execute(&format!("DROP DATABASE IF EXISTS \"{}\" WITH (FORCE)", self.database))
+                .await;
+        }
+    }
+}
+
+fn database_url(database: &str) -> String {
+    let admin = postgres_admin_url();
+    match admin.rsplit_once('/') {
+        Some((server, _)) => format!("{server}/{database}"),
+        None => format!("{admin}/{database}"),
+    }
+}
+
+pub async fn connect(url: &str) -> anyhow::Result<tokio_postgres::Client> {
+    let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls).await?;
+    tokio::spawn(connection);
+    Ok(client)
+}
+
+#[derive(Debug, Clone)]
+pub struct Credentials {
+    pub user: String,
+    pub secret: String,
+}
+
+impl Credentials {
+    pub fn basic(&self) -> String {
+        basic(&self.user, &self.secret)
+    }
+}
+
+pub fn basic(user: &str, secret: &str) -> String {
+    format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(format!("{user}:{secret}")))
+}
+
+/// A running service process.
+#[derive(Debug)]
+pub struct ServiceProcess {
+    pub name: String,
+    pub port: u16,
+    child: Child,
+}
+
+impl ServiceProcess {
+    pub fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.port)
+    }
+
+    pub async fn wait_ready(&mut self, within: Duration) -> anyhow::Result<()> {
+        let deadline = Instant::now() + within;
+        let client = http_client();
+        loop {
+            if let Some(status) = self.child.try_wait()? {
+                bail!("{} exited during start-up with {status}", self.name);
+            }
+            if let Ok(response) = get(&client, &self.url("/readyz")).await
+                && response.status == 200
+            {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                bail!("{} not ready within {within:?}", self.name);
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// SIGKILL: no drain, no commit, no flush.
+    pub async fn kill_hard(&mut self) -> anyhow::Result<()> {
+        self.child.kill().await?;
+        Ok(())
+    }
+
+    /// Waits for the process to exit by itself; returns the exit code.
+    pub async fn wait_exit(&mut self, within: Duration) -> anyhow::Result<Option<i32>> {
+        let exit = tokio::time::timeout(within, self.child.wait())
+            .await
+            .with_context(|| format!("{} still running after {within:?}", self.name))??;
+        Ok(exit.code())
+    }
+
+    /// SIGTERM, then waits for the exit; returns the exit code.
+    pub async fn terminate(&mut self, within: Duration) -> anyhow::Result<Option<i32>> {
+        let pid = self.child.id().context("already exited")?;
+        let status = Command::new("kill").args(["-TERM", &pid.to_string()]).status().await?;
+        anyhow::ensure!(status.success(), "kill -TERM {pid} failed");
+        self.wait_exit(within).await
+    }
+
+    pub async fn metrics(&self) -> anyhow::Result<String> {
+        let response = get(&http_client(), &self.url("/metrics")).await?;
+        Ok(String::from_utf8(response.body.to_vec())?)
+    }
+}
+
+/// Every service of a running pipeline, by name.
+#[derive(Debug)]
+pub struct Pipeline {
+    pub services: BTreeMap<String, ServiceProcess>,
+}
+
+impl Pipeline {
+    pub fn ingress_url(&self, path: &str) -> String {
+        self.services["ingress"].url(path)
+    }
+
+    pub fn service(&mut self, name: &str) -> &mut ServiceProcess {
+        self.services.get_mut(name).expect("service of the pipeline")
+    }
+
+    /// Stops everything with SIGTERM and checks each service drained and exited 0.
+    pub async fn shutdown(mut self) -> anyhow::Result<()> {
+        for name in SERVICES {
+            let code = self.service(name).terminate(Duration::from_secs(30)).await?;
+            anyhow::ensure!(code == Some(0), "{name} exited with {code:?} after SIGTERM");
+        }
+        Ok(())
+    }
+}
+
+pub type HttpClient = Client<HttpConnector, Full<Bytes>>;
+
+pub fn http_client() -> HttpClient {
+    Client::builder(TokioExecutor::new()).build_http()
+}
+
+#[derive(Debug)]
+pub struct HttpResponse {
+    pub status: u16,
+    pub headers: http::HeaderMap,
+    pub body: Bytes,
+}
+
+impl HttpResponse {
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body).unwrap_or(serde_json::Value::Null)
+    }
+}
+
+pub async fn get(client: &HttpClient, url: &str) -> anyhow::Result<HttpResponse> {
+    send(client, "GET", url, &[], Bytes::new()).await
+}
+
+pub async fn send(
+    client: &HttpClient,
+    method: &str,
+    url: &str,
+    headers: &[(&str, &str)],
+    body: impl Into<Bytes>,
+) -> anyhow::Result<HttpResponse> {
+    let mut request = http::Request::builder().method(method).uri(url);
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    let response = client.request(request.body(Full::new(body.into()))?).await?;
+    let status = response.status().as_u16();
+    let headers = response.headers().clone();
+    let body = response.into_body().collect().await?.to_bytes();
+    Ok(HttpResponse { status, headers, body })
+}
+
+/// Posts a JSON webhook with the source's credentials.
+pub async fn post_webhook(
+    client: &HttpClient,
+    ingress_url: &str,
+    credentials: &Credentials,
+    body: &str,
+) -> anyhow::Result<HttpResponse> {
+    let url = format!("{ingress_url}/v1/webhooks/{}", credentials.user);
+    let auth = credentials.basic();
+    send(
+        client,
+        "POST",
+        &url,
+        &[("content-type", "application/json"), ("authorization", &auth)],
+        body.to_owned(),
+    )
+    .await
+}
+
+/// The webhooks of `calls` complete calls, four events each: the call rings, an agent's leg is
+/// answered, the leg hangs up, the call ends. Distinct bodies, so distinct events.
+pub fn call_webhooks(run: &str, calls: usize) -> Vec<String> {
+    let mut bodies = Vec::with_capacity(calls * 4);
+    for n in 0..calls {
+        let call = format!("{run}-call-{n}");
+        let from = format!("+4420794{:05}", n % 100_000);
+        let base = 1_800_000_000 + n as i64 * 10;
+        let leg = format!("{call}-leg-a");
+        bodies.push(format!(
+            r#"{{"call_id":"{call}","event":"ringing","direction":"inbound","from":"{from}","to":"+442071234567","timestamp":{base}}}"#
+        ));
+        bodies.push(format!(
+            r#"{{"call_id":"{call}","leg_id":"{leg}","event":"answered","agent":{{"number":"10{}","email":"agent{}@example.com"}},"timestamp":{}}}"#,
+            n % 10,
+            n % 10,
+            base + 2
+        ));
+        bodies.push(format!(
+            r#"{{"call_id":"{call}","leg_id":"{leg}","event":"hangup","timestamp":{}}}"#,
+            base + 60
+        ));
+        bodies.push(format!(
+            r#"{{"call_id":"{call}","event":"hangup","hangup_cause":"normal_clearing","timestamp":{}}}"#,
+            base + 61
+        ));
+    }
+    bodies
+}
+
+/// Posts every body with `concurrency` requests in flight; returns the 202 ids in order.
+pub async fn post_all(
+    client: &HttpClient,
+    ingress_url: &str,
+    credentials: &Credentials,
+    bodies: &[String],
+    concurrency: usize,
+) -> anyhow::Result<Vec<String>> {
+    use futures_util::StreamExt;
+    // Owned bodies: borrowed stream items make this future not `Send` for `tokio::spawn`.
+    futures_util::stream::iter(bodies.to_vec())
+        .map(|body| async move {
+            let response = post_webhook(client, ingress_url, credentials, &body).await?;
+            anyhow::ensure!(
+                response.status == 202,
+                "got {} for {body}: {:?}",
+                response.status,
+                response.body
+            );
+            Ok(response.json()["id"].as_str().context("id in the 202 answer")?.to_owned())
+        })
+        .buffered(concurrency)
+        .collect::<Vec<anyhow::Result<String>>>()
+        .await
+        .into_iter()
+        .collect()
+}
+
+/// Waits until `query` (returning one bigint) reaches `expected`; returns the last value.
+pub async fn wait_for_count(
+    db: &tokio_postgres::Client,
+    query: &str,
+    expected: i64,
+    within: Duration,
+) -> anyhow::Result<i64> {
+    let deadline = Instant::now() + within;
+    loop {
+        let value: i64 = db.query_one(query, &[]).await?.get(0);
+        if value >= expected || Instant::now() > deadline {
+            return Ok(value);
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Reads a topic from the beginning in a fresh group until `done` says so or `within` passes.
+pub async fn read_topic(
+    brokers: &str,
+    topic: &str,
+    within: Duration,
+    mut done: impl FnMut(&[(Option<Vec<u8>>, Vec<u8>)]) -> bool,
+) -> anyhow::Result<Vec<(Option<Vec<u8>>, Vec<u8>)>> {
+    let consumer: StreamConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", format!("reader-{}", uuid::Uuid::now_v7()))
+        .set("auto.offset.reset", "earliest")
+        .set("enable.auto.commit", "false")
+        .set("session.timeout.ms", "6000")
+        .set("heartbeat.interval.ms", "500")
+        .create()?;
+    consumer.subscribe(&[topic])?;
+    let deadline = Instant::now() + within;
+    let mut records = Vec::new();
+    while !done(&records) {
+        let remaining = deadline.saturating_duration_since(Instant::now());
+        if remaining.is_zero() {
+            break;
+        }
+        match tokio::time::timeout(remaining, consumer.recv()).await {
+            Ok(Ok(message)) => records.push((
+                message.key().map(<[u8]>::to_vec),
+                message.payload().map(<[u8]>::to_vec).unwrap_or_default(),
+            )),
+            Ok(Err(error)) => bail!("reading {topic}: {error}"),
+            Err(_) => break,
+        }
+    }
+    Ok(records)
+}
+
+/// The raw ids recorded in the call log.
+pub async fn stored_raw_ids(db: &tokio_postgres::Client) -> anyhow::Result<HashSet<String>> {
+    Ok(db.query("SELECT raw_id FROM call_events", &[]).await?.iter().map(|r| r.get(0)).collect())
+}
+
+/// The sum of every sample of metric `name` in a Prometheus text exposition.
+pub fn metric_value(text: &str, name: &str) -> f64 {
+    text.lines()
+        .filter(|line| !line.starts_with('#'))
+        .filter(|line| line.split(['{', ' ']).next() == Some(name))
+        .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+/// Polls a service's metric until it reaches `at_least`; returns the last value.
+pub async fn wait_for_metric(
+    service: &ServiceProcess,
+    name: &str,
+    at_least: f64,
+    within: Duration,
+) -> anyhow::Result<f64> {
+    let deadline = Instant::now() + within;
+    loop {
+        let value = metric_value(&service.metrics().await?, name);
+        if value >= at_least || Instant::now() > deadline {
+            return Ok(value);
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// A digest of the whole call log, `updated_at` included, to show that something wrote nothing.
+pub async fn call_log_digest(db: &tokio_postgres::Client) -> anyhow::Result<String> {
+    let row = db
+        .query_one(
+            "SELECT (SELECT md5(coalesce(string_agg(c::text, '|' ORDER BY source_id, call_id), '')) FROM calls c),
+                    (SELECT md5(coalesce(string_agg(l::text, '|' ORDER BY source_id, call_id, leg_id), '')) FROM call_legs l),
+                    (SELECT count(*) FROM call_events)",
+            &[],
+        )
+        .await?;
+    let (calls, legs, events): (String, String, i64) = (row.get(0), row.get(1), row.get(2));
+    Ok(format!("{calls}/{legs}/{events}"))
+}
+
+/// A broker of the test's own, to stop and start without disturbing other tests. It stores in
+/// PostgreSQL (a database of its own), so a restart keeps topics and records, as a real
+/// cluster would.
+#[derive(Debug)]
+pub struct PrivateBroker {
+    pub port: u16,
+    storage: String,
+    database: String,
+    dir: PathBuf,
+    child: Option<Child>,
+}
+
+impl PrivateBroker {
+    pub async fn start(env: &TestEnv) -> anyhow::Result<Self> {
+        let database = format!("{}_broker", env.database);
+        let admin = connect(&postgres_admin_url()).await?;
+        admin.batch_execute(&format!("CREATE DATABASE \"{database}\"")).await?;
+        let mut broker = Self {
+            port: free_port(),
+            // The broker talks to a database on the same host; Debian's self-signed certificate
+            // would fail its TLS verification.
+            storage: format!("{}?sslmode=disable", database_url(&database)),
+            database,
+            dir: env.log_dir.clone(),
+            child: None,
+        };
+        broker.restart().await?;
+        Ok(broker)
+    }
+
+    pub fn address(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    /// Starts the broker (again) and waits until it accepts connections.
+    pub async fn restart(&mut self) -> anyhow::Result<()> {
+        let url = format!("tcp://{}", self.address());
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(self.dir.join("nisshi.log"))?;
+        let child = Command::new("nisshi")
+            .args(["broker", "--listener-url", &url, "--advertised-listener-url", &url])
+            .args(["--storage-engine", &self.storage, "--group-initial-rebalance-delay", "500ms"])
+            // nisshi reads a .env from its working directory: give it one without.
+            .current_dir(&self.dir)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .kill_on_drop(true)
+            .spawn()
+            .context("start nisshi (is it on PATH? ./test installs it)")?;
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while tokio::net::TcpStream::connect(("127.0.0.1", self.port)).await.is_err() {
+            anyhow::ensure!(Instant::now() < deadline, "nisshi did not listen on {}", self.port);
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        Ok(())
+    }
+
+    /// Kills the broker at once, as a crash or a network cut would.
+    pub async fn stop(&mut self) -> anyhow::Result<()> {
+        if let Some(mut child) = self.child.take() {
+            child.kill().await?;
+        }
+        Ok(())
+    }
+
+    pub async fn cleanup(mut self) {
+        let _ = self.stop().await;
+        if let Ok(admin) = connect(&postgres_admin_url()).await {
+            let _ = admin
+                .batch_execute(&format!("DROP DATABASE IF EXISTS \"{}\" WITH (FORCE)", self.database))
+                .await;
+        }
+    }
+}
