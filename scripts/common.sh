@@ -115,10 +115,16 @@ start_nisshi() {
   dir="$(mkdir -p "$3" && cd "$3" && pwd)"
   say "Starting nisshi on 127.0.0.1:$port ($storage)"
   # nisshi reads a .env from its working directory; run it in its own empty state directory.
-  (cd "$dir" && setsid nohup nisshi broker \
+  # nohup execs in place, so $! is the broker's own pid (setsid would fork when its caller
+  # leads a process group, and the pid file would name a process that is gone).
+  (
+    cd "$dir"
+    nohup nisshi broker \
       --listener-url "tcp://127.0.0.1:$port" \
       --advertised-listener-url "tcp://127.0.0.1:$port" \
-      --storage-engine "$storage" >"$dir/nisshi.log" 2>&1 </dev/null & echo $! >"$dir/nisshi.pid")
+      --storage-engine "$storage" >"$dir/nisshi.log" 2>&1 </dev/null &
+    echo $! >"$dir/nisshi.pid"
+  )
   wait_port 127.0.0.1 "$port" 60 "nisshi (log: $dir/nisshi.log)"
 }
 

@@ -405,3 +405,31 @@ async fn ingress_answers_503_while_kafka_is_down_and_recovers() -> anyhow::Resul
     env.cleanup().await;
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_commits_offsets_so_a_restarted_pipeline_reads_nothing_twice() -> anyhow::Result<()> {
+    let mut env = TestEnv::new("sigterm");
+    // Auto-commit only once an hour: the final commit on SIGTERM is the only one that can happen.
+    env.set("SWITCHBOARD_KAFKA__CLIENT__AUTO_COMMIT_INTERVAL_MS", "3600000");
+    env.init().await?;
+    let credentials = env.add_source("pbx-t", "US").await?;
+    let pipeline = env.start_pipeline().await?;
+    let client = http_client();
+    let bodies = call_webhooks(&env.id, 10);
+    let _ = post_all(&client, &pipeline.ingress_url(""), &credentials, &bodies, 4).await?;
+    let db = env.db().await?;
+    assert_eq!(wait_for_count(&db, EVENTS, 40, SETTLE).await?, 40);
+    pipeline.shutdown().await?;
+
+    let pipeline = env.start_pipeline().await?;
+    let sentinel = vec![r#"{"call_id":"after-restart","event":"ringing"}"#.to_owned()];
+    let _ = post_all(&client, &pipeline.ingress_url(""), &credentials, &sentinel, 1).await?;
+    assert_eq!(wait_for_count(&db, EVENTS, 41, SETTLE).await?, 41);
+    for stage in ["normalizer", "matcher", "recordings", "calllog"] {
+        let seen = metric_value(&pipeline.services[stage].metrics().await?, "switchboard_events_in_total");
+        assert_eq!(seen, 1.0, "{stage} resumed after its committed offset and read only the new event");
+    }
+    pipeline.shutdown().await?;
+    env.cleanup().await;
+    Ok(())
+}

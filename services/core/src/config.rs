@@ -82,6 +82,7 @@ pub struct KafkaSettings {
     pub heartbeat_interval_ms: u64,
     /// Extra librdkafka properties, for example `security.protocol`. In environment variables
     /// write dots as underscores: `SWITCHBOARD_KAFKA__CLIENT__SECURITY_PROTOCOL=ssl`.
+    #[serde(deserialize_with = "scalars_as_strings")]
     pub client: BTreeMap<String, String>,
 }
 
@@ -140,6 +141,34 @@ impl Topics {
     pub fn all(&self) -> [&str; 5] {
         [&self.raw, &self.normalized, &self.matched, &self.enriched, &self.dead_letter]
     }
+}
+
+/// librdkafka takes every property as text, but the environment and TOML give `5000` as a
+/// number and `true` as a boolean; accept any scalar and keep its text.
+fn scalars_as_strings<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<BTreeMap<String, String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Scalar {
+        Text(String),
+        Integer(i64),
+        Float(f64),
+        Bool(bool),
+    }
+    let map = BTreeMap::<String, Scalar>::deserialize(deserializer)?;
+    Ok(map
+        .into_iter()
+        .map(|(key, value)| {
+            let text = match value {
+                Scalar::Text(text) => text,
+                Scalar::Integer(n) => n.to_string(),
+                Scalar::Float(x) => x.to_string(),
+                Scalar::Bool(b) => b.to_string(),
+            };
+            (key, text)
+        })
+        .collect())
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -322,9 +351,8 @@ mod tests {
     fn load(vars: &[(&str, &str)]) -> Result<Settings, ConfigError> {
         let mut toml = String::new();
         for (key, value) in vars {
-            let path = key.trim_start_matches("SWITCHBOARD_").to_lowercase();
-            let (section, field) = path.split_once("__").expect("SECTION__KEY");
-            toml.push_str(&format!("[{section}]\n{} = {value}\n", field.replace("__", ".")));
+            let path = key.trim_start_matches("SWITCHBOARD_").to_lowercase().replace("__", ".");
+            toml.push_str(&format!("{path} = {value}\n"));
         }
         let file = std::env::temp_dir().join(format!("sb-config-{}.toml", uuid::Uuid::now_v7()));
         std::fs::write(&file, toml).expect("write config");
@@ -354,5 +382,12 @@ mod tests {
     fn client_properties_take_dots() {
         let settings = load(&[("SWITCHBOARD_KAFKA__CLIENT__SECURITY_PROTOCOL", "\"ssl\"")]).expect("valid");
         assert_eq!(settings.kafka.client.get("security.protocol").map(String::as_str), Some("ssl"));
+        let settings = load(&[
+            ("SWITCHBOARD_KAFKA__CLIENT__AUTO_COMMIT_INTERVAL_MS", "3600000"),
+            ("SWITCHBOARD_KAFKA__CLIENT__ENABLE_SSL_CERTIFICATE_VERIFICATION", "false"),
+        ])
+        .expect("numbers and booleans are accepted");
+        assert_eq!(settings.kafka.client["auto.commit.interval.ms"], "3600000");
+        assert_eq!(settings.kafka.client["enable.ssl.certificate.verification"], "false");
     }
 }

@@ -24,29 +24,11 @@ impl InvalidValue {
     }
 }
 
-/// Declares a string newtype that can only hold a non-empty, printable value of bounded length.
-macro_rules! bounded_id {
-    ($(#[$meta:meta])* $name:ident, $what:literal, $max:expr) => {
-        $(#[$meta])*
-        #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-        #[serde(try_from = "String", into = "String")]
-        pub struct $name(String);
-
+/// The conversions every validated string newtype shares: serde goes through `String` and
+/// `Self::parse`, so a value read from the wire is checked like one read from a webhook.
+macro_rules! string_newtype {
+    ($name:ident) => {
         impl $name {
-            pub fn parse(value: impl Into<String>) -> Result<Self, InvalidValue> {
-                let value = value.into();
-                if value.is_empty() {
-                    return Err(InvalidValue::new($what, "empty"));
-                }
-                if value.len() > $max {
-                    return Err(InvalidValue::new($what, format!("longer than {} bytes", $max)));
-                }
-                if value.chars().any(char::is_control) {
-                    return Err(InvalidValue::new($what, "contains control characters"));
-                }
-                Ok(Self(value))
-            }
-
             pub fn as_str(&self) -> &str {
                 &self.0
             }
@@ -70,6 +52,34 @@ macro_rules! bounded_id {
                 f.write_str(&self.0)
             }
         }
+    };
+}
+
+/// Declares a string newtype that can only hold a non-empty, printable value of bounded length.
+macro_rules! bounded_id {
+    ($(#[$meta:meta])* $name:ident, $what:literal, $max:expr) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+        #[serde(try_from = "String", into = "String")]
+        pub struct $name(String);
+
+        impl $name {
+            pub fn parse(value: impl Into<String>) -> Result<Self, InvalidValue> {
+                let value = value.into();
+                if value.is_empty() {
+                    return Err(InvalidValue::new($what, "empty"));
+                }
+                if value.len() > $max {
+                    return Err(InvalidValue::new($what, format!("longer than {} bytes", $max)));
+                }
+                if value.chars().any(char::is_control) {
+                    return Err(InvalidValue::new($what, "contains control characters"));
+                }
+                Ok(Self(value))
+            }
+        }
+
+        string_newtype!($name);
     };
 }
 
@@ -114,30 +124,9 @@ impl SourceId {
         }
         Ok(Self(value))
     }
-
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
 }
 
-impl TryFrom<String> for SourceId {
-    type Error = InvalidValue;
-    fn try_from(value: String) -> Result<Self, Self::Error> {
-        Self::parse(value)
-    }
-}
-
-impl From<SourceId> for String {
-    fn from(value: SourceId) -> String {
-        value.0
-    }
-}
-
-impl fmt::Display for SourceId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
+string_newtype!(SourceId);
 
 /// Which adapter reads a source's webhooks. Stored as a string on the wire so that a new vendor
 /// is not a schema change.
@@ -226,6 +215,11 @@ impl PhoneNumber {
 
     /// Accepts a value that is already E.164, as read back from one of our own topics.
     pub fn from_e164(value: impl Into<String>) -> Result<Self, InvalidValue> {
+        Self::parse(value)
+    }
+
+    /// Strict parse of E.164 text; `parse_lenient` reads what PBXs send.
+    fn parse(value: impl Into<String>) -> Result<Self, InvalidValue> {
         let value = value.into();
         let digits = value.strip_prefix('+').unwrap_or("");
         let shape_ok = (7..=15).contains(&digits.len())
@@ -236,24 +230,9 @@ impl PhoneNumber {
         }
         Ok(Self(value))
     }
-
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
 }
 
-impl TryFrom<String> for PhoneNumber {
-    type Error = InvalidValue;
-    fn try_from(value: String) -> Result<Self, Self::Error> {
-        Self::from_e164(value)
-    }
-}
-
-impl From<PhoneNumber> for String {
-    fn from(value: PhoneNumber) -> String {
-        value.0
-    }
-}
+string_newtype!(PhoneNumber);
 
 /// The region a source's national-format numbers belong to (ISO 3166 alpha-2, e.g. `GB`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
