@@ -64,7 +64,11 @@ async fn a_thousand_webhooks_become_exactly_a_thousand_call_log_events() -> anyh
 
     // A PBX retrying 100 webhooks it already delivered: accepted again, stored once.
     let _ = post_all(&client, &ingress, &credentials, &bodies[..100], 8).await?;
-    let sentinel = vec![r#"{"call_id":"sentinel","event":"ringing"}"#.to_owned()];
+    // The sentinel is as large as the default body cap allows: more than Kafka's 1 MB default
+    // once wrapped in its raw record, so it proves the topics take it through every stage.
+    let padding = "x".repeat(1024 * 1024 - 100);
+    let sentinel = vec![format!(r#"{{"call_id":"sentinel","event":"ringing","padding":"{padding}"}}"#)];
+    assert!(sentinel[0].len() > 1_048_000 && sentinel[0].len() <= 1024 * 1024);
     let _ = post_all(&client, &ingress, &credentials, &sentinel, 1).await?;
     let calllog = &pipeline.services["calllog"];
     let seen = wait_for_metric(calllog, "switchboard_events_in_total", 1101.0, SETTLE).await?;

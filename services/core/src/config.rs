@@ -325,8 +325,10 @@ impl Settings {
         if self.postgres.pool_size == 0 {
             return fail("postgres.pool_size must be at least 1".into());
         }
-        if !(1024..=64 * 1024 * 1024).contains(&self.ingress.max_body_bytes) {
-            return fail("ingress.max_body_bytes must be between 1 KiB and 64 MiB".into());
+        // The raw record adds headers and metadata to the body; keep room for them.
+        let max_body = crate::kafka::MAX_RECORD_BYTES - 64 * 1024;
+        if !(1024..=max_body).contains(&self.ingress.max_body_bytes) {
+            return fail(format!("ingress.max_body_bytes must be between 1024 and {max_body}"));
         }
         if self.pipeline.max_in_flight == 0 || self.calllog.batch_max == 0 {
             return fail("pipeline.max_in_flight and calllog.batch_max must be at least 1".into());

@@ -25,6 +25,11 @@ use crate::retry::Backoff;
 
 pub use rdkafka::consumer::CommitMode;
 
+/// Largest record Switchboard writes. A raw webhook is the body (capped at 1 MiB by default) plus
+/// its headers and metadata, which is more than Kafka's 1 MB default; topics are created with
+/// a matching `max.message.bytes`.
+pub const MAX_RECORD_BYTES: usize = 2 * 1024 * 1024;
+
 /// A record to produce.
 #[derive(Debug, Clone)]
 pub struct Outbound {
@@ -66,6 +71,7 @@ pub fn producer(
         .set("linger.ms", "5")
         .set("compression.type", "lz4")
         .set("partitioner", "murmur2_random")
+        .set("message.max.bytes", MAX_RECORD_BYTES.to_string())
         .set("message.timeout.ms", message_timeout.as_millis().to_string());
     // Settings from the configuration file override the defaults above.
     for (key, value) in &settings.client {
@@ -119,10 +125,12 @@ pub async fn ensure_topics(settings: &KafkaSettings, topics: &[&str], cancel: &C
 
 async fn create_topics(settings: &KafkaSettings, topics: &[&str]) -> Result<(), KafkaError> {
     let admin: AdminClient<DefaultClientContext> = base_config(settings, "switchboard-admin").create()?;
+    let max_message_bytes = MAX_RECORD_BYTES.to_string();
     let new_topics: Vec<NewTopic<'_>> = topics
         .iter()
         .map(|name| {
             NewTopic::new(name, settings.partitions, TopicReplication::Fixed(settings.replication_factor))
+                .set("max.message.bytes", &max_message_bytes)
         })
         .collect();
     let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
@@ -139,7 +147,8 @@ async fn create_topics(settings: &KafkaSettings, topics: &[&str]) -> Result<(), 
     Ok(())
 }
 
-fn is_permanent(error: &KafkaError) -> bool {
+/// Whether retrying `error` can never help (the record is too large, or malformed).
+pub fn is_permanent(error: &KafkaError) -> bool {
     matches!(
         error.rdkafka_error_code(),
         Some(

@@ -305,6 +305,7 @@ impl Ingress {
             Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {
                 return Err(unavailable("ingress is at capacity".into()));
             }
+            Err((error, _)) if kafka::is_permanent(&error) => return Err(refused_for_good(&error)),
             Err((error, _)) => return Err(unavailable(error.to_string())),
         };
         // The producer's own message timeout answers first; this is a guard against a lost report.
@@ -315,6 +316,7 @@ impl Ingress {
                     .observe(started.elapsed().as_secs_f64());
                 Ok(())
             }
+            Ok(Ok(Err((error, _)))) if kafka::is_permanent(&error) => Err(refused_for_good(&error)),
             Ok(Ok(Err((error, _)))) => {
                 tracing::warn!(%error, "Kafka did not acknowledge a webhook; answered 503.");
                 Err(unavailable(error.to_string()))
@@ -323,6 +325,17 @@ impl Ingress {
             Err(_) => Err(unavailable("timed out waiting for Kafka".into())),
         }
     }
+}
+
+/// Kafka will never take this record (too large for the topic): a retry cannot help, so the
+/// PBX hears 413 rather than 503.
+fn refused_for_good(error: &KafkaError) -> Refusal {
+    tracing::warn!(%error, "Kafka refused a webhook for good; answered 413.");
+    Refusal::new(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "rejected_by_kafka",
+        format!("Kafka refused the record: {error}"),
+    )
 }
 
 /// HTTP Basic with the source id as user name and the source's secret as password.
