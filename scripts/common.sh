@@ -51,7 +51,8 @@ ensure_build_tools() {
 # Runs SQL as a PostgreSQL superuser: over TCP where the server trusts it, else as the postgres
 # OS user over the local socket.
 pg_superuser() {
-  if psql -h "$PG_HOST" -p "$PG_PORT" -U postgres -d postgres -v ON_ERROR_STOP=1 -qtAc "$1" 2>/dev/null; then
+  # -w: never prompt for a password (Debian asks for one over TCP); fall back to the socket.
+  if psql -w -h "$PG_HOST" -p "$PG_PORT" -U postgres -d postgres -v ON_ERROR_STOP=1 -qtAc "$1" 2>/dev/null; then
     return 0
   fi
   as_root runuser -u postgres -- psql -p "$PG_PORT" -d postgres -v ON_ERROR_STOP=1 -qtAc "$1"
@@ -71,6 +72,10 @@ ensure_postgres() {
     for ((i = 0; i < 100; i++)); do pg_isready -q -h "$PG_HOST" -p "$PG_PORT" && break; sleep 0.2; done
     pg_isready -q -h "$PG_HOST" -p "$PG_PORT" || die "PostgreSQL did not start on $PG_HOST:$PG_PORT"
   fi
+  # Log in as the role first: when it exists no superuser (and no sudo) is needed.
+  if PGPASSWORD=$PG_PASSWORD psql -w -h "$PG_HOST" -p "$PG_PORT" -U "$PG_ROLE" -d postgres -qtAc "SELECT 1" >/dev/null 2>&1; then
+    return 0
+  fi
   if [ "$(pg_superuser "SELECT 1 FROM pg_roles WHERE rolname = '$PG_ROLE'")" != 1 ]; then
     say "Creating PostgreSQL role $PG_ROLE"
     pg_superuser "CREATE ROLE $PG_ROLE LOGIN CREATEDB PASSWORD '$PG_PASSWORD'" >/dev/null
@@ -78,9 +83,9 @@ ensure_postgres() {
 }
 
 ensure_database() { # name
-  if [ "$(PGPASSWORD=$PG_PASSWORD psql -h "$PG_HOST" -p "$PG_PORT" -U "$PG_ROLE" -d postgres -qtAc \
+  if [ "$(PGPASSWORD=$PG_PASSWORD psql -w -h "$PG_HOST" -p "$PG_PORT" -U "$PG_ROLE" -d postgres -qtAc \
         "SELECT 1 FROM pg_database WHERE datname = '$1'")" != 1 ]; then
-    PGPASSWORD=$PG_PASSWORD psql -h "$PG_HOST" -p "$PG_PORT" -U "$PG_ROLE" -d postgres -qc "CREATE DATABASE \"$1\"" >&2
+    PGPASSWORD=$PG_PASSWORD psql -w -h "$PG_HOST" -p "$PG_PORT" -U "$PG_ROLE" -d postgres -qc "CREATE DATABASE \"$1\"" >&2
   fi
 }
 
@@ -128,10 +133,11 @@ start_nisshi() {
   wait_port 127.0.0.1 "$port" 60 "nisshi (log: $dir/nisshi.log)"
 }
 
-stop_pidfile() { # file
+stop_pidfile() { # file expected-command
   [ -f "$1" ] || return 0
   local pid; pid="$(cat "$1")"
-  if kill -0 "$pid" 2>/dev/null; then
+  # Only signal the process this file was written for: a pid can be reused after a reboot.
+  if kill -0 "$pid" 2>/dev/null && tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -q -- "$2"; then
     kill -TERM "$pid" 2>/dev/null || true
     local i
     for ((i = 0; i < 150; i++)); do kill -0 "$pid" 2>/dev/null || break; sleep 0.2; done

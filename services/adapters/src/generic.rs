@@ -114,7 +114,7 @@ fn parse_time(
         }
         Some(serde_json::Value::Number(n)) => n.as_i64().and_then(|n| {
             // Values past the year 33658 in seconds are milliseconds.
-            if n.abs() >= 1_000_000_000_000 {
+            if n.unsigned_abs() >= 1_000_000_000_000 {
                 DateTime::from_timestamp_millis(n)
             } else {
                 DateTime::from_timestamp(n, 0)
@@ -122,8 +122,18 @@ fn parse_time(
         }),
         Some(_) => None,
     };
-    parsed
-        .ok_or_else(|| AdapterError::new("timestamp is neither RFC 3339 text nor Unix seconds/milliseconds"))
+    let parsed = parsed.ok_or_else(|| {
+        AdapterError::new("timestamp is neither RFC 3339 text nor Unix seconds/milliseconds")
+    })?;
+    // A PBX clock can be off by minutes, not by years: anything outside this window is a bug in
+    // the sender, and would corrupt the call's times.
+    let earliest = DateTime::from_timestamp(946_684_800, 0).unwrap_or(DateTime::<Utc>::MIN_UTC);
+    if parsed < earliest || parsed > received_at + chrono::Duration::days(1) {
+        return Err(AdapterError::new(format!(
+            "timestamp {parsed} is before 2000 or more than a day after it was received"
+        )));
+    }
+    Ok(parsed)
 }
 
 impl Adapter for GenericJson {
@@ -286,6 +296,14 @@ mod tests {
     }
 
     #[test]
+    fn extreme_times_are_refused_not_panicked_on() {
+        for n in [i64::MIN, i64::MAX, -1_000_000_000_000_000, 0, 4_102_444_800] {
+            let body = format!(r#"{{"call_id": "c", "event": "ringing", "timestamp": {n}}}"#);
+            assert!(GenericJson.normalize(&raw(&body)).is_err(), "{n}");
+        }
+    }
+
+    #[test]
     fn bad_bodies_name_the_field_at_fault() {
         let cases = [
             (r#"{"event": "ringing"}"#, "call_id"),
@@ -293,6 +311,7 @@ mod tests {
             (r#"{"call_id": "c", "event": "exploded"}"#, "exploded"),
             (r#"{"call_id": "c", "event": "ringing", "direction": "sideways"}"#, "direction"),
             (r#"{"call_id": "c", "event": "ringing", "timestamp": "yesterday"}"#, "timestamp"),
+            (r#"{"call_id": "c", "event": "ringing", "timestamp": "1999-12-31T23:59:59Z"}"#, "before 2000"),
             (r#"{"call_id": "", "event": "ringing"}"#, "call id"),
             (r#"{"call_id": ["c"], "event": "ringing"}"#, "call_id"),
             (r#"{"call_id": "c", "event": "ringing", "recording_url": "ftp://x"}"#, "recording_url"),

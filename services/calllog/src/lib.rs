@@ -6,7 +6,9 @@
 //! Delivery: at least once from Kafka, exactly once in effect. A batch is written in one
 //! transaction and its offsets are stored only after the commit; the writer is idempotent, so a
 //! batch re-delivered after a crash changes nothing. Transient database failures are retried
-//! with backoff, never skipped. Ordering: not relied on; the fold is order-independent.
+//! with backoff, never skipped. Ordering: not relied on for times, counts, status, outcome and
+//! hangup cause, which come out the same in any order; descriptive fields (numbers, agent,
+//! recording link) keep the first value written (see `writer`).
 
 pub mod writer;
 
@@ -18,12 +20,12 @@ use switchboard_core::avro::Codecs;
 use switchboard_core::config::{Service, Settings};
 use switchboard_core::deadpool_postgres::Pool;
 use switchboard_core::http::{self, Health};
-use switchboard_core::kafka::{self, CommitMode, Outbound};
+use switchboard_core::kafka::{self, CommitMode};
 use switchboard_core::rdkafka::consumer::{Consumer, StreamConsumer};
 use switchboard_core::rdkafka::producer::FutureProducer;
 use switchboard_core::retry::Backoff;
 use switchboard_core::service::ServiceError;
-use switchboard_core::stage::{Inbound, Poison, dead_letter};
+use switchboard_core::stage::{DeadLetterTarget, Inbound, Poison};
 use switchboard_core::{metrics, pg};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -176,15 +178,29 @@ impl Writer {
             Some(Err(WriteError::Transient(_))) | None => return Ok(false),
         }
 
+        let target = DeadLetterTarget {
+            producer: &self.producer,
+            codecs: &self.codecs,
+            stage: STAGE,
+            topic: &self.dead_letter_topic,
+            max_backoff: self.max_backoff,
+        };
         for (record, poison) in &poisoned {
             metrics::EVENTS_FAILED.with_label_values(&[STAGE, poison.class]).inc();
             tracing::warn!(
                 partition = record.partition, offset = record.offset, reason = %poison.reason,
                 "Record sent to the dead-letter topic."
             );
-            let letter = dead_letter(&self.codecs, STAGE, &self.dead_letter_topic, record, poison)
-                .map_err(|e| ServiceError::Other(e.to_string()))?;
-            self.send(&letter).await?;
+            // While Kafka is away a dead letter waits; a shutdown gives it `drain_timeout`, then
+            // leaves the batch unstored, to be delivered again.
+            let give_up = async {
+                cancel.cancelled().await;
+                tokio::time::sleep(self.drain_timeout).await;
+            };
+            tokio::select! {
+                sent = target.send(record, poison) => sent?,
+                _ = give_up => return Ok(false),
+            }
         }
 
         let now = Utc::now();
@@ -196,12 +212,6 @@ impl Writer {
         metrics::EVENTS_OUT.with_label_values(&[STAGE]).inc_by(events.len() as u64);
         metrics::PROCESSING_SECONDS.with_label_values(&[STAGE]).observe(started.elapsed().as_secs_f64());
         Ok(true)
-    }
-
-    async fn send(&self, record: &Outbound) -> Result<(), ServiceError> {
-        kafka::produce_until_acked(&self.producer, record, STAGE, self.max_backoff)
-            .await
-            .map_err(|e| ServiceError::Other(e.to_string()))
     }
 
     /// Retries transient failures until success, or until shutdown has waited `drain_timeout`

@@ -4,8 +4,9 @@
 //! Idempotent: events are inserted `ON CONFLICT DO NOTHING` on their dedupe key, and only the
 //! events that were actually new feed the call and leg upserts, so replaying a topic (or a batch
 //! after a crash) changes nothing. Order-independent for times and counts: start and answer times
-//! merge with `LEAST`, end times with `GREATEST`, counts add up only new events. Descriptive
-//! fields (numbers, agent) keep the first value written.
+//! merge with `LEAST`, end times with `GREATEST`, counts add up only new events, and the hangup
+//! cause is the one of the latest hangup. Descriptive fields (numbers, agent, recording link)
+//! keep the first value written across batches; choosing among them is the state machine's job.
 
 use chrono::{DateTime, Utc};
 use switchboard_core::deadpool_postgres::Pool;
@@ -66,7 +67,9 @@ WITH incoming AS (
         AS t(source_id, event_id, call_id, leg_id, kind, direction, from_number, to_number,
              agent_number, agent_email, occurred_at, received_at, raw_id, sequence,
              hangup_cause, recording_url, vendor, kafka_partition, kafka_offset)
-    ORDER BY source_id, event_id
+    -- Two deliveries of one event can differ (a PBX retry without its own timestamp); keep the
+    -- first received, so which copy wins does not depend on batching.
+    ORDER BY source_id, event_id, received_at, raw_id
 ),
 inserted AS (
     INSERT INTO call_events (source_id, event_id, call_id, leg_id, kind, occurred_at,
@@ -98,8 +101,8 @@ upserted_calls AS (
            max(occurred_at) FILTER (WHERE kind = 'hangup'),
            (array_agg(recording_url ORDER BY occurred_at DESC, event_id)
                 FILTER (WHERE recording_url IS NOT NULL))[1],
-           (array_agg(hangup_cause ORDER BY occurred_at DESC, event_id)
-                FILTER (WHERE hangup_cause IS NOT NULL))[1],
+           (array_agg(hangup_cause ORDER BY occurred_at DESC, hangup_cause DESC)
+                FILTER (WHERE kind = 'hangup' AND hangup_cause IS NOT NULL))[1],
            count(*), min(received_at)
     FROM fresh
     GROUP BY source_id, call_id
@@ -112,8 +115,14 @@ upserted_calls AS (
         started_at = LEAST(c.started_at, EXCLUDED.started_at),
         answered_at = LEAST(c.answered_at, EXCLUDED.answered_at),
         ended_at = GREATEST(c.ended_at, EXCLUDED.ended_at),
-        recording_url = COALESCE(EXCLUDED.recording_url, c.recording_url),
-        hangup_cause = COALESCE(EXCLUDED.hangup_cause, c.hangup_cause),
+        recording_url = COALESCE(c.recording_url, EXCLUDED.recording_url),
+        -- The cause of whichever hangup is latest; on a tie the greater text, so any order of
+        -- batches gives the same answer.
+        hangup_cause = CASE
+            WHEN EXCLUDED.hangup_cause IS NULL THEN c.hangup_cause
+            WHEN c.hangup_cause IS NULL OR EXCLUDED.ended_at > c.ended_at THEN EXCLUDED.hangup_cause
+            WHEN EXCLUDED.ended_at = c.ended_at THEN GREATEST(c.hangup_cause, EXCLUDED.hangup_cause)
+            ELSE c.hangup_cause END,
         event_count = c.event_count + EXCLUDED.event_count,
         first_received_at = LEAST(c.first_received_at, EXCLUDED.first_received_at),
         updated_at = now()
@@ -128,8 +137,8 @@ upserted_legs AS (
            min(occurred_at),
            min(occurred_at) FILTER (WHERE kind = 'answered'),
            max(occurred_at) FILTER (WHERE kind = 'hangup'),
-           (array_agg(hangup_cause ORDER BY occurred_at DESC, event_id)
-                FILTER (WHERE hangup_cause IS NOT NULL))[1],
+           (array_agg(hangup_cause ORDER BY occurred_at DESC, hangup_cause DESC)
+                FILTER (WHERE kind = 'hangup' AND hangup_cause IS NOT NULL))[1],
            count(*)
     FROM fresh
     GROUP BY source_id, call_id, COALESCE(leg_id, call_id)
@@ -139,7 +148,11 @@ upserted_legs AS (
         started_at = LEAST(l.started_at, EXCLUDED.started_at),
         answered_at = LEAST(l.answered_at, EXCLUDED.answered_at),
         ended_at = GREATEST(l.ended_at, EXCLUDED.ended_at),
-        hangup_cause = COALESCE(EXCLUDED.hangup_cause, l.hangup_cause),
+        hangup_cause = CASE
+            WHEN EXCLUDED.hangup_cause IS NULL THEN l.hangup_cause
+            WHEN l.hangup_cause IS NULL OR EXCLUDED.ended_at > l.ended_at THEN EXCLUDED.hangup_cause
+            WHEN EXCLUDED.ended_at = l.ended_at THEN GREATEST(l.hangup_cause, EXCLUDED.hangup_cause)
+            ELSE l.hangup_cause END,
         event_count = l.event_count + EXCLUDED.event_count,
         updated_at = now()
     RETURNING 1

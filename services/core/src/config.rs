@@ -80,8 +80,8 @@ pub struct KafkaSettings {
     pub produce_timeout_ms: u64,
     pub session_timeout_ms: u64,
     pub heartbeat_interval_ms: u64,
-    /// Extra librdkafka properties, for example `security.protocol`. In environment variables
-    /// write dots as underscores: `SWITCHBOARD_KAFKA__CLIENT__SECURITY_PROTOCOL=ssl`.
+    /// Extra librdkafka properties, for example `linger.ms`. In environment variables write dots
+    /// as underscores: `SWITCHBOARD_KAFKA__CLIENT__LINGER_MS=1`.
     #[serde(deserialize_with = "scalars_as_strings")]
     pub client: BTreeMap<String, String>,
 }
@@ -325,10 +325,17 @@ impl Settings {
         if self.postgres.pool_size == 0 {
             return fail("postgres.pool_size must be at least 1".into());
         }
-        // The raw record adds headers and metadata to the body; keep room for them.
-        let max_body = crate::kafka::MAX_RECORD_BYTES - 64 * 1024;
+        // The raw record adds kept headers (at most 128 KiB), a query string (at most 8 KiB) and
+        // metadata to the body; keep room for them.
+        let max_body = crate::kafka::MAX_RECORD_BYTES - 256 * 1024;
         if !(1024..=max_body).contains(&self.ingress.max_body_bytes) {
             return fail(format!("ingress.max_body_bytes must be between 1024 and {max_body}"));
+        }
+        if self.ingress.sources_refresh_ms < 100 {
+            return fail("ingress.sources_refresh_ms must be at least 100".into());
+        }
+        if self.pipeline.max_backoff_ms < 100 {
+            return fail("pipeline.max_backoff_ms must be at least 100".into());
         }
         if self.pipeline.max_in_flight == 0 || self.calllog.batch_max == 0 {
             return fail("pipeline.max_in_flight and calllog.batch_max must be at least 1".into());

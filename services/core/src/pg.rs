@@ -40,7 +40,11 @@ pub async fn connect_and_migrate(
 ) -> Result<Option<Pool>, PgError> {
     let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(5));
     loop {
-        match try_connect_and_migrate(settings).await {
+        let attempt = tokio::select! {
+            _ = cancel.cancelled() => return Ok(None),
+            attempt = try_connect_and_migrate(settings) => attempt,
+        };
+        match attempt {
             Ok(pool) => return Ok(Some(pool)),
             // A malformed URL will not get better by waiting.
             Err(error @ (PgError::Url(_) | PgError::Build(_))) => return Err(error),
@@ -54,7 +58,20 @@ pub async fn connect_and_migrate(
 }
 
 async fn try_connect_and_migrate(settings: &PostgresSettings) -> Result<Pool, PgError> {
-    let config = tokio_postgres::Config::from_str(&settings.url).map_err(|e| PgError::Url(e.to_string()))?;
+    let mut config =
+        tokio_postgres::Config::from_str(&settings.url).map_err(|e| PgError::Url(e.to_string()))?;
+    // A stalled server or network must surface as an error that callers retry (and that a
+    // shutdown can interrupt), never as a call that hangs until TCP gives up hours later.
+    if config.get_connect_timeout().is_none() {
+        let _ = config.connect_timeout(Duration::from_secs(5));
+    }
+    let _ = config
+        .keepalives(true)
+        .keepalives_idle(Duration::from_secs(30))
+        .tcp_user_timeout(Duration::from_secs(30));
+    if config.get_options().is_none() {
+        let _ = config.options("-c statement_timeout=30000");
+    }
     if settings.create_database {
         create_database_if_missing(&config).await?;
     }

@@ -122,6 +122,52 @@ pub fn dead_letter(
     })
 }
 
+/// Where and how a stage sends its dead letters.
+#[derive(Clone, Copy)]
+pub struct DeadLetterTarget<'a> {
+    pub producer: &'a FutureProducer,
+    pub codecs: &'a Codecs,
+    pub stage: &'static str,
+    pub topic: &'a str,
+    pub max_backoff: Duration,
+}
+
+impl std::fmt::Debug for DeadLetterTarget<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DeadLetterTarget").field("stage", &self.stage).field("topic", &self.topic).finish()
+    }
+}
+
+impl DeadLetterTarget<'_> {
+    /// Produces the dead letter of `record` and waits for the acknowledgement. When Kafka refuses
+    /// the dead letter itself for good (the original is too large), a second one goes without the
+    /// payload: it still names the topic, partition and offset where the original can be read
+    /// within the topic's retention.
+    pub async fn send(&self, record: &Inbound, poison: &Poison) -> Result<(), StageError> {
+        let letter = dead_letter(self.codecs, self.stage, self.topic, record, poison)?;
+        match kafka::produce_until_acked(self.producer, &letter, self.stage, self.max_backoff).await {
+            Ok(()) => Ok(()),
+            Err(ProduceError::Permanent(error)) => {
+                tracing::warn!(%error, "Dead letter refused; sending it without the original payload.");
+                let reason = format!(
+                    "{} (original payload of {} bytes omitted, refused by Kafka: {error})",
+                    poison.reason,
+                    record.payload.len()
+                );
+                let stripped = Inbound { payload: Vec::new(), ..record.clone() };
+                let letter = dead_letter(
+                    self.codecs,
+                    self.stage,
+                    self.topic,
+                    &stripped,
+                    &Poison::new(poison.class, reason),
+                )?;
+                Ok(kafka::produce_until_acked(self.producer, &letter, self.stage, self.max_backoff).await?)
+            }
+        }
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum StageError {
     #[error(transparent)]
@@ -167,11 +213,19 @@ pub async fn run<P: Processor>(
         }
     };
 
+    // Offsets are stored in receive order and never past a record that failed: later records'
+    // effects may exist, but their offsets stay unstored, so the failed record comes again after
+    // the restart.
+    let mut failed = outcome.is_err();
     let drained = tokio::time::timeout(ctx.drain_timeout, async {
         while let Some(done) = in_flight.next().await {
             match done {
-                Ok(record) => store_offset(&ctx, &record),
-                Err(error) => tracing::error!(%error, "Record failed while draining."),
+                Ok(record) if !failed => store_offset(&ctx, &record),
+                Ok(_) => {}
+                Err(error) => {
+                    tracing::error!(%error, "Record failed while draining; no later offset is stored.");
+                    failed = true;
+                }
             }
         }
     })
@@ -187,32 +241,51 @@ pub async fn run<P: Processor>(
     outcome
 }
 
-/// Processes one record and produces its outputs, returning it once all are acknowledged.
+/// Processes one record and produces its outputs, returning it once all are acknowledged (or
+/// once its dead letter is).
 async fn handle<P: Processor>(
     ctx: Arc<StageContext>,
     processor: Arc<P>,
     record: Inbound,
 ) -> Result<Inbound, StageError> {
     let started = Instant::now();
-    let outputs = match processor.process(&record).await {
-        Ok(outputs) => outputs,
-        Err(poison) => {
-            metrics::EVENTS_FAILED.with_label_values(&[ctx.stage, poison.class]).inc();
-            tracing::warn!(
-                topic = %record.topic, partition = record.partition, offset = record.offset,
-                class = poison.class, reason = %poison.reason,
-                "Record sent to the dead-letter topic."
-            );
-            vec![dead_letter(&ctx.codecs, ctx.stage, &ctx.dead_letter_topic, &record, &poison)?]
+    let poison = match processor.process(&record).await {
+        Ok(outputs) => {
+            let sends = outputs
+                .iter()
+                .map(|out| kafka::produce_until_acked(&ctx.producer, out, ctx.stage, ctx.max_backoff));
+            match futures_util::future::join_all(sends).await.into_iter().find_map(Result::err) {
+                None => {
+                    metrics::EVENTS_OUT.with_label_values(&[ctx.stage]).inc_by(outputs.len() as u64);
+                    metrics::PROCESSING_SECONDS
+                        .with_label_values(&[ctx.stage])
+                        .observe(started.elapsed().as_secs_f64());
+                    return Ok(record);
+                }
+                // Kafka will never take what this record became: set the input aside rather
+                // than stop the stage on it forever. Outputs already written stay; they are
+                // idempotent downstream.
+                Some(ProduceError::Permanent(error)) => {
+                    Poison::new("produce", format!("Kafka refused an output record: {error}"))
+                }
+            }
         }
+        Err(poison) => poison,
     };
-    let sends =
-        outputs.iter().map(|out| kafka::produce_until_acked(&ctx.producer, out, ctx.stage, ctx.max_backoff));
-    for result in futures_util::future::join_all(sends).await {
-        result?;
-    }
-    metrics::EVENTS_OUT.with_label_values(&[ctx.stage]).inc_by(outputs.len() as u64);
-    metrics::PROCESSING_SECONDS.with_label_values(&[ctx.stage]).observe(started.elapsed().as_secs_f64());
+    metrics::EVENTS_FAILED.with_label_values(&[ctx.stage, poison.class]).inc();
+    tracing::warn!(
+        topic = %record.topic, partition = record.partition, offset = record.offset,
+        class = poison.class, reason = %poison.reason,
+        "Record sent to the dead-letter topic."
+    );
+    let letter = DeadLetterTarget {
+        producer: &ctx.producer,
+        codecs: &ctx.codecs,
+        stage: ctx.stage,
+        topic: &ctx.dead_letter_topic,
+        max_backoff: ctx.max_backoff,
+    };
+    letter.send(&record, &poison).await?;
     Ok(record)
 }
 

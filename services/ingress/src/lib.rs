@@ -47,7 +47,10 @@ const WEBHOOK_PREFIX: &str = "/v1/webhooks/";
 const DROPPED_HEADERS: &[&str] =
     &["authorization", "proxy-authorization", "cookie", "connection", "content-length", "transfer-encoding"];
 const MAX_KEPT_HEADERS: usize = 64;
-const MAX_HEADER_VALUE: usize = 2048;
+/// Name plus value of one kept header.
+const MAX_HEADER_BYTES: usize = 2048;
+/// Longer query strings are refused (414); vendors that send data in the URL stay far below.
+const MAX_QUERY_BYTES: usize = 8192;
 
 /// Everything a request handler shares.
 struct Ingress {
@@ -109,8 +112,10 @@ pub async fn run(
     }));
 
     let refresher = match pg::connect_and_migrate(&settings.postgres, &cancel).await {
-        Ok(Some(pool)) if kafka::ensure_topics(&settings.kafka, &topics.all(), &cancel).await => {
-            refresh_sources(&sources, &pool).await;
+        Ok(Some(pool))
+            if kafka::ensure_topics(&settings.kafka, &topics.all(), &cancel).await
+                && first_source_load(&sources, &pool, &cancel).await =>
+        {
             health.set_ready(true);
             tracing::info!(%addr, topic = %topics.raw, "Ingress accepting webhooks.");
             let every = Duration::from_millis(settings.ingress.sources_refresh_ms);
@@ -128,12 +133,33 @@ pub async fn run(
     health.set_ready(false);
     let _ = server.await;
     if let Some(refresher) = refresher {
-        let _ = refresher.await;
+        // A refresh may be stuck on the database; it has nothing to finish.
+        refresher.abort();
     }
     // Every 202 already waited for its ack; this only settles records whose requests timed out.
     kafka::flush(&ingress.producer, Duration::from_secs(5));
     tracing::info!("Ingress stopped.");
     Ok(())
+}
+
+/// Loads the sources once, retrying until it works: serving before that would answer 404 to
+/// every PBX, which most do not retry. Returns `false` when cancelled first.
+async fn first_source_load(sources: &SourceCache, pool: &Pool, cancel: &CancellationToken) -> bool {
+    let mut backoff =
+        switchboard_core::retry::Backoff::new(Duration::from_millis(200), Duration::from_secs(5));
+    loop {
+        match sources.refresh(pool).await {
+            Ok(count) => {
+                tracing::info!(count, "Sources loaded.");
+                return true;
+            }
+            Err(error) => tracing::warn!(%error, "Cannot load sources yet; retrying."),
+        }
+        tokio::select! {
+            _ = cancel.cancelled() => return false,
+            _ = tokio::time::sleep(backoff.next_delay()) => {}
+        }
+    }
 }
 
 async fn refresh_sources(sources: &SourceCache, pool: &Pool) {
@@ -206,6 +232,13 @@ impl Ingress {
                 format!("no source {source_id:?}"),
             ));
         };
+        if req.uri().query().is_some_and(|q| q.len() > MAX_QUERY_BYTES) {
+            return Err(Refusal::new(
+                StatusCode::URI_TOO_LONG,
+                "uri_too_long",
+                format!("query strings are limited to {MAX_QUERY_BYTES} bytes"),
+            ));
+        }
         if req.method() != Method::POST {
             return Err(Refusal::new(
                 StatusCode::METHOD_NOT_ALLOWED,
@@ -360,13 +393,16 @@ fn authenticated(headers: &HeaderMap, source: &Source) -> bool {
     user_ok & secret_ok
 }
 
+/// The headers worth keeping, bounded (at most 64 × 2 KiB) so that a raw record always fits in
+/// Kafka next to a body at the cap.
 fn kept_headers(headers: &HeaderMap) -> BTreeMap<String, String> {
     headers
         .iter()
         .filter(|(name, _)| !DROPPED_HEADERS.contains(&name.as_str()))
         .filter_map(|(name, value)| {
             let value = value.to_str().ok()?;
-            (value.len() <= MAX_HEADER_VALUE).then(|| (name.as_str().to_owned(), value.to_owned()))
+            let fits = name.as_str().len() + value.len() <= MAX_HEADER_BYTES;
+            fits.then(|| (name.as_str().to_owned(), value.to_owned()))
         })
         .take(MAX_KEPT_HEADERS)
         .collect()
