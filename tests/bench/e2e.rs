@@ -76,6 +76,22 @@ async fn drive(
     Ok(Run { seconds: started.elapsed().as_secs_f64(), latencies_ms: latencies })
 }
 
+/// Webhook → call-log row latency of every event whose call id matches `pattern`, sorted, in ms.
+async fn webhook_to_row_ms(db: &tokio_postgres::Client, pattern: &str) -> anyhow::Result<Vec<f64>> {
+    let mut latencies: Vec<f64> = db
+        .query(
+            "SELECT (extract(epoch FROM stored_at - received_at) * 1000)::float8 FROM call_events
+             WHERE call_id LIKE $1",
+            &[&pattern],
+        )
+        .await?
+        .iter()
+        .map(|row| row.get::<_, f64>(0))
+        .collect();
+    latencies.sort_by(f64::total_cmp);
+    Ok(latencies)
+}
+
 /// A bare HTTP/1.1 server that reads each body and answers 202, on its own runtime thread.
 fn start_bare_hyper() -> anyhow::Result<u16> {
     let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
@@ -151,17 +167,7 @@ async fn main() -> anyhow::Result<()> {
         .await?
         .get(0);
     let sustained_seconds = (last_stored - t0).num_microseconds().unwrap_or(0) as f64 / 1e6;
-    let mut e2e: Vec<f64> = db
-        .query(
-            "SELECT (extract(epoch FROM stored_at - received_at) * 1000)::float8 FROM call_events
-             WHERE call_id LIKE $1",
-            &[&measured_calls],
-        )
-        .await?
-        .iter()
-        .map(|row| row.get::<_, f64>(0))
-        .collect();
-    e2e.sort_by(f64::total_cmp);
+    let e2e = webhook_to_row_ms(&db, &measured_calls).await?;
     let wall = started.elapsed();
 
     // Latency at light load: few requests in flight, so queueing does not hide the pipeline's
@@ -176,17 +182,7 @@ async fn main() -> anyhow::Result<()> {
             == light_total,
         "light-load events did not all reach the call log"
     );
-    let mut light_e2e: Vec<f64> = db
-        .query(
-            "SELECT (extract(epoch FROM stored_at - received_at) * 1000)::float8 FROM call_events
-             WHERE call_id LIKE $1",
-            &[&format!("{light_run}%")],
-        )
-        .await?
-        .iter()
-        .map(|row| row.get::<_, f64>(0))
-        .collect();
-    light_e2e.sort_by(f64::total_cmp);
+    let light_e2e = webhook_to_row_ms(&db, &format!("{light_run}%")).await?;
 
     let n = bodies.len();
     let bare_rate = baseline.per_second(n);
