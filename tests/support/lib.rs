@@ -453,10 +453,20 @@ pub async fn wait_for_count(
     expected: i64,
     within: Duration,
 ) -> anyhow::Result<i64> {
+    poll_until(within, expected, async || Ok(db.query_one(query, &[]).await?.get(0))).await
+}
+
+/// Reads `probe` every 200 ms until it reaches `target` or `within` passes; returns the last
+/// reading, so the caller's assertion shows how far it got.
+async fn poll_until<T: PartialOrd>(
+    within: Duration,
+    target: T,
+    mut probe: impl AsyncFnMut() -> anyhow::Result<T>,
+) -> anyhow::Result<T> {
     let deadline = Instant::now() + within;
     loop {
-        let value: i64 = db.query_one(query, &[]).await?.get(0);
-        if value >= expected || Instant::now() > deadline {
+        let value = probe().await?;
+        if value >= target || Instant::now() > deadline {
             return Ok(value);
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
@@ -519,14 +529,7 @@ pub async fn wait_for_metric(
     at_least: f64,
     within: Duration,
 ) -> anyhow::Result<f64> {
-    let deadline = Instant::now() + within;
-    loop {
-        let value = metric_value(&service.metrics().await?, name);
-        if value >= at_least || Instant::now() > deadline {
-            return Ok(value);
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    poll_until(within, at_least, async || Ok(metric_value(&service.metrics().await?, name))).await
 }
 
 /// A digest of the whole call log, `updated_at` included, to show that something wrote nothing.

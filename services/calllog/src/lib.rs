@@ -19,12 +19,11 @@ use chrono::Utc;
 use switchboard_core::avro::Codecs;
 use switchboard_core::config::{Service, Settings};
 use switchboard_core::deadpool_postgres::Pool;
-use switchboard_core::http::{self, Health};
 use switchboard_core::kafka::{self, CommitMode};
 use switchboard_core::rdkafka::consumer::{Consumer, StreamConsumer};
 use switchboard_core::rdkafka::producer::FutureProducer;
 use switchboard_core::retry::Backoff;
-use switchboard_core::service::ServiceError;
+use switchboard_core::service::{self, ServiceError};
 use switchboard_core::stage::{DeadLetterTarget, Inbound, Poison};
 use switchboard_core::{metrics, pg};
 use tokio::net::TcpListener;
@@ -51,17 +50,12 @@ pub async fn run(
     listener: TcpListener,
     cancel: CancellationToken,
 ) -> Result<(), ServiceError> {
-    metrics::init(STAGE);
     for table in ["call_events", "calls", "call_legs"] {
         let _ = metrics::CALLLOG_ROWS.with_label_values(&[table]);
     }
     let _ = metrics::END_TO_END_SECONDS.with_label_values(&[STAGE]);
     let _ = metrics::CALLLOG_DUPLICATES.with_label_values(&[STAGE]);
-    let health = Health::new();
-    let ops_cancel = CancellationToken::new();
-    let ops = tokio::spawn(http::serve_ops(listener, health.clone(), ops_cancel.clone()));
-
-    let outcome = async {
+    service::with_probes(Service::Calllog, listener, |health| async move {
         let Some(pool) = pg::connect_and_migrate(&settings.postgres, &cancel).await? else {
             return Ok(());
         };
@@ -83,13 +77,8 @@ pub async fn run(
         health.set_ready(true);
         tracing::info!(input = %topics.enriched, "Call-log writer running.");
         writer.run(cancel).await
-    }
-    .await;
-
-    health.set_ready(false);
-    ops_cancel.cancel();
-    let _ = ops.await;
-    outcome
+    })
+    .await
 }
 
 impl Writer {
@@ -148,24 +137,25 @@ impl Writer {
         metrics::EVENTS_IN.with_label_values(&[STAGE]).inc_by(batch.len() as u64);
         metrics::BATCH_SIZE.with_label_values(&[STAGE]).observe(batch.len() as f64);
 
+        // Decoded events, and beside each the record it came from (for its dead letter).
         let mut events = Vec::with_capacity(batch.len());
+        let mut sources = Vec::with_capacity(batch.len());
         let mut poisoned = Vec::new();
         for record in batch {
             match self.codecs.call_event.decode(&record.payload) {
-                Ok(event) => events.push((
-                    record,
-                    StoredEvent { event, partition: record.partition, offset: record.offset },
-                )),
+                Ok(event) => {
+                    events.push(StoredEvent { event, partition: record.partition, offset: record.offset });
+                    sources.push(record);
+                }
                 Err(error) => poisoned.push((record, Poison::new("decode", error.to_string()))),
             }
         }
-        let stored: Vec<StoredEvent> = events.iter().map(|(_, e)| e.clone()).collect();
-        match self.write_with_retry(&stored, cancel).await {
+        match self.write_with_retry(&events, cancel).await {
             Some(Ok(())) => {}
             Some(Err(WriteError::Rejected(error))) => {
                 // Something in the batch is refused; find it by writing events one at a time.
                 tracing::warn!(%error, "Batch refused; writing its events one by one.");
-                for (record, event) in &events {
+                for (record, event) in sources.iter().zip(&events) {
                     match self.write_with_retry(std::slice::from_ref(event), cancel).await {
                         Some(Ok(())) => {}
                         Some(Err(error)) => {
@@ -204,7 +194,7 @@ impl Writer {
         }
 
         let now = Utc::now();
-        for (_, stored) in &events {
+        for stored in &events {
             let latency = (now - stored.event.received_at).num_microseconds().unwrap_or(0) as f64 / 1e6;
             metrics::END_TO_END_SECONDS.with_label_values(&[STAGE]).observe(latency.max(0.0));
         }

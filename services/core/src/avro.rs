@@ -108,10 +108,6 @@ impl<T: Serialize + DeserializeOwned> Codec<T> {
         Ok(self)
     }
 
-    pub fn schema(&self) -> &'static Schema {
-        self.schema
-    }
-
     pub fn encode(&self, value: &T) -> Result<Vec<u8>, CodecError> {
         let mut out = Vec::with_capacity(256);
         out.extend_from_slice(&MAGIC);

@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 use rdkafka::ClientConfig;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
+use rdkafka::config::FromClientConfig;
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
@@ -52,10 +53,16 @@ fn base_config(settings: &KafkaSettings, client_id: &str) -> ClientConfig {
         .set("client.id", client_id)
         // librdkafka logs through its own callback; keep its noise at warning level.
         .set("log_level", "4");
+    config
+}
+
+/// Applies the configured librdkafka properties last, so they override Switchboard's defaults,
+/// and creates the client.
+fn create<T: FromClientConfig>(mut config: ClientConfig, settings: &KafkaSettings) -> Result<T, KafkaError> {
     for (key, value) in &settings.client {
         let _ = config.set(key, value);
     }
-    config
+    config.create()
 }
 
 /// A producer whose deliveries give up (and report an error) after `message_timeout`.
@@ -73,11 +80,7 @@ pub fn producer(
         .set("partitioner", "murmur2_random")
         .set("message.max.bytes", MAX_RECORD_BYTES.to_string())
         .set("message.timeout.ms", message_timeout.as_millis().to_string());
-    // Settings from the configuration file override the defaults above.
-    for (key, value) in &settings.client {
-        let _ = config.set(key, value);
-    }
-    config.create()
+    create(config, settings)
 }
 
 /// A consumer in the service's own group, subscribed to `topics`.
@@ -97,10 +100,7 @@ pub fn consumer(
         .set("heartbeat.interval.ms", settings.heartbeat_interval_ms.to_string())
         .set("partition.assignment.strategy", "cooperative-sticky")
         .set("fetch.wait.max.ms", "100");
-    for (key, value) in &settings.client {
-        let _ = config.set(key, value);
-    }
-    let consumer: StreamConsumer = config.create()?;
+    let consumer: StreamConsumer = create(config, settings)?;
     consumer.subscribe(topics)?;
     Ok(consumer)
 }
@@ -124,7 +124,8 @@ pub async fn ensure_topics(settings: &KafkaSettings, topics: &[&str], cancel: &C
 }
 
 async fn create_topics(settings: &KafkaSettings, topics: &[&str]) -> Result<(), KafkaError> {
-    let admin: AdminClient<DefaultClientContext> = base_config(settings, "switchboard-admin").create()?;
+    let admin: AdminClient<DefaultClientContext> =
+        create(base_config(settings, "switchboard-admin"), settings)?;
     let max_message_bytes = MAX_RECORD_BYTES.to_string();
     let new_topics: Vec<NewTopic<'_>> = topics
         .iter()

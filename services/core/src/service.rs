@@ -1,6 +1,7 @@
 //! The life of a streaming service: serve probes and metrics, wait for Kafka, run the stage until
 //! cancelled, drain.
 
+use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -37,6 +38,30 @@ pub async fn bind(settings: &Settings, service: Service) -> Result<TcpListener, 
     TcpListener::bind(addr).await.map_err(|source| ServiceError::Bind { addr, source })
 }
 
+/// Runs `work` for a consumer service while its `/metrics`, `/healthz` and `/readyz` answer on
+/// `listener`. `work` marks the service ready once its dependencies are up; it is marked not
+/// ready again, and the probes stop, when `work` returns.
+pub async fn with_probes<Fut>(
+    service: Service,
+    listener: TcpListener,
+    work: impl FnOnce(Arc<Health>) -> Fut,
+) -> Result<(), ServiceError>
+where
+    Fut: Future<Output = Result<(), ServiceError>>,
+{
+    metrics::init(service.name());
+    let health = Health::new();
+    let ops_cancel = CancellationToken::new();
+    let ops = tokio::spawn(http::serve_ops(listener, health.clone(), ops_cancel.clone()));
+
+    let outcome = work(health.clone()).await;
+
+    health.set_ready(false);
+    ops_cancel.cancel();
+    let _ = ops.await;
+    outcome
+}
+
 /// Runs a consume → process → produce stage reading `input` of the pipeline's topics.
 pub async fn run_stage<P: Processor>(
     service: Service,
@@ -46,17 +71,10 @@ pub async fn run_stage<P: Processor>(
     make_processor: impl FnOnce(Arc<Codecs>, &Topics) -> P,
     cancel: CancellationToken,
 ) -> Result<(), ServiceError> {
-    metrics::init(service.name());
-    let health = Health::new();
-    let ops_cancel = CancellationToken::new();
-    let ops = tokio::spawn(http::serve_ops(listener, health.clone(), ops_cancel.clone()));
-
-    let outcome = run_stage_inner(service, settings, input, make_processor, &health, cancel).await;
-
-    health.set_ready(false);
-    ops_cancel.cancel();
-    let _ = ops.await;
-    outcome
+    with_probes(service, listener, |health| async move {
+        run_stage_inner(service, settings, input, make_processor, &health, cancel).await
+    })
+    .await
 }
 
 async fn run_stage_inner<P: Processor>(

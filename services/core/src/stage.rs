@@ -97,7 +97,7 @@ impl std::fmt::Debug for StageContext {
 }
 
 /// Builds the dead-letter record for `record`.
-pub fn dead_letter(
+fn dead_letter(
     codecs: &Codecs,
     stage: &str,
     topic: &str,
