@@ -13,11 +13,9 @@
 
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
-use switchboard_core::model::{
-    CallEvent, CallId, Direction, EventId, EventKind, LegId, PhoneNumber, RawWebhook, Region,
-};
+use switchboard_model::{CallEvent, CallId, Direction, EventId, EventKind, LegId, RawWebhook, Region};
 
-use crate::{Adapter, AdapterError, Rejection, body_hash_event_id, media_type};
+use crate::{Adapter, AdapterError, Rejection, Request, body_hash_event_id, support};
 
 #[derive(Debug)]
 pub struct GenericJson;
@@ -137,11 +135,9 @@ fn parse_time(
 }
 
 impl Adapter for GenericJson {
-    fn check(&self, content_type: Option<&str>, body: &[u8]) -> Result<Option<String>, Rejection> {
-        let media = media_type(content_type);
-        if media != "application/json" && !media.ends_with("+json") {
-            return Err(Rejection::UnsupportedMediaType(media));
-        }
+    fn check(&self, request: &Request<'_>) -> Result<Option<String>, Rejection> {
+        support::require_json(request)?;
+        let body = request.body;
         if !starts_with_object(body) {
             return Err(Rejection::Malformed("not a JSON object".into()));
         }
@@ -202,33 +198,22 @@ impl Adapter for GenericJson {
             return Err(AdapterError::new("recording_url must be an http(s) URL"));
         }
 
-        Ok(vec![CallEvent {
-            event_id,
-            raw_id: raw.id.clone(),
-            source_id: raw.source_id.clone(),
-            vendor: raw.vendor,
-            call_id,
-            leg_id,
-            kind,
-            direction,
-            from_e164: from_raw.as_deref().and_then(|n| PhoneNumber::parse_lenient(n, region)),
-            from_raw,
-            to_e164: to_raw.as_deref().and_then(|n| PhoneNumber::parse_lenient(n, region)),
-            to_raw,
-            agent_number,
-            agent_email,
-            occurred_at,
-            received_at: raw.received_at,
-            sequence: body.sequence,
-            hangup_cause: bounded("hangup_cause", body.hangup_cause)?,
-            recording_url,
-        }])
+        let mut event = CallEvent::new(raw, event_id, call_id, kind, occurred_at);
+        event.leg_id = leg_id;
+        event.direction = direction;
+        support::set_numbers(&mut event, from_raw.as_deref(), to_raw.as_deref(), region);
+        event.agent_number = agent_number;
+        event.agent_email = agent_email;
+        event.sequence = body.sequence;
+        event.hangup_cause = bounded("hangup_cause", body.hangup_cause)?;
+        event.recording_url = recording_url;
+        Ok(vec![event])
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use switchboard_core::model::{SourceId, Vendor};
+    use switchboard_model::{PhoneNumber, SourceId, Vendor};
 
     use super::*;
 
@@ -238,6 +223,7 @@ mod tests {
             source_id: SourceId::parse("acme").expect("valid"),
             vendor: Vendor::Generic,
             default_region: "GB".into(),
+            timezone: None,
             received_at: DateTime::from_timestamp(1_800_000_000, 0).expect("valid"),
             remote_addr: None,
             method: "POST".into(),
@@ -326,16 +312,19 @@ mod tests {
 
     #[test]
     fn ingress_check_wants_a_json_object_and_finds_the_call() {
+        let headers = Default::default();
+        let check = |content_type: Option<&str>, body: &[u8]| {
+            let request =
+                Request { method: "POST", subpath: "", query: None, content_type, headers: &headers, body };
+            GenericJson.check(&request)
+        };
         let json = Some("application/json; charset=utf-8");
-        assert_eq!(GenericJson.check(json, br#"{"call_id": "c-1"}"#), Ok(Some("c-1".into())));
-        assert_eq!(GenericJson.check(json, br#"{"call_id": 7}"#), Ok(Some("7".into())));
-        assert_eq!(GenericJson.check(json, br#"{"event": "x"}"#), Ok(None));
-        assert!(matches!(GenericJson.check(json, b"{not json"), Err(Rejection::Malformed(_))));
-        assert!(matches!(GenericJson.check(json, b"[1]"), Err(Rejection::Malformed(_))));
-        assert!(matches!(
-            GenericJson.check(Some("text/plain"), b"{}"),
-            Err(Rejection::UnsupportedMediaType(_))
-        ));
-        assert!(matches!(GenericJson.check(None, b"{}"), Err(Rejection::UnsupportedMediaType(_))));
+        assert_eq!(check(json, br#"{"call_id": "c-1"}"#), Ok(Some("c-1".into())));
+        assert_eq!(check(json, br#"{"call_id": 7}"#), Ok(Some("7".into())));
+        assert_eq!(check(json, br#"{"event": "x"}"#), Ok(None));
+        assert!(matches!(check(json, b"{not json"), Err(Rejection::Malformed(_))));
+        assert!(matches!(check(json, b"[1]"), Err(Rejection::Malformed(_))));
+        assert!(matches!(check(Some("text/plain"), b"{}"), Err(Rejection::UnsupportedMediaType(_))));
+        assert!(matches!(check(None, b"{}"), Err(Rejection::UnsupportedMediaType(_))));
     }
 }

@@ -1,19 +1,52 @@
-//! Vendor adapters. Each PBX or contact-centre platform gets one module that knows two things:
+//! Vendor adapters: everything Switchboard knows about one PBX's or contact centre's webhooks.
 //!
-//! - at ingress, before anything is published: which content types the vendor sends and how to
-//!   find the call id in a body cheaply, so that the raw record is keyed by call (and a body
-//!   that is obviously broken is refused with a 4xx while the PBX is still listening);
-//! - in the normalizer: how to read a raw webhook into zero or more [`CallEvent`]s.
+//! Inputs: an HTTP request as ingress received it ([`Request`]) and, later, the same request as a
+//! stored [`RawWebhook`]. Outputs: at ingress, a yes/no on the vendor's own authentication, the
+//! call id that keys the raw record, and the exact answer the vendor expects; in the normalizer,
+//! zero or more [`CallEvent`]s in the vendor-neutral model. Adapters are pure functions of their
+//! input, with no I/O and no clock (the receive time is in the raw record), so a replayed raw topic
+//! normalises to exactly the same events with the same dedupe keys.
 //!
-//! Adapters are pure functions of their input: no I/O, no clock (the ingress receive time is in
-//! the raw record), so a replayed raw topic normalises to exactly the same events.
+//! Every adapter must be total: any bytes give events, a [`Rejection`] (4xx while the PBX is still
+//! listening) or an [`AdapterError`] (a dead letter with the reason), never a panic. The fuzz
+//! targets under `fuzz/` hold them to that.
 //!
-//! Adding a vendor: add a variant to `Vendor` in `switchboard-core`, a module here implementing
-//! [`Adapter`], an arm in [`adapter_for`], and fixtures under `tests/`.
+//! # Adding a vendor
+//! 1. A variant in `Vendor` (`services/model`), with its name in `Vendor::ALL` and `as_str`.
+//! 2. A module here implementing [`Adapter`]: `check` and `normalize` at least; `methods`,
+//!    `authenticate`, `handshake` and `reply` where the vendor differs from the defaults (POST,
+//!    HTTP Basic or a `token` query parameter, no handshake, `202` with JSON).
+//! 3. An arm in [`adapter_for`], and a line in `fuzz/fuzz_targets/` (`fuzz/README.md`).
+//! 4. Fixtures: `tests/fixtures/<vendor>/*.json` (format in `tests/fixtures/README.md`), whole
+//!    calls with the events they must normalise to. They run here (`tests/fixtures.rs`) and end
+//!    to end through the real pipeline (`tests/vendors.rs` in `switchboard-tests`).
 
-use switchboard_core::model::{CallEvent, RawWebhook, Vendor};
+use std::collections::BTreeMap;
 
+use switchboard_model::{CallEvent, RawWebhook, Vendor};
+
+pub mod auth;
+pub mod support;
+
+pub mod aircall;
+pub mod asterisk;
+pub mod axialys;
+pub mod chronicall;
 pub mod generic;
+pub mod intermedia;
+pub mod mango;
+pub mod net2phone;
+pub mod onlinepbx;
+pub mod sipuni;
+pub mod telphin;
+pub mod twilio;
+pub mod ucontact;
+pub mod zadarma;
+
+pub use auth::{AuthFailure, SourceAuth, SourceSettings};
+
+/// Where sources post: `POST /v1/webhooks/{source_id}[/vendor/sub/path]`.
+pub const WEBHOOK_PATH_PREFIX: &str = "/v1/webhooks/";
 
 /// Why ingress refuses a request outright.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -37,19 +70,157 @@ impl AdapterError {
     }
 }
 
-pub trait Adapter: Send + Sync {
-    /// Checks a request at ingress. Returns the vendor's call id when the body names one, which
-    /// becomes the partition key.
-    fn check(&self, content_type: Option<&str>, body: &[u8]) -> Result<Option<String>, Rejection>;
+/// One webhook request, as ingress sees it or as the raw record kept it.
+#[derive(Debug, Clone, Copy)]
+pub struct Request<'a> {
+    /// Upper-case HTTP method.
+    pub method: &'a str,
+    /// The path after `/v1/webhooks/{source_id}`: empty, or a vendor's own suffix such as Mango's
+    /// `/events/call`.
+    pub subpath: &'a str,
+    pub query: Option<&'a str>,
+    pub content_type: Option<&'a str>,
+    /// Lower-case header names. At ingress this includes `authorization`; a raw record never does.
+    pub headers: &'a BTreeMap<String, String>,
+    pub body: &'a [u8],
+}
 
-    /// Reads a raw webhook into call events.
+impl<'a> Request<'a> {
+    /// The request a raw record was made from.
+    pub fn from_raw(raw: &'a RawWebhook) -> Self {
+        let after_prefix = raw.path.strip_prefix(WEBHOOK_PATH_PREFIX).unwrap_or("");
+        let subpath = after_prefix.strip_prefix(raw.source_id.as_str()).unwrap_or("");
+        Self {
+            method: &raw.method,
+            subpath,
+            query: raw.query.as_deref(),
+            content_type: raw.content_type.as_deref(),
+            headers: &raw.headers,
+            body: &raw.body,
+        }
+    }
+
+    pub fn header(&self, name: &str) -> Option<&'a str> {
+        self.headers.get(name).map(String::as_str)
+    }
+
+    /// The media type of the `Content-Type` header, lower-cased, without parameters.
+    pub fn media_type(&self) -> String {
+        media_type(self.content_type)
+    }
+}
+
+/// What ingress answers once the record is stored: the vendor's expected reply, so that it never
+/// decides the endpoint is broken and disables it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reply {
+    pub status: u16,
+    pub content_type: Option<&'static str>,
+    pub body: Vec<u8>,
+}
+
+impl Reply {
+    /// Switchboard's default: `202 {"id": ..., "status": "accepted"}`.
+    pub fn accepted_json(raw_id: &str) -> Self {
+        let body = serde_json::json!({ "id": raw_id, "status": "accepted" });
+        Self { status: 202, content_type: Some("application/json"), body: body.to_string().into_bytes() }
+    }
+
+    /// `200` with no body, which vendors that ignore the answer (Telphin, Twilio) accept.
+    pub fn empty_ok() -> Self {
+        Self { status: 200, content_type: None, body: Vec::new() }
+    }
+
+    pub fn json_ok(value: &serde_json::Value) -> Self {
+        Self { status: 200, content_type: Some("application/json"), body: value.to_string().into_bytes() }
+    }
+
+    pub fn text_ok(text: impl Into<String>) -> Self {
+        Self { status: 200, content_type: Some("text/plain"), body: text.into().into_bytes() }
+    }
+}
+
+pub trait Adapter: Send + Sync {
+    /// The HTTP methods the vendor sends webhooks with; anything else is a 405.
+    fn methods(&self) -> &'static [&'static str] {
+        &["POST"]
+    }
+
+    /// Answers a vendor's URL-validation request (Zadarma's `zd_echo`) before authentication;
+    /// such a request is never published.
+    fn handshake(&self, _request: &Request<'_>) -> Option<Reply> {
+        None
+    }
+
+    /// Checks the vendor's own proof that the request is genuine, in constant time. The default
+    /// is the source's generated secret as an HTTP Basic password or a `token` query parameter.
+    fn authenticate(&self, request: &Request<'_>, source: &SourceAuth<'_>) -> Result<(), AuthFailure> {
+        auth::basic_or_token(request, source)
+    }
+
+    /// Checks a request at ingress and returns the vendor's call id when it names one, which
+    /// becomes the partition key. Must be cheap: it runs while the PBX waits.
+    fn check(&self, request: &Request<'_>) -> Result<Option<String>, Rejection>;
+
+    /// The answer once the raw record is stored.
+    fn reply(&self, raw_id: &str) -> Reply {
+        Reply::accepted_json(raw_id)
+    }
+
+    /// Reads a raw webhook into call events. `Ok(vec![])` means "valid, but about no call" (an
+    /// agent logging in, a tag added): counted by the normalizer, not dead-lettered.
     fn normalize(&self, raw: &RawWebhook) -> Result<Vec<CallEvent>, AdapterError>;
+}
+
+/// What ingress does with a request whose source is known and whose body is read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Decision {
+    /// Answer at once (a vendor's URL validation); nothing is published.
+    Handshake(Reply),
+    /// Publish the request keyed by this call id (the source alone when `None`), then answer
+    /// with the adapter's [`Adapter::reply`].
+    Publish { call_id: Option<String> },
+    MethodNotAllowed,
+    Unauthorized(AuthFailure),
+    Rejected(Rejection),
+}
+
+/// The checks every webhook passes before it is published, in order: a handshake is answered
+/// first (vendors send it unsigned), then the method, the vendor's authentication, and the
+/// adapter's cheap check of the body. Ingress and the fixture tests both go through here.
+pub fn decide(adapter: &dyn Adapter, request: &Request<'_>, source: &SourceAuth<'_>) -> Decision {
+    if let Some(reply) = adapter.handshake(request) {
+        return Decision::Handshake(reply);
+    }
+    if !adapter.methods().contains(&request.method) {
+        return Decision::MethodNotAllowed;
+    }
+    if let Err(failure) = adapter.authenticate(request, source) {
+        return Decision::Unauthorized(failure);
+    }
+    match adapter.check(request) {
+        Ok(call_id) => Decision::Publish { call_id },
+        Err(rejection) => Decision::Rejected(rejection),
+    }
 }
 
 /// The adapter that reads `vendor`'s webhooks.
 pub fn adapter_for(vendor: Vendor) -> &'static dyn Adapter {
     match vendor {
         Vendor::Generic => &generic::GenericJson,
+        Vendor::Telphin => &telphin::Telphin,
+        Vendor::Twilio => &twilio::Twilio,
+        Vendor::Zadarma => &zadarma::Zadarma,
+        Vendor::Aircall => &aircall::Aircall,
+        Vendor::Intermedia => &intermedia::Intermedia,
+        Vendor::Chronicall => &chronicall::Chronicall,
+        Vendor::Axialys => &axialys::Axialys,
+        Vendor::Ucontact => &ucontact::Ucontact,
+        Vendor::Net2phone => &net2phone::Net2phone,
+        Vendor::Mango => &mango::Mango,
+        Vendor::Sipuni => &sipuni::Sipuni,
+        Vendor::Onlinepbx => &onlinepbx::Onlinepbx,
+        Vendor::Asterisk => &asterisk::Asterisk,
     }
 }
 
@@ -64,12 +235,5 @@ pub fn media_type(content_type: Option<&str>) -> String {
 /// A dedupe key for a webhook that carries no event id of its own: the same bytes from the same
 /// source are the same event, which is exactly what a PBX retry sends.
 pub fn body_hash_event_id(body: &[u8]) -> String {
-    use sha2::{Digest, Sha256};
-    let digest = Sha256::digest(body);
-    let mut id = String::with_capacity(7 + 32);
-    id.push_str("sha256:");
-    for byte in &digest[..16] {
-        id.push_str(&format!("{byte:02x}"));
-    }
-    id
+    support::stable_id(&[body])
 }

@@ -30,6 +30,11 @@ pub static RAW_WEBHOOK_SCHEMA: LazyLock<Schema> =
     LazyLock::new(|| parse_embedded(include_str!("../../../schemas/raw_webhook.avsc")));
 pub static CALL_EVENT_SCHEMA: LazyLock<Schema> =
     LazyLock::new(|| parse_embedded(include_str!("../../../schemas/call_event.avsc")));
+/// Schemas records may still be written in by an older release (see `schemas/README.md`).
+pub static RAW_WEBHOOK_V1_SCHEMA: LazyLock<Schema> =
+    LazyLock::new(|| parse_embedded(include_str!("../../../schemas/raw_webhook.v1.avsc")));
+pub static CALL_EVENT_V1_SCHEMA: LazyLock<Schema> =
+    LazyLock::new(|| parse_embedded(include_str!("../../../schemas/call_event.v1.avsc")));
 pub static DEAD_LETTER_SCHEMA: LazyLock<Schema> =
     LazyLock::new(|| parse_embedded(include_str!("../../../schemas/dead_letter.avsc")));
 
@@ -150,8 +155,8 @@ pub struct Codecs {
 impl Codecs {
     pub fn new() -> Result<Self, CodecError> {
         Ok(Self {
-            raw_webhook: Codec::new(&RAW_WEBHOOK_SCHEMA)?,
-            call_event: Codec::new(&CALL_EVENT_SCHEMA)?,
+            raw_webhook: Codec::new(&RAW_WEBHOOK_SCHEMA)?.accept_previous(&RAW_WEBHOOK_V1_SCHEMA)?,
+            call_event: Codec::new(&CALL_EVENT_SCHEMA)?.accept_previous(&CALL_EVENT_V1_SCHEMA)?,
             dead_letter: Codec::new(&DEAD_LETTER_SCHEMA)?,
         })
     }
@@ -185,6 +190,9 @@ mod tests {
             sequence: Some(3),
             hangup_cause: None,
             recording_url: Some("https://rec.example/1".into()),
+            agent_extension: Some("101".into()),
+            disposition: Some(Disposition::Answered),
+            recording_id: Some("rec-1".into()),
         }
     }
 
@@ -205,6 +213,7 @@ mod tests {
             source_id: SourceId::parse("acme").expect("valid"),
             vendor: Vendor::Generic,
             default_region: "GB".into(),
+            timezone: Some("Europe/London".into()),
             received_at: Utc::now(),
             remote_addr: Some("127.0.0.1:5000".into()),
             method: "POST".into(),
@@ -244,6 +253,7 @@ mod tests {
             source_id: SourceId::parse("a").expect("valid"),
             vendor: Vendor::Generic,
             default_region: "GB".into(),
+            timezone: Some("Europe/London".into()),
             received_at: Utc::now(),
             remote_addr: None,
             method: "POST".into(),
@@ -266,28 +276,21 @@ mod tests {
 
     #[test]
     fn records_from_an_older_schema_resolve_to_the_current_one() {
-        // The call event as it would have been before `recording_url` existed.
-        let mut older: serde_json::Value =
-            serde_json::from_str(include_str!("../../../schemas/call_event.avsc")).expect("json");
-        let fields = older["fields"].as_array_mut().expect("fields");
-        fields.retain(|f| f["name"] != "recording_url");
-        let older: &'static Schema =
-            Box::leak(Box::new(Schema::parse_str(&older.to_string()).expect("older schema")));
-
+        let older: &'static Schema = &CALL_EVENT_V1_SCHEMA;
         let mut event = sample_event();
-        event.recording_url = None;
+        (event.agent_extension, event.disposition, event.recording_id) = (None, None, None);
         let old_writer = GenericDatumWriter::builder(older).human_readable(false).build().expect("w");
         let mut bytes = MAGIC.to_vec();
         bytes.extend_from_slice(&fingerprint(older).to_le_bytes());
         let _ = old_writer.write_ser(&mut bytes, &OlderCallEvent::from(&event)).expect("write");
 
-        let plain = Codecs::new().expect("codecs").call_event;
+        let plain = Codec::<CallEvent>::new(&CALL_EVENT_SCHEMA).expect("codec");
         assert!(matches!(plain.decode(&bytes), Err(CodecError::UnknownSchema(_))));
-        let evolving = Codecs::new().expect("codecs").call_event.accept_previous(older).expect("older");
+        let evolving = Codecs::new().expect("codecs").call_event;
         assert_eq!(evolving.decode(&bytes).expect("resolved"), event);
     }
 
-    /// `CallEvent` minus `recording_url`, serialised field by field like the older schema.
+    /// `CallEvent` as `call_event.v1.avsc` had it, serialised field by field like that schema.
     #[derive(Serialize)]
     struct OlderCallEvent {
         event_id: EventId,
@@ -310,6 +313,7 @@ mod tests {
         received_at: chrono::DateTime<Utc>,
         sequence: Option<i64>,
         hangup_cause: Option<String>,
+        recording_url: Option<String>,
     }
 
     impl From<&CallEvent> for OlderCallEvent {
@@ -334,6 +338,7 @@ mod tests {
                 received_at: e.received_at,
                 sequence: e.sequence,
                 hangup_cause: e.hangup_cause,
+                recording_url: e.recording_url,
             }
         }
     }

@@ -1,4 +1,7 @@
-//! The vendor-neutral call model every stage after the normalizer speaks.
+//! switchboard-model: the vendor-neutral call model every stage after the normalizer speaks.
+//!
+//! Inputs and outputs: none of its own; these are the records on every topic (`RawWebhook` on the
+//! raw topic, `CallEvent` on the call-event topics, `DeadLetter`) and the domain types inside them.
 //!
 //! Values are parsed once, at the edge that receives them (ingress for source ids, an adapter for
 //! call ids and numbers); after that the types guarantee their shape. The same structs are what
@@ -135,14 +138,61 @@ string_newtype!(SourceId);
 pub enum Vendor {
     /// Switchboard's own documented JSON format (`docs/generic-webhook.md`).
     Generic,
+    Telphin,
+    Twilio,
+    Zadarma,
+    Aircall,
+    /// Intermedia Contact Center, as its IVR studio posts (seed 000).
+    Intermedia,
+    /// Chronicall web-service integration profiles (seed 004).
+    Chronicall,
+    /// Axialys screen-pop parameters (seed 003).
+    Axialys,
+    /// uContact (Net2Phone Contact Center) outbound webhooks (seed 002).
+    Ucontact,
+    /// Net2Phone Unite call webhooks.
+    Net2phone,
+    Mango,
+    Sipuni,
+    Onlinepbx,
+    /// An Asterisk AMI event feed relayed as JSON (`Linkedid`/`Uniqueid`).
+    Asterisk,
 }
 
 impl Vendor {
-    pub const ALL: &'static [Vendor] = &[Vendor::Generic];
+    pub const ALL: &'static [Vendor] = &[
+        Vendor::Generic,
+        Vendor::Telphin,
+        Vendor::Twilio,
+        Vendor::Zadarma,
+        Vendor::Aircall,
+        Vendor::Intermedia,
+        Vendor::Chronicall,
+        Vendor::Axialys,
+        Vendor::Ucontact,
+        Vendor::Net2phone,
+        Vendor::Mango,
+        Vendor::Sipuni,
+        Vendor::Onlinepbx,
+        Vendor::Asterisk,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
             Vendor::Generic => "generic",
+            Vendor::Telphin => "telphin",
+            Vendor::Twilio => "twilio",
+            Vendor::Zadarma => "zadarma",
+            Vendor::Aircall => "aircall",
+            Vendor::Intermedia => "intermedia",
+            Vendor::Chronicall => "chronicall",
+            Vendor::Axialys => "axialys",
+            Vendor::Ucontact => "ucontact",
+            Vendor::Net2phone => "net2phone",
+            Vendor::Mango => "mango",
+            Vendor::Sipuni => "sipuni",
+            Vendor::Onlinepbx => "onlinepbx",
+            Vendor::Asterisk => "asterisk",
         }
     }
 }
@@ -262,6 +312,9 @@ pub enum EventKind {
     Ringing,
     Answered,
     Hangup,
+    /// A recording of the call (or leg) exists: `recording_url` or `recording_id` says where. Not
+    /// a change of call state.
+    Recording,
     Unknown,
 }
 
@@ -271,6 +324,7 @@ impl EventKind {
             EventKind::Ringing => "ringing",
             EventKind::Answered => "answered",
             EventKind::Hangup => "hangup",
+            EventKind::Recording => "recording",
             EventKind::Unknown => "unknown",
         }
     }
@@ -296,6 +350,38 @@ impl Direction {
     }
 }
 
+/// How a call or leg ended, as the vendor reports it on a hangup (Telphin `CallStatus`/`Bridged`,
+/// Twilio `CallStatus`, Zadarma `disposition`...). The call log derives the call's outcome
+/// (missed, abandoned in IVR...) from these and the legs; adapters only translate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum Disposition {
+    Answered,
+    NoAnswer,
+    Busy,
+    /// The caller hung up before anyone answered.
+    Cancelled,
+    Failed,
+    Rejected,
+    Voicemail,
+    Unknown,
+}
+
+impl Disposition {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Disposition::Answered => "answered",
+            Disposition::NoAnswer => "no_answer",
+            Disposition::Busy => "busy",
+            Disposition::Cancelled => "cancelled",
+            Disposition::Failed => "failed",
+            Disposition::Rejected => "rejected",
+            Disposition::Voicemail => "voicemail",
+            Disposition::Unknown => "unknown",
+        }
+    }
+}
+
 /// One HTTP request as a PBX sent it (`schemas/raw_webhook.avsc`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RawWebhook {
@@ -303,6 +389,9 @@ pub struct RawWebhook {
     pub source_id: SourceId,
     pub vendor: Vendor,
     pub default_region: String,
+    /// IANA time zone of a source whose PBX sends local times without an offset.
+    #[serde(default)]
+    pub timezone: Option<String>,
     #[serde(with = "micros")]
     pub received_at: DateTime<Utc>,
     pub remote_addr: Option<String>,
@@ -332,6 +421,8 @@ pub struct CallEvent {
     pub to_e164: Option<PhoneNumber>,
     pub agent_number: Option<String>,
     pub agent_email: Option<String>,
+    #[serde(default)]
+    pub agent_extension: Option<String>,
     #[serde(with = "micros")]
     pub occurred_at: DateTime<Utc>,
     #[serde(with = "micros")]
@@ -339,9 +430,49 @@ pub struct CallEvent {
     pub sequence: Option<i64>,
     pub hangup_cause: Option<String>,
     pub recording_url: Option<String>,
+    #[serde(default)]
+    pub disposition: Option<Disposition>,
+    /// The vendor's recording id (Telphin `RecID`, Zadarma `call_id_with_rec`, Twilio
+    /// `RecordingSid`), for the recordings stage to resolve into a link.
+    #[serde(default)]
+    pub recording_id: Option<String>,
 }
 
 impl CallEvent {
+    /// An event with every optional field empty, for adapters to fill in.
+    pub fn new(
+        raw: &RawWebhook,
+        event_id: EventId,
+        call_id: CallId,
+        kind: EventKind,
+        occurred_at: DateTime<Utc>,
+    ) -> Self {
+        Self {
+            event_id,
+            raw_id: raw.id.clone(),
+            source_id: raw.source_id.clone(),
+            vendor: raw.vendor,
+            call_id,
+            leg_id: None,
+            kind,
+            direction: Direction::Unknown,
+            from_raw: None,
+            from_e164: None,
+            to_raw: None,
+            to_e164: None,
+            agent_number: None,
+            agent_email: None,
+            agent_extension: None,
+            occurred_at,
+            received_at: raw.received_at,
+            sequence: None,
+            hangup_cause: None,
+            recording_url: None,
+            disposition: None,
+            recording_id: None,
+        }
+    }
+
     /// The Kafka message key: every event of one call shares it, so they share a partition and
     /// stay in order through every stage (`schemas/README.md`).
     pub fn partition_key(&self) -> String {

@@ -1,0 +1,213 @@
+//! How ingress knows a request comes from the source it names, before anything is published.
+//!
+//! Every source has a generated secret (256 random bits, stored only as its SHA-256): the
+//! default proof is that secret as the HTTP Basic password (user name = source id) or, for PBXs
+//! that can only be given a URL (Telphin, Sipuni, OnlinePBX...), as a `token` query parameter.
+//! Vendors that sign their requests are checked with the vendor's own scheme and the source's
+//! `signing_secret` (Twilio auth token, Zadarma API secret, Mango salt, Aircall token), which
+//! has to be stored as given because an HMAC needs the key itself.
+//! Every comparison of secret material is constant time.
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+use hmac::{Hmac, Mac};
+use serde::Deserialize;
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+
+use crate::Request;
+
+/// The query parameter that carries the source's secret for URL-only vendors. Ingress removes it
+/// from the stored query.
+pub const TOKEN_PARAM: &str = "token";
+
+/// Per-source settings, stored as JSON with the source (`switchboard sources add --settings`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct SourceSettings {
+    /// The exact URL the vendor is configured to call, without the query (Twilio signs it, and
+    /// behind a proxy it differs from what ingress sees).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub public_url: Option<String>,
+    /// The vendor's account key that travels with each request (Mango `vpbx_api_key`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_key: Option<String>,
+    /// IANA time zone of a PBX that sends local times without an offset (`Europe/Moscow`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timezone: Option<String>,
+}
+
+impl SourceSettings {
+    /// Checks values that would otherwise fail only when the first webhook arrives.
+    pub fn validate(&self) -> Result<(), String> {
+        if let Some(tz) = &self.timezone {
+            tz.parse::<chrono_tz::Tz>().map_err(|_| format!("timezone {tz:?} is not an IANA time zone"))?;
+        }
+        if let Some(url) = &self.public_url
+            && !(url.starts_with("https://") || url.starts_with("http://"))
+        {
+            return Err(format!("public_url {url:?} is not an http(s) URL"));
+        }
+        Ok(())
+    }
+}
+
+/// What ingress knows about the source a request names.
+#[derive(Clone, Copy)]
+pub struct SourceAuth<'a> {
+    pub source_id: &'a str,
+    /// SHA-256 of the source's generated secret.
+    pub secret_sha256: &'a [u8; 32],
+    pub signing_secret: Option<&'a str>,
+    pub settings: &'a SourceSettings,
+}
+
+impl std::fmt::Debug for SourceAuth<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SourceAuth").field("source_id", &self.source_id).finish_non_exhaustive()
+    }
+}
+
+impl SourceAuth<'_> {
+    /// Whether `secret` is the source's generated secret, in time independent of the content.
+    pub fn secret_matches(&self, secret: &[u8]) -> bool {
+        let digest: [u8; 32] = Sha256::digest(secret).into();
+        digest.ct_eq(self.secret_sha256).into()
+    }
+
+    pub fn signing_secret(&self) -> Result<&str, AuthFailure> {
+        self.signing_secret.filter(|s| !s.is_empty()).ok_or(AuthFailure::NotConfigured("signing_secret"))
+    }
+}
+
+/// Why a request was not authenticated; every variant is answered 401 and counted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum AuthFailure {
+    #[error("no credentials")]
+    Missing,
+    #[error("wrong credentials or signature")]
+    Wrong,
+    /// The source lacks a setting its vendor's scheme needs: an operator error, logged as such.
+    #[error("the source has no {0} configured")]
+    NotConfigured(&'static str),
+}
+
+/// The default scheme: HTTP Basic (user = source id, password = secret) or `?token=secret`.
+pub fn basic_or_token(request: &Request<'_>, source: &SourceAuth<'_>) -> Result<(), AuthFailure> {
+    if let Some(header) = request.header("authorization") {
+        return basic(header, source);
+    }
+    match query_param(request.query, TOKEN_PARAM) {
+        Some(token) => source.secret_matches(token.as_bytes()).then_some(()).ok_or(AuthFailure::Wrong),
+        None => Err(AuthFailure::Missing),
+    }
+}
+
+fn basic(header: &str, source: &SourceAuth<'_>) -> Result<(), AuthFailure> {
+    let encoded = header
+        .strip_prefix("Basic ")
+        .or_else(|| header.strip_prefix("basic "))
+        .ok_or(AuthFailure::Wrong)?;
+    let decoded = STANDARD.decode(encoded.trim()).map_err(|_| AuthFailure::Wrong)?;
+    let colon = decoded.iter().position(|&b| b == b':').ok_or(AuthFailure::Wrong)?;
+    let (user, secret) = (&decoded[..colon], &decoded[colon + 1..]);
+    // Both checks always run, so timing does not tell which one failed.
+    let user_ok = user == source.source_id.as_bytes();
+    let secret_ok = source.secret_matches(secret);
+    (user_ok & secret_ok).then_some(()).ok_or(AuthFailure::Wrong)
+}
+
+/// The first value of a query parameter, percent-decoded.
+pub fn query_param(query: Option<&str>, name: &str) -> Option<String> {
+    form_urlencoded::parse(query?.as_bytes()).find(|(k, _)| k == name).map(|(_, v)| v.into_owned())
+}
+
+/// The query without the `token` parameter, so the secret never reaches a raw record.
+pub fn query_without_token(query: Option<&str>) -> Option<String> {
+    let query = query?;
+    if query_param(Some(query), TOKEN_PARAM).is_none() {
+        return Some(query.to_owned());
+    }
+    let kept: Vec<&str> =
+        query.split('&').filter(|pair| pair.split('=').next() != Some(TOKEN_PARAM)).collect();
+    (!kept.is_empty()).then(|| kept.join("&"))
+}
+
+/// Constant-time equality of two byte strings (the length is not secret).
+pub fn ct_eq(a: &[u8], b: &[u8]) -> bool {
+    a.ct_eq(b).into()
+}
+
+pub fn hmac_sha1(key: &[u8], data: &[u8]) -> [u8; 20] {
+    let mut mac = <Hmac<sha1::Sha1> as Mac>::new_from_slice(key).unwrap_or_else(|_| unreachable!());
+    mac.update(data);
+    mac.finalize().into_bytes().into()
+}
+
+pub fn hmac_sha256(key: &[u8], data: &[u8]) -> [u8; 32] {
+    let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(key).unwrap_or_else(|_| unreachable!());
+    mac.update(data);
+    mac.finalize().into_bytes().into()
+}
+
+pub fn base64(bytes: &[u8]) -> String {
+    STANDARD.encode(bytes)
+}
+
+pub fn sha256_hex(data: &[u8]) -> String {
+    hex(&Sha256::digest(data))
+}
+
+pub fn hex(bytes: &[u8]) -> String {
+    use std::fmt::Write;
+    bytes.iter().fold(String::with_capacity(bytes.len() * 2), |mut out, b| {
+        let _ = write!(out, "{b:02x}");
+        out
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+
+    fn request<'a>(headers: &'a BTreeMap<String, String>, query: Option<&'a str>) -> Request<'a> {
+        Request { method: "POST", subpath: "", query, content_type: None, headers, body: b"" }
+    }
+
+    #[test]
+    fn basic_and_token_accept_only_the_right_secret() {
+        let hash: [u8; 32] = Sha256::digest(b"s3cret").into();
+        let settings = SourceSettings::default();
+        let source = SourceAuth { source_id: "acme", secret_sha256: &hash, signing_secret: None, settings: &settings };
+        let none = BTreeMap::new();
+        assert_eq!(basic_or_token(&request(&none, None), &source), Err(AuthFailure::Missing));
+        assert_eq!(basic_or_token(&request(&none, Some("a=1&token=s3cret")), &source), Ok(()));
+        assert_eq!(basic_or_token(&request(&none, Some("token=nope")), &source), Err(AuthFailure::Wrong));
+        let mut headers = BTreeMap::new();
+        let _ = headers.insert("authorization".into(), format!("Basic {}", base64(b"acme:s3cret")));
+        assert_eq!(basic_or_token(&request(&headers, None), &source), Ok(()));
+        let _ = headers.insert("authorization".into(), format!("Basic {}", base64(b"other:s3cret")));
+        assert_eq!(basic_or_token(&request(&headers, None), &source), Err(AuthFailure::Wrong));
+    }
+
+    #[test]
+    fn the_token_never_stays_in_the_query() {
+        assert_eq!(query_without_token(Some("token=x")), None);
+        assert_eq!(query_without_token(Some("a=1&token=x&b=2")).as_deref(), Some("a=1&b=2"));
+        assert_eq!(query_without_token(Some("a=1")).as_deref(), Some("a=1"));
+        assert_eq!(query_without_token(None), None);
+    }
+
+    #[test]
+    fn hmac_matches_rfc_2202_and_4231_vectors() {
+        // RFC 2202 test case 2 and RFC 4231 test case 2 ("Jefe").
+        let data = b"what do ya want for nothing?";
+        assert_eq!(hex(&hmac_sha1(b"Jefe", data)), "effcdf6ae5eb2fa2d27416d5f184df9c259a7c79");
+        assert_eq!(
+            hex(&hmac_sha256(b"Jefe", data)),
+            "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
+        );
+    }
+}
