@@ -113,6 +113,17 @@ ensure_nisshi() {
   command -v nisshi >/dev/null || die "nisshi installed but not on PATH (add ~/.cargo/bin)"
 }
 
+# cargo-fuzz for the adapters' fuzz targets: it needs a nightly toolchain, which these machines
+# carry for nisshi; installs cargo-fuzz once.
+ensure_cargo_fuzz() {
+  rustup toolchain list 2>/dev/null | grep -q '^nightly' \
+    || die "the fuzz smoke run needs a nightly toolchain (rustup toolchain install nightly), or set SB_TEST_FUZZ=0"
+  if ! cargo +nightly fuzz --version >/dev/null 2>&1; then
+    say "Installing cargo-fuzz (about 2 minutes, once)"
+    cargo +nightly install cargo-fuzz --locked >&2
+  fi
+}
+
 # start_nisshi PORT STORAGE_URL STATE_DIR: starts a broker unless one already listens on PORT.
 start_nisshi() {
   local port="$1" storage="$2" dir

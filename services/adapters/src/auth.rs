@@ -104,10 +104,8 @@ pub fn basic_or_token(request: &Request<'_>, source: &SourceAuth<'_>) -> Result<
 }
 
 fn basic(header: &str, source: &SourceAuth<'_>) -> Result<(), AuthFailure> {
-    let encoded = header
-        .strip_prefix("Basic ")
-        .or_else(|| header.strip_prefix("basic "))
-        .ok_or(AuthFailure::Wrong)?;
+    let encoded =
+        header.strip_prefix("Basic ").or_else(|| header.strip_prefix("basic ")).ok_or(AuthFailure::Wrong)?;
     let decoded = STANDARD.decode(encoded.trim()).map_err(|_| AuthFailure::Wrong)?;
     let colon = decoded.iter().position(|&b| b == b':').ok_or(AuthFailure::Wrong)?;
     let (user, secret) = (&decoded[..colon], &decoded[colon + 1..]);
@@ -180,7 +178,8 @@ mod tests {
     fn basic_and_token_accept_only_the_right_secret() {
         let hash: [u8; 32] = Sha256::digest(b"s3cret").into();
         let settings = SourceSettings::default();
-        let source = SourceAuth { source_id: "acme", secret_sha256: &hash, signing_secret: None, settings: &settings };
+        let source =
+            SourceAuth { source_id: "acme", secret_sha256: &hash, signing_secret: None, settings: &settings };
         let none = BTreeMap::new();
         assert_eq!(basic_or_token(&request(&none, None), &source), Err(AuthFailure::Missing));
         assert_eq!(basic_or_token(&request(&none, Some("a=1&token=s3cret")), &source), Ok(()));

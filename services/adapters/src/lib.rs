@@ -179,7 +179,9 @@ pub enum Decision {
     Handshake(Reply),
     /// Publish the request keyed by this call id (the source alone when `None`), then answer
     /// with the adapter's [`Adapter::reply`].
-    Publish { call_id: Option<String> },
+    Publish {
+        call_id: Option<String>,
+    },
     MethodNotAllowed,
     Unauthorized(AuthFailure),
     Rejected(Rejection),

@@ -113,7 +113,9 @@ fn run(path: &std::path::Path) -> Result<(), String> {
             (Ok(found), None) => events.extend(found),
             (Err(error), Some(reason)) if error.0.contains(reason.as_str()) => {}
             (Err(error), _) => return Err(context(format!("dead-lettered: {error}"))),
-            (Ok(_), Some(reason)) => return Err(context(format!("normalised, expected dead letter {reason:?}"))),
+            (Ok(_), Some(reason)) => {
+                return Err(context(format!("normalised, expected dead letter {reason:?}")));
+            }
         }
     }
     fixture::compare(&fixture::distinct(events), &fixture.events, Some(fixture.received_at))
@@ -123,10 +125,8 @@ fn run(path: &std::path::Path) -> Result<(), String> {
 fn every_vendor_fixture_normalises_to_its_events() {
     let files = fixture::fixture_files();
     assert!(!files.is_empty(), "no fixtures found");
-    let failures: Vec<String> = files
-        .iter()
-        .filter_map(|path| run(path).err().map(|e| format!("{}: {e}", path.display())))
-        .collect();
+    let failures: Vec<String> =
+        files.iter().filter_map(|path| run(path).err().map(|e| format!("{}: {e}", path.display()))).collect();
     assert!(failures.is_empty(), "{} fixture(s) failed:\n{}", failures.len(), failures.join("\n"));
 }
 

@@ -199,13 +199,14 @@ impl<'a> Columns<'a> {
             // The E.164 form when the number parsed, else what the PBX sent (an extension).
             c.from_number.push(e.from_e164.as_ref().map(|n| n.as_str()).or(e.from_raw.as_deref()));
             c.to_number.push(e.to_e164.as_ref().map(|n| n.as_str()).or(e.to_raw.as_deref()));
-            c.agent_number.push(e.agent_number.as_deref());
+            // The call log has one agent column until #3 splits extension from number.
+            c.agent_number.push(e.agent_number.as_deref().or(e.agent_extension.as_deref()));
             c.agent_email.push(e.agent_email.as_deref());
             c.occurred_at.push(e.occurred_at);
             c.received_at.push(e.received_at);
             c.raw_id.push(&e.raw_id);
             c.sequence.push(e.sequence);
-            c.hangup_cause.push(e.hangup_cause.as_deref());
+            c.hangup_cause.push(e.hangup_cause.as_deref().or(e.disposition.map(|d| d.as_str())));
             c.recording_url.push(e.recording_url.as_deref());
             c.vendor.push(e.vendor.as_str());
             c.kafka_partition.push(*partition);

@@ -23,8 +23,8 @@ pub mod service;
 pub mod stage;
 
 pub use deadpool_postgres;
+pub use rdkafka;
 /// The call model lives in its own crate so that adapters (and their fuzz targets) build without
 /// Kafka or PostgreSQL; every stage reaches it as `switchboard_core::model`.
 pub use switchboard_model as model;
-pub use rdkafka;
 pub use tokio_postgres;

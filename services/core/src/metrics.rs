@@ -133,6 +133,14 @@ pub static INGRESS_BODY_BYTES: LazyLock<HistogramVec> = LazyLock::new(|| {
     )
 });
 
+pub static NORMALIZED: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    counter(
+        "switchboard_normalizer_webhooks_total",
+        "Raw webhooks the normalizer read, by vendor and result (events, no_events, parse_failure).",
+        &["vendor", "result"],
+    )
+});
+
 pub static CALLLOG_ROWS: LazyLock<IntCounterVec> = LazyLock::new(|| {
     counter(
         "switchboard_calllog_rows_total",

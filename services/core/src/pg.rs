@@ -15,7 +15,10 @@ use crate::config::PostgresSettings;
 use crate::retry::Backoff;
 
 /// `(version, name, sql)`, in order. Never edit an applied migration; add a new one.
-const MIGRATIONS: &[(i32, &str, &str)] = &[(1, "initial", include_str!("../migrations/0001_initial.sql"))];
+const MIGRATIONS: &[(i32, &str, &str)] = &[
+    (1, "initial", include_str!("../migrations/0001_initial.sql")),
+    (2, "source_settings", include_str!("../migrations/0002_source_settings.sql")),
+];
 
 /// Any advisory-lock key unique to Switchboard's migrator.
 const MIGRATION_LOCK: i64 = 0x5357_4244_4d49_4752; // "SWBDMIGR"

@@ -1,18 +1,22 @@
 //! ingress: the one HTTP endpoint PBXs post webhooks to.
 //!
-//! Input: `POST /v1/webhooks/{source_id}` with HTTP Basic credentials of that source. Output: one
+//! Input: `POST /v1/webhooks/{source_id}[/vendor/path]` (or GET, for vendors that send that),
+//! authenticated the way the source's vendor does it (`switchboard_adapters::auth`: HTTP Basic or
+//! a `token` query parameter with the source's secret, or the vendor's own signature). Output: one
 //! Avro `RawWebhook` per accepted request on `<prefix>raw`, holding the body byte for byte with
-//! its content type, selected headers, source, vendor, receive time and remote address.
-//! Delivery: the PBX gets `202 {"id": ...}` only after Kafka acknowledged the record (acks=all,
-//! idempotent producer); if Kafka does not acknowledge within `kafka.produce_timeout_ms` the
-//! answer is 503 with `Retry-After`, so the PBX retries and nothing is acknowledged that was not
-//! stored. A retry that duplicates a stored record is harmless: the event id downstream is
+//! its content type, selected headers, source, vendor, receive time and remote address (never
+//! the credentials). Delivery: the PBX gets its vendor's success answer (`202 {"id": ...}` by
+//! default, an empty 200 for Telphin or Twilio, `{"success":true}` for Sipuni) only after Kafka
+//! acknowledged the record (acks=all, idempotent producer); if Kafka does not acknowledge within
+//! `kafka.produce_timeout_ms` the answer is 503 with `Retry-After`, so the PBX retries and nothing
+//! is acknowledged that was not stored. A vendor's URL-validation handshake (Zadarma `zd_echo`)
+//! is answered at once and never stored. A retry that duplicates a stored record is harmless: the event id downstream is
 //! derived from the content. Ordering: records are keyed `source:call_id`, so one call's
 //! webhooks share a partition and keep their arrival order through every stage.
 //!
-//! Refusals, each a short JSON error and a metric: unknown source 404, bad or missing
-//! credentials 401, body over `ingress.max_body_bytes` 413, content type the vendor never sends
-//! 415, body the vendor's adapter can tell is broken 400.
+//! Refusals, each a short JSON error and a metric: unknown source 404, method the vendor never
+//! uses 405, bad or missing credentials or signature 401, body over `ingress.max_body_bytes` 413,
+//! content type the vendor never sends 415, body the vendor's adapter can tell is broken 400.
 
 pub mod sources;
 
@@ -21,13 +25,14 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use base64::Engine;
-use base64::engine::general_purpose::STANDARD;
 use bytes::Bytes;
-use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, header};
-use http_body_util::{BodyExt, Limited};
+use http::{HeaderMap, HeaderValue, Request, Response, StatusCode, header};
+use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
-use switchboard_adapters::{Rejection, adapter_for};
+use switchboard_adapters::auth::query_without_token;
+use switchboard_adapters::{
+    AuthFailure, Decision, Rejection, Reply, WEBHOOK_PATH_PREFIX, adapter_for, decide,
+};
 use switchboard_core::avro::Codecs;
 use switchboard_core::config::{Service, Settings};
 use switchboard_core::deadpool_postgres::Pool;
@@ -42,7 +47,6 @@ use tokio_util::sync::CancellationToken;
 
 use crate::sources::{Source, SourceCache};
 
-const WEBHOOK_PREFIX: &str = "/v1/webhooks/";
 /// Headers never copied into the raw record: credentials, and hop-by-hop framing.
 const DROPPED_HEADERS: &[&str] =
     &["authorization", "proxy-authorization", "cookie", "connection", "content-length", "transfer-encoding"];
@@ -185,7 +189,12 @@ impl Ingress {
         if let Some(response) = ops::ops_response(&req, &self.health) {
             return response;
         }
-        let Some(source_id) = req.uri().path().strip_prefix(WEBHOOK_PREFIX).map(str::to_owned) else {
+        let Some(source_id) = req
+            .uri()
+            .path()
+            .strip_prefix(WEBHOOK_PATH_PREFIX)
+            .map(|rest| rest.split('/').next().unwrap_or_default().to_owned())
+        else {
             return ops::error(StatusCode::NOT_FOUND, "not_found", "no such endpoint");
         };
         if !self.health.is_ready() {
@@ -196,7 +205,7 @@ impl Ingress {
         let source = self.sources.get(&source_id);
         let vendor_label = source.as_ref().map_or("unknown", |s| s.vendor.as_str());
         let response = match self.accept(req, source, &source_id, remote).await {
-            Ok(id) => ops::json(StatusCode::ACCEPTED, &serde_json::json!({ "id": id, "status": "accepted" })),
+            Ok(reply) => vendor_response(reply),
             Err(refusal) => {
                 let mut response = ops::error(refusal.status, refusal.code, refusal.message);
                 if refusal.status == StatusCode::UNAUTHORIZED {
@@ -217,14 +226,14 @@ impl Ingress {
         response
     }
 
-    /// Runs every check, publishes, and returns the raw record id once Kafka has it.
+    /// Runs every check, publishes, and returns the vendor's answer once Kafka has the record.
     async fn accept(
         &self,
         req: Request<Incoming>,
         source: Option<Source>,
         source_id: &str,
         remote: SocketAddr,
-    ) -> Result<String, Refusal> {
+    ) -> Result<Reply, Refusal> {
         let Some(source) = source else {
             return Err(Refusal::new(
                 StatusCode::NOT_FOUND,
@@ -237,21 +246,6 @@ impl Ingress {
                 StatusCode::URI_TOO_LONG,
                 "uri_too_long",
                 format!("query strings are limited to {MAX_QUERY_BYTES} bytes"),
-            ));
-        }
-        if req.method() != Method::POST {
-            return Err(Refusal::new(
-                StatusCode::METHOD_NOT_ALLOWED,
-                "method_not_allowed",
-                "webhooks are POSTed",
-            ));
-        }
-        if !authenticated(req.headers(), &source) {
-            metrics::INGRESS_AUTH_FAILURES.with_label_values(&[source.vendor.as_str()]).inc();
-            return Err(Refusal::new(
-                StatusCode::UNAUTHORIZED,
-                "unauthorized",
-                "missing or wrong credentials for this source",
             ));
         }
         let too_large = || {
@@ -270,6 +264,7 @@ impl Ingress {
             return Err(too_large());
         }
 
+        // Signing vendors sign the body, so it is read (capped) before authentication.
         let (parts, body) = req.into_parts();
         let body: Bytes = match Limited::new(body, self.max_body_bytes).collect().await {
             Ok(collected) => collected.to_bytes(),
@@ -283,30 +278,64 @@ impl Ingress {
             }
         };
         let content_type = parts.headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok());
-        let call_id =
-            adapter_for(source.vendor).check(content_type, &body).map_err(|rejection| match rejection {
-                Rejection::UnsupportedMediaType(media) => Refusal::new(
+        let headers = all_headers(&parts.headers);
+        let path = parts.uri.path();
+        let subpath = path.get(WEBHOOK_PATH_PREFIX.len() + source_id.len()..).unwrap_or_default();
+        let request = switchboard_adapters::Request {
+            method: parts.method.as_str(),
+            subpath,
+            query: parts.uri.query(),
+            content_type,
+            headers: &headers,
+            body: &body,
+        };
+        let adapter = adapter_for(source.vendor);
+        let call_id = match decide(adapter, &request, &source.auth()) {
+            Decision::Publish { call_id } => call_id,
+            Decision::Handshake(reply) => return Ok(reply),
+            Decision::MethodNotAllowed => {
+                return Err(Refusal::new(
+                    StatusCode::METHOD_NOT_ALLOWED,
+                    "method_not_allowed",
+                    format!("{} webhooks are sent with {}", source.vendor, adapter.methods().join(" or ")),
+                ));
+            }
+            Decision::Unauthorized(failure) => {
+                metrics::INGRESS_AUTH_FAILURES.with_label_values(&[source.vendor.as_str()]).inc();
+                if let AuthFailure::NotConfigured(setting) = failure {
+                    tracing::warn!(source = %source.id, setting, "A source lacks a setting its vendor's authentication needs.");
+                }
+                return Err(Refusal::new(
+                    StatusCode::UNAUTHORIZED,
+                    "unauthorized",
+                    "missing or wrong credentials or signature for this source",
+                ));
+            }
+            Decision::Rejected(Rejection::UnsupportedMediaType(media)) => {
+                return Err(Refusal::new(
                     StatusCode::UNSUPPORTED_MEDIA_TYPE,
                     "unsupported_media_type",
                     format!("{} webhooks are not sent as {media:?}", source.vendor),
-                ),
-                Rejection::Malformed(reason) => {
-                    Refusal::new(StatusCode::BAD_REQUEST, "malformed_body", reason)
-                }
-            })?;
+                ));
+            }
+            Decision::Rejected(Rejection::Malformed(reason)) => {
+                return Err(Refusal::new(StatusCode::BAD_REQUEST, "malformed_body", reason));
+            }
+        };
 
         let raw = RawWebhook {
             id: uuid::Uuid::now_v7().to_string(),
             source_id: source.id.clone(),
             vendor: source.vendor,
             default_region: source.default_region.clone(),
+            timezone: source.settings.timezone.clone(),
             received_at: chrono::Utc::now(),
             remote_addr: Some(remote.to_string()),
             method: parts.method.to_string(),
-            path: parts.uri.path().to_owned(),
-            query: parts.uri.query().map(str::to_owned),
+            path: path.to_owned(),
+            query: query_without_token(parts.uri.query()),
             content_type: content_type.map(str::to_owned),
-            headers: kept_headers(&parts.headers),
+            headers: kept_headers(headers),
             body: body.to_vec(),
         };
         metrics::INGRESS_BODY_BYTES.with_label_values(&[source.vendor.as_str()]).observe(body.len() as f64);
@@ -320,7 +349,7 @@ impl Ingress {
             Refusal::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "cannot encode the record")
         })?;
         self.publish(key.as_bytes(), &payload).await?;
-        Ok(raw.id)
+        Ok(adapter.reply(&raw.id))
     }
 
     async fn publish(&self, key: &[u8], payload: &[u8]) -> Result<(), Refusal> {
@@ -371,39 +400,35 @@ fn refused_for_good(error: &KafkaError) -> Refusal {
     )
 }
 
-/// HTTP Basic with the source id as user name and the source's secret as password.
-fn authenticated(headers: &HeaderMap, source: &Source) -> bool {
-    let Some(encoded) = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Basic ").or_else(|| v.strip_prefix("basic ")))
-    else {
-        return false;
-    };
-    let Ok(decoded) = STANDARD.decode(encoded.trim()) else {
-        return false;
-    };
-    let Some(colon) = decoded.iter().position(|&b| b == b':') else {
-        return false;
-    };
-    let (user, secret) = (&decoded[..colon], &decoded[colon + 1..]);
-    // Both checks always run, so timing does not tell which one failed.
-    let user_ok = user == source.id.as_str().as_bytes();
-    let secret_ok = source.secret_matches(secret);
-    user_ok & secret_ok
+/// The answer a vendor expects, as an HTTP response.
+fn vendor_response(reply: Reply) -> Response<Body> {
+    let mut response = Response::new(Full::new(Bytes::from(reply.body)));
+    *response.status_mut() = StatusCode::from_u16(reply.status).unwrap_or(StatusCode::OK);
+    if let Some(content_type) = reply.content_type {
+        let _ = response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    }
+    response
+}
+
+/// Every header with a text value, by lower-case name (the first of repeated ones), for the
+/// adapter's checks; credentials included, so this map itself is never stored.
+fn all_headers(headers: &HeaderMap) -> BTreeMap<String, String> {
+    let mut map = BTreeMap::new();
+    for (name, value) in headers {
+        if let Ok(value) = value.to_str() {
+            let _ = map.entry(name.as_str().to_owned()).or_insert_with(|| value.to_owned());
+        }
+    }
+    map
 }
 
 /// The headers worth keeping, bounded (at most 64 × 2 KiB) so that a raw record always fits in
 /// Kafka next to a body at the cap.
-fn kept_headers(headers: &HeaderMap) -> BTreeMap<String, String> {
+fn kept_headers(headers: BTreeMap<String, String>) -> BTreeMap<String, String> {
     headers
-        .iter()
+        .into_iter()
         .filter(|(name, _)| !DROPPED_HEADERS.contains(&name.as_str()))
-        .filter_map(|(name, value)| {
-            let value = value.to_str().ok()?;
-            let fits = name.as_str().len() + value.len() <= MAX_HEADER_BYTES;
-            fits.then(|| (name.as_str().to_owned(), value.to_owned()))
-        })
+        .filter(|(name, value)| name.len() + value.len() <= MAX_HEADER_BYTES)
         .take(MAX_KEPT_HEADERS)
         .collect()
 }
@@ -418,7 +443,7 @@ mod tests {
         let _ = headers.insert(header::AUTHORIZATION, HeaderValue::from_static("Basic eDp5"));
         let _ = headers.insert(header::COOKIE, HeaderValue::from_static("s=1"));
         let _ = headers.insert("x-twilio-signature", HeaderValue::from_static("abc"));
-        let kept = kept_headers(&headers);
+        let kept = kept_headers(all_headers(&headers));
         assert_eq!(kept.len(), 1);
         assert_eq!(kept.get("x-twilio-signature").map(String::as_str), Some("abc"));
     }

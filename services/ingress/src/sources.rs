@@ -1,8 +1,10 @@
 //! PBX sources and their credentials.
 //!
 //! A source is created with a generated secret (HTTP Basic: the source id is the user name, the
-//! secret the password), shown once and stored only as its SHA-256. The secret is 256 random
-//! bits, so brute force is out of reach and a fast hash keeps checking it cheap on every webhook.
+//! secret the password; or `?token=` for PBXs that can only be given a URL), shown once and
+//! stored only as its SHA-256. The secret is 256 random bits, so brute force is out of reach and
+//! a fast hash keeps checking it cheap on every webhook. Vendors that sign their webhooks are
+//! checked with the source's `signing_secret` instead (`switchboard_adapters::auth`).
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
@@ -10,7 +12,7 @@ use std::sync::{Arc, RwLock};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use sha2::{Digest, Sha256};
-use subtle::ConstantTimeEq;
+use switchboard_adapters::{SourceAuth, SourceSettings};
 use switchboard_core::deadpool_postgres::Pool;
 use switchboard_core::model::{Region, SourceId, Vendor};
 
@@ -24,6 +26,8 @@ pub enum SourceError {
     Exists(String),
     #[error("no random numbers available: {0}")]
     Random(String),
+    #[error("invalid settings: {0}")]
+    Settings(String),
 }
 
 /// What ingress needs to know about a source on every request.
@@ -32,14 +36,20 @@ pub struct Source {
     pub id: SourceId,
     pub vendor: Vendor,
     pub default_region: String,
+    pub settings: SourceSettings,
     secret_sha256: [u8; 32],
+    signing_secret: Option<String>,
 }
 
 impl Source {
-    /// Whether `secret` is this source's secret, in time independent of where they differ.
-    pub fn secret_matches(&self, secret: &[u8]) -> bool {
-        let digest: [u8; 32] = Sha256::digest(secret).into();
-        digest.ct_eq(&self.secret_sha256).into()
+    /// What the vendor's adapter checks a request against.
+    pub fn auth(&self) -> SourceAuth<'_> {
+        SourceAuth {
+            source_id: self.id.as_str(),
+            secret_sha256: &self.secret_sha256,
+            signing_secret: self.signing_secret.as_deref(),
+            settings: &self.settings,
+        }
     }
 }
 
@@ -67,22 +77,37 @@ impl SourceCache {
 async fn load_enabled(pool: &Pool) -> Result<Vec<Source>, SourceError> {
     let client = pool.get().await?;
     let rows = client
-        .query("SELECT id, vendor, default_region, secret_sha256 FROM sources WHERE disabled_at IS NULL", &[])
+        .query(
+            "SELECT id, vendor, default_region, secret_sha256, signing_secret, settings
+             FROM sources WHERE disabled_at IS NULL",
+            &[],
+        )
         .await?;
     let mut sources = Vec::with_capacity(rows.len());
     for row in rows {
         let id: String = row.get(0);
         let vendor: String = row.get(1);
         let hash: Vec<u8> = row.get(3);
-        // A row written by a newer version (an unknown vendor) is skipped, not fatal, so an
-        // older ingress keeps serving every other source during a rolling upgrade.
-        let (Ok(id), Ok(vendor), Ok(secret_sha256)) =
-            (SourceId::parse(id.clone()), vendor.parse::<Vendor>(), <[u8; 32]>::try_from(hash))
-        else {
+        let settings: serde_json::Value = row.get(5);
+        // A row written by a newer version (an unknown vendor or setting) is skipped, not fatal,
+        // so an older ingress keeps serving every other source during a rolling upgrade.
+        let (Ok(id), Ok(vendor), Ok(secret_sha256), Ok(settings)) = (
+            SourceId::parse(id.clone()),
+            vendor.parse::<Vendor>(),
+            <[u8; 32]>::try_from(hash),
+            serde_json::from_value::<SourceSettings>(settings),
+        ) else {
             tracing::warn!(source = %id, "Skipping a source this version cannot serve.");
             continue;
         };
-        sources.push(Source { id, vendor, default_region: row.get(2), secret_sha256 });
+        sources.push(Source {
+            id,
+            vendor,
+            default_region: row.get(2),
+            settings,
+            secret_sha256,
+            signing_secret: row.get(4),
+        });
     }
     Ok(sources)
 }
@@ -101,7 +126,11 @@ pub async fn create(
     id: &SourceId,
     vendor: Vendor,
     region: Region,
+    signing_secret: Option<&str>,
+    settings: &SourceSettings,
 ) -> Result<NewSource, SourceError> {
+    settings.validate().map_err(SourceError::Settings)?;
+    let settings = serde_json::to_value(settings).map_err(|e| SourceError::Settings(e.to_string()))?;
     let mut random = [0u8; 32];
     getrandom::fill(&mut random).map_err(|e| SourceError::Random(e.to_string()))?;
     let secret = URL_SAFE_NO_PAD.encode(random);
@@ -109,9 +138,10 @@ pub async fn create(
     let client = pool.get().await?;
     let inserted = client
         .execute(
-            "INSERT INTO sources (id, vendor, default_region, secret_sha256) VALUES ($1, $2, $3, $4)
+            "INSERT INTO sources (id, vendor, default_region, secret_sha256, signing_secret, settings)
+             VALUES ($1, $2, $3, $4, $5, $6)
              ON CONFLICT (id) DO NOTHING",
-            &[&id.as_str(), &vendor.as_str(), &region.as_str(), &hash.as_slice()],
+            &[&id.as_str(), &vendor.as_str(), &region.as_str(), &hash.as_slice(), &signing_secret, &settings],
         )
         .await?;
     if inserted == 0 {
@@ -127,22 +157,4 @@ pub async fn list(pool: &Pool) -> Result<Vec<(String, String, String, bool)>, So
         .query("SELECT id, vendor, default_region, disabled_at IS NULL FROM sources ORDER BY id", &[])
         .await?;
     Ok(rows.iter().map(|r| (r.get(0), r.get(1), r.get(2), r.get(3))).collect())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn secrets_match_only_themselves() {
-        let source = Source {
-            id: SourceId::parse("a").expect("valid"),
-            vendor: Vendor::Generic,
-            default_region: "US".into(),
-            secret_sha256: Sha256::digest(b"right").into(),
-        };
-        assert!(source.secret_matches(b"right"));
-        assert!(!source.secret_matches(b"wrong"));
-        assert!(!source.secret_matches(b""));
-    }
 }

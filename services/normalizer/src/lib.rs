@@ -7,8 +7,8 @@
 //! is acknowledged. Event ids are derived from the raw record's content, so re-processing after a
 //! crash yields the same events, which the call log absorbs. Ordering: per input partition.
 //!
-//! Adapters are pure and total: whatever bytes arrive, the outcome is events or a dead letter,
-//! never a panic (`switchboard-adapters` has the fuzz-style tests).
+//! Adapters are pure and total: whatever bytes arrive, the outcome is events, none (a valid
+//! webhook about no call, counted), or a dead letter, never a panic (`fuzz/` holds them to it).
 
 use std::sync::Arc;
 
@@ -16,6 +16,7 @@ use switchboard_adapters::adapter_for;
 use switchboard_core::avro::Codecs;
 use switchboard_core::config::{Service, Settings};
 use switchboard_core::kafka::Outbound;
+use switchboard_core::metrics;
 use switchboard_core::service::{self, ServiceError};
 use switchboard_core::stage::{Inbound, Poison, Processor};
 use tokio::net::TcpListener;
@@ -36,9 +37,15 @@ impl Normalizer {
     pub fn normalize(&self, payload: &[u8]) -> Result<Vec<Outbound>, Poison> {
         let raw =
             self.codecs.raw_webhook.decode(payload).map_err(|e| Poison::new("decode", e.to_string()))?;
-        let events = adapter_for(raw.vendor)
-            .normalize(&raw)
-            .map_err(|e| Poison::new("adapter", format!("{} adapter: {e}", raw.vendor)))?;
+        let vendor = raw.vendor.as_str();
+        let events = adapter_for(raw.vendor).normalize(&raw).map_err(|e| {
+            metrics::NORMALIZED.with_label_values(&[vendor, "parse_failure"]).inc();
+            Poison::new("adapter", format!("{vendor} adapter: {e}"))
+        })?;
+        // A webhook about no call (an agent logging in, a tag added) is valid and yields nothing;
+        // counting it keeps it from looking like a silent drop.
+        let result = if events.is_empty() { "no_events" } else { "events" };
+        metrics::NORMALIZED.with_label_values(&[vendor, result]).inc();
         events
             .iter()
             .map(|event| {

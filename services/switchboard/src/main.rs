@@ -9,6 +9,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
+use switchboard_adapters::SourceSettings;
 use switchboard_core::config::{Service, Settings};
 use switchboard_core::model::{Region, SourceId, Vendor};
 use switchboard_core::runtime::{self, EXIT_CONFIG, EXIT_FAILURE, EXIT_UNAVAILABLE};
@@ -56,6 +57,14 @@ enum SourcesAction {
         /// ISO 3166 region for numbers the PBX sends in national format.
         #[arg(long, default_value = "US")]
         region: String,
+        /// The vendor's own signing key, for vendors that sign webhooks: Twilio auth token,
+        /// Zadarma API secret, Mango API salt, Aircall webhook token.
+        #[arg(long)]
+        signing_secret: Option<String>,
+        /// Adapter settings as JSON: `public_url` (the URL the vendor calls; Twilio signs it),
+        /// `api_key` (Mango), `timezone` (IANA zone of a PBX that sends local times).
+        #[arg(long, default_value = "{}")]
+        settings: String,
         /// Print the credentials as one JSON object, for scripts.
         #[arg(long)]
         json: bool,
@@ -107,7 +116,14 @@ enum Parsed {
 #[derive(Debug)]
 enum Admin {
     Init,
-    AddSource { id: SourceId, vendor: Vendor, region: Region, json: bool },
+    AddSource {
+        id: SourceId,
+        vendor: Vendor,
+        region: Region,
+        signing_secret: Option<String>,
+        settings: SourceSettings,
+        json: bool,
+    },
     ListSources,
 }
 
@@ -121,11 +137,17 @@ impl Parsed {
             Command::Calllog => Parsed::Run(Service::Calllog),
             Command::Init => Parsed::Admin(Admin::Init),
             Command::Sources { action: SourcesAction::List } => Parsed::Admin(Admin::ListSources),
-            Command::Sources { action: SourcesAction::Add { id, vendor, region, json } } => {
+            Command::Sources {
+                action: SourcesAction::Add { id, vendor, region, signing_secret, settings, json },
+            } => {
+                let settings: SourceSettings = serde_json::from_str(&settings).context("--settings")?;
+                settings.validate().map_err(anyhow::Error::msg).context("--settings")?;
                 Parsed::Admin(Admin::AddSource {
                     id: SourceId::parse(id).context("source id")?,
                     vendor: vendor.parse().context("--vendor")?,
                     region: region.parse().context("--region")?,
+                    signing_secret: signing_secret.filter(|s| !s.is_empty()),
+                    settings,
                     json,
                 })
             }
@@ -189,8 +211,16 @@ async fn admin(command: Admin, settings: &Settings, cancel: &CancellationToken) 
             println!("Topics ready: {}", topics.all().join(", "));
             println!("Database migrated.");
         }
-        Admin::AddSource { id, vendor, region, json } => {
-            let created = switchboard_ingress::sources::create(&pool, &id, vendor, region).await?;
+        Admin::AddSource { id, vendor, region, signing_secret, settings, json } => {
+            let created = switchboard_ingress::sources::create(
+                &pool,
+                &id,
+                vendor,
+                region,
+                signing_secret.as_deref(),
+                &settings,
+            )
+            .await?;
             if json {
                 let credentials = serde_json::json!({
                     "id": created.id.as_str(),
@@ -203,6 +233,10 @@ async fn admin(command: Admin, settings: &Settings, cancel: &CancellationToken) 
                 println!("Webhook URL:  POST /v1/webhooks/{}", created.id);
                 println!("User name:    {}", created.id);
                 println!("Password:     {}", created.secret);
+                println!(
+                    "  (or, for a PBX that can only be given a URL: /v1/webhooks/{}?token=<password>)",
+                    created.id
+                );
                 println!("The password is shown only now; Switchboard stores only its hash.");
             }
         }

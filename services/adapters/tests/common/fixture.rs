@@ -140,7 +140,9 @@ pub fn compare(
     if actual.len() != expected.len() {
         let kinds: Vec<String> = actual
             .iter()
-            .map(|e| format!("{}/{}/{}", e.call_id, e.leg_id.as_ref().map_or("-", |l| l.as_str()), e.kind.as_str()))
+            .map(|e| {
+                format!("{}/{}/{}", e.call_id, e.leg_id.as_ref().map_or("-", |l| l.as_str()), e.kind.as_str())
+            })
             .collect();
         return Err(format!("expected {} events, got {}: {kinds:?}", expected.len(), actual.len()));
     }
@@ -152,11 +154,18 @@ pub fn compare(
                     if want == "received" {
                         match received_at {
                             Some(at) if event.occurred_at == at => continue,
-                            Some(at) => return Err(format!("event {i}: occurred_at {} is not the receive time {at}", event.occurred_at)),
+                            Some(at) => {
+                                return Err(format!(
+                                    "event {i}: occurred_at {} is not the receive time {at}",
+                                    event.occurred_at
+                                ));
+                            }
                             None => continue,
                         }
                     }
-                    serde_json::Value::String(event.occurred_at.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true))
+                    serde_json::Value::String(
+                        event.occurred_at.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true),
+                    )
                 }
                 "kind" => serde_json::Value::String(event.kind.as_str().into()),
                 "direction" => serde_json::Value::String(event.direction.as_str().into()),
