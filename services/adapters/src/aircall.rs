@@ -53,10 +53,6 @@ fn object<'a>(data: &'a Map<String, Value>, name: &str) -> Option<&'a Map<String
     data.get(name).and_then(Value::as_object)
 }
 
-fn text<'a>(map: &'a Map<String, Value>, name: &str) -> Option<&'a str> {
-    map.get(name).and_then(Value::as_str).map(str::trim).filter(|s| !s.is_empty())
-}
-
 /// An agent's leg id: `user-<id>`.
 fn user_leg(user: Option<&Map<String, Value>>) -> Result<Option<LegId>, AdapterError> {
     match user.and_then(|u| support::json_id(u.get("id"))) {
@@ -76,12 +72,12 @@ fn missed_disposition(reason: &str) -> Disposition {
 
 /// How the call ended, from the final data.
 fn hangup_disposition(data: &Map<String, Value>) -> Disposition {
-    if support::url(text(data, "voicemail")).is_some() {
+    if support::url(support::json_str(data, "voicemail")).is_some() {
         Disposition::Voicemail
     } else if data.get("answered_at").is_some_and(|v| !v.is_null()) {
         Disposition::Answered
     } else {
-        text(data, "missed_call_reason").map_or(Disposition::NoAnswer, missed_disposition)
+        support::json_str(data, "missed_call_reason").map_or(Disposition::NoAnswer, missed_disposition)
     }
 }
 
@@ -109,8 +105,8 @@ impl Envelope<'_> {
         let mut event = CallEvent::new(self.raw, id, self.call_id.clone(), kind, self.occurred_at);
         event.leg_id = leg;
         event.direction = self.direction;
-        let external = text(self.data, "raw_digits");
-        let line = object(self.data, "number").and_then(|n| text(n, "digits"));
+        let external = support::json_str(self.data, "raw_digits");
+        let line = object(self.data, "number").and_then(|n| support::json_str(n, "digits"));
         let (from, to) = match self.direction {
             Direction::Outbound => (line, external),
             _ => (external, line),
@@ -120,14 +116,14 @@ impl Envelope<'_> {
     }
 
     fn with_agent(mut event: CallEvent, user: Option<&Map<String, Value>>) -> CallEvent {
-        event.agent_email = user.and_then(|u| text(u, "email")).map(support::clip);
+        event.agent_email = user.and_then(|u| support::json_str(u, "email")).map(support::clip);
         event
     }
 
     fn recordings(&self) -> Result<Vec<CallEvent>, AdapterError> {
         let mut events = Vec::new();
         for name in ["recording", "voicemail"] {
-            if let Some(url) = support::url(text(self.data, name)) {
+            if let Some(url) = support::url(support::json_str(self.data, name)) {
                 let id = support::stable_text_id(&["aircall", self.call_id.as_str(), name]);
                 let mut event = CallEvent::new(
                     self.raw,
@@ -145,7 +141,9 @@ impl Envelope<'_> {
     }
 
     fn hangup_cause(&self) -> Option<String> {
-        text(self.data, "hangup_cause").or_else(|| text(self.data, "missed_call_reason")).map(support::clip)
+        support::json_str(self.data, "hangup_cause")
+            .or_else(|| support::json_str(self.data, "missed_call_reason"))
+            .map(support::clip)
     }
 
     fn events(&self) -> Result<Vec<CallEvent>, AdapterError> {
@@ -193,7 +191,7 @@ impl Envelope<'_> {
                 let mut event = Self::with_agent(self.event(EventKind::Hangup, "call", None)?, user);
                 event.disposition = Some(Disposition::Voicemail);
                 event.hangup_cause = Some("voicemail_left".into());
-                event.recording_url = support::url(text(self.data, "voicemail"));
+                event.recording_url = support::url(support::json_str(self.data, "voicemail"));
                 events.push(event);
             }
             "call.comm_assets_generated" => {}
@@ -218,8 +216,7 @@ impl Adapter for Aircall {
     }
 
     fn check(&self, request: &Request<'_>) -> Result<Option<String>, Rejection> {
-        support::require_json(request)?;
-        let envelope = support::json_object(request.body).map_err(Rejection::Malformed)?;
+        let envelope = support::json_request(request)?;
         if envelope.get("resource").and_then(Value::as_str) != Some("call") {
             return Ok(None);
         }
@@ -251,7 +248,7 @@ impl Adapter for Aircall {
         {
             occurred_at = support::time_or_received(Some(&ended), tz, occurred_at);
         }
-        let direction = match text(data, "direction") {
+        let direction = match support::json_str(data, "direction") {
             Some("inbound") => Direction::Inbound,
             Some("outbound") => Direction::Outbound,
             _ => Direction::Unknown,
@@ -283,30 +280,19 @@ impl Adapter for Aircall {
 
 #[cfg(test)]
 mod tests {
-    use std::collections::BTreeMap;
-
-    use switchboard_model::{SourceId, Vendor};
+    use switchboard_model::Vendor;
 
     use super::*;
     use crate::SourceSettings;
+    use crate::test_support::{self, JSON, request, signed_source};
 
     const TOKEN: &str = "45f1b7ac3c1e4a0bb3a9c2d7e8f60a12";
 
     fn raw(body: &str) -> RawWebhook {
         RawWebhook {
-            id: "raw-1".into(),
-            source_id: SourceId::parse("acme").expect("valid"),
-            vendor: Vendor::Aircall,
             default_region: "FR".into(),
-            timezone: None,
-            received_at: DateTime::from_timestamp(1_793_527_200, 0).expect("valid"),
-            remote_addr: None,
-            method: "POST".into(),
-            path: "/v1/webhooks/acme".into(),
-            query: None,
-            content_type: Some("application/json".into()),
-            headers: BTreeMap::new(),
-            body: body.as_bytes().to_vec(),
+            received_at: test_support::at(1_793_527_200),
+            ..test_support::json_raw(Vendor::Aircall, body)
         }
     }
 
@@ -326,25 +312,10 @@ mod tests {
 
     #[test]
     fn authenticates_with_the_body_token() {
-        let hash = [0u8; 32];
         let settings = SourceSettings::default();
-        let headers = BTreeMap::new();
         let run = |secret: Option<&str>, body: &str| {
-            let source = SourceAuth {
-                source_id: "ac",
-                secret_sha256: &hash,
-                signing_secret: secret,
-                settings: &settings,
-            };
-            let request = Request {
-                method: "POST",
-                subpath: "",
-                query: None,
-                content_type: Some("application/json"),
-                headers: &headers,
-                body: body.as_bytes(),
-            };
-            Aircall.authenticate(&request, &source)
+            let request = request("POST", None, Some(JSON), body.as_bytes());
+            Aircall.authenticate(&request, &signed_source(secret, &settings))
         };
         let good = envelope("call.created", r#"{"id": 1}"#);
         assert_eq!(run(Some(TOKEN), &good), Ok(()));
@@ -490,23 +461,13 @@ mod tests {
 
     #[test]
     fn ingress_check() {
-        let headers = BTreeMap::new();
         let check = |content_type: &str, body: &str| {
-            let request = Request {
-                method: "POST",
-                subpath: "",
-                query: None,
-                content_type: Some(content_type),
-                headers: &headers,
-                body: body.as_bytes(),
-            };
-            Aircall.check(&request)
+            Aircall.check(&request("POST", None, Some(content_type), body.as_bytes()))
         };
-        let json = "application/json";
-        assert_eq!(check(json, &envelope("call.created", r#"{"id": 812}"#)), Ok(Some("812".into())));
-        assert_eq!(check(json, r#"{"resource": "contact", "data": {"id": 3}}"#), Ok(None));
-        assert!(matches!(check(json, &envelope("call.created", "{}")), Err(Rejection::Malformed(_))));
-        assert!(matches!(check(json, "{"), Err(Rejection::Malformed(_))));
+        assert_eq!(check(JSON, &envelope("call.created", r#"{"id": 812}"#)), Ok(Some("812".into())));
+        assert_eq!(check(JSON, r#"{"resource": "contact", "data": {"id": 3}}"#), Ok(None));
+        assert!(matches!(check(JSON, &envelope("call.created", "{}")), Err(Rejection::Malformed(_))));
+        assert!(matches!(check(JSON, "{"), Err(Rejection::Malformed(_))));
         assert!(matches!(check("text/plain", "{}"), Err(Rejection::UnsupportedMediaType(_))));
     }
 }

@@ -371,29 +371,19 @@ impl Adapter for Asterisk {
 
 #[cfg(test)]
 mod tests {
-    use std::collections::BTreeMap;
-
-    use switchboard_model::{LegId, PhoneNumber, SourceId, Vendor};
+    use switchboard_model::Vendor;
 
     use super::*;
+    use crate::test_support::{self, JSON, e164, leg, request};
 
     const CALL: &str = "1793530680.101";
 
     fn raw(body: &str) -> RawWebhook {
         RawWebhook {
-            id: "raw-1".into(),
-            source_id: SourceId::parse("acme").expect("valid"),
-            vendor: Vendor::Asterisk,
             default_region: "GB".into(),
             timezone: Some("Europe/London".into()),
-            received_at: DateTime::from_timestamp(1_793_531_100, 0).expect("valid"),
-            remote_addr: None,
-            method: "POST".into(),
-            path: "/v1/webhooks/acme".into(),
-            query: None,
-            content_type: Some("application/json".into()),
-            headers: BTreeMap::new(),
-            body: body.as_bytes().to_vec(),
+            received_at: test_support::at(1_793_531_100),
+            ..test_support::json_raw(Vendor::Asterisk, body)
         }
     }
 
@@ -405,14 +395,6 @@ mod tests {
         let mut found = events(body);
         assert_eq!(found.len(), 1, "{body}");
         found.remove(0)
-    }
-
-    fn leg(event: &CallEvent) -> Option<&str> {
-        event.leg_id.as_ref().map(LegId::as_str)
-    }
-
-    fn e164(number: &Option<PhoneNumber>) -> Option<&str> {
-        number.as_ref().map(PhoneNumber::as_str)
     }
 
     fn trunk_newchannel() -> String {
@@ -577,27 +559,17 @@ mod tests {
 
     #[test]
     fn ingress_check_wants_json_events() {
-        let headers = BTreeMap::new();
         let check = |content_type: &str, body: &str| {
-            let request = Request {
-                method: "POST",
-                subpath: "",
-                query: None,
-                content_type: Some(content_type),
-                headers: &headers,
-                body: body.as_bytes(),
-            };
-            Asterisk.check(&request)
+            Asterisk.check(&request("POST", None, Some(content_type), body.as_bytes()))
         };
-        let json = "application/json";
-        assert_eq!(check(json, &trunk_newchannel()), Ok(Some(CALL.into())));
+        assert_eq!(check(JSON, &trunk_newchannel()), Ok(Some(CALL.into())));
         assert_eq!(
-            check(json, &format!(r#"[{{"Event":"FullyBooted"}}, {}]"#, trunk_newchannel())),
+            check(JSON, &format!(r#"[{{"Event":"FullyBooted"}}, {}]"#, trunk_newchannel())),
             Ok(Some(CALL.into()))
         );
-        assert_eq!(check(json, "[]"), Ok(None));
-        assert!(matches!(check(json, "[1]"), Err(Rejection::Malformed(_))));
-        assert!(matches!(check(json, "nope"), Err(Rejection::Malformed(_))));
+        assert_eq!(check(JSON, "[]"), Ok(None));
+        assert!(matches!(check(JSON, "[1]"), Err(Rejection::Malformed(_))));
+        assert!(matches!(check(JSON, "nope"), Err(Rejection::Malformed(_))));
         assert!(matches!(check("text/plain", "{}"), Err(Rejection::UnsupportedMediaType(_))));
     }
 }

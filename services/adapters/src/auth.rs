@@ -35,6 +35,10 @@ pub struct SourceSettings {
     /// IANA time zone of a PBX that sends local times without an offset (`Europe/Moscow`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timezone: Option<String>,
+    /// Let the matcher find this source's agents by email when extension and number do not
+    /// match (seed 000's "also match based on the agent's email").
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub match_agent_by_email: Option<bool>,
 }
 
 impl SourceSettings {

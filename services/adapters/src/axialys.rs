@@ -23,7 +23,7 @@
 //! (which grows between two presentations of one call to one operator), so a reload of the same
 //! page hashes the same.
 
-use switchboard_model::{CallEvent, CallId, Direction, Disposition, EventKind, RawWebhook};
+use switchboard_model::{CallEvent, Direction, Disposition, EventKind, RawWebhook};
 
 use crate::support::{self, Fields};
 use crate::{Adapter, AdapterError, Rejection, Reply, Request};
@@ -51,12 +51,7 @@ impl Adapter for Axialys {
 
     fn check(&self, request: &Request<'_>) -> Result<Option<String>, Rejection> {
         support::require_form(request)?;
-        let fields = Fields::from_request(request);
-        let call_id =
-            fields.get("id_call").ok_or_else(|| Rejection::Malformed("id_call is missing".into()))?;
-        CallId::parse(call_id)
-            .map(|id| Some(id.to_string()))
-            .map_err(|e| Rejection::Malformed(format!("id_call: {e}")))
+        support::call_key(Fields::from_request(request).get("id_call"), "id_call")
     }
 
     fn reply(&self, _raw_id: &str) -> Reply {
@@ -116,37 +111,21 @@ impl Adapter for Axialys {
 
 #[cfg(test)]
 mod tests {
-    use std::collections::BTreeMap;
-
-    use chrono::DateTime;
-    use switchboard_model::{PhoneNumber, SourceId, Vendor};
+    use switchboard_model::Vendor;
 
     use super::*;
+    use crate::test_support::{self, FORM, e164, request};
 
     fn raw(method: &str, query: Option<&str>, body: &str) -> RawWebhook {
         RawWebhook {
-            id: "raw-1".into(),
-            source_id: SourceId::parse("acme-axialys").expect("valid"),
-            vendor: Vendor::Axialys,
             default_region: "FR".into(),
             timezone: Some("Europe/Paris".into()),
-            received_at: DateTime::from_timestamp(1_793_527_500, 0).expect("valid"),
-            remote_addr: None,
-            method: method.into(),
-            path: "/v1/webhooks/acme-axialys".into(),
-            query: query.map(Into::into),
-            content_type: (method == "POST").then(|| "application/x-www-form-urlencoded".into()),
-            headers: BTreeMap::new(),
-            body: body.as_bytes().to_vec(),
+            ..test_support::form_raw(Vendor::Axialys, method, query, body)
         }
     }
 
     fn get(query: &str) -> Vec<CallEvent> {
         Axialys.normalize(&raw("GET", Some(query), "")).expect("valid")
-    }
-
-    fn e164(n: &Option<PhoneNumber>) -> Option<&str> {
-        n.as_ref().map(PhoneNumber::as_str)
     }
 
     const PRESENTED: &str = "id_session=9f1c2b7a&e164_in=33170200200&id_call=4812345678\
@@ -223,12 +202,10 @@ mod tests {
 
     #[test]
     fn ingress_check_and_reply() {
-        let headers = BTreeMap::new();
         let check = |method: &str, content_type: Option<&str>, query: Option<&str>, body: &[u8]| {
-            let request = Request { method, subpath: "", query, content_type, headers: &headers, body };
-            Axialys.check(&request)
+            Axialys.check(&request(method, query, content_type, body))
         };
-        let form = Some("application/x-www-form-urlencoded");
+        let form = Some(FORM);
         assert_eq!(check("GET", None, Some("id_call=48&action=in&token=x"), b""), Ok(Some("48".into())));
         assert_eq!(check("POST", form, None, b"id_call=48&action=in"), Ok(Some("48".into())));
         assert!(matches!(check("GET", None, Some("action=in"), b""), Err(Rejection::Malformed(_))));

@@ -51,7 +51,7 @@
 //! Dedupe key: a hash of (call id, which event, the `time` text), so a retried request, or the
 //! same call posted by a second profile, gives the same events.
 
-use switchboard_model::{CallEvent, CallId, Direction, Disposition, EventKind, RawWebhook};
+use switchboard_model::{CallEvent, Direction, Disposition, EventKind, RawWebhook};
 
 use crate::support::{self, Fields};
 use crate::{Adapter, AdapterError, Rejection, Request};
@@ -130,8 +130,7 @@ impl Adapter for Chronicall {
         let call_id = fields
             .get_any(CALL_ID)
             .ok_or_else(|| Rejection::Malformed("call_id (<Call ID>) is missing".into()))?;
-        CallId::parse(call_id).map_err(|e| Rejection::Malformed(format!("call_id: {e}")))?;
-        Ok(Some(call_id.to_owned()))
+        support::call_key(Some(call_id), "call_id")
     }
 
     fn normalize(&self, raw: &RawWebhook) -> Result<Vec<CallEvent>, AdapterError> {
@@ -190,43 +189,22 @@ impl Adapter for Chronicall {
 
 #[cfg(test)]
 mod tests {
-    use std::collections::BTreeMap;
-
     use chrono::{DateTime, Utc};
-    use switchboard_model::{PhoneNumber, SourceId, Vendor};
+    use switchboard_model::Vendor;
 
     use super::*;
-
-    const RECEIVED: i64 = 1_793_527_500; // 2026-11-01T10:05:00Z
+    use crate::test_support::{self, JSON, RECEIVED, e164, request};
 
     fn raw(method: &str, query: Option<&str>, content_type: Option<&str>, body: &str) -> RawWebhook {
-        RawWebhook {
-            id: "raw-1".into(),
-            source_id: SourceId::parse("acme").expect("valid"),
-            vendor: Vendor::Chronicall,
-            default_region: "US".into(),
-            timezone: None,
-            received_at: DateTime::from_timestamp(RECEIVED, 0).expect("valid"),
-            remote_addr: None,
-            method: method.into(),
-            path: "/v1/webhooks/acme".into(),
-            query: query.map(Into::into),
-            content_type: content_type.map(Into::into),
-            headers: BTreeMap::new(),
-            body: body.as_bytes().to_vec(),
-        }
+        test_support::raw(Vendor::Chronicall, method, query, content_type, body)
     }
 
     fn post(body: &str) -> RawWebhook {
         raw("POST", None, Some("application/x-www-form-urlencoded; charset=UTF-8"), body)
     }
 
-    fn e164(number: &Option<PhoneNumber>) -> Option<&str> {
-        number.as_ref().map(PhoneNumber::as_str)
-    }
-
     fn received() -> DateTime<Utc> {
-        DateTime::from_timestamp(RECEIVED, 0).expect("valid")
+        test_support::at(RECEIVED)
     }
 
     #[test]
@@ -355,17 +333,7 @@ mod tests {
 
     #[test]
     fn the_token_is_never_read_as_a_field() {
-        let request_query = Some("call_id=c-9&token=s3cret");
-        let headers = BTreeMap::new();
-        let request = Request {
-            method: "GET",
-            subpath: "",
-            query: request_query,
-            content_type: None,
-            headers: &headers,
-            body: b"",
-        };
-        let fields = fields(&request).expect("a GET");
+        let fields = fields(&request("GET", Some("call_id=c-9&token=s3cret"), None, b"")).expect("a GET");
         assert_eq!(fields.get("token"), None);
         assert_eq!(fields.get("call_id"), Some("c-9"));
     }
@@ -376,7 +344,7 @@ mod tests {
             (post("direction=Inbound"), "call_id is missing"),
             (post("call_id=c&event=recording_ready"), "event"),
             (post(&format!("call_id={}", "x".repeat(300))), "call_id"),
-            (raw("POST", None, Some("application/json"), r#"{"call_id": "c"}"#), "unsupported content type"),
+            (raw("POST", None, Some(JSON), r#"{"call_id": "c"}"#), "unsupported content type"),
         ];
         for (raw, expected) in cases {
             let error = Chronicall.normalize(&raw).expect_err(expected);
@@ -389,21 +357,17 @@ mod tests {
 
     #[test]
     fn ingress_check() {
-        let headers = BTreeMap::new();
         let check = |method: &str, query: Option<&str>, content_type: Option<&str>, body: &[u8]| {
-            Chronicall.check(&Request { method, subpath: "", query, content_type, headers: &headers, body })
+            Chronicall.check(&request(method, query, content_type, body))
         };
-        let form = Some("application/x-www-form-urlencoded");
+        let form = Some(FORM);
         assert_eq!(check("POST", None, form, b"call_id=c-1&agent=x"), Ok(Some("c-1".into())));
         assert_eq!(check("POST", Some("callid=c-2&token=t"), None, b""), Ok(Some("c-2".into())));
         assert_eq!(check("GET", Some("call_id=c-3"), None, b""), Ok(Some("c-3".into())));
         assert!(matches!(check("POST", None, form, b"agent=x"), Err(Rejection::Malformed(_))));
         assert!(matches!(check("GET", Some("call_id="), None, b""), Err(Rejection::Malformed(_))));
         assert!(matches!(check("GET", None, None, b""), Err(Rejection::Malformed(_))));
-        assert!(matches!(
-            check("POST", None, Some("application/json"), b"{}"),
-            Err(Rejection::UnsupportedMediaType(_))
-        ));
+        assert!(matches!(check("POST", None, Some(JSON), b"{}"), Err(Rejection::UnsupportedMediaType(_))));
         assert!(matches!(
             check("POST", None, Some("text/plain"), b"call_id=c"),
             Err(Rejection::UnsupportedMediaType(_))

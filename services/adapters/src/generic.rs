@@ -213,25 +213,16 @@ impl Adapter for GenericJson {
 
 #[cfg(test)]
 mod tests {
-    use switchboard_model::{PhoneNumber, SourceId, Vendor};
+    use switchboard_model::{PhoneNumber, Vendor};
 
     use super::*;
+    use crate::test_support::{self, request};
 
     fn raw(body: &str) -> RawWebhook {
         RawWebhook {
-            id: "raw-1".into(),
-            source_id: SourceId::parse("acme").expect("valid"),
-            vendor: Vendor::Generic,
             default_region: "GB".into(),
-            timezone: None,
-            received_at: DateTime::from_timestamp(1_800_000_000, 0).expect("valid"),
-            remote_addr: None,
-            method: "POST".into(),
-            path: "/v1/webhooks/acme".into(),
-            query: None,
-            content_type: Some("application/json".into()),
-            headers: Default::default(),
-            body: body.as_bytes().to_vec(),
+            received_at: test_support::at(1_800_000_000),
+            ..test_support::json_raw(Vendor::Generic, body)
         }
     }
 
@@ -312,11 +303,8 @@ mod tests {
 
     #[test]
     fn ingress_check_wants_a_json_object_and_finds_the_call() {
-        let headers = Default::default();
         let check = |content_type: Option<&str>, body: &[u8]| {
-            let request =
-                Request { method: "POST", subpath: "", query: None, content_type, headers: &headers, body };
-            GenericJson.check(&request)
+            GenericJson.check(&request("POST", None, content_type, body))
         };
         let json = Some("application/json; charset=utf-8");
         assert_eq!(check(json, br#"{"call_id": "c-1"}"#), Ok(Some("c-1".into())));

@@ -115,12 +115,10 @@ impl Adapter for Intermedia {
 
 #[cfg(test)]
 mod tests {
-    use std::collections::BTreeMap;
-
-    use chrono::DateTime;
-    use switchboard_model::{SourceId, Vendor};
+    use switchboard_model::Vendor;
 
     use super::*;
+    use crate::test_support::{self, FORM, JSON, request};
 
     /// The body exactly as the studio template concatenates it.
     fn studio(call: &str, agent_number: &str, agent_email: &str, user: &str, recording: &str) -> String {
@@ -131,19 +129,8 @@ mod tests {
 
     fn raw(content_type: Option<&str>, body: &str) -> RawWebhook {
         RawWebhook {
-            id: "raw-1".into(),
-            source_id: SourceId::parse("acme").expect("valid"),
-            vendor: Vendor::Intermedia,
-            default_region: "US".into(),
-            timezone: None,
-            received_at: DateTime::from_timestamp(1_793_527_200, 0).expect("valid"),
-            remote_addr: None,
-            method: "POST".into(),
-            path: "/v1/webhooks/acme".into(),
-            query: None,
-            content_type: content_type.map(str::to_owned),
-            headers: BTreeMap::new(),
-            body: body.as_bytes().to_vec(),
+            received_at: test_support::at(1_793_527_200),
+            ..test_support::raw(Vendor::Intermedia, "POST", None, content_type, body)
         }
     }
 
@@ -156,7 +143,7 @@ mod tests {
             "(415) 555-0187",
             "https://recordings.intermedia.net/r/5f0c2a9e.mp3",
         );
-        let events = Intermedia.normalize(&raw(Some("application/json"), &body)).expect("valid");
+        let events = Intermedia.normalize(&raw(Some(JSON), &body)).expect("valid");
         assert_eq!(events.len(), 2);
         let answered = &events[0];
         assert_eq!(answered.kind, EventKind::Answered);
@@ -206,10 +193,10 @@ mod tests {
     #[test]
     fn bad_bodies() {
         for (content_type, body, reason) in [
-            (Some("application/json"), studio("", "1", "", "", ""), "CallID"),
-            (Some("application/json"), r#"{ "CallID": "null" }"#.to_owned(), "CallID"),
-            (Some("application/json"), r#"{ "CallID": "a"b" }"#.to_owned(), "not JSON"),
-            (Some("application/x-www-form-urlencoded"), "CallID=1".to_owned(), "content type"),
+            (Some(JSON), studio("", "1", "", "", ""), "CallID"),
+            (Some(JSON), r#"{ "CallID": "null" }"#.to_owned(), "CallID"),
+            (Some(JSON), r#"{ "CallID": "a"b" }"#.to_owned(), "not JSON"),
+            (Some(FORM), "CallID=1".to_owned(), "content type"),
             (None, studio(&"x".repeat(300), "", "", "", ""), "CallID"),
             (None, studio("c-1", "", &"e".repeat(300), "", ""), "AgentEmail"),
         ] {
@@ -220,26 +207,14 @@ mod tests {
 
     #[test]
     fn ingress_check() {
-        let headers = BTreeMap::new();
         let check = |content_type: Option<&str>, body: &str| {
-            let request = Request {
-                method: "POST",
-                subpath: "",
-                query: None,
-                content_type,
-                headers: &headers,
-                body: body.as_bytes(),
-            };
-            Intermedia.check(&request)
+            Intermedia.check(&request("POST", None, content_type, body.as_bytes()))
         };
         let body = studio("c-9", "101", "", "", "");
-        assert_eq!(check(Some("application/json"), &body), Ok(Some("c-9".into())));
+        assert_eq!(check(Some(JSON), &body), Ok(Some("c-9".into())));
         assert_eq!(check(None, &body), Ok(Some("c-9".into())));
         assert_eq!(check(Some("text/plain; charset=utf-8"), &body), Ok(Some("c-9".into())));
-        assert!(matches!(
-            check(Some("application/x-www-form-urlencoded"), &body),
-            Err(Rejection::UnsupportedMediaType(_))
-        ));
+        assert!(matches!(check(Some(FORM), &body), Err(Rejection::UnsupportedMediaType(_))));
         assert!(matches!(check(None, r#"{ "CallID": "a"b" }"#), Err(Rejection::Malformed(_))));
         assert!(matches!(check(None, &studio("", "", "", "", "")), Err(Rejection::Malformed(_))));
     }

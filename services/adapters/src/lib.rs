@@ -15,7 +15,8 @@
 //! 1. A variant in `Vendor` (`services/model`), with its name in `Vendor::ALL` and `as_str`.
 //! 2. A module here implementing [`Adapter`]: `check` and `normalize` at least; `methods`,
 //!    `authenticate`, `handshake` and `reply` where the vendor differs from the defaults (POST,
-//!    HTTP Basic or a `token` query parameter, no handshake, `202` with JSON).
+//!    HTTP Basic or a `token` query parameter, no handshake, `202` with JSON). Its unit tests
+//!    build their raw records and requests with `test_support`.
 //! 3. An arm in [`adapter_for`], and a line in `fuzz/fuzz_targets/` (`fuzz/README.md`).
 //! 4. Fixtures: `tests/fixtures/<vendor>/*.json` (format in `tests/fixtures/README.md`), whole
 //!    calls with the events they must normalise to. They run here (`tests/fixtures.rs`) and end
@@ -27,6 +28,8 @@ use switchboard_model::{CallEvent, RawWebhook, Vendor};
 
 pub mod auth;
 pub mod support;
+#[cfg(test)]
+pub(crate) mod test_support;
 
 pub mod aircall;
 pub mod asterisk;

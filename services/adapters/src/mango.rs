@@ -93,10 +93,10 @@ impl Endpoint {
     }
 }
 
-/// The first value of `name` exactly as sent; the signature covers this occurrence, and the
-/// mapping reads the same one.
+/// The first value of `name` exactly as sent, when not empty; the signature covers this
+/// occurrence ([`Fields::first`]), and the mapping reads the same one.
 fn form_value<'a>(fields: &'a Fields, name: &str) -> Option<&'a str> {
-    fields.pairs().iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str()).filter(|v| !v.is_empty())
+    fields.first(name).filter(|v| !v.is_empty())
 }
 
 /// A JSON string or number as text, trimmed; `None` when absent, blank or another type.
@@ -452,13 +452,11 @@ impl Adapter for Mango {
 
 #[cfg(test)]
 mod tests {
-    use std::collections::BTreeMap;
-
-    use sha2::{Digest, Sha256};
-    use switchboard_model::{LegId, PhoneNumber, SourceId, Vendor};
+    use switchboard_model::Vendor;
 
     use super::*;
-    use crate::SourceSettings;
+    use crate::test_support::{self, FORM, JSON, SOURCE, e164, leg, request, signed_source};
+    use crate::{SourceSettings, WEBHOOK_PATH_PREFIX};
 
     const KEY: &str = "k7mq2x9c4vb8n1z5";
     const SALT: &str = "s4lt-9f8e7d6c";
@@ -475,20 +473,12 @@ mod tests {
     }
 
     fn raw(subpath: &str, json: &str) -> RawWebhook {
+        let body = form(json, KEY, "unchecked-here");
         RawWebhook {
-            id: "raw-1".into(),
-            source_id: SourceId::parse("acme").expect("valid"),
-            vendor: Vendor::Mango,
             default_region: "RU".into(),
-            timezone: None,
-            received_at: DateTime::from_timestamp(1_793_531_000, 0).expect("valid"),
-            remote_addr: None,
-            method: "POST".into(),
-            path: format!("/v1/webhooks/acme{subpath}"),
-            query: None,
-            content_type: Some("application/x-www-form-urlencoded".into()),
-            headers: BTreeMap::new(),
-            body: form(json, KEY, "unchecked-here").into_bytes(),
+            received_at: test_support::at(1_793_531_000),
+            path: format!("{WEBHOOK_PATH_PREFIX}{SOURCE}{subpath}"),
+            ..test_support::raw(Vendor::Mango, "POST", None, Some(FORM), &body)
         }
     }
 
@@ -502,29 +492,11 @@ mod tests {
         found.remove(0)
     }
 
-    fn leg(event: &CallEvent) -> Option<&str> {
-        event.leg_id.as_ref().map(LegId::as_str)
-    }
-
-    fn e164(number: &Option<PhoneNumber>) -> Option<&str> {
-        number.as_ref().map(PhoneNumber::as_str)
-    }
-
     fn authenticate(body: &str, api_key: Option<&str>, salt: Option<&str>) -> Result<(), AuthFailure> {
-        let headers = BTreeMap::new();
-        let request = Request {
-            method: "POST",
-            subpath: "/events/call",
-            query: None,
-            content_type: Some("application/x-www-form-urlencoded"),
-            headers: &headers,
-            body: body.as_bytes(),
-        };
-        let hash: [u8; 32] = Sha256::digest(b"unused").into();
+        let request =
+            Request { subpath: "/events/call", ..request("POST", None, Some(FORM), body.as_bytes()) };
         let settings = SourceSettings { api_key: api_key.map(str::to_owned), ..SourceSettings::default() };
-        let source =
-            SourceAuth { source_id: "acme", secret_sha256: &hash, signing_secret: salt, settings: &settings };
-        Mango.authenticate(&request, &source)
+        Mango.authenticate(&request, &signed_source(salt, &settings))
     }
 
     #[test]
@@ -706,39 +678,20 @@ mod tests {
 
     #[test]
     fn ingress_check_knows_the_paths_and_finds_the_entry() {
-        let headers = BTreeMap::new();
         let check = |subpath: &str, content_type: &str, body: &str| {
-            let request = Request {
-                method: "POST",
-                subpath,
-                query: None,
-                content_type: Some(content_type),
-                headers: &headers,
-                body: body.as_bytes(),
-            };
-            Mango.check(&request)
+            Mango.check(&Request { subpath, ..request("POST", None, Some(content_type), body.as_bytes()) })
         };
-        let form_ct = "application/x-www-form-urlencoded";
         let body = form(APPEARED, KEY, APPEARED_SIGN);
-        assert_eq!(check("/events/call", form_ct, &body), Ok(Some("MTAxNjg5NDI1Mzg=".into())));
-        assert_eq!(check("/events/call/", form_ct, &body), Ok(Some("MTAxNjg5NDI1Mzg=".into())));
-        assert!(matches!(check("/events/nothing", form_ct, &body), Err(Rejection::Malformed(_))));
-        assert!(matches!(check("", form_ct, &body), Err(Rejection::Malformed(_))));
-        assert!(matches!(
-            check("/events/call", "application/json", &body),
-            Err(Rejection::UnsupportedMediaType(_))
-        ));
-        assert!(matches!(check("/events/call", form_ct, "sign=x"), Err(Rejection::Malformed(_))));
-        assert!(matches!(
-            check("/events/call", form_ct, &form("{}", KEY, "x")),
-            Err(Rejection::Malformed(_))
-        ));
-        assert!(matches!(
-            check("/events/call", form_ct, &form("nope", KEY, "x")),
-            Err(Rejection::Malformed(_))
-        ));
+        assert_eq!(check("/events/call", FORM, &body), Ok(Some("MTAxNjg5NDI1Mzg=".into())));
+        assert_eq!(check("/events/call/", FORM, &body), Ok(Some("MTAxNjg5NDI1Mzg=".into())));
+        assert!(matches!(check("/events/nothing", FORM, &body), Err(Rejection::Malformed(_))));
+        assert!(matches!(check("", FORM, &body), Err(Rejection::Malformed(_))));
+        assert!(matches!(check("/events/call", JSON, &body), Err(Rejection::UnsupportedMediaType(_))));
+        assert!(matches!(check("/events/call", FORM, "sign=x"), Err(Rejection::Malformed(_))));
+        assert!(matches!(check("/events/call", FORM, &form("{}", KEY, "x")), Err(Rejection::Malformed(_))));
+        assert!(matches!(check("/events/call", FORM, &form("nope", KEY, "x")), Err(Rejection::Malformed(_))));
         assert_eq!(
-            check("/result/callback", form_ct, &form(r#"{"command_id":"c","result":1000}"#, KEY, "x")),
+            check("/result/callback", FORM, &form(r#"{"command_id":"c","result":1000}"#, KEY, "x")),
             Ok(None)
         );
         assert_eq!(Mango.reply("raw-1"), Reply::empty_ok());

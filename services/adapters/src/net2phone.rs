@@ -28,17 +28,12 @@
 //! Dedupe key: `id`, which is unique per message (a redelivery repeats it); when absent, a hash
 //! of (`event`, `call_id`, `timestamp`, `user_name`).
 
-use serde_json::{Map, Value};
 use switchboard_model::{CallEvent, Direction, Disposition, EventKind, RawWebhook};
 
 use crate::{Adapter, AdapterError, Rejection, Request, support};
 
 #[derive(Debug)]
 pub struct Net2phone;
-
-fn text<'a>(body: &'a Map<String, Value>, name: &str) -> Option<&'a str> {
-    body.get(name).and_then(Value::as_str).map(str::trim).filter(|s| !s.is_empty())
-}
 
 fn is_call_event(event: &str) -> bool {
     event.starts_with("call_") || event == "voicemail_left"
@@ -62,9 +57,9 @@ fn kind(event: &str) -> Result<(EventKind, Option<Disposition>), AdapterError> {
 
 impl Adapter for Net2phone {
     fn check(&self, request: &Request<'_>) -> Result<Option<String>, Rejection> {
-        support::require_json(request)?;
-        let body = support::json_object(request.body).map_err(Rejection::Malformed)?;
-        let event = text(&body, "event").ok_or_else(|| Rejection::Malformed("event is missing".into()))?;
+        let body = support::json_request(request)?;
+        let event = support::json_str(&body, "event")
+            .ok_or_else(|| Rejection::Malformed("event is missing".into()))?;
         if !is_call_event(event) {
             return Ok(None);
         }
@@ -76,14 +71,14 @@ impl Adapter for Net2phone {
     fn normalize(&self, raw: &RawWebhook) -> Result<Vec<CallEvent>, AdapterError> {
         let body = support::json_object(&raw.body)
             .map_err(|e| AdapterError::new(format!("body is not a net2phone webhook: {e}")))?;
-        let event = text(&body, "event").ok_or_else(|| AdapterError::new("event is missing"))?;
+        let event = support::json_str(&body, "event").ok_or_else(|| AdapterError::new("event is missing"))?;
         if !is_call_event(event) {
             return Ok(vec![]);
         }
         let (kind, disposition) = kind(event)?;
         let region = support::region(raw)?;
         let call_id = support::call_id(support::json_id(body.get("call_id")).as_deref(), "call_id")?;
-        let timestamp = text(&body, "timestamp");
+        let timestamp = support::json_str(&body, "timestamp");
         let event_id = match support::json_id(body.get("id")) {
             Some(id) => id,
             None => support::stable_text_id(&[
@@ -91,20 +86,21 @@ impl Adapter for Net2phone {
                 event,
                 call_id.as_str(),
                 timestamp.unwrap_or(""),
-                text(&body, "user_name").unwrap_or(""),
+                support::json_str(&body, "user_name").unwrap_or(""),
             ]),
         };
         let occurred_at = support::time_or_received(timestamp, chrono_tz::UTC, raw.received_at);
         let mut found = CallEvent::new(raw, support::event_id(event_id)?, call_id, kind, occurred_at);
-        found.direction = match text(&body, "direction").map(str::to_ascii_lowercase).as_deref() {
+        found.direction = match support::json_str(&body, "direction").map(str::to_ascii_lowercase).as_deref()
+        {
             Some("inbound") => Direction::Inbound,
             Some("outbound") => Direction::Outbound,
             _ => Direction::Unknown,
         };
         support::set_numbers(
             &mut found,
-            text(&body, "originating_number"),
-            text(&body, "dialed_number"),
+            support::json_str(&body, "originating_number"),
+            support::json_str(&body, "dialed_number"),
             region,
         );
         if kind == EventKind::Hangup {
@@ -117,28 +113,15 @@ impl Adapter for Net2phone {
 
 #[cfg(test)]
 mod tests {
-    use std::collections::BTreeMap;
-
-    use chrono::DateTime;
-    use switchboard_model::{SourceId, Vendor};
+    use switchboard_model::Vendor;
 
     use super::*;
+    use crate::test_support::{self, JSON, request};
 
     fn raw(body: &str) -> RawWebhook {
         RawWebhook {
-            id: "raw-1".into(),
-            source_id: SourceId::parse("acme").expect("valid"),
-            vendor: Vendor::Net2phone,
-            default_region: "US".into(),
-            timezone: None,
-            received_at: DateTime::from_timestamp(1_793_527_200, 0).expect("valid"),
-            remote_addr: None,
-            method: "POST".into(),
-            path: "/v1/webhooks/acme".into(),
-            query: None,
-            content_type: Some("application/json".into()),
-            headers: BTreeMap::new(),
-            body: body.as_bytes().to_vec(),
+            received_at: test_support::at(1_793_527_200),
+            ..test_support::json_raw(Vendor::Net2phone, body)
         }
     }
 
@@ -208,24 +191,14 @@ mod tests {
 
     #[test]
     fn ingress_check() {
-        let headers = BTreeMap::new();
         let check = |content_type: &str, body: &str| {
-            let request = Request {
-                method: "POST",
-                subpath: "",
-                query: None,
-                content_type: Some(content_type),
-                headers: &headers,
-                body: body.as_bytes(),
-            };
-            Net2phone.check(&request)
+            Net2phone.check(&request("POST", None, Some(content_type), body.as_bytes()))
         };
-        let json = "application/json";
-        assert_eq!(check(json, r#"{"event": "call_ringing", "call_id": "c1"}"#), Ok(Some("c1".into())));
-        assert_eq!(check(json, r#"{"event": "sms_received"}"#), Ok(None));
-        assert!(matches!(check(json, r#"{"event": "call_ringing"}"#), Err(Rejection::Malformed(_))));
-        assert!(matches!(check(json, r#"{"call_id": "c1"}"#), Err(Rejection::Malformed(_))));
-        assert!(matches!(check(json, "nope"), Err(Rejection::Malformed(_))));
+        assert_eq!(check(JSON, r#"{"event": "call_ringing", "call_id": "c1"}"#), Ok(Some("c1".into())));
+        assert_eq!(check(JSON, r#"{"event": "sms_received"}"#), Ok(None));
+        assert!(matches!(check(JSON, r#"{"event": "call_ringing"}"#), Err(Rejection::Malformed(_))));
+        assert!(matches!(check(JSON, r#"{"call_id": "c1"}"#), Err(Rejection::Malformed(_))));
+        assert!(matches!(check(JSON, "nope"), Err(Rejection::Malformed(_))));
         assert!(matches!(check("text/plain", "{}"), Err(Rejection::UnsupportedMediaType(_))));
     }
 }

@@ -34,10 +34,6 @@ pub struct Onlinepbx;
 
 type Object = serde_json::Map<String, serde_json::Value>;
 
-fn text<'a>(object: &'a Object, name: &str) -> Option<&'a str> {
-    object.get(name)?.as_str().map(str::trim).filter(|s| !s.is_empty())
-}
-
 /// A string or number field as text (numbers and durations come either way).
 fn id(object: &Object, name: &str) -> Option<String> {
     support::json_id(object.get(name))
@@ -89,17 +85,14 @@ fn seconds(object: &Object, name: &str) -> Option<f64> {
 
 impl Adapter for Onlinepbx {
     fn check(&self, request: &Request<'_>) -> Result<Option<String>, Rejection> {
-        support::require_json(request)?;
-        let object = support::json_object(request.body).map_err(Rejection::Malformed)?;
-        let uuid = id(&object, "uuid").ok_or_else(|| Rejection::Malformed("uuid is missing".into()))?;
-        support::call_id(Some(&uuid), "uuid")
-            .map(|id| Some(id.to_string()))
-            .map_err(|e| Rejection::Malformed(e.0))
+        let object = support::json_request(request)?;
+        support::call_key(id(&object, "uuid").as_deref(), "uuid")
     }
 
     fn normalize(&self, raw: &RawWebhook) -> Result<Vec<CallEvent>, AdapterError> {
         let object = support::json_object(&raw.body).map_err(|e| AdapterError::new(format!("body: {e}")))?;
-        let event_name = text(&object, "event").ok_or_else(|| AdapterError::new("event is missing"))?;
+        let event_name =
+            support::json_str(&object, "event").ok_or_else(|| AdapterError::new("event is missing"))?;
         let (kind, missed) = match event_name.to_ascii_lowercase().as_str() {
             "call_start" => (EventKind::Ringing, false),
             "call_answered" => (EventKind::Answered, false),
@@ -121,9 +114,10 @@ impl Adapter for Onlinepbx {
         let caller = id(&object, "caller");
         let callee = id(&object, "callee");
         let gateway = id(&object, "gateway");
-        let caller_is_user = is_user(caller.as_deref(), text(&object, "from_domain"));
-        let callee_is_user = is_user(callee.as_deref(), text(&object, "to_domain"));
-        let direction = match text(&object, "direction").map(str::to_ascii_lowercase).as_deref() {
+        let caller_is_user = is_user(caller.as_deref(), support::json_str(&object, "from_domain"));
+        let callee_is_user = is_user(callee.as_deref(), support::json_str(&object, "to_domain"));
+        let direction = match support::json_str(&object, "direction").map(str::to_ascii_lowercase).as_deref()
+        {
             _ if caller_is_user && callee_is_user => Direction::Internal,
             Some("inbound" | "incoming" | "in") => Direction::Inbound,
             Some("outbound" | "outgoing" | "out") => Direction::Outbound,
@@ -159,9 +153,8 @@ impl Adapter for Onlinepbx {
         event.direction = direction;
         support::set_numbers(&mut event, from, to, region);
         event.agent_extension = agent;
-        let recording_url = support::url(text(&object, "download_url"));
         if kind == EventKind::Hangup {
-            let cause = text(&object, "hangup_cause");
+            let cause = support::json_str(&object, "hangup_cause");
             let talked = seconds(&object, "dialog_duration").is_some_and(|s| s > 0.0);
             event.disposition = Some(match () {
                 _ if missed => Disposition::NoAnswer,
@@ -169,60 +162,25 @@ impl Adapter for Onlinepbx {
                 _ => hangup_disposition(cause),
             });
             event.hangup_cause = cause.map(support::clip);
-            event.recording_url = recording_url.clone();
+            event.recording_url = support::url(support::json_str(&object, "download_url"));
         }
-
-        let mut events = vec![event];
-        if let (EventKind::Hangup, Some(url)) = (kind, recording_url)
-            && let Some(hangup) = events.first()
-        {
-            let mut recording = hangup.clone();
-            recording.event_id = support::event_id(support::stable_text_id(&[&event_id, "recording"]))?;
-            recording.kind = EventKind::Recording;
-            recording.disposition = None;
-            recording.hangup_cause = None;
-            recording.recording_url = Some(url);
-            events.push(recording);
-        }
-        Ok(events)
+        support::with_recording(event, &event_id)
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use std::collections::BTreeMap;
-
-    use chrono::DateTime;
-    use switchboard_model::{PhoneNumber, SourceId, Vendor};
+    use switchboard_model::Vendor;
 
     use super::*;
-
-    const RECEIVED: i64 = 1_793_527_500; // 2026-11-01T10:05:00Z
+    use crate::test_support::{self, FORM, JSON, e164, request};
 
     fn raw(body: &str) -> RawWebhook {
-        RawWebhook {
-            id: "raw-1".into(),
-            source_id: SourceId::parse("acme-onlinepbx").expect("valid"),
-            vendor: Vendor::Onlinepbx,
-            default_region: "RU".into(),
-            timezone: None,
-            received_at: DateTime::from_timestamp(RECEIVED, 0).expect("valid"),
-            remote_addr: None,
-            method: "POST".into(),
-            path: "/v1/webhooks/acme-onlinepbx".into(),
-            query: None,
-            content_type: Some("application/json".into()),
-            headers: BTreeMap::new(),
-            body: body.as_bytes().to_vec(),
-        }
+        RawWebhook { default_region: "RU".into(), ..test_support::json_raw(Vendor::Onlinepbx, body) }
     }
 
     fn normalize(body: &str) -> Vec<CallEvent> {
         Onlinepbx.normalize(&raw(body)).expect("valid")
-    }
-
-    fn e164(n: &Option<PhoneNumber>) -> Option<&str> {
-        n.as_ref().map(PhoneNumber::as_str)
     }
 
     const OUTBOUND_START: &str = r#"{"domain":"acme.onpbx.ru","event":"call_start","direction":"outbound",
@@ -331,19 +289,13 @@ mod tests {
 
     #[test]
     fn ingress_check() {
-        let headers = BTreeMap::new();
         let check = |content_type: Option<&str>, body: &[u8]| {
-            let request =
-                Request { method: "POST", subpath: "", query: None, content_type, headers: &headers, body };
-            Onlinepbx.check(&request)
+            Onlinepbx.check(&request("POST", None, content_type, body))
         };
-        let json = Some("application/json");
+        let json = Some(JSON);
         assert_eq!(check(json, br#"{"event":"call_start","uuid":"u1"}"#), Ok(Some("u1".into())));
         assert!(matches!(check(json, br#"{"event":"call_start"}"#), Err(Rejection::Malformed(_))));
         assert!(matches!(check(json, b"[]"), Err(Rejection::Malformed(_))));
-        assert!(matches!(
-            check(Some("application/x-www-form-urlencoded"), b"uuid=u1"),
-            Err(Rejection::UnsupportedMediaType(_))
-        ));
+        assert!(matches!(check(Some(FORM), b"uuid=u1"), Err(Rejection::UnsupportedMediaType(_))));
     }
 }

@@ -29,9 +29,7 @@
 //! retry hashes the same. Sipuni sometimes sends event 1 twice a second apart; those are kept as
 //! two ringing events of the same leg, which changes nothing in the call.
 
-use switchboard_model::{
-    CallEvent, CallId, Direction, Disposition, EventKind, PhoneNumber, RawWebhook, Region,
-};
+use switchboard_model::{CallEvent, Direction, Disposition, EventKind, PhoneNumber, RawWebhook, Region};
 
 use crate::support::{self, Fields};
 use crate::{Adapter, AdapterError, Rejection, Reply, Request};
@@ -105,12 +103,7 @@ impl Adapter for Sipuni {
 
     fn check(&self, request: &Request<'_>) -> Result<Option<String>, Rejection> {
         support::require_form(request)?;
-        let fields = Fields::from_request(request);
-        let call_id =
-            fields.get("call_id").ok_or_else(|| Rejection::Malformed("call_id is missing".into()))?;
-        CallId::parse(call_id)
-            .map(|id| Some(id.to_string()))
-            .map_err(|e| Rejection::Malformed(format!("call_id: {e}")))
+        support::call_key(Fields::from_request(request).get("call_id"), "call_id")
     }
 
     fn reply(&self, _raw_id: &str) -> Reply {
@@ -170,64 +163,31 @@ impl Adapter for Sipuni {
         (event.from_raw, event.from_e164) = number(from, region);
         (event.to_raw, event.to_e164) = number(to, region);
         event.agent_extension = agent;
-        let recording_url = support::url(fields.get("call_record_link"));
         if kind == EventKind::Hangup {
             event.disposition = status.map(disposition);
             event.hangup_cause = status.map(support::clip);
-            event.recording_url = recording_url.clone();
+            event.recording_url = support::url(fields.get("call_record_link"));
         }
-
-        let mut events = vec![event];
-        if let (EventKind::Hangup, Some(url)) = (kind, recording_url)
-            && let Some(hangup) = events.first()
-        {
-            let mut recording = hangup.clone();
-            recording.event_id = support::event_id(support::stable_text_id(&[&event_id, "recording"]))?;
-            recording.kind = EventKind::Recording;
-            recording.disposition = None;
-            recording.hangup_cause = None;
-            recording.recording_url = Some(url);
-            events.push(recording);
-        }
-        Ok(events)
+        support::with_recording(event, &event_id)
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use std::collections::BTreeMap;
-
-    use chrono::DateTime;
-    use switchboard_model::{SourceId, Vendor};
+    use switchboard_model::Vendor;
 
     use super::*;
-
-    const RECEIVED: i64 = 1_793_527_500; // 2026-11-01T10:05:00Z
+    use crate::test_support::{self, FORM, e164, request};
 
     fn raw(method: &str, query: Option<&str>, body: &str) -> RawWebhook {
         RawWebhook {
-            id: "raw-1".into(),
-            source_id: SourceId::parse("acme-sipuni").expect("valid"),
-            vendor: Vendor::Sipuni,
             default_region: "RU".into(),
-            timezone: None,
-            received_at: DateTime::from_timestamp(RECEIVED, 0).expect("valid"),
-            remote_addr: None,
-            method: method.into(),
-            path: "/v1/webhooks/acme-sipuni".into(),
-            query: query.map(Into::into),
-            content_type: (method == "POST").then(|| "application/x-www-form-urlencoded".into()),
-            headers: BTreeMap::new(),
-            body: body.as_bytes().to_vec(),
+            ..test_support::form_raw(Vendor::Sipuni, method, query, body)
         }
     }
 
     fn get(query: &str) -> Vec<CallEvent> {
         Sipuni.normalize(&raw("GET", Some(query), "")).expect("valid")
-    }
-
-    fn e164(n: &Option<PhoneNumber>) -> Option<&str> {
-        n.as_ref().map(PhoneNumber::as_str)
     }
 
     const INBOUND_START: &str = "event=1&call_id=1793527200.533584&src_num=74951234567&src_type=1\
@@ -345,12 +305,10 @@ mod tests {
 
     #[test]
     fn ingress_check_and_reply() {
-        let headers = BTreeMap::new();
         let check = |method: &str, content_type: Option<&str>, query: Option<&str>, body: &[u8]| {
-            let request = Request { method, subpath: "", query, content_type, headers: &headers, body };
-            Sipuni.check(&request)
+            Sipuni.check(&request(method, query, content_type, body))
         };
-        let form = Some("application/x-www-form-urlencoded");
+        let form = Some(FORM);
         assert_eq!(check("GET", None, Some("event=1&call_id=c1&token=x"), b""), Ok(Some("c1".into())));
         assert_eq!(check("POST", form, None, b"event=1&call_id=c1"), Ok(Some("c1".into())));
         assert!(matches!(check("POST", form, None, b"event=1"), Err(Rejection::Malformed(_))));

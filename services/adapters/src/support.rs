@@ -1,4 +1,5 @@
-//! Parsing helpers every adapter shares: form and JSON fields, ids, numbers, times, dedupe keys.
+//! Helpers the adapters share: form and JSON fields, ids, numbers, times, dedupe keys, and the
+//! recording event a hangup that names its recording gives.
 //!
 //! Vendor adapters are lenient where the vendor is sloppy (a bad date falls back to the receive
 //! time, an unparseable number keeps its raw text) and strict only where an event would be
@@ -7,7 +8,7 @@
 use chrono::{DateTime, NaiveDateTime, TimeZone, Utc};
 use chrono_tz::Tz;
 use sha2::{Digest, Sha256};
-use switchboard_model::{CallId, EventId, LegId, PhoneNumber, RawWebhook, Region};
+use switchboard_model::{CallEvent, CallId, EventId, EventKind, LegId, PhoneNumber, RawWebhook, Region};
 
 use crate::{AdapterError, Rejection, Request};
 
@@ -59,6 +60,12 @@ impl Fields {
         Self(form_urlencoded::parse(text).into_owned().collect())
     }
 
+    /// The first value of `name` exactly as sent, blank or not: the occurrence a vendor's
+    /// signature covers, so that a repeated field cannot slip past it.
+    pub fn first(&self, name: &str) -> Option<&str> {
+        self.0.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+    }
+
     /// The first non-blank value of `name`, trimmed.
     pub fn get(&self, name: &str) -> Option<&str> {
         self.0.iter().filter(|(k, _)| k == name).map(|(_, v)| v.trim()).find(|v| !v.is_empty())
@@ -76,9 +83,12 @@ impl Fields {
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
     }
+}
 
-    pub fn pairs(&self) -> &[(String, String)] {
-        &self.0
+/// Fields a vendor's own parser has already read (Twilio's JSON callbacks).
+impl From<Vec<(String, String)>> for Fields {
+    fn from(pairs: Vec<(String, String)>) -> Self {
+        Self(pairs)
     }
 }
 
@@ -109,6 +119,18 @@ pub fn json_object(body: &[u8]) -> Result<serde_json::Map<String, serde_json::Va
         Ok(_) => Err("not a JSON object".into()),
         Err(e) => Err(format!("not JSON: {e}")),
     }
+}
+
+/// A JSON string field, trimmed; `None` when absent, blank or not a string.
+pub fn json_str<'a>(object: &'a serde_json::Map<String, serde_json::Value>, name: &str) -> Option<&'a str> {
+    object.get(name)?.as_str().map(str::trim).filter(|s| !s.is_empty())
+}
+
+/// The body of a request that must carry a JSON object: 415 for another media type, 400 for
+/// another body.
+pub fn json_request(request: &Request<'_>) -> Result<serde_json::Map<String, serde_json::Value>, Rejection> {
+    require_json(request)?;
+    json_object(request.body).map_err(Rejection::Malformed)
 }
 
 /// An id that may be a JSON string or number (many vendors number their calls).
@@ -143,6 +165,13 @@ pub fn call_id(value: Option<&str>, field: &str) -> Result<CallId, AdapterError>
     CallId::parse(value.trim()).map_err(|e| AdapterError::new(format!("{field}: {e}")))
 }
 
+/// The call id a request names, checked at ingress as the normalizer will check it, so that a
+/// request whose events would be dead-lettered for it is refused (400) while the PBX can still
+/// be told.
+pub fn call_key(value: Option<&str>, field: &str) -> Result<Option<String>, Rejection> {
+    call_id(value, field).map(|id| Some(id.into())).map_err(|e| Rejection::Malformed(e.0))
+}
+
 pub fn leg_id(value: Option<&str>, field: &str) -> Result<Option<LegId>, AdapterError> {
     match value.map(str::trim).filter(|v| !v.is_empty()) {
         None => Ok(None),
@@ -168,14 +197,25 @@ pub fn number(raw: Option<&str>, region: Region) -> (Option<String>, Option<Phon
 }
 
 /// Sets `from_*` and `to_*` of an event.
-pub fn set_numbers(
-    event: &mut switchboard_model::CallEvent,
-    from: Option<&str>,
-    to: Option<&str>,
-    region: Region,
-) {
+pub fn set_numbers(event: &mut CallEvent, from: Option<&str>, to: Option<&str>, region: Region) {
     (event.from_raw, event.from_e164) = number(from, region);
     (event.to_raw, event.to_e164) = number(to, region);
+}
+
+/// `hangup`, followed by a `Recording` event when it is a hangup that names its recording
+/// (`recording_url` or `recording_id`): the recordings stage acts on recording events only, and
+/// the hangup keeps the link for the call log. The recording's dedupe key derives from the
+/// hangup's (`base_id`), so a retried hangup repeats both keys.
+pub fn with_recording(hangup: CallEvent, base_id: &str) -> Result<Vec<CallEvent>, AdapterError> {
+    if hangup.kind != EventKind::Hangup || (hangup.recording_url.is_none() && hangup.recording_id.is_none()) {
+        return Ok(vec![hangup]);
+    }
+    let mut recording = hangup.clone();
+    recording.event_id = event_id(stable_text_id(&[base_id, "recording"]))?;
+    recording.kind = EventKind::Recording;
+    recording.disposition = None;
+    recording.hangup_cause = None;
+    Ok(vec![hangup, recording])
 }
 
 /// The source's time zone for local times; UTC when none is configured or it is unknown.

@@ -30,7 +30,7 @@
 //! tell one event from another (call, leg, event type, status, bridged, extensions, vendor time):
 //! a retry, or the same event by GET and by POST, hashes the same.
 
-use switchboard_model::{CallEvent, CallId, Direction, Disposition, EventKind, RawWebhook};
+use switchboard_model::{CallEvent, Direction, Disposition, EventKind, RawWebhook};
 
 use crate::support::{self, Fields};
 use crate::{Adapter, AdapterError, Rejection, Reply, Request};
@@ -117,9 +117,7 @@ impl Adapter for Telphin {
             return Err(Rejection::Malformed("no Telphin event fields in the body or query".into()));
         }
         match fields.get("CallID") {
-            Some(call_id) => CallId::parse(call_id)
-                .map(|id| Some(id.to_string()))
-                .map_err(|e| Rejection::Malformed(format!("CallID: {e}"))),
+            Some(call_id) => support::call_key(Some(call_id), "CallID"),
             None if may_lack_call(fields.get("EventType")) => Ok(None),
             None => Err(Rejection::Malformed("CallID is missing".into())),
         }
@@ -202,67 +200,35 @@ impl Adapter for Telphin {
         event.direction = direction;
         support::set_numbers(&mut event, from, to, region);
         event.agent_extension = agent_extension;
-        let recording_id = fields.text("RecID");
         if kind == EventKind::Hangup {
             event.disposition = match class {
                 Class::Voicemail => Some(Disposition::Voicemail),
                 _ => disposition(&fields),
             };
             event.hangup_cause = status.map(support::clip);
-            event.recording_id = recording_id.clone();
+            event.recording_id = fields.text("RecID");
         }
-
-        let mut events = vec![event];
-        if let (EventKind::Hangup, Some(recording_id)) = (kind, recording_id)
-            && let Some(hangup) = events.first()
-        {
-            let mut recording = hangup.clone();
-            recording.event_id = support::event_id(support::stable_text_id(&[&event_id, "recording"]))?;
-            recording.kind = EventKind::Recording;
-            recording.disposition = None;
-            recording.hangup_cause = None;
-            recording.recording_id = Some(recording_id);
-            events.push(recording);
-        }
-        Ok(events)
+        support::with_recording(event, &event_id)
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use std::collections::BTreeMap;
-
-    use chrono::{DateTime, Utc};
-    use switchboard_model::{PhoneNumber, SourceId, Vendor};
+    use switchboard_model::Vendor;
 
     use super::*;
-
-    const RECEIVED: i64 = 1_793_527_500; // 2026-11-01T10:05:00Z
+    use crate::test_support::{self, FORM, RECEIVED, e164, request};
 
     fn raw(method: &str, query: Option<&str>, body: &str) -> RawWebhook {
         RawWebhook {
-            id: "raw-1".into(),
-            source_id: SourceId::parse("acme-telphin").expect("valid"),
-            vendor: Vendor::Telphin,
             default_region: "RU".into(),
             timezone: Some("Europe/Moscow".into()),
-            received_at: DateTime::from_timestamp(RECEIVED, 0).expect("valid"),
-            remote_addr: None,
-            method: method.into(),
-            path: "/v1/webhooks/acme-telphin".into(),
-            query: query.map(Into::into),
-            content_type: (method == "POST").then(|| "application/x-www-form-urlencoded".into()),
-            headers: BTreeMap::new(),
-            body: body.as_bytes().to_vec(),
+            ..test_support::form_raw(Vendor::Telphin, method, query, body)
         }
     }
 
     fn post(body: &str) -> Vec<CallEvent> {
         Telphin.normalize(&raw("POST", None, body)).expect("valid")
-    }
-
-    fn e164(n: &Option<PhoneNumber>) -> Option<&str> {
-        n.as_ref().map(PhoneNumber::as_str)
     }
 
     const DIAL_IN: &str = "EventType=dial-in&CallID=5A1C0E7AB5D111F0A3C5D9B1E2F3A4B5\
@@ -381,7 +347,7 @@ mod tests {
         let events = post("EventType=answer&CallID=C1&EventTime=2026-11-01%2013%3A00%3A05");
         assert_eq!(events[0].occurred_at.to_rfc3339(), "2026-11-01T10:00:05+00:00");
         let broken = post("EventType=answer&CallID=C1&EventTime=2026-48-13%2006%3A48%3A51");
-        assert_eq!(broken[0].occurred_at, DateTime::<Utc>::from_timestamp(RECEIVED, 0).expect("valid"));
+        assert_eq!(broken[0].occurred_at, test_support::at(RECEIVED));
     }
 
     #[test]
@@ -419,12 +385,10 @@ mod tests {
 
     #[test]
     fn ingress_check() {
-        let headers = BTreeMap::new();
         let check = |method: &str, content_type: Option<&str>, query: Option<&str>, body: &[u8]| {
-            let request = Request { method, subpath: "", query, content_type, headers: &headers, body };
-            Telphin.check(&request)
+            Telphin.check(&request(method, query, content_type, body))
         };
-        let form = Some("application/x-www-form-urlencoded");
+        let form = Some(FORM);
         assert_eq!(check("POST", form, None, b"EventType=answer&CallID=C1"), Ok(Some("C1".into())));
         assert_eq!(
             check("GET", None, Some("EventType=answer&CallID=C1&token=x"), b""),

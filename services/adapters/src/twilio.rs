@@ -49,7 +49,8 @@
 use switchboard_model::{CallEvent, Direction, Disposition, EventKind, RawWebhook};
 
 use crate::auth::{self, AuthFailure, SourceAuth};
-use crate::{Adapter, AdapterError, Rejection, Reply, Request, support};
+use crate::support::{self, Fields};
+use crate::{Adapter, AdapterError, Rejection, Reply, Request};
 
 #[derive(Debug)]
 pub struct Twilio;
@@ -79,52 +80,36 @@ fn body_kind(method: &str, media: &str) -> Body {
     }
 }
 
-/// The callback's fields in order: the body's (form or JSON), then the query's (a GET callback's
-/// fields; the `token` and `bodySHA256` parameters are not fields).
-#[derive(Debug, Default)]
-struct Params(Vec<(String, String)>);
-
-impl Params {
-    fn read(method: &str, media: &str, body: &[u8], query: Option<&str>) -> Result<Self, String> {
-        let mut pairs: Vec<(String, String)> = Vec::new();
-        match body_kind(method, media) {
-            Body::Form if method != "GET" => pairs.extend(form_urlencoded::parse(body).into_owned()),
-            Body::Json => {
-                for (name, value) in support::json_object(body)? {
-                    let text = match value {
-                        serde_json::Value::String(s) => s,
-                        serde_json::Value::Number(n) => n.to_string(),
-                        serde_json::Value::Bool(b) => b.to_string(),
-                        _ => continue,
-                    };
-                    pairs.push((name, text));
-                }
+/// The callback's fields in order: the body's (form or JSON: unlike [`Fields::from_request`], a
+/// JSON body's top-level values are fields too), then the query's (a GET callback's fields; the
+/// `token` and `bodySHA256` parameters are not fields).
+fn params(request: &Request<'_>) -> Result<Fields, String> {
+    let mut pairs: Vec<(String, String)> = Vec::new();
+    match body_kind(request.method, &request.media_type()) {
+        Body::Form if request.method != "GET" => {
+            pairs.extend(form_urlencoded::parse(request.body).into_owned())
+        }
+        Body::Json => {
+            for (name, value) in support::json_object(request.body)? {
+                let text = match value {
+                    serde_json::Value::String(s) => s,
+                    serde_json::Value::Number(n) => n.to_string(),
+                    serde_json::Value::Bool(b) => b.to_string(),
+                    _ => continue,
+                };
+                pairs.push((name, text));
             }
-            _ => {}
         }
-        if let Some(query) = query {
-            pairs.extend(
-                form_urlencoded::parse(query.as_bytes())
-                    .into_owned()
-                    .filter(|(k, _)| k != auth::TOKEN_PARAM && k != BODY_HASH_PARAM),
-            );
-        }
-        Ok(Self(pairs))
+        _ => {}
     }
-
-    fn from_request(request: &Request<'_>) -> Result<Self, String> {
-        Self::read(request.method, &request.media_type(), request.body, request.query)
+    if let Some(query) = request.query {
+        pairs.extend(
+            form_urlencoded::parse(query.as_bytes())
+                .into_owned()
+                .filter(|(k, _)| k != auth::TOKEN_PARAM && k != BODY_HASH_PARAM),
+        );
     }
-
-    fn from_raw(raw: &RawWebhook) -> Result<Self, String> {
-        let media = crate::media_type(raw.content_type.as_deref());
-        Self::read(&raw.method, &media, &raw.body, raw.query.as_deref())
-    }
-
-    /// The first non-blank value of `name`, trimmed.
-    fn get(&self, name: &str) -> Option<&str> {
-        self.0.iter().filter(|(k, _)| k == name).map(|(_, v)| v.trim()).find(|v| !v.is_empty())
-    }
+    Ok(Fields::from(pairs))
 }
 
 /// The text Twilio signs: the URL, then each parameter name followed by its value, names sorted,
@@ -257,7 +242,7 @@ impl Adapter for Twilio {
         if body_kind(request.method, &media) == Body::Other {
             return Err(Rejection::UnsupportedMediaType(media));
         }
-        let params = Params::from_request(request).map_err(Rejection::Malformed)?;
+        let params = params(request).map_err(Rejection::Malformed)?;
         let call_sid =
             params.get("CallSid").ok_or_else(|| Rejection::Malformed("CallSid is missing".into()))?;
         Ok(Some(params.get("ParentCallSid").unwrap_or(call_sid).to_owned()))
@@ -268,7 +253,7 @@ impl Adapter for Twilio {
     }
 
     fn normalize(&self, raw: &RawWebhook) -> Result<Vec<CallEvent>, AdapterError> {
-        let params = Params::from_raw(raw)
+        let params = params(&Request::from_raw(raw))
             .map_err(|e| AdapterError::new(format!("body is not a Twilio callback: {e}")))?;
         let region = support::region(raw)?;
         let call_sid = params.get("CallSid");
@@ -355,11 +340,11 @@ impl Adapter for Twilio {
 mod tests {
     use std::collections::BTreeMap;
 
-    use chrono::DateTime;
-    use switchboard_model::{SourceId, Vendor};
+    use switchboard_model::Vendor;
 
     use super::*;
     use crate::SourceSettings;
+    use crate::test_support::{self, JSON, request, signed_source};
 
     const TOKEN: &str = "12345";
 
@@ -395,11 +380,8 @@ mod tests {
         headers: &BTreeMap<String, String>,
         body: &[u8],
     ) -> Result<(), AuthFailure> {
-        let hash = [0u8; 32];
-        let source = SourceAuth { source_id: "tw", secret_sha256: &hash, signing_secret: secret, settings };
-        let request =
-            Request { method: "POST", subpath, query, content_type: Some(content_type), headers, body };
-        Twilio.authenticate(&request, &source)
+        let request = Request { subpath, headers, ..request("POST", query, Some(content_type), body) };
+        Twilio.authenticate(&request, &signed_source(secret, settings))
     }
 
     fn signed(signature: &str) -> BTreeMap<String, String> {
@@ -498,17 +480,16 @@ mod tests {
         let settings = settings("https://example.com/hook");
         let query = format!("bodySHA256={JSON_BODY_SHA256}");
         let headers = signed(JSON_SIGNATURE);
-        let json = "application/json";
-        assert_eq!(authenticate(&settings, Some(TOKEN), "", Some(&query), json, &headers, body), Ok(()));
+        assert_eq!(authenticate(&settings, Some(TOKEN), "", Some(&query), JSON, &headers, body), Ok(()));
         let other = br#"{"CallSid":"CA1","CallStatus":"ringing"}"#;
         assert_eq!(
-            authenticate(&settings, Some(TOKEN), "", Some(&query), json, &headers, other),
+            authenticate(&settings, Some(TOKEN), "", Some(&query), JSON, &headers, other),
             Err(AuthFailure::Wrong)
         );
         // Without the hash, a JSON body is not signed at all.
         let unsigned = signed("anything");
         assert_eq!(
-            authenticate(&settings, Some(TOKEN), "", None, json, &unsigned, body),
+            authenticate(&settings, Some(TOKEN), "", None, JSON, &unsigned, body),
             Err(AuthFailure::Wrong)
         );
     }
@@ -540,19 +521,9 @@ mod tests {
 
     fn raw(body: &str, headers: &[(&str, &str)]) -> RawWebhook {
         RawWebhook {
-            id: "raw-1".into(),
-            source_id: SourceId::parse("acme").expect("valid"),
-            vendor: Vendor::Twilio,
-            default_region: "US".into(),
-            timezone: None,
-            received_at: DateTime::from_timestamp(1_793_527_200, 0).expect("valid"),
-            remote_addr: None,
-            method: "POST".into(),
-            path: "/v1/webhooks/acme".into(),
-            query: None,
-            content_type: Some(FORM.into()),
+            received_at: test_support::at(1_793_527_200),
             headers: headers.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect(),
-            body: body.as_bytes().to_vec(),
+            ..test_support::raw(Vendor::Twilio, "POST", None, Some(FORM), body)
         }
     }
 
@@ -671,31 +642,23 @@ mod tests {
             assert!(error.0.contains(field), "{body}: {error}");
         }
         let mut json = raw("{not json", &[]);
-        json.content_type = Some("application/json".into());
+        json.content_type = Some(JSON.into());
         assert!(Twilio.normalize(&json).expect_err("bad json").0.contains("not JSON"));
     }
 
     #[test]
     fn ingress_check() {
-        let headers = BTreeMap::new();
         let check = |method: &str, content_type: Option<&str>, query: Option<&str>, body: &[u8]| {
-            let request = Request { method, subpath: "", query, content_type, headers: &headers, body };
-            Twilio.check(&request)
+            Twilio.check(&request(method, query, content_type, body))
         };
         assert_eq!(check("POST", Some(FORM), None, b"CallSid=CA2&ParentCallSid=CA1"), Ok(Some("CA1".into())));
         assert_eq!(check("GET", None, Some("CallSid=CA3&CallStatus=ringing"), b""), Ok(Some("CA3".into())));
-        assert_eq!(
-            check("POST", Some("application/json"), None, br#"{"CallSid":"CA4"}"#),
-            Ok(Some("CA4".into()))
-        );
+        assert_eq!(check("POST", Some(JSON), None, br#"{"CallSid":"CA4"}"#), Ok(Some("CA4".into())));
         assert!(matches!(
             check("POST", Some(FORM), None, b"CallStatus=ringing"),
             Err(Rejection::Malformed(_))
         ));
-        assert!(matches!(
-            check("POST", Some("application/json"), None, b"[1]"),
-            Err(Rejection::Malformed(_))
-        ));
+        assert!(matches!(check("POST", Some(JSON), None, b"[1]"), Err(Rejection::Malformed(_))));
         assert!(matches!(
             check("POST", Some("text/plain"), None, b"CallSid=CA1"),
             Err(Rejection::UnsupportedMediaType(_))

@@ -85,11 +85,7 @@ fn text(body: &Body, name: &str) -> Option<String> {
 }
 
 fn event_name(body: &Body) -> Result<&str, String> {
-    body.get("event")
-        .and_then(Value::as_str)
-        .map(str::trim)
-        .filter(|e| !e.is_empty())
-        .ok_or_else(|| "event is missing or not a string".to_owned())
+    support::json_str(body, "event").ok_or_else(|| "event is missing or not a string".to_owned())
 }
 
 fn is_event(event: &str, name: &str) -> bool {
@@ -256,18 +252,15 @@ fn finish_interaction(raw: &RawWebhook, body: &Body, event: &str) -> Result<Vec<
 
 impl Adapter for Ucontact {
     fn check(&self, request: &Request<'_>) -> Result<Option<String>, Rejection> {
-        support::require_json(request)?;
-        let body = support::json_object(request.body).map_err(Rejection::Malformed)?;
+        let body = support::json_request(request)?;
         let event = event_name(&body).map_err(Rejection::Malformed)?;
-        let guid = guid(&body);
-        if let Some(guid) = &guid {
-            CallId::parse(guid).map_err(|e| Rejection::Malformed(format!("guid: {e}")))?;
-        } else if is_event(event, FINISH_INTERACTION) && is_telephony(&body) {
-            return Err(Rejection::Malformed(
-                "guid is missing: FinishInteraction names no interaction".into(),
-            ));
+        match guid(&body) {
+            Some(guid) => support::call_key(Some(&guid), "guid"),
+            None if is_event(event, FINISH_INTERACTION) && is_telephony(&body) => {
+                Err(Rejection::Malformed("guid is missing: FinishInteraction names no interaction".into()))
+            }
+            None => Ok(None),
         }
-        Ok(guid)
     }
 
     fn normalize(&self, raw: &RawWebhook) -> Result<Vec<CallEvent>, AdapterError> {
@@ -286,39 +279,25 @@ impl Adapter for Ucontact {
 
 #[cfg(test)]
 mod tests {
-    use std::collections::BTreeMap;
-
-    use switchboard_model::{PhoneNumber, SourceId, Vendor};
+    use switchboard_model::Vendor;
 
     use super::*;
+    use crate::test_support::{self, FORM, e164, request};
 
     /// 2026-11-01T13:05:00Z, 10:05 in Montevideo.
     const RECEIVED: i64 = 1_793_538_300;
 
     fn received() -> DateTime<Utc> {
-        DateTime::from_timestamp(RECEIVED, 0).expect("valid")
+        test_support::at(RECEIVED)
     }
 
     fn raw(body: &str) -> RawWebhook {
         RawWebhook {
-            id: "raw-1".into(),
-            source_id: SourceId::parse("acme").expect("valid"),
-            vendor: Vendor::Ucontact,
             default_region: "UY".into(),
             timezone: Some("America/Montevideo".into()),
             received_at: received(),
-            remote_addr: None,
-            method: "POST".into(),
-            path: "/v1/webhooks/acme".into(),
-            query: None,
-            content_type: Some("application/json".into()),
-            headers: BTreeMap::new(),
-            body: body.as_bytes().to_vec(),
+            ..test_support::json_raw(Vendor::Ucontact, body)
         }
-    }
-
-    fn e164(number: &Option<PhoneNumber>) -> Option<&str> {
-        number.as_ref().map(PhoneNumber::as_str)
     }
 
     fn utc(text: &str) -> DateTime<Utc> {
@@ -489,16 +468,8 @@ mod tests {
 
     #[test]
     fn ingress_check() {
-        let headers = BTreeMap::new();
         let check = |content_type: Option<&str>, body: &str| {
-            Ucontact.check(&Request {
-                method: "POST",
-                subpath: "",
-                query: None,
-                content_type,
-                headers: &headers,
-                body: body.as_bytes(),
-            })
+            Ucontact.check(&request("POST", None, content_type, body.as_bytes()))
         };
         let json = Some("application/json; charset=UTF-8");
         assert_eq!(check(json, r#"{"event":"FinishInteraction","guid":"g-1"}"#), Ok(Some("g-1".into())));
@@ -510,10 +481,7 @@ mod tests {
         assert!(matches!(check(json, &long), Err(Rejection::Malformed(_))));
         assert!(matches!(check(json, r#"{"date":"x"}"#), Err(Rejection::Malformed(_))));
         assert!(matches!(check(json, "not json"), Err(Rejection::Malformed(_))));
-        assert!(matches!(
-            check(Some("application/x-www-form-urlencoded"), "event=x"),
-            Err(Rejection::UnsupportedMediaType(_))
-        ));
+        assert!(matches!(check(Some(FORM), "event=x"), Err(Rejection::UnsupportedMediaType(_))));
         assert!(matches!(check(None, "{}"), Err(Rejection::UnsupportedMediaType(_))));
     }
 }

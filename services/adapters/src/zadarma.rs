@@ -135,15 +135,10 @@ impl Notify {
     }
 }
 
-/// The first value of `name` exactly as sent (the one the signature covers), or `""`.
-fn signed_value<'a>(fields: &'a Fields, name: &str) -> &'a str {
-    fields.pairs().iter().find(|(k, _)| k == name).map_or("", |(_, v)| v.as_str())
-}
-
-/// The first value of `name`, trimmed; `None` when absent or blank. Deliberately the same
-/// occurrence [`signed_value`] reads, so a repeated field cannot slip past the signature.
+/// The first value of `name`, trimmed; `None` when absent or blank. Deliberately the occurrence
+/// the signature covers ([`Fields::first`]), not the first non-blank one.
 fn first<'a>(fields: &'a Fields, name: &str) -> Option<&'a str> {
-    fields.pairs().iter().find(|(k, _)| k == name).map(|(_, v)| v.trim()).filter(|v| !v.is_empty())
+    fields.first(name).map(str::trim).filter(|v| !v.is_empty())
 }
 
 /// `base64(hex(HMAC-SHA1(secret, data)))`, the official library's `encodeSignature`.
@@ -279,7 +274,8 @@ impl Adapter for Zadarma {
         let fields = Fields::parse(request.body);
         let event = first(&fields, "event").ok_or(AuthFailure::Missing)?;
         let notify = Notify::parse(event).ok_or(AuthFailure::Wrong)?;
-        let data: String = notify.signed_fields().iter().map(|name| signed_value(&fields, name)).collect();
+        let data: String =
+            notify.signed_fields().iter().map(|name| fields.first(name).unwrap_or("")).collect();
         let expected = signature(secret, &data);
         auth::ct_eq(expected.as_bytes(), given.as_bytes()).then_some(()).ok_or(AuthFailure::Wrong)
     }
@@ -379,29 +375,20 @@ impl Adapter for Zadarma {
 mod tests {
     use std::collections::BTreeMap;
 
-    use sha2::{Digest, Sha256};
-    use switchboard_model::{LegId, PhoneNumber, SourceId, Vendor};
+    use switchboard_model::Vendor;
 
     use super::*;
     use crate::SourceSettings;
+    use crate::test_support::{self, FORM, JSON, e164, leg, request, signed_source};
 
     const SECRET: &str = "zd-secret";
 
     fn raw(body: &str, timezone: Option<&str>) -> RawWebhook {
         RawWebhook {
-            id: "raw-1".into(),
-            source_id: SourceId::parse("acme").expect("valid"),
-            vendor: Vendor::Zadarma,
             default_region: "RU".into(),
             timezone: timezone.map(str::to_owned),
-            received_at: DateTime::from_timestamp(1_793_532_830, 0).expect("valid"),
-            remote_addr: None,
-            method: "POST".into(),
-            path: "/v1/webhooks/acme".into(),
-            query: None,
-            content_type: Some("application/x-www-form-urlencoded".into()),
-            headers: BTreeMap::new(),
-            body: body.as_bytes().to_vec(),
+            received_at: test_support::at(1_793_532_830),
+            ..test_support::raw(Vendor::Zadarma, "POST", None, Some(FORM), body)
         }
     }
 
@@ -409,14 +396,6 @@ mod tests {
         let events = Zadarma.normalize(&raw(body, Some("Europe/Moscow"))).expect(body);
         assert_eq!(events.len(), 1, "{body}");
         events.into_iter().next().expect("one event")
-    }
-
-    fn leg(event: &CallEvent) -> Option<&str> {
-        event.leg_id.as_ref().map(LegId::as_str)
-    }
-
-    fn e164(number: &Option<PhoneNumber>) -> Option<&str> {
-        number.as_ref().map(PhoneNumber::as_str)
     }
 
     #[test]
@@ -441,23 +420,8 @@ mod tests {
         if let Some(s) = signature {
             let _ = headers.insert("signature".to_owned(), s.to_owned());
         }
-        let request = Request {
-            method: "POST",
-            subpath: "",
-            query: None,
-            content_type: Some("application/x-www-form-urlencoded"),
-            headers: &headers,
-            body: body.as_bytes(),
-        };
-        let hash: [u8; 32] = Sha256::digest(b"unused").into();
-        let settings = SourceSettings::default();
-        let source = SourceAuth {
-            source_id: "acme",
-            secret_sha256: &hash,
-            signing_secret: secret,
-            settings: &settings,
-        };
-        Zadarma.authenticate(&request, &source)
+        let request = Request { headers: &headers, ..request("POST", None, Some(FORM), body.as_bytes()) };
+        Zadarma.authenticate(&request, &signed_source(secret, &SourceSettings::default()))
     }
 
     #[test]
@@ -494,18 +458,8 @@ mod tests {
 
     #[test]
     fn the_echo_handshake_answers_only_safe_values_on_get() {
-        let headers = BTreeMap::new();
-        let handshake = |method: &str, query: &str| {
-            let request = Request {
-                method,
-                subpath: "",
-                query: Some(query),
-                content_type: None,
-                headers: &headers,
-                body: b"",
-            };
-            Zadarma.handshake(&request)
-        };
+        let handshake =
+            |method: &str, query: &str| Zadarma.handshake(&request(method, Some(query), None, b""));
         assert_eq!(handshake("GET", "zd_echo=a1B2-c_3.d"), Some(Reply::text_ok("a1B2-c_3.d")));
         assert_eq!(handshake("GET", "zd_echo=%3Cscript%3E"), None);
         assert_eq!(handshake("GET", "zd_echo="), None);
@@ -657,26 +611,17 @@ mod tests {
 
     #[test]
     fn ingress_check_wants_a_form_naming_the_call() {
-        let headers = BTreeMap::new();
         let check = |content_type: Option<&'static str>, body: &'static str| {
-            let request = Request {
-                method: "POST",
-                subpath: "",
-                query: None,
-                content_type,
-                headers: &headers,
-                body: body.as_bytes(),
-            };
-            Zadarma.check(&request)
+            Zadarma.check(&request("POST", None, content_type, body.as_bytes()))
         };
-        let form = Some("application/x-www-form-urlencoded");
+        let form = Some(FORM);
         assert_eq!(check(form, "event=NOTIFY_START&pbx_call_id=in_1"), Ok(Some("in_1".into())));
         assert_eq!(check(form, "event=SMS&result=x"), Ok(None));
         assert!(matches!(check(form, "event=NOTIFY_END"), Err(Rejection::Malformed(_))));
         assert!(matches!(check(form, "pbx_call_id=in_1"), Err(Rejection::Malformed(_))));
         assert!(matches!(check(form, "event=WHAT&pbx_call_id=in_1"), Err(Rejection::Malformed(_))));
         assert!(matches!(
-            check(Some("application/json"), "event=NOTIFY_START&pbx_call_id=in_1"),
+            check(Some(JSON), "event=NOTIFY_START&pbx_call_id=in_1"),
             Err(Rejection::UnsupportedMediaType(_))
         ));
         assert_eq!(Zadarma.reply("raw-1"), Reply::empty_ok());
