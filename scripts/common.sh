@@ -113,6 +113,19 @@ ensure_nisshi() {
   command -v nisshi >/dev/null || die "nisshi installed but not on PATH (add ~/.cargo/bin)"
 }
 
+# promtool and prometheus, for the monitoring tests (tests/deploy.rs checks the configs and rules,
+# tests/operations.rs runs a Prometheus of its own on a free port): Debian's package, without its
+# recommends (exporters the tests do not need). Where systemd runs, the package also starts a
+# system Prometheus on :9090; the tests do not use it.
+ensure_prometheus() {
+  if command -v promtool >/dev/null && command -v prometheus >/dev/null; then return 0; fi
+  command -v apt-get >/dev/null || die "apt-get not found; install Prometheus (promtool) by hand"
+  say "Installing Prometheus and promtool from Debian"
+  if [ -z "$apt_updated" ]; then as_root apt-get update -qq >&2; apt_updated=1; fi
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >&2
+  command -v promtool >/dev/null || die "the prometheus package is installed but promtool is not on PATH"
+}
+
 # cargo-fuzz for the adapters' fuzz targets: it needs a nightly toolchain, which these machines
 # carry for nisshi; installs cargo-fuzz once.
 ensure_cargo_fuzz() {

@@ -168,23 +168,28 @@ impl TestEnv {
         Ok(process)
     }
 
-    /// Starts one service without waiting for it.
+    /// Starts one service without waiting for it. Ingress gets a second free port for its ops
+    /// endpoints; the consumers serve them on their only port.
     pub fn spawn(&self, service: &str, overrides: &[(&str, &str)]) -> anyhow::Result<ServiceProcess> {
         let port = free_port();
+        let ops_port = if service == "ingress" { free_port() } else { port };
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(self.log_dir.join(format!("{service}.log")))?;
-        let child = self
-            .command(&[service])
-            .env("SWITCHBOARD_HTTP__LISTEN", format!("127.0.0.1:{port}"))
+        let mut command = self.command(&[service]);
+        let _ = command.env("SWITCHBOARD_HTTP__LISTEN", format!("127.0.0.1:{port}"));
+        if ops_port != port {
+            let _ = command.env("SWITCHBOARD_HTTP__OPS_LISTEN", format!("127.0.0.1:{ops_port}"));
+        }
+        let child = command
             .envs(overrides.iter().copied())
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log)
             .spawn()
             .with_context(|| format!("spawn {service}"))?;
-        Ok(ServiceProcess { name: service.to_owned(), port, child })
+        Ok(ServiceProcess { name: service.to_owned(), port, ops_port, child })
     }
 
     /// Starts every service of the pipeline.
@@ -246,13 +251,20 @@ pub fn basic(user: &str, secret: &str) -> String {
 #[derive(Debug)]
 pub struct ServiceProcess {
     pub name: String,
+    /// The service's HTTP port: ingress's webhooks, the consumers' ops endpoints.
     pub port: u16,
+    /// Where `/metrics`, `/healthz` and `/readyz` answer (ingress: a port of its own).
+    pub ops_port: u16,
     child: Child,
 }
 
 impl ServiceProcess {
     pub fn url(&self, path: &str) -> String {
         format!("http://127.0.0.1:{}{path}", self.port)
+    }
+
+    pub fn ops_url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.ops_port)
     }
 
     pub async fn wait_ready(&mut self, within: Duration) -> anyhow::Result<()> {
@@ -297,7 +309,8 @@ impl ServiceProcess {
     }
 
     pub async fn metrics(&self) -> anyhow::Result<String> {
-        let response = get(&http_client(), &self.url("/metrics")).await?;
+        let response = get(&http_client(), &self.ops_url("/metrics")).await?;
+        anyhow::ensure!(response.status == 200, "{} /metrics answered {}", self.name, response.status);
         Ok(String::from_utf8(response.body.to_vec())?)
     }
 }
@@ -620,4 +633,29 @@ impl PrivateBroker {
                 .await;
         }
     }
+}
+
+/// Polls `probe` every 50 ms until it says true; an error when `within` passes first.
+pub async fn wait_until(
+    within: Duration,
+    mut probe: impl AsyncFnMut() -> anyhow::Result<bool>,
+) -> anyhow::Result<()> {
+    let deadline = Instant::now() + within;
+    loop {
+        if probe().await? {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            bail!("condition not met within {within:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// The value of one series, written as Prometheus renders it (`name{a="x",b="y"}`, labels
+/// sorted by name); 0 when absent.
+pub fn metric_series(text: &str, series: &str) -> f64 {
+    text.lines()
+        .filter_map(|line| line.strip_prefix(series)?.strip_prefix(' ')?.trim().parse::<f64>().ok())
+        .sum()
 }

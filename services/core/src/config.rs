@@ -11,7 +11,7 @@ use std::path::PathBuf;
 use std::str::FromStr;
 
 use figment::Figment;
-use figment::providers::{Env, Format, Serialized, Toml};
+use figment::providers::{Format, Serialized, Toml};
 use serde::{Deserialize, Serialize};
 
 /// The services a `switchboard` process can be. Each runs as its own process so that each stage
@@ -23,11 +23,23 @@ pub enum Service {
     Matcher,
     Recordings,
     Calllog,
+    /// The HTTP API CRMs and operators call: call-log queries.
+    Api,
+    /// Synchronous lookups for PBX IVRs ("which extension owns this caller?") and the directory
+    /// admin API.
+    Router,
 }
 
 impl Service {
-    pub const ALL: [Service; 5] =
-        [Service::Ingress, Service::Normalizer, Service::Matcher, Service::Recordings, Service::Calllog];
+    pub const ALL: [Service; 7] = [
+        Service::Ingress,
+        Service::Normalizer,
+        Service::Matcher,
+        Service::Recordings,
+        Service::Calllog,
+        Service::Api,
+        Service::Router,
+    ];
 
     pub fn name(self) -> &'static str {
         match self {
@@ -36,11 +48,29 @@ impl Service {
             Service::Matcher => "matcher",
             Service::Recordings => "recordings",
             Service::Calllog => "calllog",
+            Service::Api => "api",
+            Service::Router => "router",
         }
     }
 
-    /// Default HTTP port: ingress takes webhooks on 8080; consumers serve only their metrics and
-    /// probes, on 9101 upwards.
+    /// Whether the service reads a Kafka topic in a consumer group, and so scales by partitions
+    /// (the others are HTTP services that scale behind a load balancer).
+    pub fn is_consumer(self) -> bool {
+        matches!(self, Service::Normalizer | Service::Matcher | Service::Recordings | Service::Calllog)
+    }
+
+    /// Default port of the ops endpoints (`/metrics`, `/healthz`, `/readyz`). Ingress serves them
+    /// on a port of its own, 9100, so that the webhook port PBXs reach shows no metrics; every
+    /// other service serves them on its one port.
+    pub fn default_ops_port(self) -> u16 {
+        match self {
+            Service::Ingress => 9100,
+            other => other.default_port(),
+        }
+    }
+
+    /// Default HTTP port: ingress takes webhooks on 8080, the API answers on 8081 and the router
+    /// on 8082; consumers serve only their metrics and probes, on 9101 upwards.
     pub fn default_port(self) -> u16 {
         match self {
             Service::Ingress => 8080,
@@ -48,6 +78,8 @@ impl Service {
             Service::Matcher => 9102,
             Service::Recordings => 9103,
             Service::Calllog => 9104,
+            Service::Api => 8081,
+            Service::Router => 8082,
         }
     }
 }
@@ -61,6 +93,8 @@ pub struct Settings {
     pub ingress: IngressSettings,
     pub pipeline: PipelineSettings,
     pub calllog: CalllogSettings,
+    pub api: ApiSettings,
+    pub router: RouterSettings,
     pub log: LogSettings,
 }
 
@@ -80,6 +114,9 @@ pub struct KafkaSettings {
     pub produce_timeout_ms: u64,
     pub session_timeout_ms: u64,
     pub heartbeat_interval_ms: u64,
+    /// How often a consumer reads its group's committed offsets against the partitions' high
+    /// watermarks (`switchboard_kafka_consumer_lag`) and its group membership.
+    pub monitor_interval_ms: u64,
     /// Extra librdkafka properties, for example `linger.ms`. In environment variables write dots
     /// as underscores: `SWITCHBOARD_KAFKA__CLIENT__LINGER_MS=1`.
     #[serde(deserialize_with = "scalars_as_strings")]
@@ -97,6 +134,7 @@ impl Default for KafkaSettings {
             produce_timeout_ms: 5_000,
             session_timeout_ms: 10_000,
             heartbeat_interval_ms: 1_000,
+            monitor_interval_ms: 10_000,
             client: BTreeMap::new(),
         }
     }
@@ -125,6 +163,9 @@ pub struct Topics {
     pub enriched: String,
     /// Records a stage could not process, with the reason.
     pub dead_letter: String,
+    /// Call records (one per call, re-published on every change), keyed by call: what CRMs
+    /// subscribe to for the call log.
+    pub calls: String,
 }
 
 impl Topics {
@@ -135,11 +176,12 @@ impl Topics {
             matched: format!("{prefix}matched"),
             enriched: format!("{prefix}enriched"),
             dead_letter: format!("{prefix}deadletter"),
+            calls: format!("{prefix}calls"),
         }
     }
 
-    pub fn all(&self) -> [&str; 5] {
-        [&self.raw, &self.normalized, &self.matched, &self.enriched, &self.dead_letter]
+    pub fn all(&self) -> [&str; 6] {
+        [&self.raw, &self.normalized, &self.matched, &self.enriched, &self.dead_letter, &self.calls]
     }
 }
 
@@ -171,6 +213,21 @@ fn scalars_as_strings<'de, D: serde::Deserializer<'de>>(
         .collect())
 }
 
+/// A text setting whose values often look like numbers (an extension such as `700`), which the
+/// environment and TOML would otherwise hand over as integers.
+fn scalar_as_string<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<String, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Scalar {
+        Text(String),
+        Integer(i64),
+    }
+    Ok(match Scalar::deserialize(deserializer)? {
+        Scalar::Text(text) => text,
+        Scalar::Integer(n) => n.to_string(),
+    })
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct PostgresSettings {
@@ -195,6 +252,9 @@ impl Default for PostgresSettings {
 pub struct HttpSettings {
     /// Where the service listens; defaults to 0.0.0.0 on the service's own port.
     pub listen: Option<SocketAddr>,
+    /// Ingress only: where its ops endpoints (`/metrics`, `/healthz`, `/readyz`) listen, apart
+    /// from the webhook port; defaults to 0.0.0.0:9100. The consumers serve them on `listen`.
+    pub ops_listen: Option<SocketAddr>,
     /// How long in-flight requests may take to finish after a shutdown signal.
     pub drain_timeout_ms: Option<u64>,
 }
@@ -241,11 +301,80 @@ pub struct CalllogSettings {
     pub batch_max: usize,
     /// How long the writer waits to fill a batch once it has one event.
     pub batch_linger_ms: u64,
+    /// A call with no end marker is complete (and published) once no new event has arrived for
+    /// this long, provided it was answered or has ended; a later event updates it again.
+    pub settle_ms: u64,
+    /// The same for a call that is still ringing: longer, so that a caller waiting in a queue
+    /// is not reported missed while they wait.
+    pub ringing_settle_ms: u64,
 }
 
 impl Default for CalllogSettings {
     fn default() -> Self {
-        Self { batch_max: 1_000, batch_linger_ms: 20 }
+        Self { batch_max: 1_000, batch_linger_ms: 20, settle_ms: 60_000, ringing_settle_ms: 3_600_000 }
+    }
+}
+
+/// Who may call the HTTP APIs (call-log queries, directory admin): bearer tokens, compared in
+/// constant time. Empty means the APIs refuse every request.
+#[derive(Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ApiSettings {
+    pub tokens: Vec<String>,
+}
+
+impl std::fmt::Debug for ApiSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ApiSettings").field("tokens", &format!("{} configured", self.tokens.len())).finish()
+    }
+}
+
+impl ApiSettings {
+    /// Whether an `Authorization` header value carries one of the configured tokens.
+    pub fn authorizes(&self, authorization: Option<&str>) -> bool {
+        use subtle::ConstantTimeEq;
+        let Some(token) = authorization.and_then(|v| v.strip_prefix("Bearer ")) else {
+            return false;
+        };
+        // Every token is compared, so timing does not tell which (if any) matched.
+        self.tokens
+            .iter()
+            .fold(false, |found, known| found | bool::from(known.as_bytes().ct_eq(token.trim().as_bytes())))
+    }
+}
+
+/// The IVR routing lookup.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RouterSettings {
+    /// Name of the Telphin `SetVar` variable that carries the extension.
+    #[serde(deserialize_with = "scalar_as_string")]
+    pub telphin_variable: String,
+    /// Where a call goes when no responsible agent is known (unknown caller, no agent, lookup
+    /// failure): for example a queue's extension. Empty means "no transfer".
+    #[serde(deserialize_with = "scalar_as_string")]
+    pub fallback: String,
+    /// How long a lookup may take, reading the request included, before the router answers with
+    /// the fallback; well inside any IVR's timeout.
+    pub lookup_timeout_ms: u64,
+    /// ISO 3166 region for callers in national format, and for numbers the admin API imports
+    /// (a request's `region` parameter overrides it).
+    pub region: String,
+    /// Tokens a lookup must carry as `?token=` (PBXs cannot send headers); empty means lookups
+    /// are open, as in Telphin's own examples: then restrict the router port to the PBX's
+    /// addresses.
+    pub lookup_tokens: Vec<String>,
+}
+
+impl Default for RouterSettings {
+    fn default() -> Self {
+        Self {
+            telphin_variable: "transferDestination".into(),
+            fallback: String::new(),
+            lookup_timeout_ms: 300,
+            region: "US".into(),
+            lookup_tokens: Vec::new(),
+        }
     }
 }
 
@@ -264,6 +393,78 @@ impl Default for LogSettings {
     }
 }
 
+const ENV_PREFIX: &str = "SWITCHBOARD_";
+/// Names the TOML file; not a setting itself.
+const CONFIG_FILE_VAR: &str = "SWITCHBOARD_CONFIG";
+
+/// The `SWITCHBOARD_` environment variables as a figment provider, the way figment's own
+/// `Env::prefixed("SWITCHBOARD_").split("__")` reads them (prefix matched without regard to
+/// case, `__` nesting, lower-cased keys, values parsed as figment values), but over any list of
+/// variables: the process environment, or a deployment manifest's in [`Settings::from_vars`].
+#[derive(Debug)]
+struct EnvVars {
+    /// `(nested.key, value)`, in the order given.
+    vars: Vec<(String, String)>,
+}
+
+impl EnvVars {
+    fn new(vars: impl IntoIterator<Item = (String, String)>) -> Self {
+        let vars = vars
+            .into_iter()
+            .filter_map(|(key, value)| {
+                let key = key.trim();
+                let head = key.get(..ENV_PREFIX.len())?;
+                if !head.eq_ignore_ascii_case(ENV_PREFIX) || key.eq_ignore_ascii_case(CONFIG_FILE_VAR) {
+                    return None;
+                }
+                let path = key[ENV_PREFIX.len()..].replace("__", ".").to_ascii_lowercase();
+                // Like figment: a key with an empty segment (`SWITCHBOARD_KAFKA__`) is no key.
+                if path.split('.').any(str::is_empty) {
+                    return None;
+                }
+                Some((path, value))
+            })
+            .collect();
+        Self { vars }
+    }
+}
+
+impl figment::Provider for EnvVars {
+    fn metadata(&self) -> figment::Metadata {
+        // Errors name the variable as it was written: `KAFKA.PARTITIONS`.
+        figment::Metadata::named("`SWITCHBOARD_` environment variable(s)").interpolater(
+            |_: &figment::Profile, keys: &[&str]| {
+                keys.iter().map(|k| k.to_ascii_uppercase()).collect::<Vec<_>>().join(".")
+            },
+        )
+    }
+
+    fn data(&self) -> Result<figment::value::Map<figment::Profile, figment::value::Dict>, figment::Error> {
+        let mut dict = figment::value::Dict::new();
+        for (path, raw) in &self.vars {
+            // Parsing a figment value never fails: what is not a number, boolean or array is text.
+            let value = raw.parse::<figment::value::Value>().unwrap_or_else(|e| match e {});
+            if let figment::value::Value::Dict(_, nested) = figment::util::nest(path, value) {
+                merge_dict(&mut dict, nested);
+            }
+        }
+        Ok(figment::Profile::Default.collect(dict))
+    }
+}
+
+/// Deep merge; on a conflict the later value wins, as in the environment.
+fn merge_dict(into: &mut figment::value::Dict, from: figment::value::Dict) {
+    use figment::value::Value;
+    for (key, value) in from {
+        match (into.get_mut(&key), value) {
+            (Some(Value::Dict(_, existing)), Value::Dict(_, nested)) => merge_dict(existing, nested),
+            (_, value) => {
+                let _ = into.insert(key, value);
+            }
+        }
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read configuration: {0}")]
@@ -276,10 +477,22 @@ impl Settings {
     /// Loads defaults, then `SWITCHBOARD_CONFIG` (a TOML file) when set, then the environment.
     pub fn load() -> Result<Self, ConfigError> {
         let file = std::env::var_os("SWITCHBOARD_CONFIG").map(PathBuf::from);
-        Self::load_from(file, Env::prefixed("SWITCHBOARD_").split("__"))
+        let vars = std::env::vars_os()
+            .map(|(key, value)| (key.to_string_lossy().into_owned(), value.to_string_lossy().into_owned()));
+        Self::load_from(file, EnvVars::new(vars))
     }
 
-    fn load_from(file: Option<PathBuf>, env: Env) -> Result<Self, ConfigError> {
+    /// Loads defaults and then `vars` as if they were the whole environment (the TOML file is not
+    /// read): what a deployment manifest's environment would configure, validated. Variables
+    /// without the `SWITCHBOARD_` prefix are ignored, as they are in the real environment.
+    pub fn from_vars<K: AsRef<str>, V: AsRef<str>>(
+        vars: impl IntoIterator<Item = (K, V)>,
+    ) -> Result<Self, ConfigError> {
+        let vars = vars.into_iter().map(|(k, v)| (k.as_ref().to_owned(), v.as_ref().to_owned()));
+        Self::load_from(None, EnvVars::new(vars))
+    }
+
+    fn load_from(file: Option<PathBuf>, env: EnvVars) -> Result<Self, ConfigError> {
         let mut figment = Figment::from(Serialized::defaults(Settings::default()));
         if let Some(path) = file {
             if !path.exists() {
@@ -287,8 +500,6 @@ impl Settings {
             }
             figment = figment.merge(Toml::file(path));
         }
-        // `SWITCHBOARD_CONFIG` names the file; it is not a setting.
-        let env = env.ignore(&["config"]);
         let mut settings: Settings = figment.merge(env).extract().map_err(Box::new)?;
         settings.kafka.client = std::mem::take(&mut settings.kafka.client)
             .into_iter()
@@ -296,6 +507,25 @@ impl Settings {
             .collect();
         settings.validate()?;
         Ok(settings)
+    }
+
+    /// Every environment variable the configuration reads, as `SWITCHBOARD_<SECTION>__<KEY>`,
+    /// from the settings structs themselves, so that it cannot drift from them. The free-form
+    /// librdkafka properties appear as their prefix, `SWITCHBOARD_KAFKA__CLIENT__`.
+    pub fn env_keys() -> Vec<String> {
+        let mut keys = vec![CONFIG_FILE_VAR.to_owned()];
+        let Ok(serde_json::Value::Object(sections)) = serde_json::to_value(Settings::default()) else {
+            return keys;
+        };
+        for (section, fields) in sections {
+            let serde_json::Value::Object(fields) = fields else { continue };
+            for (field, value) in fields {
+                let key = format!("{ENV_PREFIX}{}__{}", section.to_uppercase(), field.to_uppercase());
+                // A map of free-form keys (the librdkafka properties) is named by its prefix.
+                keys.push(if value.is_object() { format!("{key}__") } else { key });
+            }
+        }
+        keys
     }
 
     pub fn validate(&self) -> Result<(), ConfigError> {
@@ -315,6 +545,9 @@ impl Settings {
         }
         if self.kafka.produce_timeout_ms < 100 {
             return fail("kafka.produce_timeout_ms must be at least 100".into());
+        }
+        if self.kafka.monitor_interval_ms < 100 {
+            return fail("kafka.monitor_interval_ms must be at least 100".into());
         }
         if self.kafka.heartbeat_interval_ms * 3 > self.kafka.session_timeout_ms {
             return fail("kafka.heartbeat_interval_ms must be at most a third of session_timeout_ms".into());
@@ -337,8 +570,23 @@ impl Settings {
         if self.pipeline.max_backoff_ms < 100 {
             return fail("pipeline.max_backoff_ms must be at least 100".into());
         }
+        if self.router.region.parse::<crate::model::Region>().is_err() {
+            return fail(format!("router.region {:?} is not an ISO 3166 alpha-2 code", self.router.region));
+        }
+        if !(10..=10_000).contains(&self.router.lookup_timeout_ms) {
+            return fail("router.lookup_timeout_ms must be 10..=10000".into());
+        }
+        let xml_name = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
+        if !xml_name(&self.router.telphin_variable) {
+            return fail("router.telphin_variable must be letters, digits and _".into());
+        }
         if self.pipeline.max_in_flight == 0 || self.calllog.batch_max == 0 {
             return fail("pipeline.max_in_flight and calllog.batch_max must be at least 1".into());
+        }
+        if self.calllog.settle_ms < 100 || self.calllog.ringing_settle_ms < self.calllog.settle_ms {
+            return fail(
+                "calllog.settle_ms must be at least 100 and ringing_settle_ms at least settle_ms".into(),
+            );
         }
         if !matches!(self.log.format.as_str(), "text" | "json") {
             return fail(format!("log.format must be text or json, got {:?}", self.log.format));
@@ -348,6 +596,17 @@ impl Settings {
 
     pub fn listen_addr(&self, service: Service) -> SocketAddr {
         self.http.listen.unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], service.default_port())))
+    }
+
+    /// Where the service's ops endpoints listen: ingress's own ops port, the consumers' only port.
+    pub fn ops_listen_addr(&self, service: Service) -> SocketAddr {
+        match service {
+            Service::Ingress => self
+                .http
+                .ops_listen
+                .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], service.default_ops_port()))),
+            other => self.listen_addr(other),
+        }
     }
 }
 
@@ -365,7 +624,7 @@ mod tests {
         }
         let file = std::env::temp_dir().join(format!("sb-config-{}.toml", uuid::Uuid::now_v7()));
         std::fs::write(&file, toml).expect("write config");
-        let result = Settings::load_from(Some(file.clone()), Env::prefixed("SWITCHBOARD_UNSET_"));
+        let result = Settings::load_from(Some(file.clone()), EnvVars::new([]));
         let _ = std::fs::remove_file(file);
         result
     }
@@ -385,6 +644,72 @@ mod tests {
         assert!(load(&[("SWITCHBOARD_LOG__FORMAT", "\"xml\"")]).is_err());
         assert!(load(&[("SWITCHBOARD_POSTGRES__URL", "\"not a url ::\"")]).is_err());
         assert!(load(&[("SWITCHBOARD_KAFKA__NO_SUCH_KEY", "1")]).is_err(), "typos are errors");
+    }
+
+    #[test]
+    fn environment_variables_nest_parse_and_are_validated() {
+        let settings = Settings::from_vars([
+            ("SWITCHBOARD_KAFKA__PARTITIONS", "12"),
+            ("switchboard_kafka__brokers", "kafka:9092"),
+            ("SWITCHBOARD_HTTP__OPS_LISTEN", "127.0.0.1:9200"),
+            ("SWITCHBOARD_KAFKA__CLIENT__LINGER_MS", "1"),
+            ("SWITCHBOARD_CONFIG", "/not/read/here.toml"),
+            ("PATH", "/usr/bin"),
+        ])
+        .expect("valid");
+        assert_eq!(settings.kafka.partitions, 12);
+        assert_eq!(settings.kafka.brokers, "kafka:9092", "the prefix is matched without regard to case");
+        assert_eq!(settings.ops_listen_addr(Service::Ingress).port(), 9200);
+        assert_eq!(settings.ops_listen_addr(Service::Calllog).port(), 9104, "consumers have one port");
+        assert_eq!(settings.kafka.client["linger.ms"], "1");
+        let error = Settings::from_vars([("SWITCHBOARD_KAFKA__PARTITON", "3")]).expect_err("a typo");
+        assert!(error.to_string().contains("partiton"), "the error names the key: {error}");
+        assert!(Settings::from_vars([("SWITCHBOARD_KAFKA__PARTITIONS", "many")]).is_err());
+        assert!(Settings::from_vars([("SWITCHBOARD_NOSECTION", "1")]).is_err());
+    }
+
+    #[test]
+    fn env_keys_list_every_setting() {
+        let keys = Settings::env_keys();
+        for key in [
+            "SWITCHBOARD_CONFIG",
+            "SWITCHBOARD_KAFKA__BROKERS",
+            "SWITCHBOARD_KAFKA__CLIENT__",
+            "SWITCHBOARD_HTTP__LISTEN",
+            "SWITCHBOARD_HTTP__OPS_LISTEN",
+            "SWITCHBOARD_CALLLOG__BATCH_LINGER_MS",
+            "SWITCHBOARD_LOG__FILTER",
+        ] {
+            assert!(keys.iter().any(|k| k == key), "{key} in {keys:?}");
+        }
+        // Each listed key is accepted with its default value's type: every one is real.
+        let defaults = serde_json::to_value(Settings::default()).expect("serialise");
+        for key in keys.iter().filter(|k| !k.ends_with("__") && *k != "SWITCHBOARD_CONFIG") {
+            let path: Vec<String> = key["SWITCHBOARD_".len()..].split("__").map(str::to_lowercase).collect();
+            let value = &defaults[&path[0]][&path[1]];
+            let text = match value {
+                serde_json::Value::String(s) => s.clone(),
+                serde_json::Value::Null => continue,
+                other => other.to_string(),
+            };
+            assert!(Settings::from_vars([(key.as_str(), text.as_str())]).is_ok(), "{key}={text}");
+        }
+    }
+
+    #[test]
+    fn router_settings_take_numeric_extensions_and_are_validated() {
+        let settings = Settings::from_vars([
+            ("SWITCHBOARD_ROUTER__FALLBACK", "700"),
+            ("SWITCHBOARD_ROUTER__REGION", "RU"),
+            ("SWITCHBOARD_API__TOKENS", "[\"a\", \"b\"]"),
+        ])
+        .expect("valid");
+        assert_eq!(settings.router.fallback, "700", "an extension that looks like a number");
+        assert!(settings.api.authorizes(Some("Bearer b")));
+        assert!(!settings.api.authorizes(Some("Bearer c")) && !settings.api.authorizes(None));
+        assert!(Settings::from_vars([("SWITCHBOARD_ROUTER__REGION", "XX")]).is_err());
+        assert!(Settings::from_vars([("SWITCHBOARD_ROUTER__TELPHIN_VARIABLE", "a b")]).is_err());
+        assert!(Settings::from_vars([("SWITCHBOARD_ROUTER__LOOKUP_TIMEOUT_MS", "1")]).is_err());
     }
 
     #[test]

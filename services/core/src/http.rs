@@ -1,12 +1,18 @@
 //! A small HTTP/1.1 server (hyper) with graceful shutdown, and the operational endpoints every
 //! service exposes: `/metrics` (Prometheus text), `/healthz` (the process is alive) and
 //! `/readyz` (the service can do its work now; load balancers and Kubernetes route by it).
+//!
+//! Readiness of a consumer stage means more than "its connections are up": it is ready once each
+//! of its Kafka consumers is a member of its consumer group (joined and synced), whether or not
+//! the group gave it partitions. A replica beyond the partition count legitimately gets none and
+//! stands by to take over at the next rebalance; calling it unready would stall every rolling
+//! update and page nobody usefully. `switchboard_kafka_assigned_partitions` shows idle replicas.
 
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -20,13 +26,31 @@ use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+use crate::kafka::ConsumerWatch;
+
 pub type Body = Full<Bytes>;
 
 /// Whether a service is ready to take work. Starts not ready; a service marks itself ready once
-/// its connections are up, and not ready again as soon as shutdown begins.
-#[derive(Debug, Default)]
+/// its connections are up, and not ready again as soon as shutdown begins. A consumer created
+/// inside `service::with_probes` also holds readiness back until it has joined its group (see
+/// the module documentation); the service's monitor reports that.
+#[derive(Debug)]
 pub struct Health {
     ready: AtomicBool,
+    /// False while a registered consumer has not yet been seen in its group.
+    consumers_joined: AtomicBool,
+    /// Consumers registered by `kafka::consumer`, waiting for the monitor to take them.
+    consumers: Mutex<Vec<ConsumerWatch>>,
+}
+
+impl Default for Health {
+    fn default() -> Self {
+        Self {
+            ready: AtomicBool::new(false),
+            consumers_joined: AtomicBool::new(true),
+            consumers: Mutex::default(),
+        }
+    }
 }
 
 impl Health {
@@ -39,7 +63,25 @@ impl Health {
     }
 
     pub fn is_ready(&self) -> bool {
-        self.ready.load(Ordering::Relaxed)
+        self.ready.load(Ordering::Relaxed) && self.consumers_joined.load(Ordering::Relaxed)
+    }
+
+    /// Holds readiness back until the monitor has seen `consumer` in its group. Called when the
+    /// consumer is created, so before its service can call `set_ready(true)`.
+    pub(crate) fn watch_consumer(&self, consumer: ConsumerWatch) {
+        self.consumers_joined.store(false, Ordering::Relaxed);
+        if let Ok(mut consumers) = self.consumers.lock() {
+            consumers.push(consumer);
+        }
+    }
+
+    /// The consumers registered since the last call.
+    pub(crate) fn take_new_consumers(&self) -> Vec<ConsumerWatch> {
+        self.consumers.lock().map(|mut c| std::mem::take(&mut *c)).unwrap_or_default()
+    }
+
+    pub(crate) fn set_consumers_joined(&self, joined: bool) {
+        self.consumers_joined.store(joined, Ordering::Relaxed);
     }
 }
 
@@ -63,20 +105,31 @@ fn text(status: StatusCode, content_type: &'static str, body: String) -> Respons
     response
 }
 
-/// Answers the operational endpoints; `None` for any other path.
-pub fn ops_response<B>(req: &Request<B>, health: &Health) -> Option<Response<Body>> {
+/// Answers the probes, `/healthz` and `/readyz`; `None` for any other path. Ingress answers
+/// them on its webhook port too, for load balancers that check the port they route to.
+pub fn probe_response<B>(req: &Request<B>, health: &Health) -> Option<Response<Body>> {
     if req.method() != Method::GET && req.method() != Method::HEAD {
         return None;
     }
     match req.uri().path() {
-        "/metrics" => {
-            Some(text(StatusCode::OK, "text/plain; version=0.0.4; charset=utf-8", crate::metrics::render()))
-        }
         "/healthz" => Some(json(StatusCode::OK, &serde_json::json!({"status": "ok"}))),
         "/readyz" if health.is_ready() => Some(json(StatusCode::OK, &serde_json::json!({"status": "ready"}))),
         "/readyz" => Some(json(StatusCode::SERVICE_UNAVAILABLE, &serde_json::json!({"status": "not ready"}))),
         _ => None,
     }
+}
+
+/// Answers the operational endpoints, `/metrics` and the probes; `None` for any other path.
+pub fn ops_response<B>(req: &Request<B>, health: &Health) -> Option<Response<Body>> {
+    if (req.method() == Method::GET || req.method() == Method::HEAD) && req.uri().path() == "/metrics" {
+        crate::metrics::READY.set(i64::from(health.is_ready()));
+        return Some(text(
+            StatusCode::OK,
+            "text/plain; version=0.0.4; charset=utf-8",
+            crate::metrics::render(),
+        ));
+    }
+    probe_response(req, health)
 }
 
 /// Serves only the operational endpoints (the consumer services).
@@ -132,5 +185,54 @@ where
     drop(listener);
     if tokio::time::timeout(drain, graceful.shutdown()).await.is_err() {
         tracing::warn!(?drain, "Some HTTP connections did not finish in time.");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::KafkaSettings;
+
+    fn get(path: &str) -> Request<()> {
+        Request::builder().uri(path).body(()).expect("request")
+    }
+
+    fn watch() -> ConsumerWatch {
+        ConsumerWatch {
+            stage: "matcher",
+            group: "g".into(),
+            client_id: "matcher-h-1".into(),
+            topics: vec!["t".into()],
+            settings: KafkaSettings::default(),
+        }
+    }
+
+    #[test]
+    fn a_consumer_holds_readiness_until_it_joined_its_group() {
+        let health = Health::new();
+        health.set_ready(true);
+        assert!(health.is_ready(), "no consumer: ready when the service says so");
+        health.watch_consumer(watch());
+        assert!(!health.is_ready(), "a registered consumer that has not joined holds readiness");
+        assert_eq!(
+            probe_response(&get("/readyz"), &health).map(|r| r.status()),
+            Some(StatusCode::SERVICE_UNAVAILABLE)
+        );
+        assert_eq!(health.take_new_consumers().len(), 1);
+        assert!(health.take_new_consumers().is_empty(), "each consumer is handed to the monitor once");
+        health.set_consumers_joined(true);
+        assert_eq!(probe_response(&get("/readyz"), &health).map(|r| r.status()), Some(StatusCode::OK));
+        health.set_ready(false);
+        assert!(!health.is_ready(), "shutdown wins over a joined consumer");
+    }
+
+    #[test]
+    fn metrics_are_only_on_the_ops_endpoints() {
+        let health = Health::new();
+        assert!(probe_response(&get("/metrics"), &health).is_none(), "the public port shows no metrics");
+        assert_eq!(probe_response(&get("/healthz"), &health).map(|r| r.status()), Some(StatusCode::OK));
+        let metrics = ops_response(&get("/metrics"), &health).expect("metrics on the ops port");
+        assert_eq!(metrics.status(), StatusCode::OK);
+        assert!(ops_response(&get("/v1/webhooks/x"), &health).is_none());
     }
 }

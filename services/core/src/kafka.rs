@@ -8,16 +8,28 @@
 //!   discipline of rust-rdkafka's `at_least_once` example.
 //! - Topics are created explicitly with configured partition counts; nothing relies on
 //!   auto-creation.
+//! - Each consumer is watched by a [`GroupProbe`], a second client of the same group that never
+//!   joins it: it reads the group's membership (for readiness) and the group's committed offsets
+//!   against the partitions' high watermarks (for `switchboard_kafka_consumer_lag`).
+//!
+//! Why lag is polled this way rather than taken from librdkafka's statistics callback: the
+//! statistics report only the partitions assigned to this consumer, from its own fetch
+//! position, so a partition nobody consumes (every replica down, or a stuck rebalance) would
+//! vanish from the metric exactly when it matters; and the callback needs a custom client
+//! context, a different consumer type for every stage. Committed offset against high watermark
+//! is what `kafka-consumer-groups --describe` shows, counts only work that is durably done, and
+//! covers every partition of the group. Each replica reports the whole group, so queries take
+//! `max by (stage, topic, partition)`.
 
 use std::time::{Duration, Instant};
 
-use rdkafka::ClientConfig;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::config::FromClientConfig;
-use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::consumer::{BaseConsumer, Consumer, StreamConsumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{KafkaSettings, Service};
@@ -83,13 +95,16 @@ pub fn producer(
     create(config, settings)
 }
 
-/// A consumer in the service's own group, subscribed to `topics`.
+/// A consumer in the service's own group, subscribed to `topics`. Created inside
+/// `service::with_probes`, it is also registered with the service's health: the service is
+/// ready only once this consumer has joined its group, and its monitor reports the group's lag.
 pub fn consumer(
     settings: &KafkaSettings,
     service: Service,
     topics: &[&str],
 ) -> Result<StreamConsumer, KafkaError> {
-    let mut config = base_config(settings, service.name());
+    let client_id = consumer_client_id(settings, service);
+    let mut config = base_config(settings, &client_id);
     let _ = config
         .set("group.id", settings.group_id(service))
         .set("enable.auto.commit", "true")
@@ -102,7 +117,184 @@ pub fn consumer(
         .set("fetch.wait.max.ms", "100");
     let consumer: StreamConsumer = create(config, settings)?;
     consumer.subscribe(topics)?;
+    crate::service::register_consumer(ConsumerWatch {
+        stage: service.name(),
+        group: settings.group_id(service),
+        client_id,
+        topics: topics.iter().map(|t| (*t).to_owned()).collect(),
+        settings: settings.clone(),
+    });
     Ok(consumer)
+}
+
+/// The consumer's `client.id`: the service name, the host and the process id, so that the
+/// monitor can tell this replica among the group's members (in Kubernetes the host is the pod,
+/// in docker compose the container). An operator's own `client.id` property wins; replicas that
+/// share one are then told apart less precisely (any member with that id counts as joined).
+fn consumer_client_id(settings: &KafkaSettings, service: Service) -> String {
+    if let Some(own) = settings.client.get("client.id") {
+        return own.clone();
+    }
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .unwrap_or_default();
+    let host: String = host
+        .trim()
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() || c == '.' || c == '-' { c } else { '_' })
+        .collect();
+    format!("{}-{}-{}", service.name(), host, std::process::id())
+}
+
+/// What the monitor needs to watch one consumer.
+#[derive(Debug, Clone)]
+pub struct ConsumerWatch {
+    pub stage: &'static str,
+    pub group: String,
+    pub client_id: String,
+    pub topics: Vec<String>,
+    pub settings: KafkaSettings,
+}
+
+/// One reading of a consumer group.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct GroupView {
+    /// The watched consumer is a member of the group, and the group is not rebalancing.
+    pub joined: bool,
+    pub members: usize,
+    /// Input partitions assigned to the watched consumer, when its assignment could be read.
+    pub assigned: Option<usize>,
+    /// `(topic, partition, lag)` for every partition of the input topics.
+    pub lag: Vec<(String, i32, i64)>,
+}
+
+/// A client of the watched consumer's group that never joins it (it never subscribes), used to
+/// read the group's membership and committed offsets. Its calls block: run them off the async
+/// threads.
+pub struct GroupProbe {
+    pub watch: ConsumerWatch,
+    client: BaseConsumer,
+}
+
+impl std::fmt::Debug for GroupProbe {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GroupProbe").field("watch", &self.watch).finish_non_exhaustive()
+    }
+}
+
+impl GroupProbe {
+    pub fn new(watch: ConsumerWatch) -> Result<Self, KafkaError> {
+        let mut config = base_config(&watch.settings, &format!("{}-monitor", watch.client_id));
+        let _ = config
+            .set("group.id", &watch.group)
+            .set("enable.auto.commit", "false")
+            .set("enable.auto.offset.store", "false");
+        let client = create(config, &watch.settings)?;
+        Ok(Self { watch, client })
+    }
+
+    /// Reads membership and lag; blocks for up to a few `timeout`s.
+    pub fn poll(&self, timeout: Duration) -> Result<GroupView, KafkaError> {
+        let mut view = GroupView::default();
+        let groups = self.client.fetch_group_list(Some(&self.watch.group), timeout)?;
+        if let Some(group) = groups.groups().iter().find(|g| g.name() == self.watch.group) {
+            view.members = group.members().len();
+            tracing::trace!(
+                group = group.name(),
+                state = group.state(),
+                members = ?group.members().iter().map(|m| m.id()).collect::<Vec<_>>(),
+                me = %self.watch.client_id,
+                "Consumer group described."
+            );
+            // Kafka (and nisshi) name a member `<client.id>-<uuid>`; nisshi reports no client id.
+            let prefix = format!("{}-", self.watch.client_id);
+            let me = group
+                .members()
+                .iter()
+                .find(|m| m.client_id() == self.watch.client_id || m.id().starts_with(&prefix));
+            view.joined = me.is_some() && group.state().eq_ignore_ascii_case("Stable");
+            view.assigned = me.and_then(|m| m.assignment()).and_then(assigned_partitions).map(|assigned| {
+                assigned.iter().filter(|(topic, _)| self.watch.topics.contains(topic)).count()
+            });
+        }
+
+        let mut partitions = TopicPartitionList::new();
+        for topic in &self.watch.topics {
+            let metadata = self.client.fetch_metadata(Some(topic), timeout)?;
+            for partition in
+                metadata.topics().iter().filter(|t| t.name() == topic).flat_map(|t| t.partitions())
+            {
+                let _ = partitions.add_partition(topic, partition.id());
+            }
+        }
+        let committed = self.client.committed_offsets(partitions, timeout)?;
+        for element in committed.elements() {
+            let (low, high) = self.client.fetch_watermarks(element.topic(), element.partition(), timeout)?;
+            // Nothing committed yet: the group starts from the earliest record still kept.
+            let from = match element.offset() {
+                Offset::Offset(offset) => offset.max(low),
+                _ => low,
+            };
+            view.lag.push((element.topic().to_owned(), element.partition(), (high - from).max(0)));
+        }
+        Ok(view)
+    }
+
+    /// Sets the stage's group metrics from `view`.
+    pub fn publish(&self, view: &GroupView) {
+        let stage = self.watch.stage;
+        metrics::GROUP_MEMBERS.with_label_values(&[stage]).set(view.members as i64);
+        // Brokers that do not report assignments (nisshi) leave the gauge absent, not a false 0.
+        if let Some(assigned) = view.assigned {
+            metrics::ASSIGNED_PARTITIONS.with_label_values(&[stage]).set(assigned as i64);
+        }
+        for (topic, partition, lag) in &view.lag {
+            metrics::CONSUMER_LAG.with_label_values(&[stage, topic, &partition.to_string()]).set(*lag);
+        }
+    }
+}
+
+/// The `(topic, partition)` pairs of a consumer-protocol assignment (the `member_assignment` of
+/// DescribeGroups: version, then topics with their partitions, then user data), or `None` when
+/// the bytes are not one.
+pub fn assigned_partitions(bytes: &[u8]) -> Option<Vec<(String, i32)>> {
+    struct Reader<'a>(&'a [u8]);
+    impl Reader<'_> {
+        fn take<const N: usize>(&mut self) -> Option<[u8; N]> {
+            let (head, rest) = self.0.split_first_chunk::<N>()?;
+            self.0 = rest;
+            Some(*head)
+        }
+        fn i16(&mut self) -> Option<i16> {
+            self.take::<2>().map(i16::from_be_bytes)
+        }
+        fn i32(&mut self) -> Option<i32> {
+            self.take::<4>().map(i32::from_be_bytes)
+        }
+        fn string(&mut self) -> Option<String> {
+            let len = usize::try_from(self.i16()?).ok()?;
+            let bytes = self.0.get(..len)?;
+            self.0 = &self.0[len..];
+            String::from_utf8(bytes.to_vec()).ok()
+        }
+    }
+    if bytes.is_empty() {
+        // A member between rebalances has no assignment yet.
+        return Some(Vec::new());
+    }
+    let mut reader = Reader(bytes);
+    let _version = reader.i16()?;
+    let topics = reader.i32()?;
+    let mut assigned = Vec::new();
+    // A negative count is a null array: no partitions.
+    for _ in 0..topics.max(0) {
+        let topic = reader.string()?;
+        for _ in 0..reader.i32()?.max(0) {
+            assigned.push((topic.clone(), reader.i32()?));
+        }
+    }
+    Some(assigned)
 }
 
 /// Creates the topics that do not exist yet, retrying until the broker answers or `cancel`
@@ -208,5 +400,36 @@ pub async fn produce_until_acked(
 pub fn flush(producer: &FutureProducer, timeout: Duration) {
     if let Err(error) = producer.flush(timeout) {
         tracing::warn!(%error, "Producer flush did not complete; unacknowledged records will be retried by their source.");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn assignments_decode() {
+        // Version 1, topics "t.raw" [0, 3] and "x" [], no user data.
+        let mut bytes = vec![0, 1, 0, 0, 0, 2];
+        bytes.extend([0, 5]);
+        bytes.extend(b"t.raw");
+        bytes.extend([0, 0, 0, 2, 0, 0, 0, 0, 0, 0, 0, 3]);
+        bytes.extend([0, 1, b'x', 0, 0, 0, 0]);
+        bytes.extend([0xff, 0xff, 0xff, 0xff]);
+        let assigned = assigned_partitions(&bytes).expect("decodes");
+        assert_eq!(assigned, vec![("t.raw".to_owned(), 0), ("t.raw".to_owned(), 3)]);
+        assert_eq!(assigned_partitions(&[]), Some(Vec::new()), "no assignment yet");
+        assert_eq!(assigned_partitions(&bytes[..9]), None, "truncated");
+    }
+
+    #[test]
+    fn consumer_client_ids_tell_replicas_apart() {
+        let settings = KafkaSettings::default();
+        let id = consumer_client_id(&settings, Service::Matcher);
+        assert!(id.starts_with("matcher-"), "{id}");
+        assert!(id.ends_with(&format!("-{}", std::process::id())), "{id}");
+        let mut own = KafkaSettings::default();
+        let _ = own.client.insert("client.id".into(), "mine".into());
+        assert_eq!(consumer_client_id(&own, Service::Matcher), "mine");
     }
 }

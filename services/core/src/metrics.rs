@@ -1,22 +1,36 @@
-//! The process-wide Prometheus registry and the metrics every stage shares.
+//! The process-wide Prometheus registry and the one catalogue of Switchboard's metrics.
+//!
+//! Every metric any service exposes is defined here, once, so that the catalogue in
+//! `docs/metrics.md`, the alert rules in `deploy/prometheus/` and the Grafana dashboard can be
+//! checked against it (`tests/deploy.rs`). Metrics of stages still being written (router,
+//! matching, recording resolution, call outcomes) are defined here too, for those stages to
+//! use; they appear in `/metrics` from their first observation.
 //!
 //! This registry is the one global in Switchboard: metrics are observed from deep inside the
-//! pipeline, and threading handles through every call would hide the logic. Labels are bounded:
-//! `stage` is a service name, `class` is one of a few fixed error kinds, `vendor` is an adapter
-//! name and `status` an HTTP status code that Switchboard itself chose. Never put a source id,
-//! call id or free text in a label.
+//! pipeline, and threading handles through every call would hide the logic.
+//!
+//! Labels are bounded, always: `stage`/`service` is a service name, `class`/`result`/`reason`/
+//! `outcome` one of a few fixed words, `vendor` an adapter name (a fixed enum), `status` an HTTP
+//! status code that Switchboard itself chose, `topic`/`partition` the pipeline's own topics and
+//! their configured partitions, `source` a source id the operator created (or `unknown` for
+//! anything else, so that a scanner cannot mint series). Never put a call id, a phone number,
+//! a URL or free text in a label.
 
 use std::sync::LazyLock;
 
+use prometheus::core::Collector;
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder,
+    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
 pub static REGISTRY: LazyLock<Registry> = LazyLock::new(Registry::new);
 
-fn register<C: prometheus::core::Collector + Clone + 'static>(collector: C) -> C {
+/// The `source` label of a request whose source is not one the operator created.
+pub const UNKNOWN: &str = "unknown";
+
+fn register<C: Collector + Clone + 'static>(collector: C) -> C {
     // Each metric is registered exactly once, by its own LazyLock, under a name unique in this
-    // module; a failure here is a programming error caught by the unit test below.
+    // module; a failure here is a programming error caught by the unit tests below.
     #[allow(clippy::expect_used)]
     REGISTRY.register(Box::new(collector.clone())).expect("metric registered twice");
     collector
@@ -25,6 +39,11 @@ fn register<C: prometheus::core::Collector + Clone + 'static>(collector: C) -> C
 fn counter(name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
     #[allow(clippy::expect_used)]
     register(IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric"))
+}
+
+fn gauge(name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
+    #[allow(clippy::expect_used)]
+    register(IntGaugeVec::new(Opts::new(name, help), labels).expect("valid metric"))
 }
 
 fn histogram(name: &str, help: &str, labels: &[&str], buckets: Vec<f64>) -> HistogramVec {
@@ -39,16 +58,26 @@ fn latency_buckets() -> Vec<f64> {
     vec![0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0]
 }
 
+/// Buckets for answers that must come in milliseconds (the router's IVR lookups): 50 µs to 1 s.
+fn fast_latency_buckets() -> Vec<f64> {
+    vec![0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0]
+}
+
+// ---- Every service -------------------------------------------------------------------------
+
 pub static BUILD_INFO: LazyLock<IntGaugeVec> = LazyLock::new(|| {
+    gauge("switchboard_build_info", "Always 1; labels name the running build.", &["service", "version"])
+});
+
+pub static READY: LazyLock<IntGauge> = LazyLock::new(|| {
     #[allow(clippy::expect_used)]
     register(
-        IntGaugeVec::new(
-            Opts::new("switchboard_build_info", "Always 1; labels name the running build."),
-            &["service", "version"],
-        )
-        .expect("valid metric"),
+        IntGauge::new("switchboard_ready", "1 while the service answers /readyz with 200, else 0.")
+            .expect("valid metric"),
     )
 });
+
+// ---- Consumer stages (normalizer, matcher, recordings, calllog) ----------------------------
 
 pub static EVENTS_IN: LazyLock<IntCounterVec> =
     LazyLock::new(|| counter("switchboard_events_in_total", "Records a stage received.", &["stage"]));
@@ -61,6 +90,13 @@ pub static EVENTS_OUT: LazyLock<IntCounterVec> = LazyLock::new(|| {
     )
 });
 
+/// Every class of dead letter (`stage::Poison::class`). Each consumer stage reports all of them
+/// from the start, at zero: an alert on `increase()` cannot see a series that appears at 1, so
+/// the first dead letter of a class would go unnoticed. A new class belongs here (the deploy test
+/// checks every `Poison::new` of the services against this list).
+pub const DEAD_LETTER_CLASSES: &[&str] = &["decode", "adapter", "encode", "produce", "rejected"];
+
+/// The dead-letter count: every record set aside goes to the dead-letter topic, with its class.
 pub static EVENTS_FAILED: LazyLock<IntCounterVec> = LazyLock::new(|| {
     counter(
         "switchboard_events_failed_total",
@@ -108,19 +144,56 @@ pub static BATCH_SIZE: LazyLock<HistogramVec> = LazyLock::new(|| {
     )
 });
 
+/// The group's lag as every replica of the stage sees it (committed offset against the high
+/// watermark, read by the replica's monitor): replicas report the same partitions, so aggregate
+/// with `max by (stage, topic, partition)`.
+pub static CONSUMER_LAG: LazyLock<IntGaugeVec> = LazyLock::new(|| {
+    gauge(
+        "switchboard_kafka_consumer_lag",
+        "Records of an input partition not yet committed by the stage's consumer group (high watermark minus committed offset).",
+        &["stage", "topic", "partition"],
+    )
+});
+
+pub static ASSIGNED_PARTITIONS: LazyLock<IntGaugeVec> = LazyLock::new(|| {
+    gauge(
+        "switchboard_kafka_assigned_partitions",
+        "Input partitions assigned to this replica: 0 for an idle one when replicas outnumber partitions; absent where the broker does not report assignments.",
+        &["stage"],
+    )
+});
+
+pub static GROUP_MEMBERS: LazyLock<IntGaugeVec> = LazyLock::new(|| {
+    gauge(
+        "switchboard_kafka_group_members",
+        "Members of the stage's consumer group, as this replica last saw them.",
+        &["stage"],
+    )
+});
+
+pub static MONITOR_ERRORS: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    counter(
+        "switchboard_kafka_monitor_errors_total",
+        "Failed reads of the consumer group's membership or offsets (lag then keeps its last value).",
+        &["stage"],
+    )
+});
+
+// ---- ingress ---------------------------------------------------------------------------------
+
 pub static INGRESS_REQUESTS: LazyLock<IntCounterVec> = LazyLock::new(|| {
     counter(
         "switchboard_ingress_requests_total",
-        "Webhook requests answered by ingress, by vendor and HTTP status.",
-        &["vendor", "status"],
+        "Webhook requests answered by ingress, by source (unknown for none configured), vendor and HTTP status.",
+        &["source", "vendor", "status"],
     )
 });
 
 pub static INGRESS_AUTH_FAILURES: LazyLock<IntCounterVec> = LazyLock::new(|| {
     counter(
         "switchboard_ingress_auth_failures_total",
-        "Webhook requests refused for missing or wrong credentials.",
-        &["vendor"],
+        "Webhook requests refused for missing or wrong credentials or signature.",
+        &["source", "vendor"],
     )
 });
 
@@ -133,6 +206,8 @@ pub static INGRESS_BODY_BYTES: LazyLock<HistogramVec> = LazyLock::new(|| {
     )
 });
 
+// ---- normalizer ------------------------------------------------------------------------------
+
 pub static NORMALIZED: LazyLock<IntCounterVec> = LazyLock::new(|| {
     counter(
         "switchboard_normalizer_webhooks_total",
@@ -140,6 +215,83 @@ pub static NORMALIZED: LazyLock<IntCounterVec> = LazyLock::new(|| {
         &["vendor", "result"],
     )
 });
+
+// ---- matcher, router and their directory (issue #4) ------------------------------------------
+
+/// `subject`: `agent` or `contact`. `result` for an agent: how it was matched (`extension`,
+/// `number`, `email`) or `none`; for a contact: `unique`, `ambiguous` (several candidates, none
+/// guessed), `own_number` (one of the company's own numbers, never a customer) or `none`.
+pub static MATCHES: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    counter(
+        "switchboard_matcher_matches_total",
+        "Agent and contact matching outcomes of call events, by subject and result.",
+        &["subject", "result"],
+    )
+});
+
+/// `format`: the answer's format (`telphin`, `zadarma`, `generic`). `outcome`: `agent` (the
+/// responsible agent's extension), else the reason for the fallback: `fallback_unknown_caller`,
+/// `fallback_no_agent`, `fallback_ambiguous` (expected in daily use), `fallback_not_loaded`
+/// (directory not loaded: database down), `fallback_timeout`, `fallback_bad_request`.
+pub static ROUTER_LOOKUPS: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    counter(
+        "switchboard_router_lookups_total",
+        "IVR lookups the router answered, by answer format and outcome (agent or fallback_<reason>).",
+        &["format", "outcome"],
+    )
+});
+
+pub static ROUTER_SECONDS: LazyLock<HistogramVec> = LazyLock::new(|| {
+    histogram(
+        "switchboard_router_lookup_seconds",
+        "Time from the router receiving an IVR lookup to its answer being written.",
+        &["format"],
+        fast_latency_buckets(),
+    )
+});
+
+/// `result`: `ok` (a full load of agents, contacts and own numbers) or `error` (the change feed
+/// was lost; the service keeps its last directory and reconnects).
+pub static DIRECTORY_RELOADS: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    counter(
+        "switchboard_directory_reloads_total",
+        "Loads of the directory into a matcher or router's memory, by result.",
+        &["result"],
+    )
+});
+
+// ---- recordings (issue #5) -------------------------------------------------------------------
+
+/// `result`: `direct` (the event carried a usable URL), `resolved` (a vendor recording id
+/// resolved through the vendor's API), `retry` (not ready yet, scheduled again), `failed` (retry
+/// budget spent or refused for good: the call is marked recording_failed).
+pub static RECORDING_RESOLUTIONS: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    counter(
+        "switchboard_recordings_resolutions_total",
+        "Recording link resolutions, by vendor and result (direct, resolved, retry, failed).",
+        &["vendor", "result"],
+    )
+});
+
+pub static RECORDING_RESOLVE_SECONDS: LazyLock<HistogramVec> = LazyLock::new(|| {
+    histogram(
+        "switchboard_recordings_resolve_seconds",
+        "Time a vendor's API took to answer a recording lookup.",
+        &["vendor"],
+        latency_buckets(),
+    )
+});
+
+/// `result`: `redirected`, `forbidden` (expired or forged token), `not_found`, `failed`.
+pub static RECORDING_LINKS: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    counter(
+        "switchboard_recordings_link_requests_total",
+        "Stable recording links opened, by result.",
+        &["result"],
+    )
+});
+
+// ---- calllog ---------------------------------------------------------------------------------
 
 pub static CALLLOG_ROWS: LazyLock<IntCounterVec> = LazyLock::new(|| {
     counter(
@@ -166,6 +318,111 @@ pub static END_TO_END_SECONDS: LazyLock<HistogramVec> = LazyLock::new(|| {
     )
 });
 
+/// Issue #3. `direction`: `inbound`, `outbound`, `internal`, `unknown`. `outcome`: `answered`,
+/// `missed`, `abandoned_in_ivr`, `abandoned_in_queue`, `busy`, `no_answer`, `rejected`,
+/// `failed`, `voicemail`.
+pub static CALLS_COMPLETED: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    counter(
+        "switchboard_calllog_calls_completed_total",
+        "Calls the call log completed (end marker or settle time), by direction and outcome.",
+        &["direction", "outcome"],
+    )
+});
+
+pub static CALLS_UPDATED_AFTER_COMPLETION: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    counter(
+        "switchboard_calllog_late_updates_total",
+        "Complete calls changed again by a late event (each is published as a new version).",
+        &["stage"],
+    )
+});
+
+pub static CALL_RECORDS_PUBLISHED: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    counter(
+        "switchboard_calllog_records_published_total",
+        "Call records (versions) the call log produced to the calls topic, acknowledged.",
+        &["stage"],
+    )
+});
+
+// ---- api ---------------------------------------------------------------------------------------
+
+/// `endpoint`: `list_calls`, `get_call`, `not_found`. `status`: the HTTP status the API chose.
+pub static API_REQUESTS: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    counter(
+        "switchboard_api_requests_total",
+        "Query API requests, by endpoint and HTTP status.",
+        &["endpoint", "status"],
+    )
+});
+
+pub static API_SECONDS: LazyLock<HistogramVec> = LazyLock::new(|| {
+    histogram(
+        "switchboard_api_request_seconds",
+        "Time the query API took to answer, by endpoint.",
+        &["endpoint"],
+        latency_buckets(),
+    )
+});
+
+/// One entry of the catalogue.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MetricInfo {
+    pub name: String,
+    /// `counter`, `gauge` or `histogram`.
+    pub kind: &'static str,
+    pub help: String,
+    pub labels: Vec<String>,
+}
+
+/// Every metric Switchboard defines, whether or not this process has observed it yet.
+pub fn catalogue() -> Vec<MetricInfo> {
+    let all: [(&dyn Collector, &'static str); 33] = [
+        (&*BUILD_INFO, "gauge"),
+        (&*READY, "gauge"),
+        (&*EVENTS_IN, "counter"),
+        (&*EVENTS_OUT, "counter"),
+        (&*EVENTS_FAILED, "counter"),
+        (&*TRANSIENT_RETRIES, "counter"),
+        (&*CONSUME_ERRORS, "counter"),
+        (&*PROCESSING_SECONDS, "histogram"),
+        (&*PRODUCE_SECONDS, "histogram"),
+        (&*BATCH_SIZE, "histogram"),
+        (&*CONSUMER_LAG, "gauge"),
+        (&*ASSIGNED_PARTITIONS, "gauge"),
+        (&*GROUP_MEMBERS, "gauge"),
+        (&*MONITOR_ERRORS, "counter"),
+        (&*INGRESS_REQUESTS, "counter"),
+        (&*INGRESS_AUTH_FAILURES, "counter"),
+        (&*INGRESS_BODY_BYTES, "histogram"),
+        (&*NORMALIZED, "counter"),
+        (&*MATCHES, "counter"),
+        (&*ROUTER_LOOKUPS, "counter"),
+        (&*ROUTER_SECONDS, "histogram"),
+        (&*DIRECTORY_RELOADS, "counter"),
+        (&*RECORDING_RESOLUTIONS, "counter"),
+        (&*RECORDING_RESOLVE_SECONDS, "histogram"),
+        (&*RECORDING_LINKS, "counter"),
+        (&*CALLLOG_ROWS, "counter"),
+        (&*CALLLOG_DUPLICATES, "counter"),
+        (&*END_TO_END_SECONDS, "histogram"),
+        (&*CALLS_COMPLETED, "counter"),
+        (&*CALLS_UPDATED_AFTER_COMPLETION, "counter"),
+        (&*CALL_RECORDS_PUBLISHED, "counter"),
+        (&*API_REQUESTS, "counter"),
+        (&*API_SECONDS, "histogram"),
+    ];
+    all.iter()
+        .flat_map(|(collector, kind)| collector.desc().into_iter().map(move |desc| (desc, *kind)))
+        .map(|(desc, kind)| MetricInfo {
+            name: desc.fq_name.clone(),
+            kind,
+            help: desc.help.clone(),
+            labels: desc.variable_labels.clone(),
+        })
+        .collect()
+}
+
 /// Renders every registered metric in the Prometheus text format.
 pub fn render() -> String {
     let mut out = Vec::with_capacity(16 * 1024);
@@ -174,13 +431,28 @@ pub fn render() -> String {
     String::from_utf8(out).unwrap_or_default()
 }
 
-/// Registers every metric so that `/metrics` lists them from the start, before the first event.
+/// Registers the metrics of `service` (a service name; tests may pass another) with their fixed
+/// labels, so that `/metrics` lists them (at zero) from the start and `rate()` sees the first
+/// event. Metrics with labels only known later (a vendor, a source) appear with their first use.
 pub fn init(service: &str) {
     BUILD_INFO.with_label_values(&[service, env!("CARGO_PKG_VERSION")]).set(1);
-    for vec in [&*EVENTS_IN, &*EVENTS_OUT, &*CONSUME_ERRORS] {
+    READY.set(0);
+    let kind = crate::config::Service::ALL.into_iter().find(|s| s.name() == service);
+    if kind == Some(crate::config::Service::Ingress) {
+        // Ingress produces, but neither consumes nor dead-letters.
+        let _ = PRODUCE_SECONDS.with_label_values(&[service]);
+    }
+    if !kind.is_none_or(crate::config::Service::is_consumer) {
+        return;
+    }
+    for vec in [&*EVENTS_IN, &*EVENTS_OUT, &*CONSUME_ERRORS, &*MONITOR_ERRORS] {
         let _ = vec.with_label_values(&[service]);
     }
-    let _ = EVENTS_FAILED.with_label_values(&[service, "decode"]);
+    // Not the assigned partitions: a broker that does not report assignments leaves that absent.
+    let _ = GROUP_MEMBERS.with_label_values(&[service]);
+    for class in DEAD_LETTER_CLASSES {
+        let _ = EVENTS_FAILED.with_label_values(&[service, class]);
+    }
     let _ = TRANSIENT_RETRIES.with_label_values(&[service, "kafka"]);
     for vec in [&*PROCESSING_SECONDS, &*PRODUCE_SECONDS] {
         let _ = vec.with_label_values(&[service]);
@@ -189,13 +461,37 @@ pub fn init(service: &str) {
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+
     #[test]
     fn every_metric_registers_and_renders() {
-        super::init("test");
-        super::INGRESS_REQUESTS.with_label_values(&["generic", "202"]).inc();
-        super::CALLLOG_ROWS.with_label_values(&["calls"]).inc();
-        let text = super::render();
+        init("test");
+        INGRESS_REQUESTS.with_label_values(&["pbx-1", "generic", "202"]).inc();
+        CALLLOG_ROWS.with_label_values(&["calls"]).inc();
+        let text = render();
         assert!(text.contains("switchboard_build_info{service=\"test\""));
-        assert!(text.contains("switchboard_ingress_requests_total{status=\"202\",vendor=\"generic\"} 1"));
+        assert!(text.contains(
+            "switchboard_ingress_requests_total{source=\"pbx-1\",status=\"202\",vendor=\"generic\"} 1"
+        ));
+    }
+
+    #[test]
+    fn the_catalogue_lists_every_metric_defined_here_once() {
+        let catalogue = catalogue();
+        // Every `pub static NAME: LazyLock<...>` of this file but the registry is a metric.
+        let source = include_str!("metrics.rs");
+        let defined = source
+            .lines()
+            .filter(|line| line.starts_with("pub static ") && line.contains("LazyLock<"))
+            .filter(|line| !line.starts_with("pub static REGISTRY"))
+            .count();
+        assert_eq!(catalogue.len(), defined, "catalogue() misses a metric defined in this file");
+        let names: std::collections::BTreeSet<&str> = catalogue.iter().map(|m| m.name.as_str()).collect();
+        assert_eq!(names.len(), catalogue.len(), "a metric is listed twice");
+        for metric in &catalogue {
+            assert!(metric.name.starts_with("switchboard_"), "{}", metric.name);
+            assert_eq!(metric.kind == "counter", metric.name.ends_with("_total"), "{}", metric.name);
+            assert!(!metric.labels.iter().any(|l| ["call_id", "number", "url"].contains(&l.as_str())));
+        }
     }
 }

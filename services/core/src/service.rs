@@ -1,5 +1,6 @@
 //! The life of a streaming service: serve probes and metrics, wait for Kafka, run the stage until
-//! cancelled, drain.
+//! cancelled, drain; and, beside it, a monitor that watches the service's consumer groups for
+//! readiness and lag.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -38,9 +39,24 @@ pub async fn bind(settings: &Settings, service: Service) -> Result<TcpListener, 
     TcpListener::bind(addr).await.map_err(|source| ServiceError::Bind { addr, source })
 }
 
+tokio::task_local! {
+    /// The health of the service whose `with_probes` is running this task, so that
+    /// `kafka::consumer` can register the consumers it creates without every stage passing a
+    /// handle along.
+    static HEALTH: Arc<Health>;
+}
+
+/// Registers a consumer with the health of the service running this task: its readiness then
+/// waits for the consumer to join its group, and its monitor reports the group's lag. Outside
+/// `with_probes` (tests, one-off tools) nothing is watched.
+pub(crate) fn register_consumer(watch: kafka::ConsumerWatch) {
+    let _ = HEALTH.try_with(|health| health.watch_consumer(watch));
+}
+
 /// Runs `work` for a consumer service while its `/metrics`, `/healthz` and `/readyz` answer on
-/// `listener`. `work` marks the service ready once its dependencies are up; it is marked not
-/// ready again, and the probes stop, when `work` returns.
+/// `listener`. `work` marks the service ready once its dependencies are up (and readiness also
+/// waits for each consumer `work` creates to join its group); it is marked not ready again, and
+/// the probes stop, when `work` returns.
 pub async fn with_probes<Fut>(
     service: Service,
     listener: TcpListener,
@@ -53,13 +69,91 @@ where
     let health = Health::new();
     let ops_cancel = CancellationToken::new();
     let ops = tokio::spawn(http::serve_ops(listener, health.clone(), ops_cancel.clone()));
+    let monitor = tokio::spawn(monitor_consumers(health.clone(), ops_cancel.clone()));
 
-    let outcome = work(health.clone()).await;
+    let outcome = HEALTH.scope(health.clone(), work(health.clone())).await;
 
     health.set_ready(false);
     ops_cancel.cancel();
     let _ = ops.await;
+    // The monitor may be inside a blocking Kafka call (bounded by its timeout); nothing of it
+    // needs to finish.
+    monitor.abort();
     outcome
+}
+
+/// How long one monitor call to the broker may block.
+const MONITOR_TIMEOUT: Duration = Duration::from_secs(3);
+/// How often the monitor looks while a consumer has not joined yet: readiness follows quickly.
+const MONITOR_JOIN_INTERVAL: Duration = Duration::from_millis(200);
+
+/// Watches every consumer registered with `health`: marks the service's consumers joined once
+/// each has been seen in its group (a latch: a later rebalance does not make a replica unready),
+/// and publishes each group's lag every `kafka.monitor_interval_ms`.
+async fn monitor_consumers(health: Arc<Health>, cancel: CancellationToken) {
+    let mut probes: Vec<(Arc<kafka::GroupProbe>, bool)> = Vec::new();
+    let mut interval = Duration::MAX;
+    loop {
+        let mut unwatchable = false;
+        for watch in health.take_new_consumers() {
+            interval = interval.min(Duration::from_millis(watch.settings.monitor_interval_ms));
+            let stage = watch.stage;
+            match kafka::GroupProbe::new(watch) {
+                Ok(probe) => probes.push((Arc::new(probe), false)),
+                Err(error) => {
+                    // Creating a client needs no broker; this is a configuration problem, which
+                    // the consumer itself would have hit first. Do not hold readiness on it.
+                    metrics::MONITOR_ERRORS.with_label_values(&[stage]).inc();
+                    tracing::warn!(%error, stage, "Cannot create the consumer group monitor.");
+                    unwatchable = true;
+                }
+            }
+        }
+        for (probe, joined) in &mut probes {
+            let polled = {
+                let probe = probe.clone();
+                tokio::task::spawn_blocking(move || probe.poll(MONITOR_TIMEOUT)).await
+            };
+            match polled {
+                Ok(Ok(view)) => {
+                    probe.publish(&view);
+                    if view.joined && !*joined {
+                        tracing::info!(
+                            stage = probe.watch.stage,
+                            group = %probe.watch.group,
+                            members = view.members,
+                            assigned = ?view.assigned,
+                            "Consumer joined its group."
+                        );
+                    }
+                    *joined |= view.joined;
+                }
+                Ok(Err(error)) => {
+                    metrics::MONITOR_ERRORS.with_label_values(&[probe.watch.stage]).inc();
+                    tracing::debug!(%error, stage = probe.watch.stage, "Cannot read the consumer group.");
+                }
+                Err(error) => tracing::warn!(%error, "Consumer group monitor task failed."),
+            }
+        }
+        let all_joined = probes.iter().all(|(_, joined)| *joined);
+        // With no probe, only a failed one may release readiness: a consumer registered since
+        // this round began is still waiting for its first look.
+        if !probes.is_empty() {
+            health.set_consumers_joined(all_joined);
+        } else if unwatchable {
+            health.set_consumers_joined(true);
+        }
+        // Until every consumer has joined (or before any exists), look often.
+        let wait = if all_joined && !probes.is_empty() {
+            interval.min(Duration::from_secs(3600))
+        } else {
+            MONITOR_JOIN_INTERVAL
+        };
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = tokio::time::sleep(wait) => {}
+        }
+    }
 }
 
 /// Runs a consume → process → produce stage reading `input` of the pipeline's topics.

@@ -17,6 +17,11 @@
 //! Refusals, each a short JSON error and a metric: unknown source 404, method the vendor never
 //! uses 405, bad or missing credentials or signature 401, body over `ingress.max_body_bytes` 413,
 //! content type the vendor never sends 415, body the vendor's adapter can tell is broken 400.
+//!
+//! Ops: `/metrics` is served only on the ops port (`http.ops_listen`, default 9100), never on the
+//! webhook port that PBXs and the internet reach; `/healthz` and `/readyz` answer on both, for
+//! load balancers that check the port they route to. Every answer on the webhook port but the
+//! probes is counted in `switchboard_ingress_requests_total`, the "starting" 503 included.
 
 pub mod sources;
 
@@ -87,10 +92,14 @@ pub async fn run(
     cancel: CancellationToken,
 ) -> Result<(), ServiceError> {
     metrics::init(Service::Ingress.name());
-    for vendor in switchboard_core::model::Vendor::ALL {
-        let _ = metrics::INGRESS_AUTH_FAILURES.with_label_values(&[vendor.as_str()]);
-    }
+    let ops_addr = settings.ops_listen_addr(Service::Ingress);
+    let ops_listener =
+        TcpListener::bind(ops_addr).await.map_err(|source| ServiceError::Bind { addr: ops_addr, source })?;
+    tracing::info!(addr = %ops_addr, "Ops endpoints (/metrics, /healthz, /readyz) listening.");
     let health = Health::new();
+    // The ops port outlives the webhook port's drain, so that probes and metrics answer to the end.
+    let ops_cancel = CancellationToken::new();
+    let ops_server = tokio::spawn(ops::serve_ops(ops_listener, health.clone(), ops_cancel.clone()));
     let topics = settings.kafka.topics();
     let produce_timeout = Duration::from_millis(settings.kafka.produce_timeout_ms);
     let sources = SourceCache::default();
@@ -129,6 +138,8 @@ pub async fn run(
         Err(error) => {
             cancel.cancel();
             let _ = server.await;
+            ops_cancel.cancel();
+            let _ = ops_server.await;
             return Err(error.into());
         }
     };
@@ -136,6 +147,8 @@ pub async fn run(
     cancel.cancelled().await;
     health.set_ready(false);
     let _ = server.await;
+    ops_cancel.cancel();
+    let _ = ops_server.await;
     if let Some(refresher) = refresher {
         // A refresh may be stuck on the database; it has nothing to finish.
         refresher.abort();
@@ -186,24 +199,39 @@ async fn keep_sources_fresh(sources: SourceCache, pool: Pool, every: Duration, c
 
 impl Ingress {
     async fn handle(&self, req: Request<Incoming>, remote: SocketAddr) -> Response<Body> {
-        if let Some(response) = ops::ops_response(&req, &self.health) {
+        if let Some(response) = ops::probe_response(&req, &self.health) {
             return response;
         }
+        let unknown = |response: Response<Body>| {
+            count_request(metrics::UNKNOWN, metrics::UNKNOWN, &response);
+            response
+        };
         let Some(source_id) = req
             .uri()
             .path()
             .strip_prefix(WEBHOOK_PATH_PREFIX)
             .map(|rest| rest.split('/').next().unwrap_or_default().to_owned())
         else {
-            return ops::error(StatusCode::NOT_FOUND, "not_found", "no such endpoint");
+            return unknown(ops::error(StatusCode::NOT_FOUND, "not_found", "no such endpoint"));
         };
         if !self.health.is_ready() {
+            // Sources are not loaded yet: the id in the path cannot be told from a made-up one.
             let mut response = ops::error(StatusCode::SERVICE_UNAVAILABLE, "starting", "ingress is starting");
             let _ = response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
-            return response;
+            return unknown(response);
         }
         let source = self.sources.get(&source_id);
-        let vendor_label = source.as_ref().map_or("unknown", |s| s.vendor.as_str());
+        // Only a source the operator created names a series; made-up ids all count as `unknown`,
+        // so a scanner cannot mint series.
+        let (source_label, vendor_label) = match &source {
+            Some(source) => {
+                // At zero from the source's first request, so that rate() sees its first failure.
+                let _ = metrics::INGRESS_AUTH_FAILURES
+                    .with_label_values(&[source.id.as_str(), source.vendor.as_str()]);
+                (source.id.as_str().to_owned(), source.vendor.as_str())
+            }
+            None => (metrics::UNKNOWN.to_owned(), metrics::UNKNOWN),
+        };
         let response = match self.accept(req, source, &source_id, remote).await {
             Ok(reply) => vendor_response(reply),
             Err(refusal) => {
@@ -222,7 +250,7 @@ impl Ingress {
                 response
             }
         };
-        metrics::INGRESS_REQUESTS.with_label_values(&[vendor_label, response.status().as_str()]).inc();
+        count_request(&source_label, vendor_label, &response);
         response
     }
 
@@ -301,7 +329,9 @@ impl Ingress {
                 ));
             }
             Decision::Unauthorized(failure) => {
-                metrics::INGRESS_AUTH_FAILURES.with_label_values(&[source.vendor.as_str()]).inc();
+                metrics::INGRESS_AUTH_FAILURES
+                    .with_label_values(&[source.id.as_str(), source.vendor.as_str()])
+                    .inc();
                 if let AuthFailure::NotConfigured(setting) = failure {
                     tracing::warn!(source = %source.id, setting, "A source lacks a setting its vendor's authentication needs.");
                 }
@@ -387,6 +417,10 @@ impl Ingress {
             Err(_) => Err(unavailable("timed out waiting for Kafka".into())),
         }
     }
+}
+
+fn count_request(source: &str, vendor: &str, response: &Response<Body>) {
+    metrics::INGRESS_REQUESTS.with_label_values(&[source, vendor, response.status().as_str()]).inc();
 }
 
 /// Kafka will never take this record (too large for the topic): a retry cannot help, so the
