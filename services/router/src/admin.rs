@@ -1,0 +1,507 @@
+//! The directory admin API (`docs/openapi.yaml`, tag `directory`): agents, contacts and own
+//! numbers, one at a time (`PUT` is an idempotent upsert by id) or in bulk (`POST …/import`,
+//! CSV or JSON, all valid rows in one transaction, a report line per refused row). Numbers are
+//! accepted in any format and stored in E.164 (national numbers read in `?region=`, default
+//! `router.region`). Every committed change notifies the matchers and routers (migration 0003).
+//! Authenticated with a bearer token from `api.tokens`.
+
+use std::collections::{HashMap, HashSet};
+
+use bytes::Bytes;
+use http::{Method, Request, Response, StatusCode, header};
+use http_body_util::{BodyExt, Limited};
+use hyper::body::Incoming;
+use serde::de::DeserializeOwned;
+use switchboard_core::deadpool_postgres::Pool;
+use switchboard_core::http::{self as ops, Body};
+use switchboard_core::model::{PhoneNumber, Region};
+use switchboard_directory::store::{
+    AgentInput, ContactInput, StoreError, agent_from_row, contact_from_row, upsert_agents, upsert_contacts,
+};
+use switchboard_directory::{Agent, Contact};
+
+use crate::Router;
+
+const MAX_ONE_BYTES: usize = 64 * 1024;
+const MAX_IMPORT_BYTES: usize = 16 * 1024 * 1024;
+const DEFAULT_PAGE: i64 = 100;
+const MAX_PAGE: i64 = 1000;
+
+/// An admin API failure, rendered as a JSON error.
+struct Failure(StatusCode, &'static str, String);
+
+type Answer = Result<Response<Body>, Failure>;
+
+impl From<StoreError> for Failure {
+    fn from(error: StoreError) -> Self {
+        match error.constraint() {
+            Some(message) => Failure(StatusCode::UNPROCESSABLE_ENTITY, "constraint", message),
+            None => {
+                tracing::warn!(%error, "Directory admin request failed.");
+                Failure(StatusCode::SERVICE_UNAVAILABLE, "database_unavailable", error.to_string())
+            }
+        }
+    }
+}
+
+impl From<switchboard_core::tokio_postgres::Error> for Failure {
+    fn from(error: switchboard_core::tokio_postgres::Error) -> Self {
+        StoreError::from(error).into()
+    }
+}
+
+impl From<switchboard_core::deadpool_postgres::PoolError> for Failure {
+    fn from(error: switchboard_core::deadpool_postgres::PoolError) -> Self {
+        StoreError::from(error).into()
+    }
+}
+
+fn bad_request(message: impl Into<String>) -> Failure {
+    Failure(StatusCode::BAD_REQUEST, "bad_request", message.into())
+}
+
+fn not_found() -> Failure {
+    Failure(StatusCode::NOT_FOUND, "not_found", "no such entry".into())
+}
+
+/// Whether a path belongs to this API.
+pub fn owns(path: &str) -> bool {
+    ["/v1/agents", "/v1/contacts", "/v1/own-numbers"]
+        .iter()
+        .any(|prefix| path == *prefix || path.strip_prefix(prefix).is_some_and(|rest| rest.starts_with('/')))
+}
+
+pub async fn handle(router: &Router, req: Request<Incoming>) -> Response<Body> {
+    let authorization = req.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
+    if !router.settings.api.authorizes(authorization) {
+        let mut response =
+            ops::error(StatusCode::UNAUTHORIZED, "unauthorized", "a valid bearer token is required");
+        let _ =
+            response.headers_mut().insert(header::WWW_AUTHENTICATE, http::HeaderValue::from_static("Bearer"));
+        return response;
+    }
+    let Some(pool) = router.pool.get() else {
+        return ops::error(StatusCode::SERVICE_UNAVAILABLE, "starting", "the database is not connected yet");
+    };
+    match dispatch(router, pool, req).await {
+        Ok(response) => response,
+        Err(Failure(status, code, message)) => ops::error(status, code, message),
+    }
+}
+
+async fn dispatch(router: &Router, pool: &Pool, req: Request<Incoming>) -> Answer {
+    let path = req.uri().path().to_owned();
+    let query: HashMap<String, String> = req
+        .uri()
+        .query()
+        .map(|q| form_urlencoded::parse(q.as_bytes()).into_owned().collect())
+        .unwrap_or_default();
+    let region = match query.get("region") {
+        Some(r) => r.parse::<Region>().map_err(|e| bad_request(e.to_string()))?,
+        None => router.region,
+    };
+    let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+    let method = req.method().clone();
+    match (method, segments.as_slice()) {
+        (Method::GET, ["v1", "agents"]) => list_agents(pool, &query).await,
+        (Method::POST, ["v1", "agents", "import"]) => import_agents(pool, req, region).await,
+        (Method::GET, ["v1", "agents", id]) => get_agent(pool, id).await,
+        (Method::PUT, ["v1", "agents", id]) => {
+            let input: AgentInput = read_json(req).await?;
+            let agent = input.into_agent(Some(id), region).map_err(bad_request)?;
+            write(pool, |tx| {
+                Box::pin(async move { upsert_agents(tx, std::slice::from_ref(&agent)).await.map(|_| agent) })
+            })
+            .await
+            .map(|agent| ops::json(StatusCode::OK, &serde_json::json!(agent)))
+        }
+        (Method::DELETE, ["v1", "agents", id]) => delete(pool, "DELETE FROM agents WHERE id = $1", id).await,
+        (Method::GET, ["v1", "contacts"]) => list_contacts(pool, &query, region).await,
+        (Method::POST, ["v1", "contacts", "import"]) => import_contacts(pool, req, region).await,
+        (Method::GET, ["v1", "contacts", id]) => get_contact(pool, id).await,
+        (Method::PUT, ["v1", "contacts", id]) => {
+            let input: ContactInput = read_json(req).await?;
+            let contact = input.into_contact(Some(id), region).map_err(bad_request)?;
+            write(pool, |tx| {
+                Box::pin(
+                    async move { upsert_contacts(tx, std::slice::from_ref(&contact)).await.map(|_| contact) },
+                )
+            })
+            .await
+            .map(|contact| ops::json(StatusCode::OK, &serde_json::json!(contact)))
+        }
+        (Method::DELETE, ["v1", "contacts", id]) => {
+            delete(pool, "DELETE FROM contacts WHERE id = $1", id).await
+        }
+        (Method::GET, ["v1", "own-numbers"]) => {
+            let client = pool.get().await?;
+            let rows = client.query("SELECT number, label FROM own_numbers ORDER BY number", &[]).await?;
+            let numbers: Vec<serde_json::Value> = rows
+                .iter()
+                .map(|r| serde_json::json!({"number": r.get::<_, String>(0), "label": r.get::<_, Option<String>>(1)}))
+                .collect();
+            Ok(ops::json(StatusCode::OK, &serde_json::json!({ "own_numbers": numbers })))
+        }
+        (Method::PUT, ["v1", "own-numbers", number]) => {
+            let number = parse_number(number, region)?;
+            let body: serde_json::Value = read_json(req).await.unwrap_or(serde_json::Value::Null);
+            let label = body.get("label").and_then(|l| l.as_str()).map(str::to_owned);
+            let client = pool.get().await?;
+            let _ = client
+                .execute(
+                    "INSERT INTO own_numbers (number, label) VALUES ($1, $2)
+                     ON CONFLICT (number) DO UPDATE SET label = EXCLUDED.label",
+                    &[&number, &label],
+                )
+                .await?;
+            Ok(ops::json(StatusCode::OK, &serde_json::json!({"number": number, "label": label})))
+        }
+        (Method::DELETE, ["v1", "own-numbers", number]) => {
+            let number = parse_number(number, region)?;
+            delete(pool, "DELETE FROM own_numbers WHERE number = $1", &number).await
+        }
+        (_, ["v1", "agents" | "contacts" | "own-numbers", ..]) => {
+            Err(Failure(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "see docs/openapi.yaml".into()))
+        }
+        _ => Err(not_found()),
+    }
+}
+
+fn parse_number(text: &str, region: Region) -> Result<String, Failure> {
+    let decoded: String = form_urlencoded::parse(format!("n={text}").replace('+', "%2B").as_bytes())
+        .next()
+        .map(|(_, v)| v.into_owned())
+        .unwrap_or_default();
+    PhoneNumber::parse_lenient(&decoded, region)
+        .map(String::from)
+        .ok_or_else(|| bad_request(format!("{decoded:?} is not a valid phone number")))
+}
+
+async fn read_body(req: Request<Incoming>, limit: usize) -> Result<Bytes, Failure> {
+    match Limited::new(req.into_body(), limit).collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => {
+            Err(Failure(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", format!("at most {limit} bytes")))
+        }
+        Err(e) => Err(bad_request(format!("cannot read the body: {e}"))),
+    }
+}
+
+async fn read_json<T: DeserializeOwned>(req: Request<Incoming>) -> Result<T, Failure> {
+    let body = read_body(req, MAX_ONE_BYTES).await?;
+    serde_json::from_slice(&body).map_err(|e| bad_request(format!("invalid JSON: {e}")))
+}
+
+/// Runs `work` in one transaction and commits it.
+async fn write<T, F>(pool: &Pool, work: F) -> Result<T, Failure>
+where
+    F: for<'t> FnOnce(
+        &'t switchboard_core::tokio_postgres::Transaction<'t>,
+    ) -> std::pin::Pin<Box<dyn Future<Output = Result<T, StoreError>> + Send + 't>>,
+{
+    let mut client = pool.get().await?;
+    let tx = client.transaction().await?;
+    let value = work(&tx).await?;
+    tx.commit().await?;
+    Ok(value)
+}
+
+async fn delete(pool: &Pool, sql: &str, key: &str) -> Answer {
+    let client = pool.get().await?;
+    match client.execute(sql, &[&key]).await? {
+        0 => Err(not_found()),
+        _ => Ok(Response::builder()
+            .status(StatusCode::NO_CONTENT)
+            .body(Body::new(Bytes::new()))
+            .unwrap_or_default()),
+    }
+}
+
+fn page(query: &HashMap<String, String>) -> Result<(String, i64), Failure> {
+    let limit = match query.get("limit") {
+        Some(l) => l
+            .parse::<i64>()
+            .ok()
+            .filter(|l| (1..=MAX_PAGE).contains(l))
+            .ok_or_else(|| bad_request(format!("limit must be 1..={MAX_PAGE}")))?,
+        None => DEFAULT_PAGE,
+    };
+    Ok((query.get("after").cloned().unwrap_or_default(), limit))
+}
+
+/// A keyset page: `next` is the `after` of the following page, absent on the last one.
+fn paged<T: serde::Serialize>(
+    key: &str,
+    items: Vec<T>,
+    limit: i64,
+    last_id: Option<String>,
+) -> Response<Body> {
+    let next = (items.len() as i64 == limit).then_some(last_id).flatten();
+    ops::json(StatusCode::OK, &serde_json::json!({ key: items, "next": next }))
+}
+
+async fn list_agents(pool: &Pool, query: &HashMap<String, String>) -> Answer {
+    let (after, limit) = page(query)?;
+    let client = pool.get().await?;
+    let rows = client
+        .query(
+            "SELECT id, name, email, extensions, phone_numbers, external_ids FROM agents
+             WHERE id > $1 ORDER BY id LIMIT $2",
+            &[&after, &limit],
+        )
+        .await?;
+    let agents: Vec<Agent> = rows.iter().map(agent_from_row).collect();
+    let last = agents.last().map(|a| a.id.clone());
+    Ok(paged("agents", agents, limit, last))
+}
+
+async fn list_contacts(pool: &Pool, query: &HashMap<String, String>, region: Region) -> Answer {
+    let (after, limit) = page(query)?;
+    let number = query.get("number").map(|n| parse_number(n, region)).transpose()?;
+    let client = pool.get().await?;
+    let rows = client
+        .query(
+            "SELECT id, name, company, phone_numbers, responsible_agent_id FROM contacts
+             WHERE id > $1 AND ($3::text IS NULL OR phone_numbers @> ARRAY[$3::text])
+             ORDER BY id LIMIT $2",
+            &[&after, &limit, &number],
+        )
+        .await?;
+    let contacts: Vec<Contact> = rows.iter().map(contact_from_row).collect();
+    let last = contacts.last().map(|c| c.id.clone());
+    Ok(paged("contacts", contacts, limit, last))
+}
+
+async fn get_agent(pool: &Pool, id: &str) -> Answer {
+    let client = pool.get().await?;
+    let row = client
+        .query_opt(
+            "SELECT id, name, email, extensions, phone_numbers, external_ids FROM agents WHERE id = $1",
+            &[&id],
+        )
+        .await?
+        .ok_or_else(not_found)?;
+    Ok(ops::json(StatusCode::OK, &serde_json::json!(agent_from_row(&row))))
+}
+
+async fn get_contact(pool: &Pool, id: &str) -> Answer {
+    let client = pool.get().await?;
+    let row = client
+        .query_opt(
+            "SELECT id, name, company, phone_numbers, responsible_agent_id FROM contacts WHERE id = $1",
+            &[&id],
+        )
+        .await?
+        .ok_or_else(not_found)?;
+    Ok(ops::json(StatusCode::OK, &serde_json::json!(contact_from_row(&row))))
+}
+
+/// One refused row of an import: its 1-based position (the CSV header is row 0), id and reason.
+#[derive(Debug, serde::Serialize)]
+struct RowError {
+    row: usize,
+    id: Option<String>,
+    error: String,
+}
+
+/// Reads an import body as rows of `T`: a JSON array, or CSV with a header row where list
+/// columns separate their items with `;`.
+fn import_rows<T: DeserializeOwned>(
+    content_type: &str,
+    body: &[u8],
+    csv_row: impl Fn(&HashMap<String, String>) -> T,
+) -> Result<Vec<Result<T, String>>, Failure> {
+    if content_type.starts_with("application/json") {
+        let rows: Vec<serde_json::Value> = serde_json::from_slice(body)
+            .map_err(|e| bad_request(format!("a JSON import is an array of objects: {e}")))?;
+        return Ok(rows
+            .into_iter()
+            .map(|row| serde_json::from_value(row).map_err(|e| e.to_string()))
+            .collect());
+    }
+    if !content_type.starts_with("text/csv") {
+        return Err(Failure(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            "imports are text/csv or application/json".into(),
+        ));
+    }
+    let mut reader = csv::ReaderBuilder::new().trim(csv::Trim::All).flexible(false).from_reader(body);
+    let headers: Vec<String> = reader
+        .headers()
+        .map_err(|e| bad_request(format!("CSV header: {e}")))?
+        .iter()
+        .map(str::to_ascii_lowercase)
+        .collect();
+    Ok(reader
+        .records()
+        .map(|record| {
+            let record = record.map_err(|e| format!("CSV: {e}"))?;
+            let fields: HashMap<String, String> =
+                headers.iter().cloned().zip(record.iter().map(str::to_owned)).collect();
+            Ok(csv_row(&fields))
+        })
+        .collect())
+}
+
+fn list(fields: &HashMap<String, String>, name: &str) -> Vec<String> {
+    fields
+        .get(name)
+        .map(|v| v.split(';').map(|s| s.trim().to_owned()).filter(|s| !s.is_empty()).collect())
+        .unwrap_or_default()
+}
+
+fn field(fields: &HashMap<String, String>, name: &str) -> Option<String> {
+    fields.get(name).cloned().filter(|v| !v.is_empty())
+}
+
+/// Keeps the first row of each id; later ones are reported, since which should win is unclear.
+fn first_of_each_id<T>(rows: Vec<(usize, T)>, id: impl Fn(&T) -> &str, errors: &mut Vec<RowError>) -> Vec<T> {
+    let mut seen = HashSet::new();
+    let mut kept = Vec::new();
+    for (row, item) in rows {
+        if seen.insert(id(&item).to_owned()) {
+            kept.push(item);
+        } else {
+            errors.push(RowError {
+                row,
+                id: Some(id(&item).to_owned()),
+                error: "duplicate id in this import".into(),
+            });
+        }
+    }
+    kept
+}
+
+fn report(imported: usize, mut errors: Vec<RowError>) -> Response<Body> {
+    errors.sort_by_key(|e| e.row);
+    ops::json(
+        StatusCode::OK,
+        &serde_json::json!({"imported": imported, "rejected": errors.len(), "errors": errors}),
+    )
+}
+
+async fn import_agents(pool: &Pool, req: Request<Incoming>, region: Region) -> Answer {
+    let content_type =
+        req.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
+    let body = read_body(req, MAX_IMPORT_BYTES).await?;
+    let rows = import_rows(&content_type, &body, |f| AgentInput {
+        id: field(f, "id"),
+        name: field(f, "name").unwrap_or_default(),
+        email: field(f, "email"),
+        extensions: list(f, "extensions"),
+        phone_numbers: list(f, "phone_numbers"),
+        external_ids: None,
+    })?;
+    let mut errors = Vec::new();
+    let mut valid = Vec::new();
+    for (i, row) in rows.into_iter().enumerate() {
+        match row.and_then(|input| input.into_agent(None, region)) {
+            Ok(agent) => valid.push((i + 1, agent)),
+            Err(error) => errors.push(RowError { row: i + 1, id: None, error }),
+        }
+    }
+    let agents = first_of_each_id(valid, |a| a.id.as_str(), &mut errors);
+    let count = agents.len();
+    write(pool, |tx| Box::pin(async move { upsert_agents(tx, &agents).await })).await?;
+    Ok(report(count, errors))
+}
+
+async fn import_contacts(pool: &Pool, req: Request<Incoming>, region: Region) -> Answer {
+    let content_type =
+        req.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
+    let body = read_body(req, MAX_IMPORT_BYTES).await?;
+    let rows = import_rows(&content_type, &body, |f| ContactInput {
+        id: field(f, "id"),
+        name: field(f, "name").unwrap_or_default(),
+        company: field(f, "company"),
+        phone_numbers: list(f, "phone_numbers"),
+        responsible_agent_id: field(f, "responsible_agent_id"),
+    })?;
+    let mut errors = Vec::new();
+    let mut valid = Vec::new();
+    for (i, row) in rows.into_iter().enumerate() {
+        match row.and_then(|input| input.into_contact(None, region)) {
+            Ok(contact) => valid.push((i + 1, contact)),
+            Err(error) => errors.push(RowError { row: i + 1, id: None, error }),
+        }
+    }
+    let positions: HashMap<String, usize> = valid.iter().map(|(row, c)| (c.id.clone(), *row)).collect();
+    let contacts = first_of_each_id(valid, |c| c.id.as_str(), &mut errors);
+    let (count, unknown) = write(pool, |tx| {
+        Box::pin(async move {
+            // A responsible agent that does not exist would fail the whole batch on the foreign
+            // key; check first, in the same transaction, and refuse just those rows.
+            let wanted: Vec<&str> =
+                contacts.iter().filter_map(|c| c.responsible_agent_id.as_deref()).collect();
+            let known: HashSet<String> = tx
+                .query("SELECT id FROM agents WHERE id = ANY($1)", &[&wanted])
+                .await?
+                .iter()
+                .map(|r| r.get(0))
+                .collect();
+            let (ok, unknown): (Vec<Contact>, Vec<Contact>) = contacts
+                .into_iter()
+                .partition(|c| c.responsible_agent_id.as_ref().is_none_or(|id| known.contains(id)));
+            upsert_contacts(tx, &ok).await?;
+            Ok((ok.len(), unknown))
+        })
+    })
+    .await?;
+    for contact in unknown {
+        errors.push(RowError {
+            row: positions.get(&contact.id).copied().unwrap_or_default(),
+            error: format!(
+                "responsible agent {:?} does not exist",
+                contact.responsible_agent_id.unwrap_or_default()
+            ),
+            id: Some(contact.id),
+        });
+    }
+    Ok(report(count, errors))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn csv_and_json_imports_read_the_same_rows() {
+        let csv = b"id,name,company,phone_numbers,responsible_agent_id\nalice,Alice,Acme,020 7946 0000;07911 123456,ann\n,NoId,,,\n";
+        let row = |f: &HashMap<String, String>| ContactInput {
+            id: field(f, "id"),
+            name: field(f, "name").unwrap_or_default(),
+            company: field(f, "company"),
+            phone_numbers: list(f, "phone_numbers"),
+            responsible_agent_id: field(f, "responsible_agent_id"),
+        };
+        let rows = import_rows("text/csv", csv, row).ok().expect("csv");
+        assert_eq!(rows.len(), 2);
+        let alice =
+            rows[0].clone().expect("row").into_contact(None, "GB".parse().expect("GB")).expect("valid");
+        assert_eq!(alice.phone_numbers, vec!["+442079460000".to_owned(), "+447911123456".to_owned()]);
+        assert!(rows[1].clone().expect("row").into_contact(None, "GB".parse().expect("GB")).is_err());
+
+        let json =
+            br#"[{"id": "alice", "name": "Alice", "phone_numbers": ["020 7946 0000"]}, {"nme": "typo"}]"#;
+        let rows = import_rows::<ContactInput>("application/json", json, row).ok().expect("json");
+        assert!(rows[0].is_ok());
+        assert!(rows[1].as_ref().expect_err("unknown field").contains("nme"));
+        assert!(import_rows::<ContactInput>("text/plain", b"", row).is_err());
+    }
+
+    #[test]
+    fn admin_paths_are_recognised_exactly() {
+        assert!(owns("/v1/agents") && owns("/v1/agents/ann") && owns("/v1/own-numbers/%2B44"));
+        assert!(!owns("/v1/agentsx") && !owns("/v1/route"));
+    }
+
+    #[test]
+    fn own_numbers_in_urls_may_keep_their_plus() {
+        let gb: Region = "GB".parse().expect("GB");
+        assert_eq!(parse_number("%2B442079460000", gb).ok(), Some("+442079460000".to_owned()));
+        assert_eq!(parse_number("+442079460000", gb).ok(), Some("+442079460000".to_owned()));
+        assert_eq!(parse_number("020%207946%200000", gb).ok(), Some("+442079460000".to_owned()));
+        assert!(parse_number("12", gb).is_err());
+    }
+}

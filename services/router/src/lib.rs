@@ -1,0 +1,273 @@
+//! router: the synchronous side of Switchboard, for a PBX or an admin that needs an answer now.
+//!
+//! Inputs: IVR routing lookups — `GET|POST /v1/route?caller=…&format=json|telphin|zadarma`,
+//! Telphin's "Call Interactive" URL as its integration guide writes it
+//! (`/cid/{application}/getmanager/{login}`, caller in `CallerIDNum`), and Zadarma's
+//! `NOTIFY_START` (`/v1/route/zadarma`, caller in `caller_id`, `zd_echo` answered) — and the
+//! directory admin API ([`admin`]). Outputs: the responsible agent's extension in the PBX's own
+//! format ([`lookup`]), or the configured fallback whenever there is no clear answer; admin
+//! writes go to PostgreSQL. Freshness: lookups read an in-memory snapshot that the directory's
+//! change feed replaces within a second of any committed change (`switchboard-directory`); the
+//! router serves from the first moment, answering the fallback until the first snapshot loads,
+//! and keeps answering from the last snapshot while the database is away.
+
+pub mod admin;
+pub mod lookup;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::{HeaderValue, Method, Request, Response, StatusCode, header};
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use switchboard_core::config::{Service, Settings};
+use switchboard_core::deadpool_postgres::Pool;
+use switchboard_core::http::{self as ops, Body, Health};
+use switchboard_core::model::Region;
+use switchboard_core::service::ServiceError;
+use switchboard_core::{metrics, pg};
+use switchboard_directory::SharedDirectory;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::lookup::{CallerCache, Decision, Format, LookupMetrics, Outcome};
+
+/// IVR lookups carry a few form fields; anything bigger is not a lookup.
+const MAX_LOOKUP_BODY: usize = 16 * 1024;
+/// Distinct caller numbers whose parsing is remembered (about 100 bytes each).
+const CALLER_CACHE_ENTRIES: usize = 200_000;
+
+/// What every request handler shares.
+#[derive(Debug)]
+pub struct Router {
+    settings: Settings,
+    region: Region,
+    directory: SharedDirectory,
+    callers: CallerCache,
+    metrics: LookupMetrics,
+    pool: OnceLock<Pool>,
+    health: Arc<Health>,
+}
+
+pub async fn run(
+    settings: Settings,
+    listener: TcpListener,
+    cancel: CancellationToken,
+) -> Result<(), ServiceError> {
+    metrics::init(Service::Router.name());
+    let region: Region = settings
+        .router
+        .region
+        .parse()
+        .map_err(|e: switchboard_core::model::InvalidValue| ServiceError::Other(e.to_string()))?;
+    // The phone-number metadata loads on first use (hundreds of milliseconds in a debug build);
+    // pay that before the first IVR waits for it.
+    let _ = switchboard_core::model::PhoneNumber::parse_lenient("+14155550123", region);
+    let router = Arc::new(Router {
+        settings: settings.clone(),
+        region,
+        directory: SharedDirectory::default(),
+        callers: CallerCache::new(region, CALLER_CACHE_ENTRIES),
+        metrics: LookupMetrics::default(),
+        pool: OnceLock::new(),
+        health: Health::new(),
+    });
+    let drain = Duration::from_millis(settings.http.drain_timeout_ms.unwrap_or(10_000));
+    let state = router.clone();
+    let server = tokio::spawn(ops::serve(listener, drain, cancel.clone(), move |req, remote| {
+        let router = state.clone();
+        async move { router.handle(req, remote).await }
+    }));
+
+    let watcher = match pg::connect_and_migrate(&settings.postgres, &cancel).await {
+        Ok(Some(pool)) => {
+            let _ = router.pool.set(pool.clone());
+            let watcher = tokio::spawn(switchboard_directory::watch(
+                pool,
+                settings.postgres.url.clone(),
+                router.directory.clone(),
+                Duration::from_millis(50),
+                Duration::from_secs(60),
+                cancel.clone(),
+            ));
+            if router.directory.wait_loaded(&cancel).await.is_some() {
+                router.health.set_ready(true);
+                tracing::info!("Router answering from the directory.");
+            }
+            Some(watcher)
+        }
+        Ok(None) => None,
+        Err(error) => {
+            cancel.cancel();
+            let _ = server.await;
+            return Err(error.into());
+        }
+    };
+    cancel.cancelled().await;
+    router.health.set_ready(false);
+    let _ = server.await;
+    if let Some(watcher) = watcher {
+        let _ = watcher.await;
+    }
+    tracing::info!("Router stopped.");
+    Ok(())
+}
+
+impl Router {
+    async fn handle(&self, req: Request<Incoming>, _remote: SocketAddr) -> Response<Body> {
+        if let Some(response) = ops::ops_response(&req, &self.health) {
+            return response;
+        }
+        let path = req.uri().path();
+        let format = match path {
+            "/v1/route" => None,
+            "/v1/route/zadarma" => Some(Format::Zadarma),
+            _ if is_telphin_path(path) => Some(Format::Telphin),
+            _ if admin::owns(path) => return admin::handle(self, req).await,
+            _ => return ops::error(StatusCode::NOT_FOUND, "not_found", "no such endpoint"),
+        };
+        self.route(req, format).await
+    }
+
+    /// Answers a lookup, always `200` in the PBX's format, within `router.lookup_timeout_ms`.
+    async fn route(&self, req: Request<Incoming>, format: Option<Format>) -> Response<Body> {
+        let started = Instant::now();
+        // Known before the body is read, so that even a timed-out answer is in the PBX's format.
+        let format = format.or_else(|| {
+            let query = req.uri().query()?;
+            let (_, name) = form_urlencoded::parse(query.as_bytes()).find(|(k, _)| k == "format")?;
+            Format::parse(&name)
+        });
+        let budget = Duration::from_millis(self.settings.router.lookup_timeout_ms);
+        let (format, reply) = match tokio::time::timeout(budget, self.lookup(req, format)).await {
+            Ok(answer) => answer,
+            Err(_) => {
+                let format = format.unwrap_or(Format::Json);
+                (format, Reply::Decision(Decision::fallback(Outcome::Timeout, &self.settings.router)))
+            }
+        };
+        match reply {
+            Reply::Echo(text) => text_response("text/plain", text),
+            Reply::Decision(decision) => {
+                let (content_type, body) = lookup::render(&decision, format, &self.settings.router);
+                if decision.outcome != Outcome::Agent {
+                    tracing::debug!(reason = decision.outcome.as_str(), "Routing fell back.");
+                }
+                let response = text_response(content_type, body);
+                self.metrics.record(format, decision.outcome, started.elapsed().as_secs_f64());
+                response
+            }
+        }
+    }
+
+    async fn lookup(&self, req: Request<Incoming>, format: Option<Format>) -> (Format, Reply) {
+        let fallback =
+            |format, outcome| (format, Reply::Decision(Decision::fallback(outcome, &self.settings.router)));
+        let params = match params(req).await {
+            Ok(params) => params,
+            Err(()) => return fallback(format.unwrap_or(Format::Json), Outcome::BadRequest),
+        };
+        let format = match format {
+            Some(format) => format,
+            None => match Format::parse(params.get("format").map_or("", String::as_str)) {
+                Some(format) => format,
+                None => return fallback(Format::Json, Outcome::BadRequest),
+            },
+        };
+        // Zadarma validates a URL before using it; the echo is the only answer it accepts.
+        if format == Format::Zadarma
+            && let Some(echo) = params.get("zd_echo")
+            && echo.len() <= 128
+            && echo.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+        {
+            return (format, Reply::Echo(echo.clone()));
+        }
+        if !self.lookup_authorized(params.get("token")) {
+            tracing::warn!("A routing lookup without a valid token was answered with the fallback.");
+            return fallback(format, Outcome::BadRequest);
+        }
+        let region = match params.get("region") {
+            Some(region) => match region.parse() {
+                Ok(region) => region,
+                Err(_) => return fallback(format, Outcome::BadRequest),
+            },
+            None => self.region,
+        };
+        let caller = ["caller", "CallerIDNum", "caller_id", "from"]
+            .iter()
+            .find_map(|name| params.get(*name))
+            .map(String::as_str);
+        let snapshot = self.directory.snapshot();
+        let decision =
+            lookup::decide(snapshot.as_deref(), caller, region, &self.settings.router, &self.callers);
+        (format, Reply::Decision(decision))
+    }
+
+    fn lookup_authorized(&self, token: Option<&String>) -> bool {
+        let tokens = &self.settings.router.lookup_tokens;
+        if tokens.is_empty() {
+            return true;
+        }
+        let Some(token) = token else { return false };
+        use subtle::ConstantTimeEq;
+        // Every token is compared, so timing does not tell which one matched.
+        tokens.iter().fold(false, |found, known| found | bool::from(known.as_bytes().ct_eq(token.as_bytes())))
+    }
+}
+
+#[derive(Debug)]
+enum Reply {
+    Decision(Decision),
+    Echo(String),
+}
+
+/// `/cid/{application}/getmanager/{login}`: the application and login only tell integrations
+/// apart in logs, as in Telphin's guide.
+fn is_telphin_path(path: &str) -> bool {
+    let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+    matches!(segments.as_slice(), ["cid", app, "getmanager", login] if !app.is_empty() && !login.is_empty())
+}
+
+/// Query parameters, plus the form body of a POST (Telphin can send either).
+async fn params(req: Request<Incoming>) -> Result<HashMap<String, String>, ()> {
+    let mut params: HashMap<String, String> = HashMap::new();
+    let mut add = |bytes: &[u8]| {
+        for (key, value) in form_urlencoded::parse(bytes) {
+            let _ = params.entry(key.into_owned()).or_insert_with(|| value.into_owned());
+        }
+    };
+    if let Some(query) = req.uri().query() {
+        add(query.as_bytes());
+    }
+    let is_form = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|ct| ct.starts_with("application/x-www-form-urlencoded"));
+    if req.method() == Method::POST && is_form {
+        let body = Limited::new(req.into_body(), MAX_LOOKUP_BODY).collect().await.map_err(|_| ())?.to_bytes();
+        add(&body);
+    }
+    Ok(params)
+}
+
+fn text_response(content_type: &'static str, body: String) -> Response<Body> {
+    let mut response = Response::new(Full::new(Bytes::from(body)));
+    let _ = response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn telphin_paths_work_as_written_in_the_guide() {
+        assert!(is_telphin_path("/cid/807/getmanager/TLP55522"));
+        assert!(!is_telphin_path("/cid/807/getmanager/"));
+        assert!(!is_telphin_path("/cid/807/other/TLP55522"));
+    }
+}

@@ -1,0 +1,346 @@
+//! "Which extension owns this caller?", answered in the asking PBX's own format.
+//!
+//! The answer comes from the in-memory directory snapshot, so a lookup is a few hash probes. Every
+//! failure — unknown caller, no or ambiguous contact, no responsible agent, no snapshot yet
+//! (database down since start-up), a request too slow to read — is answered with the configured
+//! fallback and `200`: an IVR that gets an error page drops the call or plays an error, which is
+//! worse than sending it to the queue.
+
+use std::collections::HashMap;
+use std::fmt::Write;
+use std::sync::Mutex;
+
+use switchboard_core::config::RouterSettings;
+use switchboard_core::model::{PhoneNumber, Region};
+use switchboard_directory::{Directory, Owner};
+
+/// The response formats PBXs understand.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    /// Telphin / VoipNow "Call Interactive": `<Response><SetVar name="…">ext</SetVar></Response>`.
+    Telphin,
+    /// Zadarma's answer to `NOTIFY_START`: `{"redirect": "ext"}`.
+    Zadarma,
+    /// `{"destination": …, "agent_id": …, "fallback": …, "reason": …}`.
+    Json,
+}
+
+impl Format {
+    pub const ALL: [Format; 3] = [Format::Telphin, Format::Zadarma, Format::Json];
+
+    pub fn parse(text: &str) -> Option<Self> {
+        match text {
+            "telphin" | "xml" => Some(Format::Telphin),
+            "zadarma" => Some(Format::Zadarma),
+            "json" | "" => Some(Format::Json),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Format::Telphin => "telphin",
+            Format::Zadarma => "zadarma",
+            Format::Json => "json",
+        }
+    }
+}
+
+/// Why the router fell back, or that it found an agent; also the metric's `result` label.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Agent,
+    UnknownCaller,
+    NoAgent,
+    Ambiguous,
+    NotLoaded,
+    Timeout,
+    BadRequest,
+}
+
+impl Outcome {
+    pub const ALL: [Outcome; 7] = [
+        Outcome::Agent,
+        Outcome::UnknownCaller,
+        Outcome::NoAgent,
+        Outcome::Ambiguous,
+        Outcome::NotLoaded,
+        Outcome::Timeout,
+        Outcome::BadRequest,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Agent => "agent",
+            Outcome::UnknownCaller => "fallback_unknown_caller",
+            Outcome::NoAgent => "fallback_no_agent",
+            Outcome::Ambiguous => "fallback_ambiguous",
+            Outcome::NotLoaded => "fallback_not_loaded",
+            Outcome::Timeout => "fallback_timeout",
+            Outcome::BadRequest => "fallback_bad_request",
+        }
+    }
+}
+
+/// The lookup metrics' series, resolved once: a lookup then costs two atomic adds, not two
+/// label-hash lookups, and every (format, outcome) series exists from the start at zero, so an
+/// alert on a rate sees its first fallback.
+#[derive(Debug)]
+pub struct LookupMetrics {
+    lookups: Vec<prometheus::IntCounter>,
+    seconds: Vec<prometheus::Histogram>,
+}
+
+impl Default for LookupMetrics {
+    fn default() -> Self {
+        use switchboard_core::metrics::{ROUTER_LOOKUPS, ROUTER_SECONDS};
+        let lookups = Format::ALL
+            .iter()
+            .flat_map(|f| {
+                Outcome::ALL.iter().map(move |o| ROUTER_LOOKUPS.with_label_values(&[f.as_str(), o.as_str()]))
+            })
+            .collect();
+        let seconds = Format::ALL.iter().map(|f| ROUTER_SECONDS.with_label_values(&[f.as_str()])).collect();
+        Self { lookups, seconds }
+    }
+}
+
+impl LookupMetrics {
+    pub fn record(&self, format: Format, outcome: Outcome, seconds: f64) {
+        let f = Format::ALL.iter().position(|x| *x == format).unwrap_or_default();
+        let o = Outcome::ALL.iter().position(|x| *x == outcome).unwrap_or_default();
+        if let Some(counter) = self.lookups.get(f * Outcome::ALL.len() + o) {
+            counter.inc();
+        }
+        if let Some(histogram) = self.seconds.get(f) {
+            histogram.observe(seconds);
+        }
+    }
+}
+
+/// The routing decision for one caller.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Decision {
+    pub outcome: Outcome,
+    /// The extension to transfer to; the fallback (possibly empty) unless `outcome` is `Agent`.
+    pub destination: String,
+    pub agent_id: Option<String>,
+}
+
+impl Decision {
+    pub fn fallback(outcome: Outcome, settings: &RouterSettings) -> Self {
+        Self { outcome, destination: settings.fallback.clone(), agent_id: None }
+    }
+}
+
+/// Caller numbers as PBXs write them, already read into E.164 for the router's default region.
+/// Parsing is most of a lookup's cost, and callers of a company call again and again; the
+/// cache keeps at most `capacity` entries in two generations (the older one is dropped whole
+/// when the newer fills up), so memory stays bounded without per-entry bookkeeping.
+#[derive(Debug)]
+pub struct CallerCache {
+    region: Region,
+    capacity: usize,
+    /// (newer, older).
+    generations: Mutex<(ParsedCallers, ParsedCallers)>,
+}
+
+/// Caller text → its E.164 number, `None` when it is not a number.
+type ParsedCallers = HashMap<String, Option<PhoneNumber>>;
+
+impl CallerCache {
+    pub fn new(region: Region, capacity: usize) -> Self {
+        Self { region, capacity: capacity.max(2), generations: Mutex::default() }
+    }
+
+    /// `raw` read in `region`; cached only for the default region, which nearly every lookup uses.
+    pub fn parse(&self, raw: &str, region: Region) -> Option<PhoneNumber> {
+        if region != self.region {
+            return PhoneNumber::parse_lenient(raw, region);
+        }
+        if let Ok(generations) = self.generations.lock() {
+            let (newer, older) = &*generations;
+            if let Some(hit) = newer.get(raw).or_else(|| older.get(raw)) {
+                return hit.clone();
+            }
+        }
+        // Parsed outside the lock: two threads may parse the same caller once each, harmlessly.
+        let parsed = PhoneNumber::parse_lenient(raw, region);
+        if raw.len() <= 64
+            && let Ok(mut generations) = self.generations.lock()
+        {
+            let (newer, older) = &mut *generations;
+            if newer.len() >= self.capacity / 2 {
+                *older = std::mem::take(newer);
+            }
+            let _ = newer.insert(raw.to_owned(), parsed.clone());
+        }
+        parsed
+    }
+}
+
+/// Decides where `caller` (as the PBX wrote it) goes.
+pub fn decide(
+    directory: Option<&Directory>,
+    caller: Option<&str>,
+    region: Region,
+    settings: &RouterSettings,
+    cache: &CallerCache,
+) -> Decision {
+    let Some(directory) = directory else {
+        return Decision::fallback(Outcome::NotLoaded, settings);
+    };
+    let Some(number) = caller.and_then(|c| cache.parse(c, region)) else {
+        return Decision::fallback(Outcome::UnknownCaller, settings);
+    };
+    match directory.owner(&number) {
+        Owner::Contact(contact) => {
+            let agent = contact.responsible_agent_id.as_deref().and_then(|id| directory.agent(id));
+            match agent.and_then(|a| a.extensions.first().map(|ext| (a, ext))) {
+                Some((agent, extension)) => Decision {
+                    outcome: Outcome::Agent,
+                    destination: extension.clone(),
+                    agent_id: Some(agent.id.clone()),
+                },
+                None => Decision::fallback(Outcome::NoAgent, settings),
+            }
+        }
+        Owner::Ambiguous(_) => Decision::fallback(Outcome::Ambiguous, settings),
+        Owner::Nobody | Owner::OwnNumber => Decision::fallback(Outcome::UnknownCaller, settings),
+    }
+}
+
+/// The body and content type of the answer in `format`.
+pub fn render(decision: &Decision, format: Format, settings: &RouterSettings) -> (&'static str, String) {
+    match format {
+        Format::Telphin => {
+            let mut xml = String::from("<Response>");
+            // No destination: an empty response lets the IVR go on to its next rule.
+            if !decision.destination.is_empty() {
+                let _ = write!(
+                    xml,
+                    "<SetVar name=\"{}\">{}</SetVar>",
+                    settings.telphin_variable,
+                    xml_escape(&decision.destination)
+                );
+            }
+            xml.push_str("</Response>");
+            ("application/xml", xml)
+        }
+        Format::Zadarma => {
+            let body = if decision.destination.is_empty() {
+                serde_json::json!({})
+            } else {
+                serde_json::json!({ "redirect": decision.destination })
+            };
+            ("application/json", body.to_string())
+        }
+        Format::Json => {
+            let body = serde_json::json!({
+                "destination": (!decision.destination.is_empty()).then_some(&decision.destination),
+                "agent_id": decision.agent_id,
+                "fallback": decision.outcome != Outcome::Agent,
+                "reason": decision.outcome.as_str(),
+            });
+            ("application/json", body.to_string())
+        }
+    }
+}
+
+fn xml_escape(text: &str) -> String {
+    text.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
+}
+
+#[cfg(test)]
+mod tests {
+    use switchboard_directory::{Agent, Contact};
+
+    use super::*;
+
+    fn settings(fallback: &str) -> RouterSettings {
+        RouterSettings { fallback: fallback.into(), ..RouterSettings::default() }
+    }
+
+    fn directory() -> Directory {
+        let agent = |id: &str, ext: &[&str]| Agent {
+            id: id.into(),
+            name: id.into(),
+            email: None,
+            extensions: ext.iter().map(|e| (*e).to_owned()).collect(),
+            phone_numbers: vec![],
+            external_ids: serde_json::json!({}),
+        };
+        let contact = |id: &str, number: &str, agent: Option<&str>| Contact {
+            id: id.into(),
+            name: id.into(),
+            company: None,
+            phone_numbers: vec![number.into()],
+            responsible_agent_id: agent.map(str::to_owned),
+        };
+        Directory::new(
+            vec![agent("ann", &["101"]), agent("nox", &[])],
+            vec![
+                contact("alice", "+74951234567", Some("ann")),
+                contact("orphan", "+74951234568", None),
+                contact("no-ext", "+74951234569", Some("nox")),
+                contact("twin-1", "+74951234570", Some("ann")),
+                contact("twin-2", "+74951234570", Some("ann")),
+            ],
+            vec![],
+            vec![],
+        )
+    }
+
+    #[test]
+    fn every_path_gives_an_answer() {
+        let ru: Region = "RU".parse().expect("region");
+        let dir = directory();
+        let s = settings("700");
+        let cases = [
+            (Some("84951234567"), Outcome::Agent, "101"),
+            (Some("+7 (495) 123-45-67"), Outcome::Agent, "101"),
+            (Some("74951234568"), Outcome::NoAgent, "700"),
+            (Some("74951234569"), Outcome::NoAgent, "700"),
+            (Some("74951234570"), Outcome::Ambiguous, "700"),
+            (Some("74959999999"), Outcome::UnknownCaller, "700"),
+            (Some("anonymous"), Outcome::UnknownCaller, "700"),
+            (None, Outcome::UnknownCaller, "700"),
+        ];
+        let cache = CallerCache::new(ru, 4);
+        // Twice, so the second round answers from the cache.
+        for (caller, outcome, destination) in cases.iter().chain(cases.iter()).copied() {
+            let decision = decide(Some(&dir), caller, ru, &s, &cache);
+            assert_eq!(
+                (decision.outcome, decision.destination.as_str()),
+                (outcome, destination),
+                "{caller:?}"
+            );
+        }
+        assert_eq!(decide(None, Some("84951234567"), ru, &s, &cache).outcome, Outcome::NotLoaded);
+        let gb: Region = "GB".parse().expect("region");
+        assert_eq!(decide(Some(&dir), Some("84951234567"), gb, &s, &cache).outcome, Outcome::UnknownCaller);
+    }
+
+    #[test]
+    fn answers_in_each_pbx_format() {
+        let s = RouterSettings { telphin_variable: "manager".into(), ..settings("") };
+        let found =
+            Decision { outcome: Outcome::Agent, destination: "101".into(), agent_id: Some("ann".into()) };
+        let none = Decision::fallback(Outcome::UnknownCaller, &s);
+        assert_eq!(
+            render(&found, Format::Telphin, &s),
+            ("application/xml", "<Response><SetVar name=\"manager\">101</SetVar></Response>".into())
+        );
+        assert_eq!(render(&none, Format::Telphin, &s).1, "<Response></Response>");
+        assert_eq!(render(&found, Format::Zadarma, &s).1, r#"{"redirect":"101"}"#);
+        assert_eq!(render(&none, Format::Zadarma, &s).1, "{}");
+        let json: serde_json::Value = serde_json::from_str(&render(&none, Format::Json, &s).1).expect("json");
+        assert_eq!(json["fallback"], true);
+        assert_eq!(json["reason"], "fallback_unknown_caller");
+        let queue = Decision::fallback(Outcome::Timeout, &settings("q&1"));
+        assert_eq!(
+            render(&queue, Format::Telphin, &s).1,
+            "<Response><SetVar name=\"manager\">q&amp;1</SetVar></Response>"
+        );
+    }
+}
