@@ -1,24 +1,33 @@
-//! calllog: the call log, one row per call and per leg, in PostgreSQL.
+//! calllog: the call log, one correct record per call and per leg, in PostgreSQL and on the calls
+//! topic.
 //!
 //! Input: fully enriched call events (`<prefix>enriched`, Avro `CallEvent`, keyed by call).
-//! Output: rows in `call_events`, `calls` and `call_legs` (see `writer`), and dead letters for
-//! records that cannot be decoded or that PostgreSQL refuses.
-//! Delivery: at least once from Kafka, exactly once in effect. A batch is written in one
-//! transaction and its offsets are stored only after the commit; the writer is idempotent, so a
-//! batch re-delivered after a crash changes nothing. Transient database failures are retried
-//! with backoff, never skipped. Ordering: not relied on for times, counts, status, outcome and
-//! hangup cause, which come out the same in any order; descriptive fields (numbers, agent,
-//! recording link) keep the first value written (see `writer`).
+//! Outputs: rows in `call_events`, `calls` and `call_legs` (see `writer`); a versioned Avro
+//! `CallRecord` per complete call on `<prefix>calls`, keyed `source_id:call_id`, again whenever
+//! it changes (see `outbox`); dead letters for records that cannot be decoded or that PostgreSQL
+//! refuses.
+//! Delivery: at least once from Kafka, exactly once in effect in PostgreSQL. A batch is written in
+//! one transaction and its offsets are stored only after the commit; events are deduplicated on
+//! their id, so a batch re-delivered after a crash changes nothing. Call records are published
+//! after the commit that made them, at least once (an outbox), and consumers deduplicate on
+//! (call, version). Transient database failures are retried with backoff, never skipped.
+//! Ordering: relied on nowhere. Each call is refolded from the set of all its stored events
+//! (`fold`), so any order, duplication or batching of its events gives the same record. A call
+//! completes on the vendor's end marker, or when the settle sweep finds no new event for
+//! `calllog.settle_ms`; a later event updates it and publishes a new version.
 
+pub mod codes;
+pub mod fold;
+pub mod outbox;
 pub mod writer;
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use switchboard_core::avro::Codecs;
-use switchboard_core::config::{Service, Settings};
-use switchboard_core::deadpool_postgres::Pool;
+use switchboard_core::config::{CalllogSettings, Service, Settings};
 use switchboard_core::kafka::{self, CommitMode};
 use switchboard_core::rdkafka::consumer::{Consumer, StreamConsumer};
 use switchboard_core::rdkafka::producer::FutureProducer;
@@ -27,14 +36,16 @@ use switchboard_core::service::{self, ServiceError};
 use switchboard_core::stage::{DeadLetterTarget, Inbound, Poison};
 use switchboard_core::{metrics, pg};
 use tokio::net::TcpListener;
+use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-use crate::writer::{StoredEvent, WriteError, write_batch};
+use crate::outbox::Publisher;
+use crate::writer::{BatchOutcome, CallLog, StoredEvent, WriteError};
 
 const STAGE: &str = "calllog";
 
 struct Writer {
-    pool: Pool,
+    store: Arc<CallLog>,
     consumer: StreamConsumer,
     producer: FutureProducer,
     codecs: Codecs,
@@ -43,6 +54,8 @@ struct Writer {
     batch_linger: Duration,
     max_backoff: Duration,
     drain_timeout: Duration,
+    /// Tells the publisher that a commit made a record publishable.
+    publish: Arc<Notify>,
 }
 
 pub async fn run(
@@ -55,6 +68,9 @@ pub async fn run(
     }
     let _ = metrics::END_TO_END_SECONDS.with_label_values(&[STAGE]);
     let _ = metrics::CALLLOG_DUPLICATES.with_label_values(&[STAGE]);
+    let _ = metrics::CALLS_UPDATED_AFTER_COMPLETION.with_label_values(&[STAGE]);
+    let _ = metrics::CALL_RECORDS_PUBLISHED.with_label_values(&[STAGE]);
+    let _ = metrics::TRANSIENT_RETRIES.with_label_values(&[STAGE, "postgres"]);
     service::with_probes(Service::Calllog, listener, |health| async move {
         let Some(pool) = pg::connect_and_migrate(&settings.postgres, &cancel).await? else {
             return Ok(());
@@ -63,22 +79,103 @@ pub async fn run(
         if !kafka::ensure_topics(&settings.kafka, &topics.all(), &cancel).await {
             return Ok(());
         }
+        let store = Arc::new(CallLog::new(pool.clone()).map_err(|e| ServiceError::Other(e.to_string()))?);
+        let publish = Arc::new(Notify::new());
+        let max_backoff = Duration::from_millis(settings.pipeline.max_backoff_ms);
+        let drain_timeout = Duration::from_millis(settings.pipeline.drain_timeout_ms);
+        let producer = kafka::producer(&settings.kafka, STAGE, Duration::from_secs(30))?;
         let writer = Writer {
-            pool,
+            store: store.clone(),
             consumer: kafka::consumer(&settings.kafka, Service::Calllog, &[&topics.enriched])?,
-            producer: kafka::producer(&settings.kafka, STAGE, Duration::from_secs(30))?,
+            producer: producer.clone(),
             codecs: Codecs::new()?,
             dead_letter_topic: topics.dead_letter.clone(),
             batch_max: settings.calllog.batch_max,
             batch_linger: Duration::from_millis(settings.calllog.batch_linger_ms),
-            max_backoff: Duration::from_millis(settings.pipeline.max_backoff_ms),
-            drain_timeout: Duration::from_millis(settings.pipeline.drain_timeout_ms),
+            max_backoff,
+            drain_timeout,
+            publish: publish.clone(),
         };
+        let publisher = Publisher {
+            pool,
+            producer,
+            topic: topics.calls.clone(),
+            wake: publish.clone(),
+            max_backoff,
+            drain_timeout,
+        };
+        let background = CancellationToken::new();
+        let publisher = tokio::spawn(publisher.run(background.clone()));
+        let sweeper = tokio::spawn(sweep(store, settings.calllog.clone(), publish, background.clone()));
         health.set_ready(true);
-        tracing::info!(input = %topics.enriched, "Call-log writer running.");
-        writer.run(cancel).await
+        tracing::info!(input = %topics.enriched, output = %topics.calls, "Call-log writer running.");
+        let outcome = writer.run(cancel).await;
+        // The sweep and the publisher stop after the writer, so that what its last batch made
+        // publishable still goes out (within the drain timeout).
+        writer_done(&background, publisher, sweeper).await;
+        outcome
     })
     .await
+}
+
+async fn writer_done(
+    background: &CancellationToken,
+    publisher: tokio::task::JoinHandle<()>,
+    sweeper: tokio::task::JoinHandle<()>,
+) {
+    background.cancel();
+    let _ = sweeper.await;
+    let _ = publisher.await;
+}
+
+/// The settle sweep: completes calls that stopped receiving events without an end marker. Runs in
+/// every replica; each due call is taken by the replica that gets its lock first, the others skip
+/// it (`writer::CallLog::settle_due`).
+async fn sweep(
+    store: Arc<CallLog>,
+    settings: CalllogSettings,
+    publish: Arc<Notify>,
+    cancel: CancellationToken,
+) {
+    const LIMIT: i64 = 500;
+    let settle = Duration::from_millis(settings.settle_ms);
+    let ringing = Duration::from_millis(settings.ringing_settle_ms);
+    // Often enough that a call completes within a quarter of the settle time after it is due.
+    let every = (settle / 4).clamp(Duration::from_millis(50), Duration::from_secs(1));
+    loop {
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = tokio::time::sleep(every) => {}
+        }
+        loop {
+            match store.settle_due(settle, ringing, LIMIT).await {
+                Ok((found, outcome)) => {
+                    record(&outcome);
+                    if outcome.publishable {
+                        publish.notify_one();
+                    }
+                    if found < LIMIT as usize {
+                        break;
+                    }
+                }
+                Err(error) => {
+                    metrics::TRANSIENT_RETRIES.with_label_values(&[STAGE, "postgres"]).inc();
+                    tracing::warn!(%error, "Settle sweep failed; trying again later.");
+                    break;
+                }
+            }
+        }
+    }
+}
+
+/// Counts what a transaction changed.
+fn record(outcome: &BatchOutcome) {
+    metrics::CALLLOG_ROWS.with_label_values(&["calls"]).inc_by(outcome.calls as u64);
+    metrics::CALLLOG_ROWS.with_label_values(&["call_legs"]).inc_by(outcome.legs as u64);
+    metrics::CALLS_UPDATED_AFTER_COMPLETION.with_label_values(&[STAGE]).inc_by(outcome.late_updates as u64);
+    for (direction, result) in &outcome.completed {
+        metrics::CALLS_COMPLETED.with_label_values(&[direction.as_str(), result.as_str()]).inc();
+    }
 }
 
 impl Writer {
@@ -152,7 +249,7 @@ impl Writer {
         }
         match self.write_with_retry(&events, cancel).await {
             Some(Ok(())) => {}
-            Some(Err(WriteError::Rejected(error))) => {
+            Some(Err(error @ (WriteError::Rejected(_) | WriteError::Encode(_)))) => {
                 // Something in the batch is refused; find it by writing events one at a time.
                 tracing::warn!(%error, "Batch refused; writing its events one by one.");
                 for (record, event) in sources.iter().zip(&events) {
@@ -214,18 +311,20 @@ impl Writer {
         let mut backoff = Backoff::new(Duration::from_millis(100), self.max_backoff);
         let mut gave_up_at: Option<tokio::time::Instant> = None;
         loop {
-            match write_batch(&self.pool, events).await {
+            match self.store.write_batch(events).await {
                 Ok(outcome) => {
                     metrics::CALLLOG_ROWS
                         .with_label_values(&["call_events"])
                         .inc_by(outcome.new_events as u64);
-                    metrics::CALLLOG_ROWS.with_label_values(&["calls"]).inc_by(outcome.calls as u64);
-                    metrics::CALLLOG_ROWS.with_label_values(&["call_legs"]).inc_by(outcome.legs as u64);
+                    record(&outcome);
                     let duplicates = events.len() as i64 - outcome.new_events;
                     metrics::CALLLOG_DUPLICATES.with_label_values(&[STAGE]).inc_by(duplicates.max(0) as u64);
+                    if outcome.publishable {
+                        self.publish.notify_one();
+                    }
                     return Some(Ok(()));
                 }
-                Err(error @ WriteError::Rejected(_)) => return Some(Err(error)),
+                Err(error @ (WriteError::Rejected(_) | WriteError::Encode(_))) => return Some(Err(error)),
                 Err(WriteError::Transient(reason)) => {
                     metrics::TRANSIENT_RETRIES.with_label_values(&[STAGE, "postgres"]).inc();
                     let delay = backoff.next_delay();

@@ -1,17 +1,40 @@
-//! Folds a batch of call events into `call_events`, `calls` and `call_legs` with one statement in
-//! one transaction.
+//! Writes batches of call events to PostgreSQL and keeps every affected call equal to the
+//! [`fold`](crate::fold) of all its stored events, in one transaction per batch.
 //!
-//! Idempotent: events are inserted `ON CONFLICT DO NOTHING` on their dedupe key, and only the
-//! events that were actually new feed the call and leg upserts, so replaying a topic (or a batch
-//! after a crash) changes nothing. Order-independent for times and counts: start and answer times
-//! merge with `LEAST`, end times with `GREATEST`, counts add up only new events, and the hangup
-//! cause is the one of the latest hangup. Descriptive fields (numbers, agent, recording link)
-//! keep the first value written across batches; choosing among them is the state machine's job.
+//! A batch:
+//! 1. inserts its events into `call_events` with one UNNEST statement, `ON CONFLICT DO NOTHING` on
+//!    the dedupe key; only calls that gained an event go on (a replayed batch stops here);
+//! 2. takes a transaction-scoped advisory lock per affected call, in one statement, in lock-key
+//!    order, so that two writers, or a writer and the settle sweep or the publisher, never work on
+//!    one call at once and never deadlock (a row lock would need the row to exist first: a new
+//!    call would be written twice);
+//! 3. reads what is stored of those calls and folds each in Rust from *all* its events (those
+//!    another writer committed too); a call with no row yet has no other events than this batch's,
+//!    since every transaction that stores an event writes its call, so its are not read back;
+//! 4. upserts the calls, the legs that changed and, for a complete call whose record changed, the
+//!    new Avro record into `call_outbox`, which the publisher (`outbox`) produces after the
+//!    commit.
+//!
+//! The result is a pure function of the set of distinct events (plus the sweep's `settled` mark),
+//! so any order, duplication or batching of the same events leaves the same rows; only `version`
+//! counts how many distinct states the call went through. Updates leave every indexed column
+//! alone unless it changed (migration 0004), so most are HOT.
+
+use std::collections::HashMap;
+use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use switchboard_core::deadpool_postgres::Pool;
-use switchboard_core::model::CallEvent;
-use switchboard_core::tokio_postgres;
+use sha2::{Digest, Sha256};
+use switchboard_core::avro::Codecs;
+use switchboard_core::deadpool_postgres::{Pool, Transaction};
+use switchboard_core::model::{
+    AgentRef, CallEvent, CallId, CallRecord, CallStatus, Completion, Direction, LegRecord, Outcome, SourceId,
+    Vendor,
+};
+use switchboard_core::tokio_postgres::{self, Statement};
+
+use crate::codes;
+use crate::fold::{Event, Folded, fold};
 
 /// A decoded event with where it was read from.
 #[derive(Debug, Clone)]
@@ -21,12 +44,22 @@ pub struct StoredEvent {
     pub offset: i64,
 }
 
-/// What one batch changed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+/// What one transaction changed.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct BatchOutcome {
+    /// Events stored for the first time.
     pub new_events: i64,
+    /// Calls whose record changed (a new version); calls that only gained events that change
+    /// nothing a CRM sees keep their version.
     pub calls: i64,
+    /// Leg rows inserted or changed.
     pub legs: i64,
+    /// Calls that became complete, with their direction and outcome.
+    pub completed: Vec<(Direction, Outcome)>,
+    /// Complete calls that changed again (a late event): each is published anew.
+    pub late_updates: i64,
+    /// Whether some complete call now has a version the calls topic has not seen.
+    pub publishable: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -38,6 +71,8 @@ pub enum WriteError {
     /// The database is unreachable, restarting, or the transaction lost a race: retry.
     #[error("PostgreSQL unavailable: {0}")]
     Transient(String),
+    #[error("cannot encode a call record: {0}")]
+    Encode(#[from] switchboard_core::avro::CodecError),
 }
 
 impl From<tokio_postgres::Error> for WriteError {
@@ -57,200 +92,918 @@ impl From<switchboard_core::deadpool_postgres::PoolError> for WriteError {
     }
 }
 
-const FOLD_SQL: &str = r#"
+const INSERT_EVENTS: &str = r#"
 WITH incoming AS (
     SELECT DISTINCT ON (source_id, event_id) *
-    FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[],
-                $7::text[], $8::text[], $9::text[], $10::text[], $11::timestamptz[],
-                $12::timestamptz[], $13::text[], $14::int8[], $15::text[], $16::text[],
-                $17::text[], $18::int4[], $19::int8[])
-        AS t(source_id, event_id, call_id, leg_id, kind, direction, from_number, to_number,
-             agent_number, agent_email, occurred_at, received_at, raw_id, sequence,
-             hangup_cause, recording_url, vendor, kafka_partition, kafka_offset)
+    FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::timestamptz[],
+                $7::timestamptz[], $8::text[], $9::int8[], $10::int4[], $11::int8[], $12::text[],
+                $13::text[], $14::text[], $15::text[], $16::text[], $17::text[], $18::text[],
+                $19::text[], $20::text[], $21::text[], $22::text[], $23::text[], $24::text[],
+                $25::text[], $26::text[], $27::text[], $28::text[], $29::text[])
+        AS t(source_id, event_id, call_id, leg_id, kind, occurred_at, received_at, raw_id, sequence,
+             kafka_partition, kafka_offset, vendor, direction, from_raw, from_e164, to_raw,
+             to_e164, agent_extension, agent_number, agent_email, agent_id, agent_match,
+             contact_ids, contact_match, responsible_agent_id, disposition, hangup_cause,
+             recording_url, recording_id)
     -- Two deliveries of one event can differ (a PBX retry without its own timestamp); keep the
     -- first received, so which copy wins does not depend on batching.
     ORDER BY source_id, event_id, received_at, raw_id
-),
-inserted AS (
-    INSERT INTO call_events (source_id, event_id, call_id, leg_id, kind, occurred_at,
-                             received_at, raw_id, sequence, kafka_partition, kafka_offset)
-    SELECT source_id, event_id, call_id, leg_id, kind, occurred_at,
-           received_at, raw_id, sequence, kafka_partition, kafka_offset
-    FROM incoming
-    ON CONFLICT (source_id, event_id) DO NOTHING
-    RETURNING source_id, event_id
-),
-fresh AS (
-    SELECT incoming.* FROM incoming JOIN inserted USING (source_id, event_id)
-),
-upserted_calls AS (
-    INSERT INTO calls AS c (source_id, call_id, vendor, direction, from_number, to_number,
-                            agent_number, agent_email, started_at, answered_at, ended_at,
-                            recording_url, hangup_cause, event_count, first_received_at)
-    SELECT source_id, call_id, min(vendor),
-           COALESCE((array_agg(direction ORDER BY occurred_at, event_id)
-                     FILTER (WHERE direction <> 'unknown'))[1], 'unknown'),
-           (array_agg(from_number ORDER BY occurred_at, event_id) FILTER (WHERE from_number IS NOT NULL))[1],
-           (array_agg(to_number ORDER BY occurred_at, event_id) FILTER (WHERE to_number IS NOT NULL))[1],
-           (array_agg(agent_number ORDER BY kind = 'answered' DESC, occurred_at, event_id)
-                FILTER (WHERE agent_number IS NOT NULL))[1],
-           (array_agg(agent_email ORDER BY kind = 'answered' DESC, occurred_at, event_id)
-                FILTER (WHERE agent_email IS NOT NULL))[1],
-           min(occurred_at),
-           min(occurred_at) FILTER (WHERE kind = 'answered'),
-           max(occurred_at) FILTER (WHERE kind = 'hangup'),
-           (array_agg(recording_url ORDER BY occurred_at DESC, event_id)
-                FILTER (WHERE recording_url IS NOT NULL))[1],
-           (array_agg(hangup_cause ORDER BY occurred_at DESC, hangup_cause DESC)
-                FILTER (WHERE kind = 'hangup' AND hangup_cause IS NOT NULL))[1],
-           count(*), min(received_at)
-    FROM fresh
-    GROUP BY source_id, call_id
-    ON CONFLICT (source_id, call_id) DO UPDATE SET
-        direction = CASE WHEN c.direction = 'unknown' THEN EXCLUDED.direction ELSE c.direction END,
-        from_number = COALESCE(c.from_number, EXCLUDED.from_number),
-        to_number = COALESCE(c.to_number, EXCLUDED.to_number),
-        agent_number = COALESCE(c.agent_number, EXCLUDED.agent_number),
-        agent_email = COALESCE(c.agent_email, EXCLUDED.agent_email),
-        started_at = LEAST(c.started_at, EXCLUDED.started_at),
-        answered_at = LEAST(c.answered_at, EXCLUDED.answered_at),
-        ended_at = GREATEST(c.ended_at, EXCLUDED.ended_at),
-        recording_url = COALESCE(c.recording_url, EXCLUDED.recording_url),
-        -- The cause of whichever hangup is latest; on a tie the greater text, so any order of
-        -- batches gives the same answer.
-        hangup_cause = CASE
-            WHEN EXCLUDED.hangup_cause IS NULL THEN c.hangup_cause
-            WHEN c.hangup_cause IS NULL OR EXCLUDED.ended_at > c.ended_at THEN EXCLUDED.hangup_cause
-            WHEN EXCLUDED.ended_at = c.ended_at THEN GREATEST(c.hangup_cause, EXCLUDED.hangup_cause)
-            ELSE c.hangup_cause END,
-        event_count = c.event_count + EXCLUDED.event_count,
-        first_received_at = LEAST(c.first_received_at, EXCLUDED.first_received_at),
-        updated_at = now()
-    RETURNING 1
-),
-upserted_legs AS (
-    INSERT INTO call_legs AS l (source_id, call_id, leg_id, agent_number, agent_email,
-                                started_at, answered_at, ended_at, hangup_cause, event_count)
-    SELECT source_id, call_id, COALESCE(leg_id, call_id),
-           (array_agg(agent_number ORDER BY occurred_at, event_id) FILTER (WHERE agent_number IS NOT NULL))[1],
-           (array_agg(agent_email ORDER BY occurred_at, event_id) FILTER (WHERE agent_email IS NOT NULL))[1],
-           min(occurred_at),
-           min(occurred_at) FILTER (WHERE kind = 'answered'),
-           max(occurred_at) FILTER (WHERE kind = 'hangup'),
-           (array_agg(hangup_cause ORDER BY occurred_at DESC, hangup_cause DESC)
-                FILTER (WHERE kind = 'hangup' AND hangup_cause IS NOT NULL))[1],
-           count(*)
-    FROM fresh
-    GROUP BY source_id, call_id, COALESCE(leg_id, call_id)
-    ON CONFLICT (source_id, call_id, leg_id) DO UPDATE SET
-        agent_number = COALESCE(l.agent_number, EXCLUDED.agent_number),
-        agent_email = COALESCE(l.agent_email, EXCLUDED.agent_email),
-        started_at = LEAST(l.started_at, EXCLUDED.started_at),
-        answered_at = LEAST(l.answered_at, EXCLUDED.answered_at),
-        ended_at = GREATEST(l.ended_at, EXCLUDED.ended_at),
-        hangup_cause = CASE
-            WHEN EXCLUDED.hangup_cause IS NULL THEN l.hangup_cause
-            WHEN l.hangup_cause IS NULL OR EXCLUDED.ended_at > l.ended_at THEN EXCLUDED.hangup_cause
-            WHEN EXCLUDED.ended_at = l.ended_at THEN GREATEST(l.hangup_cause, EXCLUDED.hangup_cause)
-            ELSE l.hangup_cause END,
-        event_count = l.event_count + EXCLUDED.event_count,
-        updated_at = now()
-    RETURNING 1
 )
-SELECT (SELECT count(*) FROM inserted),
-       (SELECT count(*) FROM upserted_calls),
-       (SELECT count(*) FROM upserted_legs)
+INSERT INTO call_events (source_id, event_id, call_id, leg_id, kind, occurred_at, received_at,
+                         raw_id, sequence, kafka_partition, kafka_offset, vendor, direction,
+                         from_raw, from_e164, to_raw, to_e164, agent_extension, agent_number,
+                         agent_email, agent_id, agent_match, contact_ids, contact_match,
+                         responsible_agent_id, disposition, hangup_cause, recording_url,
+                         recording_id)
+SELECT source_id, event_id, call_id, leg_id, kind, occurred_at, received_at, raw_id, sequence,
+       kafka_partition, kafka_offset, vendor, direction, from_raw, from_e164, to_raw, to_e164,
+       agent_extension, agent_number, agent_email, agent_id, agent_match,
+       COALESCE(string_to_array(contact_ids, E'\x1f'), '{}'),
+       contact_match, responsible_agent_id, disposition, hangup_cause, recording_url, recording_id
+FROM incoming
+ON CONFLICT (source_id, event_id) DO NOTHING
+RETURNING source_id, event_id, call_id, vendor, occurred_at
 "#;
 
-/// Column arrays for `FOLD_SQL`, one entry per event.
+/// Waits for every affected call's advisory lock, a 64-bit hash of its key (a collision only makes
+/// two calls wait for each other), in lock-key order: two transactions locking overlapping sets
+/// queue up in that order, never in a cycle. The same statement serves the publisher
+/// (`outbox`).
+pub(crate) const LOCK_CALLS: &str = r#"
+SELECT pg_advisory_xact_lock(k), now()
+FROM (SELECT DISTINCT hashtextextended(source_id || ':' || call_id, 0) AS k
+      FROM UNNEST($1::text[], $2::text[]) AS u(source_id, call_id)
+      ORDER BY k) keys
+"#;
+
+/// What is stored of the locked calls, read after the locks so that it is what the previous
+/// holder committed.
+const READ_CALLS: &str = r#"
+SELECT source_id, call_id, version, content_hash, settled, completed_at, leg_hashes
+FROM calls
+WHERE (source_id, call_id) IN (SELECT * FROM UNNEST($1::text[], $2::text[]))
+"#;
+
+/// Calls that had no new event for the settle time (or, still ringing, for the longer one), whose
+/// lock is free: `pg_try_advisory_xact_lock` skips a call a writer or another replica's sweep
+/// holds, as `SKIP LOCKED` would, so sweeps share the work without waiting. The inner query is
+/// a fence: locks are tried only on due calls.
+const DUE_CALLS: &str = r#"
+SELECT source_id, call_id FROM (
+    SELECT source_id, call_id FROM calls
+    WHERE completed_at IS NULL
+      AND last_event_at < now() - $1::int8 * interval '1 millisecond'
+      AND (status <> 'ringing' OR last_event_at < now() - $2::int8 * interval '1 millisecond')
+    ORDER BY last_event_at
+    LIMIT $3) due
+WHERE pg_try_advisory_xact_lock(hashtextextended(source_id || ':' || call_id, 0))
+"#;
+
+/// The due calls again, once locked: one completed by another sweep meanwhile, or that a writer
+/// gave a new event, is no longer due.
+const READ_DUE: &str = r#"
+SELECT source_id, call_id, version, content_hash, settled, completed_at, leg_hashes, vendor, now()
+FROM calls
+WHERE (source_id, call_id) IN (SELECT * FROM UNNEST($1::text[], $2::text[]))
+  AND completed_at IS NULL
+  AND last_event_at < now() - $3::int8 * interval '1 millisecond'
+  AND (status <> 'ringing' OR last_event_at < now() - $4::int8 * interval '1 millisecond')
+"#;
+
+const LOAD_EVENTS: &str = r#"
+SELECT e.source_id, e.call_id, event_id, leg_id, kind, direction, from_raw, from_e164, to_raw,
+       to_e164, agent_extension, agent_number, agent_email, agent_id, agent_match, contact_ids,
+       contact_match, responsible_agent_id, occurred_at, received_at, sequence, disposition,
+       hangup_cause, recording_url, recording_id
+FROM call_events e
+JOIN UNNEST($1::text[], $2::text[]) AS k(source_id, call_id)
+  ON e.source_id = k.source_id AND e.call_id = k.call_id
+"#;
+
+/// The calls' columns as UNNEST reads them: lists travel as text joined with the unit separator
+/// (ids never hold control characters).
+macro_rules! call_rows {
+    () => {
+        r#"UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[],
+              $8::text[], $9::timestamptz[], $10::timestamptz[], $11::timestamptz[], $12::text[],
+              $13::text[], $14::text[], $15::text[], $16::text[], $17::text[], $18::text[],
+              $19::text[], $20::text[], $21::text[], $22::text[], $23::text[], $24::text[],
+              $25::int4[], $26::int4[], $27::timestamptz[], $28::bool[], $29::text[],
+              $30::timestamptz[], $31::int8[], $32::bytea[], $33::text[])
+          AS u(source_id, call_id, vendor, direction, status, outcome, from_number, to_number,
+               started_at, answered_at, ended_at, disposition, hangup_cause, agent_id, agent_match,
+               agent_extension, agent_number, agent_email, agents, contact_ids, contact_match,
+               responsible_agent_id, recording_url, recording_id, event_count, leg_count,
+               first_received_at, settled, completion, completed_at, version, content_hash,
+               leg_hashes)"#
+    };
+}
+
+/// Calls without a row yet. A plain insert: under the call's lock nobody else can create it.
+const INSERT_CALLS: &str = concat!(
+    r#"
+INSERT INTO calls (source_id, call_id, vendor, direction, status, outcome, from_number, to_number,
+                   started_at, answered_at, ended_at, disposition, hangup_cause, agent_id,
+                   agent_match, agent_extension, agent_number, agent_email, agents, contact_ids,
+                   contact_match, responsible_agent_id, recording_url, recording_id, event_count,
+                   leg_count, first_received_at, settled, completion, completed_at, version,
+                   content_hash, leg_hashes)
+SELECT source_id, call_id, vendor, direction, status, outcome, from_number, to_number, started_at,
+       answered_at, ended_at, disposition, hangup_cause, agent_id, agent_match, agent_extension,
+       agent_number, agent_email, COALESCE(string_to_array(agents, E'\x1f'), '{}'),
+       COALESCE(string_to_array(contact_ids, E'\x1f'), '{}'), contact_match,
+       responsible_agent_id, recording_url, recording_id, event_count, leg_count,
+       first_received_at, settled, completion, completed_at, version, content_hash,
+       COALESCE(string_to_array(leg_hashes, E'\x1f'), '{}')
+FROM "#,
+    call_rows!()
+);
+
+/// Calls with a row. `$34`: whether they gained events (which restarts the settle timer).
+const UPDATE_CALLS: &str = concat!(
+    r#"
+UPDATE calls AS c SET
+    vendor = u.vendor, direction = u.direction, status = u.status, outcome = u.outcome,
+    from_number = u.from_number, to_number = u.to_number, started_at = u.started_at,
+    answered_at = u.answered_at, ended_at = u.ended_at, disposition = u.disposition,
+    hangup_cause = u.hangup_cause, agent_id = u.agent_id, agent_match = u.agent_match,
+    agent_extension = u.agent_extension, agent_number = u.agent_number,
+    agent_email = u.agent_email, agents = COALESCE(string_to_array(u.agents, E'\x1f'), '{}'),
+    contact_ids = COALESCE(string_to_array(u.contact_ids, E'\x1f'), '{}'),
+    contact_match = u.contact_match, responsible_agent_id = u.responsible_agent_id,
+    recording_url = u.recording_url, recording_id = u.recording_id, event_count = u.event_count,
+    leg_count = u.leg_count, first_received_at = u.first_received_at, settled = u.settled,
+    completion = u.completion, completed_at = u.completed_at, version = u.version,
+    content_hash = u.content_hash,
+    leg_hashes = COALESCE(string_to_array(u.leg_hashes, E'\x1f'), '{}'),
+    last_event_at = CASE WHEN $34 THEN now() ELSE c.last_event_at END, updated_at = now()
+FROM "#,
+    call_rows!(),
+    r#"
+WHERE c.source_id = u.source_id AND c.call_id = u.call_id"#
+);
+
+macro_rules! leg_rows {
+    () => {
+        r#"UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::bool[], $6::text[],
+              $7::text[], $8::text[], $9::text[], $10::text[], $11::timestamptz[],
+              $12::timestamptz[], $13::timestamptz[], $14::timestamptz[], $15::text[],
+              $16::text[], $17::text[], $18::text[], $19::int4[])
+          AS u(source_id, call_id, leg_id, status, answered, agent_id, agent_match,
+               agent_extension, agent_number, agent_email, started_at, rang_at, answered_at,
+               ended_at, disposition, hangup_cause, recording_url, recording_id, event_count)"#
+    };
+}
+
+/// Legs not written before. An upsert all the same: a call from before migration 0004 has legs
+/// but no hashes of them.
+const INSERT_LEGS: &str = concat!(
+    r#"
+INSERT INTO call_legs (source_id, call_id, leg_id, status, answered, agent_id, agent_match,
+                       agent_extension, agent_number, agent_email, started_at, rang_at,
+                       answered_at, ended_at, disposition, hangup_cause, recording_url,
+                       recording_id, event_count)
+SELECT * FROM "#,
+    leg_rows!(),
+    r#"
+ON CONFLICT (source_id, call_id, leg_id) DO UPDATE SET
+    status = EXCLUDED.status, answered = EXCLUDED.answered, agent_id = EXCLUDED.agent_id,
+    agent_match = EXCLUDED.agent_match, agent_extension = EXCLUDED.agent_extension,
+    agent_number = EXCLUDED.agent_number, agent_email = EXCLUDED.agent_email,
+    started_at = EXCLUDED.started_at, rang_at = EXCLUDED.rang_at,
+    answered_at = EXCLUDED.answered_at, ended_at = EXCLUDED.ended_at,
+    disposition = EXCLUDED.disposition, hangup_cause = EXCLUDED.hangup_cause,
+    recording_url = EXCLUDED.recording_url, recording_id = EXCLUDED.recording_id,
+    event_count = EXCLUDED.event_count, updated_at = now()"#
+);
+
+/// Legs written before whose content changed (the call row keeps a hash per leg).
+const UPDATE_LEGS: &str = concat!(
+    r#"
+UPDATE call_legs AS l SET
+    status = u.status, answered = u.answered, agent_id = u.agent_id, agent_match = u.agent_match,
+    agent_extension = u.agent_extension, agent_number = u.agent_number,
+    agent_email = u.agent_email, started_at = u.started_at, rang_at = u.rang_at,
+    answered_at = u.answered_at, ended_at = u.ended_at, disposition = u.disposition,
+    hangup_cause = u.hangup_cause, recording_url = u.recording_url,
+    recording_id = u.recording_id, event_count = u.event_count, updated_at = now()
+FROM "#,
+    leg_rows!(),
+    r#"
+WHERE l.source_id = u.source_id AND l.call_id = u.call_id AND l.leg_id = u.leg_id"#
+);
+
+/// A complete call's new record waits here for the publisher; a newer version replaces an older
+/// one not yet published (and frees it from a lease, so that it is produced again).
+const UPSERT_OUTBOX: &str = r#"
+INSERT INTO call_outbox (source_id, call_id, version, record)
+SELECT * FROM UNNEST($1::text[], $2::text[], $3::int8[], $4::bytea[])
+ON CONFLICT (source_id, call_id) DO UPDATE SET
+    version = EXCLUDED.version, record = EXCLUDED.record, lease_until = NULL
+"#;
+
+/// Column arrays for `INSERT_EVENTS`, one entry per event.
 #[derive(Default)]
-struct Columns<'a> {
+struct EventColumns<'a> {
     source_id: Vec<&'a str>,
     event_id: Vec<&'a str>,
     call_id: Vec<&'a str>,
     leg_id: Vec<Option<&'a str>>,
     kind: Vec<&'static str>,
-    direction: Vec<&'static str>,
-    from_number: Vec<Option<&'a str>>,
-    to_number: Vec<Option<&'a str>>,
-    agent_number: Vec<Option<&'a str>>,
-    agent_email: Vec<Option<&'a str>>,
     occurred_at: Vec<DateTime<Utc>>,
     received_at: Vec<DateTime<Utc>>,
     raw_id: Vec<&'a str>,
     sequence: Vec<Option<i64>>,
-    hangup_cause: Vec<Option<&'a str>>,
-    recording_url: Vec<Option<&'a str>>,
-    vendor: Vec<&'static str>,
     kafka_partition: Vec<i32>,
     kafka_offset: Vec<i64>,
+    vendor: Vec<&'static str>,
+    direction: Vec<&'static str>,
+    from_raw: Vec<Option<&'a str>>,
+    from_e164: Vec<Option<&'a str>>,
+    to_raw: Vec<Option<&'a str>>,
+    to_e164: Vec<Option<&'a str>>,
+    agent_extension: Vec<Option<&'a str>>,
+    agent_number: Vec<Option<&'a str>>,
+    agent_email: Vec<Option<&'a str>>,
+    agent_id: Vec<Option<&'a str>>,
+    agent_match: Vec<Option<&'static str>>,
+    contact_ids: Vec<Option<String>>,
+    contact_match: Vec<Option<&'static str>>,
+    responsible_agent_id: Vec<Option<&'a str>>,
+    disposition: Vec<Option<&'static str>>,
+    hangup_cause: Vec<Option<&'a str>>,
+    recording_url: Vec<Option<&'a str>>,
+    recording_id: Vec<Option<&'a str>>,
 }
 
-impl<'a> Columns<'a> {
+/// Text lists travel through UNNEST joined with the unit separator, which the call log's ids never
+/// hold; a vendor's agent text that does is cut at it, the rest of it kept.
+const SEPARATOR: char = '\u{1f}';
+
+fn joined<'a>(items: impl IntoIterator<Item = &'a str>) -> String {
+    let mut out = String::new();
+    for (i, item) in items.into_iter().enumerate() {
+        if i > 0 {
+            out.push(SEPARATOR);
+        }
+        out.push_str(item.split(SEPARATOR).next().unwrap_or(""));
+    }
+    out
+}
+
+/// `None` for an empty list: `string_to_array('', …)` would be one empty element, NULL is none.
+fn joined_list<'a>(items: impl IntoIterator<Item = &'a str>) -> Option<String> {
+    Some(joined(items)).filter(|text| !text.is_empty())
+}
+
+impl<'a> EventColumns<'a> {
     fn from_events(events: &'a [StoredEvent]) -> Self {
-        let mut c = Columns::default();
+        let mut c = EventColumns::default();
         for StoredEvent { event: e, partition, offset } in events {
             c.source_id.push(e.source_id.as_str());
             c.event_id.push(e.event_id.as_str());
             c.call_id.push(e.call_id.as_str());
             c.leg_id.push(e.leg_id.as_ref().map(|l| l.as_str()));
             c.kind.push(e.kind.as_str());
-            c.direction.push(e.direction.as_str());
-            // The E.164 form when the number parsed, else what the PBX sent (an extension).
-            c.from_number.push(e.from_e164.as_ref().map(|n| n.as_str()).or(e.from_raw.as_deref()));
-            c.to_number.push(e.to_e164.as_ref().map(|n| n.as_str()).or(e.to_raw.as_deref()));
-            // The call log has one agent column until #3 splits extension from number.
-            c.agent_number.push(e.agent_number.as_deref().or(e.agent_extension.as_deref()));
-            c.agent_email.push(e.agent_email.as_deref());
             c.occurred_at.push(e.occurred_at);
             c.received_at.push(e.received_at);
             c.raw_id.push(&e.raw_id);
             c.sequence.push(e.sequence);
-            c.hangup_cause.push(e.hangup_cause.as_deref().or(e.disposition.map(|d| d.as_str())));
-            c.recording_url.push(e.recording_url.as_deref());
-            c.vendor.push(e.vendor.as_str());
             c.kafka_partition.push(*partition);
             c.kafka_offset.push(*offset);
+            c.vendor.push(e.vendor.as_str());
+            c.direction.push(e.direction.as_str());
+            c.from_raw.push(e.from_raw.as_deref());
+            c.from_e164.push(e.from_e164.as_ref().map(|n| n.as_str()));
+            c.to_raw.push(e.to_raw.as_deref());
+            c.to_e164.push(e.to_e164.as_ref().map(|n| n.as_str()));
+            c.agent_extension.push(e.agent_extension.as_deref());
+            c.agent_number.push(e.agent_number.as_deref());
+            c.agent_email.push(e.agent_email.as_deref());
+            c.agent_id.push(e.agent_id.as_deref());
+            c.agent_match.push(e.agent_match.map(codes::agent_match_str));
+            c.contact_ids.push(joined_list(e.contact_ids.iter().map(String::as_str)));
+            c.contact_match.push(e.contact_match.map(codes::contact_match_str));
+            c.responsible_agent_id.push(e.responsible_agent_id.as_deref());
+            c.disposition.push(e.disposition.map(|d| d.as_str()));
+            c.hangup_cause.push(e.hangup_cause.as_deref());
+            c.recording_url.push(e.recording_url.as_deref());
+            c.recording_id.push(e.recording_id.as_deref());
         }
         c
     }
 }
 
-/// Writes one batch in one transaction.
-pub async fn write_batch(pool: &Pool, events: &[StoredEvent]) -> Result<BatchOutcome, WriteError> {
-    if events.is_empty() {
-        return Ok(BatchOutcome::default());
+/// What is stored of a locked call (defaults for a call without a row yet).
+#[derive(Default)]
+struct Stored {
+    version: i64,
+    content_hash: Option<Vec<u8>>,
+    settled: bool,
+    completed_at: Option<DateTime<Utc>>,
+    /// Leg id → hash of the leg row as last written.
+    leg_hashes: HashMap<String, String>,
+}
+
+impl Stored {
+    fn from_row(row: &tokio_postgres::Row) -> ((String, String), Self) {
+        let leg_hashes: Vec<String> = row.get(6);
+        let stored = Self {
+            version: row.get(2),
+            content_hash: row.get(3),
+            settled: row.get(4),
+            completed_at: row.get(5),
+            leg_hashes: leg_hashes
+                .into_iter()
+                .filter(|entry| entry.len() > LEG_HASH_HEX)
+                .map(|entry| (entry[LEG_HASH_HEX..].to_owned(), entry[..LEG_HASH_HEX].to_owned()))
+                .collect(),
+        };
+        ((row.get(0), row.get(1)), stored)
     }
-    let c = Columns::from_events(events);
-    let mut client = pool.get().await?;
-    let tx = client.transaction().await?;
-    let statement = tx.prepare_cached(FOLD_SQL).await?;
-    let row = tx
-        .query_one(
-            &statement,
-            &[
-                &c.source_id,
-                &c.event_id,
-                &c.call_id,
-                &c.leg_id,
-                &c.kind,
-                &c.direction,
-                &c.from_number,
-                &c.to_number,
-                &c.agent_number,
-                &c.agent_email,
-                &c.occurred_at,
-                &c.received_at,
-                &c.raw_id,
-                &c.sequence,
-                &c.hangup_cause,
-                &c.recording_url,
-                &c.vendor,
-                &c.kafka_partition,
-                &c.kafka_offset,
-            ],
-        )
-        .await?;
-    tx.commit().await?;
-    Ok(BatchOutcome { new_events: row.get(0), calls: row.get(1), legs: row.get(2) })
+}
+
+/// A leg's hash is stored as 32 hex digits followed by its leg id.
+const LEG_HASH_HEX: usize = 32;
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// What a leg row holds, hashed to tell whether it must be written again.
+fn leg_hash(leg: &LegRecord, event_count: i32) -> String {
+    let mut hasher = Sha256::new();
+    hasher.update(serde_json::to_vec(&(leg, event_count)).unwrap_or_default());
+    hex(&hasher.finalize()[..LEG_HASH_HEX / 2])
+}
+
+fn event_from_row(row: &tokio_postgres::Row) -> Event {
+    let text = |i: usize| row.get::<_, Option<String>>(i);
+    Event {
+        event_id: row.get(2),
+        leg_id: text(3),
+        kind: codes::kind(row.get(4)),
+        direction: text(5).as_deref().map_or(Direction::Unknown, codes::direction),
+        from_raw: text(6),
+        from_e164: text(7),
+        to_raw: text(8),
+        to_e164: text(9),
+        agent_extension: text(10),
+        agent_number: text(11),
+        agent_email: text(12),
+        agent_id: text(13),
+        agent_match: text(14).as_deref().map(codes::agent_match),
+        contact_ids: row.get(15),
+        contact_match: text(16).as_deref().map(codes::contact_match),
+        responsible_agent_id: text(17),
+        occurred_at: row.get(18),
+        received_at: row.get(19),
+        sequence: row.get(20),
+        disposition: text(21).as_deref().map(codes::disposition),
+        hangup_cause: text(22),
+        recording_url: text(23),
+        recording_id: text(24),
+    }
+}
+
+/// Every identifier of every agent of the call, for the query API's agent filter.
+fn agent_keys(record: &CallRecord) -> Vec<String> {
+    let mut keys: Vec<String> = record
+        .legs
+        .iter()
+        .map(|leg| &leg.agent)
+        .chain(record.agent.as_ref())
+        .flat_map(|a: &AgentRef| {
+            [
+                a.agent_id.clone(),
+                a.extension.clone(),
+                a.number.clone(),
+                a.email.as_ref().map(|e| e.to_lowercase()),
+            ]
+        })
+        .flatten()
+        .collect();
+    keys.sort();
+    keys.dedup();
+    keys
+}
+
+/// The call log: the database pool and the record codec.
+#[derive(Debug)]
+pub struct CallLog {
+    pool: Pool,
+    codecs: Codecs,
+}
+
+/// The calls one transaction refolds: key, vendor, what is stored, and the events already at
+/// hand for calls without a row.
+struct Refold {
+    calls: Vec<((String, String), String)>,
+    stored: HashMap<(String, String), Stored>,
+    known: HashMap<(String, String), Vec<Event>>,
+    now: DateTime<Utc>,
+    /// The sweep is completing these calls (no new events).
+    settle: bool,
+}
+
+impl CallLog {
+    pub fn new(pool: Pool) -> Result<Self, WriteError> {
+        Ok(Self { pool, codecs: Codecs::new()? })
+    }
+
+    /// Writes one batch of events in one transaction.
+    pub async fn write_batch(&self, events: &[StoredEvent]) -> Result<BatchOutcome, WriteError> {
+        if events.is_empty() {
+            return Ok(BatchOutcome::default());
+        }
+        let c = EventColumns::from_events(events);
+        let mut client = self.pool.get().await?;
+        let tx = client.transaction().await?;
+        let insert = tx.prepare_cached(INSERT_EVENTS).await?;
+        let params: &[&(dyn tokio_postgres::types::ToSql + Sync)] = &[
+            &c.source_id,
+            &c.event_id,
+            &c.call_id,
+            &c.leg_id,
+            &c.kind,
+            &c.occurred_at,
+            &c.received_at,
+            &c.raw_id,
+            &c.sequence,
+            &c.kafka_partition,
+            &c.kafka_offset,
+            &c.vendor,
+            &c.direction,
+            &c.from_raw,
+            &c.from_e164,
+            &c.to_raw,
+            &c.to_e164,
+            &c.agent_extension,
+            &c.agent_number,
+            &c.agent_email,
+            &c.agent_id,
+            &c.agent_match,
+            &c.contact_ids,
+            &c.contact_match,
+            &c.responsible_agent_id,
+            &c.disposition,
+            &c.hangup_cause,
+            &c.recording_url,
+            &c.recording_id,
+        ];
+        let inserted = tx.query(&insert, params).await?;
+        let mut outcome = BatchOutcome { new_events: inserted.len() as i64, ..BatchOutcome::default() };
+        if inserted.is_empty() {
+            tx.commit().await?;
+            return Ok(outcome);
+        }
+
+        // The copy of each event the insert kept (DISTINCT ON keeps the first received), grouped
+        // by call: all the events of a call that has no row yet.
+        let mut kept: HashMap<(&str, &str), &CallEvent> = HashMap::with_capacity(events.len());
+        for StoredEvent { event, .. } in events {
+            let slot = kept.entry((event.source_id.as_str(), event.event_id.as_str())).or_insert(event);
+            if (event.received_at, &event.raw_id) < (slot.received_at, &slot.raw_id) {
+                *slot = event;
+            }
+        }
+        let mut known: HashMap<(String, String), Vec<Event>> = HashMap::new();
+        let mut vendors: HashMap<(String, String), String> = HashMap::new();
+        for row in &inserted {
+            let (source, event_id, call, vendor): (String, String, String, String) =
+                (row.get(0), row.get(1), row.get(2), row.get(3));
+            if let Some(event) = kept.get(&(source.as_str(), event_id.as_str())) {
+                known.entry((source.clone(), call.clone())).or_default().push(Event::from(*event));
+            }
+            let _ = vendors.entry((source, call)).or_insert(vendor);
+        }
+        let sources: Vec<&str> = vendors.keys().map(|(s, _)| s.as_str()).collect();
+        let calls: Vec<&str> = vendors.keys().map(|(_, c)| c.as_str()).collect();
+        let lock = tx.prepare_cached(LOCK_CALLS).await?;
+        let locks = tx.query(&lock, &[&sources, &calls]).await?;
+        let now: DateTime<Utc> = locks.first().map(|row| row.get(1)).unwrap_or_else(Utc::now);
+        let read = tx.prepare_cached(READ_CALLS).await?;
+        let stored: HashMap<(String, String), Stored> =
+            tx.query(&read, &[&sources, &calls]).await?.iter().map(Stored::from_row).collect();
+        // Calls with a row get all their events read back; those without have only these.
+        known.retain(|key, _| !stored.contains_key(key));
+        let batch = Refold { calls: vendors.into_iter().collect(), stored, known, now, settle: false };
+        self.refold(&tx, batch, &mut outcome).await?;
+        tx.commit().await?;
+        Ok(outcome)
+    }
+
+    /// Completes calls that had no new event for `settle` (`ringing` for calls still ringing):
+    /// marks up to `limit` of them settled and refolds them. Returns how many it found. Safe with
+    /// several replicas running it at once: each call is taken by one.
+    pub async fn settle_due(
+        &self,
+        settle: Duration,
+        ringing: Duration,
+        limit: i64,
+    ) -> Result<(usize, BatchOutcome), WriteError> {
+        let millis = |d: Duration| i64::try_from(d.as_millis()).unwrap_or(i64::MAX);
+        let (settle, ringing) = (millis(settle), millis(ringing));
+        let mut client = self.pool.get().await?;
+        let tx = client.transaction().await?;
+        let due = tx.prepare_cached(DUE_CALLS).await?;
+        let locked = tx.query(&due, &[&settle, &ringing, &limit]).await?;
+        let mut outcome = BatchOutcome::default();
+        if locked.is_empty() {
+            tx.commit().await?;
+            return Ok((0, outcome));
+        }
+        let sources: Vec<String> = locked.iter().map(|row| row.get(0)).collect();
+        let calls: Vec<String> = locked.iter().map(|row| row.get(1)).collect();
+        let read = tx.prepare_cached(READ_DUE).await?;
+        let rows = tx.query(&read, &[&sources, &calls, &settle, &ringing]).await?;
+        let now: DateTime<Utc> = rows.first().map_or_else(Utc::now, |row| row.get(8));
+        let calls = rows.iter().map(|row| ((row.get(0), row.get(1)), row.get(7))).collect();
+        let stored: HashMap<(String, String), Stored> = rows.iter().map(Stored::from_row).collect();
+        let found = locked.len();
+        let batch = Refold { calls, stored, known: HashMap::new(), now, settle: true };
+        self.refold(&tx, batch, &mut outcome).await?;
+        tx.commit().await?;
+        Ok((found, outcome))
+    }
+
+    /// Folds the locked calls from all their events and writes them: the call rows, the legs that
+    /// changed, and the records of complete calls that changed. The version grows only for calls
+    /// whose record changed.
+    async fn refold(
+        &self,
+        tx: &Transaction<'_>,
+        batch: Refold,
+        outcome: &mut BatchOutcome,
+    ) -> Result<(), WriteError> {
+        let Refold { calls, mut stored, mut known, now, settle } = batch;
+        let unknown: Vec<&(String, String)> =
+            calls.iter().map(|(key, _)| key).filter(|key| !known.contains_key(*key)).collect();
+        if !unknown.is_empty() {
+            let sources: Vec<&str> = unknown.iter().map(|(s, _)| s.as_str()).collect();
+            let call_ids: Vec<&str> = unknown.iter().map(|(_, c)| c.as_str()).collect();
+            let load = tx.prepare_cached(LOAD_EVENTS).await?;
+            for row in tx.query(&load, &[&sources, &call_ids]).await? {
+                known.entry((row.get(0), row.get(1))).or_default().push(event_from_row(&row));
+            }
+        }
+
+        // New rows are inserted, known ones updated: cheaper than upserts, and safe under the
+        // calls' locks.
+        let (mut new_calls, mut known_calls) = (CallRows::default(), CallRows::default());
+        let (mut new_legs, mut changed_legs) = (LegRows::default(), LegRows::default());
+        let mut outbox = OutboxRows::default();
+        for ((source, call), vendor) in calls {
+            let previous = stored.remove(&(source.clone(), call.clone()));
+            let rows = if previous.is_some() { &mut known_calls } else { &mut new_calls };
+            let previous = previous.unwrap_or_default();
+            let events = known.remove(&(source.clone(), call.clone())).unwrap_or_default();
+            let settled = previous.settled || settle;
+            let (Ok(source_id), Ok(call_id)) = (SourceId::parse(&source), CallId::parse(&call)) else {
+                tracing::error!(%source, %call, "Stored call key does not parse.");
+                continue;
+            };
+            let vendor: Vendor = vendor.parse().unwrap_or(Vendor::Generic);
+            let Some(folded) = fold(&source_id, vendor, &call_id, &events, settled) else {
+                // Only a call from before migration 0004 whose events were removed by hand: there
+                // is nothing to fold, and the sweep completes it as it stands.
+                tracing::warn!(%source, %call, "Call without events.");
+                if settle {
+                    let _ = tx
+                        .execute(
+                            "UPDATE calls SET settled = true, completion = 'settled', completed_at = now()
+                             WHERE source_id = $1 AND call_id = $2",
+                            &[&source, &call],
+                        )
+                        .await?;
+                }
+                continue;
+            };
+            let Folded { mut record, event_count, leg_event_counts, first_received_at } = folded;
+            let complete = record.completion.is_some();
+            record.completed_at = previous.completed_at.or(complete.then_some(now));
+            // The version counts changes of what a CRM sees; event counts are bookkeeping and are
+            // written without one.
+            let content = self.codecs.call_record.encode(&record)?;
+            let hash = Sha256::digest(&content)[..16].to_vec();
+            record.version = previous.version;
+            if previous.content_hash.as_deref() != Some(hash.as_slice()) {
+                record.version += 1;
+                outcome.calls += 1;
+                if complete && previous.completed_at.is_none() {
+                    if let Some(result) = record.outcome {
+                        outcome.completed.push((record.direction, result));
+                    }
+                } else if previous.completed_at.is_some() {
+                    outcome.late_updates += 1;
+                }
+                if complete {
+                    outbox.push(&record, self.codecs.call_record.encode(&record)?);
+                }
+            }
+            let hashes = push_legs(
+                &record,
+                &leg_event_counts,
+                &previous.leg_hashes,
+                (&mut new_legs, &mut changed_legs),
+            );
+            rows.push(&record, (event_count, first_received_at, settled), hash, hashes);
+        }
+        outcome.publishable |= !outbox.source_id.is_empty();
+        outcome.legs += (new_legs.source_id.len() + changed_legs.source_id.len()) as i64;
+        if new_calls.source_id.is_empty() && known_calls.source_id.is_empty() {
+            return Ok(());
+        }
+        let new_events = !settle;
+        // In order: the calls first, as legs and the outbox refer to them. Pipelined on the one
+        // connection; empty statements are skipped.
+        // Statements are prepared before any runs, so that the executions go out in this order.
+        let (insert_calls, update_calls, insert_legs, update_legs, enqueue) = tokio::try_join!(
+            tx.prepare_cached(INSERT_CALLS),
+            tx.prepare_cached(UPDATE_CALLS),
+            tx.prepare_cached(INSERT_LEGS),
+            tx.prepare_cached(UPDATE_LEGS),
+            tx.prepare_cached(UPSERT_OUTBOX),
+        )?;
+        let insert_calls = new_calls.execute(tx, &insert_calls, None);
+        let update_calls = known_calls.execute(tx, &update_calls, Some(new_events));
+        let insert_legs = new_legs.execute(tx, &insert_legs);
+        let update_legs = changed_legs.execute(tx, &update_legs);
+        let enqueue = outbox.execute(tx, &enqueue);
+        let _ = tokio::try_join!(insert_calls, update_calls, insert_legs, update_legs, enqueue)?;
+        Ok(())
+    }
+}
+
+/// Column arrays for `UPSERT_OUTBOX`.
+#[derive(Default)]
+struct OutboxRows {
+    source_id: Vec<String>,
+    call_id: Vec<String>,
+    version: Vec<i64>,
+    record: Vec<Vec<u8>>,
+}
+
+impl OutboxRows {
+    async fn execute(
+        &self,
+        tx: &Transaction<'_>,
+        statement: &Statement,
+    ) -> Result<u64, tokio_postgres::Error> {
+        if self.source_id.is_empty() {
+            return Ok(0);
+        }
+        tx.execute(statement, &[&self.source_id, &self.call_id, &self.version, &self.record]).await
+    }
+
+    fn push(&mut self, record: &CallRecord, encoded: Vec<u8>) {
+        self.source_id.push(record.source_id.to_string());
+        self.call_id.push(record.call_id.to_string());
+        self.version.push(record.version);
+        self.record.push(encoded);
+    }
+}
+
+/// Column arrays for `UPSERT_CALLS`.
+#[derive(Default)]
+struct CallRows {
+    source_id: Vec<String>,
+    call_id: Vec<String>,
+    vendor: Vec<String>,
+    direction: Vec<&'static str>,
+    status: Vec<&'static str>,
+    outcome: Vec<Option<&'static str>>,
+    from_number: Vec<Option<String>>,
+    to_number: Vec<Option<String>>,
+    started_at: Vec<DateTime<Utc>>,
+    answered_at: Vec<Option<DateTime<Utc>>>,
+    ended_at: Vec<Option<DateTime<Utc>>>,
+    disposition: Vec<Option<&'static str>>,
+    hangup_cause: Vec<Option<String>>,
+    agent_id: Vec<Option<String>>,
+    agent_match: Vec<Option<&'static str>>,
+    agent_extension: Vec<Option<String>>,
+    agent_number: Vec<Option<String>>,
+    agent_email: Vec<Option<String>>,
+    agents: Vec<Option<String>>,
+    contact_ids: Vec<Option<String>>,
+    contact_match: Vec<Option<&'static str>>,
+    responsible_agent_id: Vec<Option<String>>,
+    recording_url: Vec<Option<String>>,
+    recording_id: Vec<Option<String>>,
+    event_count: Vec<i32>,
+    leg_count: Vec<i32>,
+    first_received_at: Vec<DateTime<Utc>>,
+    settled: Vec<bool>,
+    completion: Vec<Option<&'static str>>,
+    completed_at: Vec<Option<DateTime<Utc>>>,
+    version: Vec<i64>,
+    content_hash: Vec<Option<Vec<u8>>>,
+    leg_hashes: Vec<Option<String>>,
+}
+
+impl CallRows {
+    /// Runs `INSERT_CALLS` or `UPDATE_CALLS` (whose `$34` is `new_events`) on these rows.
+    async fn execute(
+        &self,
+        tx: &Transaction<'_>,
+        statement: &Statement,
+        new_events: Option<bool>,
+    ) -> Result<u64, tokio_postgres::Error> {
+        if self.source_id.is_empty() {
+            return Ok(0);
+        }
+        let mut params: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> = vec![
+            &self.source_id,
+            &self.call_id,
+            &self.vendor,
+            &self.direction,
+            &self.status,
+            &self.outcome,
+            &self.from_number,
+            &self.to_number,
+            &self.started_at,
+            &self.answered_at,
+            &self.ended_at,
+            &self.disposition,
+            &self.hangup_cause,
+            &self.agent_id,
+            &self.agent_match,
+            &self.agent_extension,
+            &self.agent_number,
+            &self.agent_email,
+            &self.agents,
+            &self.contact_ids,
+            &self.contact_match,
+            &self.responsible_agent_id,
+            &self.recording_url,
+            &self.recording_id,
+            &self.event_count,
+            &self.leg_count,
+            &self.first_received_at,
+            &self.settled,
+            &self.completion,
+            &self.completed_at,
+            &self.version,
+            &self.content_hash,
+            &self.leg_hashes,
+        ];
+        if let Some(flag) = &new_events {
+            params.push(flag);
+        }
+        tx.execute(statement, &params).await
+    }
+
+    fn push(
+        &mut self,
+        r: &CallRecord,
+        (event_count, first_received_at, settled): (i32, DateTime<Utc>, bool),
+        hash: Vec<u8>,
+        leg_hashes: Vec<String>,
+    ) {
+        let agent = r.agent.clone().unwrap_or_default();
+        self.source_id.push(r.source_id.to_string());
+        self.call_id.push(r.call_id.to_string());
+        self.vendor.push(r.vendor.as_str().to_owned());
+        self.direction.push(r.direction.as_str());
+        self.status.push(status_str(r.status));
+        self.outcome.push(r.outcome.map(Outcome::as_str));
+        self.from_number.push(r.from_number.clone());
+        self.to_number.push(r.to_number.clone());
+        self.started_at.push(r.started_at);
+        self.answered_at.push(r.answered_at);
+        self.ended_at.push(r.ended_at);
+        self.disposition.push(r.disposition.map(|d| d.as_str()));
+        self.hangup_cause.push(r.hangup_cause.clone());
+        self.agent_id.push(agent.agent_id);
+        self.agent_match.push(agent.agent_match.map(codes::agent_match_str));
+        self.agent_extension.push(agent.extension);
+        self.agent_number.push(agent.number);
+        self.agent_email.push(agent.email);
+        self.agents.push(joined_list(agent_keys(r).iter().map(String::as_str)));
+        self.contact_ids.push(joined_list(r.contact_ids.iter().map(String::as_str)));
+        self.contact_match.push(r.contact_match.map(codes::contact_match_str));
+        self.responsible_agent_id.push(r.responsible_agent_id.clone());
+        self.recording_url.push(r.recording_url.clone());
+        self.recording_id.push(r.recording_id.clone());
+        self.event_count.push(event_count);
+        self.leg_count.push(r.legs.len() as i32);
+        self.first_received_at.push(first_received_at);
+        self.settled.push(settled);
+        self.completion.push(r.completion.map(Completion::as_str));
+        self.completed_at.push(r.completed_at);
+        self.version.push(r.version);
+        self.content_hash.push(Some(hash));
+        self.leg_hashes.push(joined_list(leg_hashes.iter().map(String::as_str)));
+    }
+}
+
+fn status_str(status: CallStatus) -> &'static str {
+    match status {
+        CallStatus::Ringing | CallStatus::Unknown => "ringing",
+        CallStatus::Answered => "answered",
+        CallStatus::Ended => "ended",
+    }
+}
+
+/// Column arrays for `UPSERT_LEGS`.
+#[derive(Default)]
+struct LegRows {
+    source_id: Vec<String>,
+    call_id: Vec<String>,
+    leg_id: Vec<String>,
+    status: Vec<&'static str>,
+    answered: Vec<bool>,
+    agent_id: Vec<Option<String>>,
+    agent_match: Vec<Option<&'static str>>,
+    agent_extension: Vec<Option<String>>,
+    agent_number: Vec<Option<String>>,
+    agent_email: Vec<Option<String>>,
+    started_at: Vec<DateTime<Utc>>,
+    rang_at: Vec<Option<DateTime<Utc>>>,
+    answered_at: Vec<Option<DateTime<Utc>>>,
+    ended_at: Vec<Option<DateTime<Utc>>>,
+    disposition: Vec<Option<&'static str>>,
+    hangup_cause: Vec<Option<String>>,
+    recording_url: Vec<Option<String>>,
+    recording_id: Vec<Option<String>>,
+    event_count: Vec<i32>,
+}
+
+impl LegRows {
+    /// Runs `INSERT_LEGS` or `UPDATE_LEGS` on these rows.
+    async fn execute(
+        &self,
+        tx: &Transaction<'_>,
+        statement: &Statement,
+    ) -> Result<u64, tokio_postgres::Error> {
+        if self.source_id.is_empty() {
+            return Ok(0);
+        }
+        let params: [&(dyn tokio_postgres::types::ToSql + Sync); 19] = [
+            &self.source_id,
+            &self.call_id,
+            &self.leg_id,
+            &self.status,
+            &self.answered,
+            &self.agent_id,
+            &self.agent_match,
+            &self.agent_extension,
+            &self.agent_number,
+            &self.agent_email,
+            &self.started_at,
+            &self.rang_at,
+            &self.answered_at,
+            &self.ended_at,
+            &self.disposition,
+            &self.hangup_cause,
+            &self.recording_url,
+            &self.recording_id,
+            &self.event_count,
+        ];
+        tx.execute(statement, &params).await
+    }
+
+    fn push(&mut self, r: &CallRecord, leg: &LegRecord, count: i32) {
+        self.source_id.push(r.source_id.to_string());
+        self.call_id.push(r.call_id.to_string());
+        self.leg_id.push(leg.leg_id.clone());
+        self.status.push(status_str(leg.status));
+        self.answered.push(leg.answered);
+        self.agent_id.push(leg.agent.agent_id.clone());
+        self.agent_match.push(leg.agent.agent_match.map(codes::agent_match_str));
+        self.agent_extension.push(leg.agent.extension.clone());
+        self.agent_number.push(leg.agent.number.clone());
+        self.agent_email.push(leg.agent.email.clone());
+        self.started_at.push(leg.started_at);
+        self.rang_at.push(leg.rang_at);
+        self.answered_at.push(leg.answered_at);
+        self.ended_at.push(leg.ended_at);
+        self.disposition.push(leg.disposition.map(|d| d.as_str()));
+        self.hangup_cause.push(leg.hangup_cause.clone());
+        self.recording_url.push(leg.recording_url.clone());
+        self.recording_id.push(leg.recording_id.clone());
+        self.event_count.push(count);
+    }
+}
+
+/// Sorts a call's legs into those never written and those whose row changed, leaving out the
+/// unchanged; returns every leg's `hash ++ leg_id`, for the call row.
+fn push_legs(
+    r: &CallRecord,
+    event_counts: &[i32],
+    previous: &HashMap<String, String>,
+    (new, changed): (&mut LegRows, &mut LegRows),
+) -> Vec<String> {
+    let mut hashes = Vec::with_capacity(r.legs.len());
+    for (leg, count) in r.legs.iter().zip(event_counts) {
+        let hash = leg_hash(leg, *count);
+        match previous.get(&leg.leg_id) {
+            None => new.push(r, leg, *count),
+            Some(written) if *written != hash => changed.push(r, leg, *count),
+            Some(_) => {}
+        }
+        hashes.push(format!("{hash}{}", leg.leg_id));
+    }
+    hashes
 }

@@ -1,8 +1,17 @@
-//! The call-log writer against a real PostgreSQL: the same events in any order, duplicated, in
-//! any batch split, give the same call log; replaying them changes nothing.
+//! The call-log writer against a real PostgreSQL, with every vendor fixture's events: the same
+//! events in any order, duplicated, in any batch split, written by one writer or two at once, give
+//! the same rows; replaying them changes nothing; calls without an end marker complete when the
+//! settle sweep finds them due; a late event updates a complete call and makes a new version to
+//! publish; concurrent sweeps and publishers share the work without doing any of it twice.
 
-use chrono::{DateTime, TimeZone, Utc};
-use switchboard_calllog::writer::{StoredEvent, write_batch};
+mod common;
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use switchboard_calllog::outbox;
+use switchboard_calllog::writer::{CallLog, StoredEvent};
+use switchboard_core::avro::Codecs;
 use switchboard_core::config::PostgresSettings;
 use switchboard_core::deadpool_postgres::Pool;
 use switchboard_core::model::*;
@@ -17,7 +26,7 @@ fn admin_url() -> String {
 async fn fresh_pool(name: &str) -> (Pool, String) {
     let database = format!("sb_test_fold_{name}_{}", &uuid::Uuid::now_v7().simple().to_string()[24..]);
     let url = admin_url().rsplit_once('/').map(|(server, _)| format!("{server}/{database}")).expect("url");
-    let settings = PostgresSettings { url, pool_size: 2, create_database: true };
+    let settings = PostgresSettings { url, pool_size: 4, create_database: true };
     let pool = pg::connect_and_migrate(&settings, &CancellationToken::new())
         .await
         .expect("database")
@@ -34,84 +43,18 @@ async fn drop_database(database: &str) {
     let _ = client.batch_execute(&format!("DROP DATABASE IF EXISTS \"{database}\" WITH (FORCE)")).await;
 }
 
-fn at(seconds: i64) -> DateTime<Utc> {
-    Utc.timestamp_opt(1_800_000_000 + seconds, 0).single().expect("valid time")
-}
-
-fn event(call: &str, leg: Option<&str>, kind: EventKind, second: i64, n: usize) -> StoredEvent {
-    let answered = kind == EventKind::Answered;
-    StoredEvent {
-        event: CallEvent {
-            event_id: EventId::parse(format!("{call}-{n}")).expect("id"),
-            raw_id: format!("raw-{call}-{n}"),
-            source_id: SourceId::parse("pbx").expect("id"),
-            vendor: Vendor::Generic,
-            call_id: CallId::parse(call).expect("id"),
-            leg_id: leg.map(|l| LegId::parse(l).expect("id")),
-            kind,
-            direction: if kind == EventKind::Ringing { Direction::Inbound } else { Direction::Unknown },
-            from_raw: (kind == EventKind::Ringing).then(|| "020 7946 0000".into()),
-            from_e164: (kind == EventKind::Ringing)
-                .then(|| PhoneNumber::from_e164("+442079460000").expect("e164")),
-            to_raw: None,
-            to_e164: None,
-            agent_number: answered.then(|| "101".into()),
-            agent_email: answered.then(|| "ann@example.com".into()),
-            occurred_at: at(second),
-            received_at: at(second + 1),
-            sequence: Some(n as i64),
-            hangup_cause: (kind == EventKind::Hangup).then(|| "normal".into()),
-            recording_url: None,
-            agent_extension: None,
-            disposition: None,
-            recording_id: None,
-        },
-        partition: 0,
-        offset: n as i64,
-    }
-}
-
-/// Three calls: answered with a transfer to a second agent leg, missed, answered.
-fn events() -> Vec<StoredEvent> {
-    let mut all = Vec::new();
-    let mut n = 0;
-    let mut push = |call: &str, leg: Option<&str>, kind, second| {
-        n += 1;
-        all.push(event(call, leg, kind, second, n));
-    };
-    push("a", None, EventKind::Ringing, 0);
-    push("a", Some("a-101"), EventKind::Answered, 5);
-    push("a", Some("a-101"), EventKind::Hangup, 30);
-    push("a", Some("a-102"), EventKind::Answered, 31);
-    push("a", Some("a-102"), EventKind::Hangup, 90);
-    push("a", None, EventKind::Hangup, 91);
-    push("m", None, EventKind::Ringing, 10);
-    push("m", None, EventKind::Hangup, 40);
-    push("b", None, EventKind::Ringing, 20);
-    push("b", None, EventKind::Answered, 22);
-    push("b", None, EventKind::Hangup, 50);
-    all
-}
-
-/// Everything in the call log except write times, which differ from run to run. NULLs are
-/// skipped by `concat_ws`.
-async fn snapshot(pool: &Pool) -> Vec<String> {
-    let client = pool.get().await.expect("client");
-    client.batch_execute("SET TIME ZONE 'UTC'").await.expect("time zone");
-    let mut rows = Vec::new();
-    for query in [
-        "SELECT concat_ws('|', call_id, vendor, direction, from_number, to_number, agent_number, agent_email,
-                started_at, answered_at, ended_at, recording_url, hangup_cause, event_count,
-                first_received_at, status, outcome) FROM calls ORDER BY call_id",
-        "SELECT concat_ws('|', call_id, leg_id, agent_number, agent_email, started_at, answered_at,
-                ended_at, hangup_cause, event_count, status) FROM call_legs ORDER BY call_id, leg_id",
-        "SELECT concat_ws('|', event_id, call_id, leg_id, kind, occurred_at) FROM call_events ORDER BY event_id",
-    ] {
-        for row in client.query(query, &[]).await.expect("query") {
-            rows.push(row.get::<_, String>(0));
-        }
-    }
-    rows
+/// Every fixture call's events, under source `source`, numbered as if read from one partition.
+fn fixture_events(source: &str) -> Vec<StoredEvent> {
+    let source_id = SourceId::parse(source).expect("source");
+    common::fixture_calls("pbx")
+        .into_iter()
+        .flat_map(|call| call.events)
+        .enumerate()
+        .map(|(offset, mut event)| {
+            event.source_id = source_id.clone();
+            StoredEvent { event, partition: 0, offset: offset as i64 }
+        })
+        .collect()
 }
 
 /// A reproducible shuffle (a small LCG), so a failure can be replayed.
@@ -124,48 +67,338 @@ fn shuffled(mut items: Vec<StoredEvent>, seed: u64) -> Vec<StoredEvent> {
     items
 }
 
-async fn fold(name: &str, events: &[StoredEvent], batch: usize) -> Vec<String> {
-    let (pool, database) = fresh_pool(name).await;
-    for chunk in events.chunks(batch) {
-        let _ = write_batch(&pool, chunk).await.expect("write");
+/// Everything the call log holds for one source, except what records when rather than what: write
+/// times, the settle clock, versions (which count how many states the call went through, and so
+/// depend on batching) and the completion time inside the Avro record, which waits in the outbox.
+async fn snapshot(pool: &Pool, source: &str) -> Vec<String> {
+    let client = pool.get().await.expect("client");
+    client.batch_execute("SET TIME ZONE 'UTC'").await.expect("time zone");
+    let mut rows = Vec::new();
+    for query in [
+        "SELECT concat_ws('|', call_id, vendor, direction, status, outcome, from_number, to_number,
+                started_at, answered_at, ended_at, disposition, hangup_cause, agent_id, agent_match,
+                agent_extension, agent_number, agent_email, array_to_string(agents, ','),
+                array_to_string(contact_ids, ','), contact_match, responsible_agent_id, recording_url,
+                recording_id, event_count, leg_count, first_received_at, settled, completion,
+                completed_at IS NOT NULL)
+         FROM calls WHERE source_id = $1 ORDER BY call_id",
+        "SELECT concat_ws('|', call_id, leg_id, status, answered, agent_id, agent_extension,
+                agent_number, agent_email, started_at, rang_at, answered_at, ended_at, disposition,
+                hangup_cause, recording_url, recording_id, event_count)
+         FROM call_legs WHERE source_id = $1 ORDER BY call_id, leg_id",
+        "SELECT concat_ws('|', event_id, call_id, leg_id, kind, occurred_at, direction, from_e164,
+                to_e164, agent_extension, disposition, recording_id)
+         FROM call_events WHERE source_id = $1 ORDER BY event_id",
+    ] {
+        for row in client.query(query, &[&source]).await.expect("query") {
+            rows.push(row.get::<_, String>(0));
+        }
     }
-    let rows = snapshot(&pool).await;
-    drop_database(&database).await;
+    let codecs = Codecs::new().expect("codecs");
+    for row in client
+        .query("SELECT record FROM call_outbox WHERE source_id = $1 ORDER BY call_id", &[&source])
+        .await
+        .expect("records")
+    {
+        let mut record = codecs.call_record.decode(row.get::<_, &[u8]>(0)).expect("record decodes");
+        (record.version, record.completed_at) = (0, None);
+        record.source_id = SourceId::parse("any").expect("id");
+        rows.push(format!("{record:?}"));
+    }
     rows
+}
+
+async fn write_all(log: &CallLog, events: &[StoredEvent], batch: usize) {
+    for chunk in events.chunks(batch) {
+        let _ = log.write_batch(chunk).await.expect("write");
+    }
 }
 
 #[tokio::test]
 async fn any_order_duplication_or_batching_gives_the_same_call_log() {
-    let reference = fold("ref", &events(), 100).await;
-    assert_eq!(reference.len(), 3 + 5 + 11, "three calls, five legs, eleven events");
-    assert!(reference[0].starts_with("a|generic|inbound|+442079460000|101|ann@example.com|2027-01-15 08:00:00+00|2027-01-15 08:00:05+00|2027-01-15 08:01:31+00|normal|"), "{}", reference[0]);
-    assert!(reference[0].ends_with("|6|2027-01-15 08:00:01+00|ended|answered"), "{}", reference[0]);
-    assert!(reference[2].contains("|ended|missed"), "the unanswered call is missed: {}", reference[2]);
+    let (pool, database) = fresh_pool("order").await;
+    let log = CallLog::new(pool.clone()).expect("log");
+    write_all(&log, &fixture_events("ref"), 1000).await;
+    let reference = snapshot(&pool, "ref").await;
+    let client = pool.get().await.expect("client");
+    let calls: i64 = client.query_one("SELECT count(*) FROM calls", &[]).await.expect("count").get(0);
+    let fixture_calls = common::fixture_calls("pbx")
+        .iter()
+        .map(|c| c.events[0].call_id.clone())
+        .collect::<BTreeSet<_>>()
+        .len() as i64;
+    assert_eq!(calls, fixture_calls, "every fixture call is one row");
+    assert!(reference.iter().any(|row| row.contains("|abandoned_in_ivr|")));
+    assert!(reference.iter().any(|row| row.contains("|missed|")));
 
-    let mut reversed = events();
-    reversed.reverse();
-    let mut doubled = events();
-    doubled.extend(shuffled(events(), 7));
-    let cases = [
-        ("rev", reversed, 100),
-        ("one", shuffled(events(), 1), 1),
-        ("three", shuffled(events(), 2), 3),
-        ("dup", doubled.clone(), 4),
-        ("dupone", shuffled(doubled, 3), 1),
+    let cases: Vec<(&str, Vec<StoredEvent>, usize)> = vec![
+        ("reversed", fixture_events("reversed").into_iter().rev().collect(), 1000),
+        ("one", shuffled(fixture_events("one"), 1), 1),
+        ("seven", shuffled(fixture_events("seven"), 2), 7),
+        (
+            "doubled",
+            {
+                let mut doubled = fixture_events("doubled");
+                doubled.extend(shuffled(fixture_events("doubled"), 3));
+                shuffled(doubled, 4)
+            },
+            13,
+        ),
     ];
     for (name, events, batch) in cases {
-        assert_eq!(fold(name, &events, batch).await, reference, "case {name}");
+        write_all(&log, &events, batch).await;
+        assert_eq!(snapshot(&pool, name).await, reference, "case {name}");
     }
+    drop_database(&database).await;
+}
+
+#[tokio::test]
+async fn two_writers_at_once_give_what_one_gives() {
+    let (pool, database) = fresh_pool("race").await;
+    let log = std::sync::Arc::new(CallLog::new(pool.clone()).expect("log"));
+    write_all(&log, &fixture_events("ref"), 1000).await;
+    let reference = snapshot(&pool, "ref").await;
+    for round in 0..3u64 {
+        let source = format!("race{round}");
+        let events = shuffled(fixture_events(&source), 10 + round);
+        // Two writers take alternate events, so that nearly every call is written by both, in
+        // small overlapping transactions: the row locks must serialise their folds.
+        let (mut left, mut right) = (Vec::new(), Vec::new());
+        for (i, event) in events.into_iter().enumerate() {
+            if i % 2 == 0 { left.push(event) } else { right.push(event) }
+        }
+        let (a, b) = (log.clone(), log.clone());
+        let first = tokio::spawn(async move { write_all(&a, &left, 3).await });
+        let second = tokio::spawn(async move { write_all(&b, &right, 5).await });
+        first.await.expect("writer");
+        second.await.expect("writer");
+        let got = snapshot(&pool, &source).await;
+        let differs: Vec<(&String, &String)> = got.iter().zip(&reference).filter(|(a, b)| a != b).collect();
+        assert!(differs.is_empty() && got.len() == reference.len(), "round {round}: {differs:#?}");
+    }
+    drop_database(&database).await;
+}
+
+/// Full rows, write times and versions included: proof that nothing was written.
+async fn digest(pool: &Pool) -> String {
+    let client = pool.get().await.expect("client");
+    let row = client
+        .query_one(
+            "SELECT (SELECT md5(coalesce(string_agg(c::text, '|' ORDER BY source_id, call_id), '')) FROM calls c),
+                    (SELECT md5(coalesce(string_agg(l::text, '|' ORDER BY source_id, call_id, leg_id), '')) FROM call_legs l),
+                    (SELECT count(*) FROM call_events)",
+            &[],
+        )
+        .await
+        .expect("digest");
+    format!("{}/{}/{}", row.get::<_, String>(0), row.get::<_, String>(1), row.get::<_, i64>(2))
 }
 
 #[tokio::test]
 async fn writing_the_same_batch_again_changes_nothing() {
     let (pool, database) = fresh_pool("again").await;
-    let first = write_batch(&pool, &events()).await.expect("write");
-    assert_eq!(first.new_events, 11);
-    let before = snapshot(&pool).await;
-    let again = write_batch(&pool, &events()).await.expect("write");
+    let log = CallLog::new(pool.clone()).expect("log");
+    let events = fixture_events("pbx");
+    let first = log.write_batch(&events).await.expect("write");
+    assert_eq!(first.new_events as usize, events.len());
+    assert!(first.calls >= 40 && first.legs > first.calls);
+    let before = digest(&pool).await;
+    let again = log.write_batch(&events).await.expect("write");
     assert_eq!((again.new_events, again.calls, again.legs), (0, 0, 0), "nothing new, nothing touched");
-    assert_eq!(snapshot(&pool).await, before);
+    assert_eq!(digest(&pool).await, before);
+    drop_database(&database).await;
+}
+
+/// The events of one fixture call, under source `pbx`.
+fn call_events(name: &str) -> Vec<StoredEvent> {
+    let call = common::fixture_calls("pbx").into_iter().find(|c| c.name.starts_with(name)).expect("fixture");
+    call.events
+        .into_iter()
+        .enumerate()
+        .map(|(i, event)| StoredEvent { event, partition: 0, offset: i as i64 })
+        .collect()
+}
+
+async fn call_row(pool: &Pool, call_id: &str) -> (i64, i64, Option<String>, bool, String) {
+    let client = pool.get().await.expect("client");
+    let row = client
+        .query_one(
+            "SELECT version, published_version, completion,
+                    EXISTS (SELECT 1 FROM call_outbox o WHERE o.call_id = c.call_id), status
+             FROM calls c WHERE call_id = $1",
+            &[&call_id],
+        )
+        .await
+        .expect("call");
+    (row.get(0), row.get(1), row.get(2), row.get(3), row.get(4))
+}
+
+#[tokio::test]
+async fn a_call_without_end_marker_settles_and_a_late_event_makes_a_new_version() {
+    let (pool, database) = fresh_pool("settle").await;
+    let log = CallLog::new(pool.clone()).expect("log");
+    let codecs = Codecs::new().expect("codecs");
+    // Telphin sends no call-level hangup: the legs end, the call waits for the settle time.
+    let events = call_events("telphin/transfer-between-agents.json");
+    let call_id = events[0].event.call_id.to_string();
+    let written = log.write_batch(&events).await.expect("write");
+    assert!(!written.publishable && written.completed.is_empty());
+    let (version, _, completion, record, status) = call_row(&pool, &call_id).await;
+    assert_eq!((completion, record, status.as_str()), (None, false, "ended"), "ended, not yet complete");
+    assert!(outbox::claim(&pool, 10, Duration::from_secs(30)).await.expect("claim").is_empty());
+
+    // Not due while the settle time has not passed.
+    let (found, _) =
+        log.settle_due(Duration::from_secs(3600), Duration::from_secs(3600), 10).await.expect("sweep");
+    assert_eq!(found, 0);
+    let (found, settled) = log.settle_due(Duration::ZERO, Duration::ZERO, 10).await.expect("sweep");
+    assert_eq!((found, settled.calls), (1, 1));
+    assert_eq!(settled.completed, [(Direction::Inbound, Outcome::Answered)]);
+    let (settled_version, published, completion, record, _) = call_row(&pool, &call_id).await;
+    assert_eq!(
+        (settled_version, published, completion.as_deref(), record),
+        (version + 1, 0, Some("settled"), true)
+    );
+    let (found, _) = log.settle_due(Duration::ZERO, Duration::ZERO, 10).await.expect("sweep");
+    assert_eq!(found, 0, "a complete call is never settled again");
+
+    let claimed = outbox::claim(&pool, 10, Duration::from_secs(30)).await.expect("claim");
+    assert_eq!(claimed.len(), 1);
+    let first = codecs.call_record.decode(&claimed[0].record).expect("record");
+    assert_eq!(
+        (first.version, first.completion, first.recording_url.as_deref()),
+        (settled_version, Some(Completion::Settled), None)
+    );
+    assert!(outbox::claim(&pool, 10, Duration::from_secs(30)).await.expect("claim").is_empty(), "leased");
+    outbox::mark_published(&pool, &claimed).await.expect("mark");
+    assert_eq!(call_row(&pool, &call_id).await.1, settled_version);
+
+    // The recording's link arrives after the call was published.
+    let mut late = events.last().expect("events").clone();
+    late.event.event_id = EventId::parse("late-recording").expect("id");
+    late.event.kind = EventKind::Recording;
+    late.event.recording_url = Some("https://recordings.example/late.mp3".into());
+    late.event.occurred_at += chrono::Duration::seconds(40);
+    let updated = log.write_batch(&[late]).await.expect("write");
+    assert_eq!((updated.new_events, updated.late_updates, updated.publishable), (1, 1, true));
+    let claimed = outbox::claim(&pool, 10, Duration::from_secs(30)).await.expect("claim");
+    assert_eq!(claimed.len(), 1, "the new version waits for the calls topic");
+    let second = codecs.call_record.decode(&claimed[0].record).expect("record");
+    assert_eq!(second.version, settled_version + 1);
+    assert_eq!(second.recording_url.as_deref(), Some("https://recordings.example/late.mp3"));
+    assert_eq!((second.completion, second.completed_at), (Some(Completion::Settled), first.completed_at));
+    drop_database(&database).await;
+}
+
+#[tokio::test]
+async fn an_end_marker_completes_at_once_and_a_ringing_call_waits_longer() {
+    let (pool, database) = fresh_pool("marker").await;
+    let log = CallLog::new(pool.clone()).expect("log");
+    let ring_all = call_events("asterisk/inbound-queue-ring-all.json");
+    let written = log.write_batch(&ring_all).await.expect("write");
+    assert!(written.publishable);
+    assert_eq!(written.completed, [(Direction::Inbound, Outcome::Answered)]);
+    let (_, _, completion, record, _) = call_row(&pool, ring_all[0].event.call_id.as_str()).await;
+    assert_eq!((completion.as_deref(), record), (Some("end_marker"), true));
+
+    // Only the ringing of a call: due after the ringing settle time, not the short one.
+    let ringing: Vec<StoredEvent> = call_events("telphin/refusals.json");
+    let _ = log.write_batch(&ringing).await.expect("write");
+    let (found, _) = log.settle_due(Duration::ZERO, Duration::from_secs(3600), 10).await.expect("sweep");
+    assert_eq!(found, 0, "a ringing call is not settled after the short settle time");
+    let (found, settled) = log.settle_due(Duration::ZERO, Duration::ZERO, 10).await.expect("sweep");
+    assert_eq!(found, 1);
+    assert_eq!(settled.completed.len(), 1);
+    drop_database(&database).await;
+}
+
+/// Generic calls whose agent leg rang and answered and then nothing: due for the settle sweep.
+fn open_calls(count: usize) -> Vec<StoredEvent> {
+    let source = SourceId::parse("pbx").expect("source");
+    let mut events = Vec::new();
+    for n in 0..count {
+        for (i, kind) in [EventKind::Ringing, EventKind::Answered].into_iter().enumerate() {
+            let event = CallEvent {
+                event_id: EventId::parse(format!("open-{n}-{i}")).expect("id"),
+                raw_id: format!("raw-{n}-{i}"),
+                source_id: source.clone(),
+                vendor: Vendor::Generic,
+                call_id: CallId::parse(format!("open-{n}")).expect("id"),
+                leg_id: Some(LegId::parse(format!("open-{n}-leg")).expect("id")),
+                kind,
+                direction: Direction::Inbound,
+                from_raw: None,
+                from_e164: None,
+                to_raw: None,
+                to_e164: None,
+                agent_number: Some("101".into()),
+                agent_email: None,
+                agent_extension: None,
+                occurred_at: chrono::Utc::now(),
+                received_at: chrono::Utc::now(),
+                sequence: None,
+                hangup_cause: None,
+                recording_url: None,
+                disposition: None,
+                recording_id: None,
+                agent_id: None,
+                agent_match: None,
+                contact_ids: Vec::new(),
+                contact_match: None,
+                responsible_agent_id: None,
+            };
+            events.push(StoredEvent { event, partition: 0, offset: (n * 2 + i) as i64 });
+        }
+    }
+    events
+}
+
+#[tokio::test]
+async fn concurrent_sweeps_and_publishers_share_the_work() {
+    let (pool, database) = fresh_pool("share").await;
+    let log = std::sync::Arc::new(CallLog::new(pool.clone()).expect("log"));
+    let calls = 300;
+    write_all(&log, &open_calls(calls), 100).await;
+
+    let sweep = |log: std::sync::Arc<CallLog>| async move {
+        let mut total = 0;
+        loop {
+            let (found, _) = log.settle_due(Duration::ZERO, Duration::ZERO, 40).await.expect("sweep");
+            if found == 0 {
+                return total;
+            }
+            total += found;
+        }
+    };
+    let (a, b) = tokio::join!(tokio::spawn(sweep(log.clone())), tokio::spawn(sweep(log.clone())));
+    let (a, b) = (a.expect("sweep"), b.expect("sweep"));
+    assert_eq!(a + b, calls, "every call settled exactly once ({a} + {b})");
+    let client = pool.get().await.expect("client");
+    let row = client
+        .query_one("SELECT count(*), min(version), max(version) FROM calls WHERE completion = 'settled' AND outcome = 'answered'", &[])
+        .await
+        .expect("count");
+    assert_eq!((row.get::<_, i64>(0), row.get::<_, i64>(1), row.get::<_, i64>(2)), (calls as i64, 2, 2));
+
+    let claim = |pool: Pool| async move {
+        let mut mine = Vec::new();
+        loop {
+            let claimed = outbox::claim(&pool, 25, Duration::from_secs(30)).await.expect("claim");
+            if claimed.is_empty() {
+                return mine;
+            }
+            outbox::mark_published(&pool, &claimed).await.expect("mark");
+            mine.extend(claimed.into_iter().map(|c| c.call_id));
+        }
+    };
+    let (a, b) = tokio::join!(tokio::spawn(claim(pool.clone())), tokio::spawn(claim(pool.clone())));
+    let (a, b) = (a.expect("claim"), b.expect("claim"));
+    let union: BTreeSet<&String> = a.iter().chain(&b).collect();
+    assert_eq!((a.len() + b.len(), union.len()), (calls, calls), "each record claimed by one publisher");
+    let left = client
+        .query_one("SELECT count(*) FROM calls WHERE published_version < version", &[])
+        .await
+        .expect("left");
+    assert_eq!(left.get::<_, i64>(0), 0);
     drop_database(&database).await;
 }

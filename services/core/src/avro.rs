@@ -21,7 +21,7 @@ use apache_avro::writer::datum::GenericDatumWriter;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::model::{CallEvent, DeadLetter, RawWebhook};
+use crate::model::{CallEvent, CallRecord, DeadLetter, RawWebhook};
 
 const MAGIC: [u8; 2] = [0xC3, 0x01];
 const HEADER_LEN: usize = 10;
@@ -37,6 +37,8 @@ pub static CALL_EVENT_V1_SCHEMA: LazyLock<Schema> =
     LazyLock::new(|| parse_embedded(include_str!("../../../schemas/call_event.v1.avsc")));
 pub static DEAD_LETTER_SCHEMA: LazyLock<Schema> =
     LazyLock::new(|| parse_embedded(include_str!("../../../schemas/dead_letter.avsc")));
+pub static CALL_RECORD_SCHEMA: LazyLock<Schema> =
+    LazyLock::new(|| parse_embedded(include_str!("../../../schemas/call_record.avsc")));
 
 fn parse_embedded(text: &str) -> Schema {
     // The schemas are compiled into the binary and covered by unit tests, so a parse failure is
@@ -150,6 +152,8 @@ pub struct Codecs {
     pub raw_webhook: Codec<RawWebhook>,
     pub call_event: Codec<CallEvent>,
     pub dead_letter: Codec<DeadLetter>,
+    /// Completed-call records on the calls topic (written by calllog).
+    pub call_record: Codec<CallRecord>,
 }
 
 impl Codecs {
@@ -158,6 +162,7 @@ impl Codecs {
             raw_webhook: Codec::new(&RAW_WEBHOOK_SCHEMA)?.accept_previous(&RAW_WEBHOOK_V1_SCHEMA)?,
             call_event: Codec::new(&CALL_EVENT_SCHEMA)?.accept_previous(&CALL_EVENT_V1_SCHEMA)?,
             dead_letter: Codec::new(&DEAD_LETTER_SCHEMA)?,
+            call_record: Codec::new(&CALL_RECORD_SCHEMA)?,
         })
     }
 }
@@ -193,6 +198,11 @@ mod tests {
             agent_extension: Some("101".into()),
             disposition: Some(Disposition::Answered),
             recording_id: Some("rec-1".into()),
+            agent_id: Some("agent-1".into()),
+            agent_match: Some(AgentMatch::Extension),
+            contact_ids: vec!["c-1".into(), "c-2".into()],
+            contact_match: Some(ContactMatch::Ambiguous),
+            responsible_agent_id: None,
         }
     }
 
@@ -279,6 +289,8 @@ mod tests {
         let older: &'static Schema = &CALL_EVENT_V1_SCHEMA;
         let mut event = sample_event();
         (event.agent_extension, event.disposition, event.recording_id) = (None, None, None);
+        (event.agent_id, event.agent_match, event.contact_match) = (None, None, None);
+        event.contact_ids.clear();
         let old_writer = GenericDatumWriter::builder(older).human_readable(false).build().expect("w");
         let mut bytes = MAGIC.to_vec();
         bytes.extend_from_slice(&fingerprint(older).to_le_bytes());

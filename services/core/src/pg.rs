@@ -18,6 +18,8 @@ use crate::retry::Backoff;
 const MIGRATIONS: &[(i32, &str, &str)] = &[
     (1, "initial", include_str!("../migrations/0001_initial.sql")),
     (2, "source_settings", include_str!("../migrations/0002_source_settings.sql")),
+    (3, "directory", include_str!("../migrations/0003_directory.sql")),
+    (4, "call_log", include_str!("../migrations/0004_call_log.sql")),
 ];
 
 /// Any advisory-lock key unique to Switchboard's migrator.

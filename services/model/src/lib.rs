@@ -13,6 +13,9 @@ use std::str::FromStr;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+pub mod call_record;
+pub use call_record::{AgentRef, CallRecord, CallStatus, Completion, LegRecord, Outcome};
+
 /// Why a value from the outside world was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("invalid {what}: {reason}")]
@@ -242,25 +245,34 @@ impl PhoneNumber {
             return None;
         }
         // Many PBXs send international numbers without the plus (Telphin, Zadarma), which the
-        // parser would read as national; a digits-only string longer than any national number
-        // is tried as international first.
+        // parser would read as national; a digits-only string longer than most national numbers
+        // is also tried as international. When both readings are valid, the national one wins
+        // if it lands in the source's own country: `84951234567` from a Russian PBX is Moscow
+        // with the trunk prefix 8, not Vietnam (+84).
         let digits_only = trimmed.bytes().all(|b| b.is_ascii_digit());
-        if digits_only
-            && trimmed.len() >= 11
-            && !trimmed.starts_with('0')
-            && let Some(number) = Self::parse_strict(&format!("+{trimmed}"), None)
-        {
-            return Some(number);
+        let national = Self::parse_strict(trimmed, Some(default_region.0));
+        if digits_only && trimmed.len() >= 11 && !trimmed.starts_with('0') {
+            let international = Self::parse_strict(&format!("+{trimmed}"), None);
+            return match (international, national) {
+                (Some(_), Some((national, country))) if country == Some(default_region.0) => Some(national),
+                (Some((international, _)), _) => Some(international),
+                (None, national) => national.map(|(number, _)| number),
+            };
         }
-        Self::parse_strict(trimmed, Some(default_region.0))
+        national.map(|(number, _)| number)
     }
 
-    fn parse_strict(raw: &str, region: Option<phonenumber::country::Id>) -> Option<Self> {
+    /// A valid number in E.164, with the country it belongs to.
+    fn parse_strict(
+        raw: &str,
+        region: Option<phonenumber::country::Id>,
+    ) -> Option<(Self, Option<phonenumber::country::Id>)> {
         let number = phonenumber::parse(region, raw).ok()?;
         if !phonenumber::is_valid(&number) {
             return None;
         }
-        Some(Self(number.format().mode(phonenumber::Mode::E164).to_string()))
+        let country = number.country().id();
+        Some((Self(number.format().mode(phonenumber::Mode::E164).to_string()), country))
     }
 
     /// Accepts a value that is already E.164, as read back from one of our own topics.
@@ -295,6 +307,13 @@ impl FromStr for Region {
             .parse::<phonenumber::country::Id>()
             .map(Region)
             .map_err(|_| InvalidValue::new("region", format!("{s:?} is not an ISO 3166 alpha-2 code")))
+    }
+}
+
+/// The United States, `phonenumber`'s and most PBXs' assumption when nothing is configured.
+impl Default for Region {
+    fn default() -> Self {
+        Region(phonenumber::country::Id::US)
     }
 }
 
@@ -382,6 +401,32 @@ impl Disposition {
     }
 }
 
+/// How the matcher found the agent of an event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum AgentMatch {
+    Extension,
+    Number,
+    /// By email, when the source enables it and neither extension nor number matched.
+    Email,
+    Unknown,
+}
+
+/// What the matcher found for the caller's (customer's) number.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum ContactMatch {
+    /// Exactly one contact has the number.
+    Unique,
+    /// Several contacts have it; all are listed, none is guessed.
+    Ambiguous,
+    /// Nobody has it (or the event has no external number).
+    None,
+    /// The number is one of the company's own (a DID or trunk), never a customer.
+    OwnNumber,
+    Unknown,
+}
+
 /// One HTTP request as a PBX sent it (`schemas/raw_webhook.avsc`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RawWebhook {
@@ -436,6 +481,20 @@ pub struct CallEvent {
     /// `RecordingSid`), for the recordings stage to resolve into a link.
     #[serde(default)]
     pub recording_id: Option<String>,
+    /// Set by the matcher: the directory agent of this event, and how it was found.
+    #[serde(default)]
+    pub agent_id: Option<String>,
+    #[serde(default)]
+    pub agent_match: Option<AgentMatch>,
+    /// Set by the matcher: the contact(s) owning the external number; several only when
+    /// `contact_match` is `Ambiguous`.
+    #[serde(default)]
+    pub contact_ids: Vec<String>,
+    #[serde(default)]
+    pub contact_match: Option<ContactMatch>,
+    /// The responsible agent of the (unique) matched contact.
+    #[serde(default)]
+    pub responsible_agent_id: Option<String>,
 }
 
 impl CallEvent {
@@ -470,6 +529,11 @@ impl CallEvent {
             recording_url: None,
             disposition: None,
             recording_id: None,
+            agent_id: None,
+            agent_match: None,
+            contact_ids: Vec::new(),
+            contact_match: None,
+            responsible_agent_id: None,
         }
     }
 
@@ -529,6 +593,24 @@ mod tests {
         for form in forms {
             let parsed = PhoneNumber::parse_lenient(form, gb).map(|n| n.as_str().to_owned());
             assert_eq!(parsed.as_deref(), Some("+442079460000"), "{form}");
+        }
+    }
+
+    #[test]
+    fn digits_only_numbers_read_as_the_pbx_meant_them() {
+        let ru: Region = "RU".parse().expect("RU is a region");
+        let gb: Region = "GB".parse().expect("GB is a region");
+        let cases = [
+            ("84951234567", ru, "+74951234567"),
+            ("74951234567", ru, "+74951234567"),
+            ("+7 (495) 123-45-67", ru, "+74951234567"),
+            ("442079460000", ru, "+442079460000"),
+            ("442079460000", gb, "+442079460000"),
+            ("14155550123", gb, "+14155550123"),
+        ];
+        for (raw, region, expected) in cases {
+            let parsed = PhoneNumber::parse_lenient(raw, region).map(|n| n.as_str().to_owned());
+            assert_eq!(parsed.as_deref(), Some(expected), "{raw} in {}", region.as_str());
         }
     }
 

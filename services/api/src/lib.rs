@@ -1,0 +1,213 @@
+//! api: the query API, the call log over HTTP and JSON for CRMs and operators
+//! (`docs/openapi.yaml` describes it).
+//!
+//! Inputs: `GET /v1/calls` (filters: time range, number in any format, agent, contact, outcome,
+//! direction, status, source, completeness; keyset pages) and `GET /v1/calls/{source_id}/{call_id}`
+//! (one call with its legs, events, agents, matched contacts and recording link), each with a
+//! bearer token from `api.tokens`; `/healthz`, `/readyz` and `/metrics` without one. Outputs: JSON;
+//! a bad filter is a 400 naming the parameter and the reason, a missing or unknown token a 401, an
+//! unknown call a 404, a database that does not answer a 503 with `Retry-After`.
+//! Delivery: read-only, so any request may be retried. Ordering: lists are newest first by
+//! (`started_at`, `source_id`, `call_id`), a total order, so pages neither skip nor repeat a call
+//! while new calls arrive (they land on the first page).
+
+pub mod calls;
+pub mod filter;
+
+use std::net::SocketAddr;
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+use http::{HeaderValue, Method, Request, Response, StatusCode, header};
+use hyper::body::Incoming;
+use switchboard_core::config::{ApiSettings, Service, Settings};
+use switchboard_core::deadpool_postgres::Pool;
+use switchboard_core::http::{self as ops, Body, Health};
+use switchboard_core::service::ServiceError;
+use switchboard_core::{metrics, pg};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::filter::ListQuery;
+
+/// Everything a request handler shares.
+struct Api {
+    auth: ApiSettings,
+    /// Set once PostgreSQL is reachable and migrated; until then `/v1` answers 503.
+    pool: OnceLock<Pool>,
+    health: Arc<Health>,
+}
+
+/// Which endpoint answered, a bounded metric label.
+#[derive(Debug, Clone, Copy)]
+enum Endpoint {
+    ListCalls,
+    GetCall,
+    Other,
+}
+
+impl Endpoint {
+    fn label(self) -> &'static str {
+        match self {
+            Endpoint::ListCalls => "list_calls",
+            Endpoint::GetCall => "get_call",
+            Endpoint::Other => "not_found",
+        }
+    }
+}
+
+pub async fn run(
+    settings: Settings,
+    listener: TcpListener,
+    cancel: CancellationToken,
+) -> Result<(), ServiceError> {
+    metrics::init(Service::Api.name());
+    for endpoint in [Endpoint::ListCalls, Endpoint::GetCall] {
+        let _ = metrics::API_SECONDS.with_label_values(&[endpoint.label()]);
+        let _ = metrics::API_REQUESTS.with_label_values(&[endpoint.label(), "200"]);
+    }
+    if settings.api.tokens.is_empty() {
+        tracing::warn!("api.tokens is empty: every /v1 request will be refused with 401.");
+    }
+    let health = Health::new();
+    let api = Arc::new(Api { auth: settings.api.clone(), pool: OnceLock::new(), health: health.clone() });
+
+    // Serve at once: probes answer, and /v1 answers 503, until the database is up.
+    let addr = listener.local_addr().map_err(|e| ServiceError::Other(e.to_string()))?;
+    let drain = Duration::from_millis(settings.http.drain_timeout_ms.unwrap_or(10_000));
+    let state = api.clone();
+    let server = tokio::spawn(ops::serve(listener, drain, cancel.clone(), move |req, remote| {
+        let api = state.clone();
+        async move { api.handle(req, remote).await }
+    }));
+    match pg::connect_and_migrate(&settings.postgres, &cancel).await {
+        Ok(Some(pool)) => {
+            let _ = api.pool.set(pool);
+            health.set_ready(true);
+            tracing::info!(%addr, "Query API answering.");
+        }
+        Ok(None) => {}
+        Err(error) => {
+            cancel.cancel();
+            let _ = server.await;
+            return Err(error.into());
+        }
+    }
+    cancel.cancelled().await;
+    health.set_ready(false);
+    let _ = server.await;
+    tracing::info!("Query API stopped.");
+    Ok(())
+}
+
+fn unavailable() -> Response<Body> {
+    let mut response =
+        ops::error(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "the call log database is not reachable");
+    let _ = response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    response
+}
+
+fn unauthorized() -> Response<Body> {
+    let mut response = ops::error(
+        StatusCode::UNAUTHORIZED,
+        "unauthorized",
+        "send Authorization: Bearer <a token from api.tokens>",
+    );
+    let _ = response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+    response
+}
+
+impl Api {
+    async fn handle(&self, req: Request<Incoming>, _remote: SocketAddr) -> Response<Body> {
+        if let Some(response) = ops::ops_response(&req, &self.health) {
+            return response;
+        }
+        let started = Instant::now();
+        let (endpoint, response) = self.route(&req).await;
+        metrics::API_REQUESTS.with_label_values(&[endpoint.label(), response.status().as_str()]).inc();
+        metrics::API_SECONDS.with_label_values(&[endpoint.label()]).observe(started.elapsed().as_secs_f64());
+        response
+    }
+
+    async fn route(&self, req: &Request<Incoming>) -> (Endpoint, Response<Body>) {
+        let path = req.uri().path();
+        let Some(rest) = path.strip_prefix("/v1/calls") else {
+            return (Endpoint::Other, ops::error(StatusCode::NOT_FOUND, "not_found", "no such endpoint"));
+        };
+        let endpoint = if rest.is_empty() || rest == "/" { Endpoint::ListCalls } else { Endpoint::GetCall };
+        if !rest.is_empty() && !rest.starts_with('/') {
+            return (Endpoint::Other, ops::error(StatusCode::NOT_FOUND, "not_found", "no such endpoint"));
+        }
+        // Authentication before anything else, so that nobody learns which calls exist.
+        let authorization = req.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
+        if !self.auth.authorizes(authorization) {
+            return (endpoint, unauthorized());
+        }
+        if req.method() != Method::GET && req.method() != Method::HEAD {
+            let mut response = ops::error(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "use GET");
+            let _ = response.headers_mut().insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
+            return (endpoint, response);
+        }
+        let Some(pool) = self.pool.get() else {
+            return (endpoint, unavailable());
+        };
+        let response = match endpoint {
+            Endpoint::ListCalls => list(pool, req.uri().query()).await,
+            _ => get(pool, rest.trim_start_matches('/')).await,
+        };
+        (endpoint, response)
+    }
+}
+
+fn bad_request(message: String) -> Response<Body> {
+    ops::error(StatusCode::BAD_REQUEST, "bad_request", message)
+}
+
+fn read_failed(error: calls::ReadError) -> Response<Body> {
+    tracing::warn!(%error, "Call-log query failed.");
+    unavailable()
+}
+
+async fn list(pool: &Pool, query: Option<&str>) -> Response<Body> {
+    // The source's own region reads national numbers filtered within one source.
+    let source = filter::form_pairs(query.unwrap_or(""))
+        .into_iter()
+        .find(|(name, _)| name == "source")
+        .map(|(_, v)| v);
+    let region = match &source {
+        Some(source) => match calls::source_region(pool, source).await {
+            Ok(region) => region,
+            Err(error) => return read_failed(error),
+        },
+        None => None,
+    };
+    let filters = match ListQuery::parse(query, |_| region.clone()) {
+        Ok(filters) => filters,
+        Err(error) => return bad_request(error.0),
+    };
+    match calls::list(pool, &filters).await {
+        Ok(page) => ops::json(StatusCode::OK, &page),
+        Err(error) => read_failed(error),
+    }
+}
+
+async fn get(pool: &Pool, key: &str) -> Response<Body> {
+    let not_found = || ops::error(StatusCode::NOT_FOUND, "not_found", "no such call");
+    // `{source_id}/{call_id}`; a call id may itself hold (encoded or not) slashes.
+    let Some((source, call)) = key.split_once('/') else {
+        return not_found();
+    };
+    let decode =
+        |text: &str| percent_encoding::percent_decode_str(text).decode_utf8().map(|t| t.into_owned());
+    let (Ok(source), Ok(call)) = (decode(source), decode(call)) else {
+        return bad_request("the call's path is not valid percent-encoded UTF-8".into());
+    };
+    if call.is_empty() {
+        return not_found();
+    }
+    match calls::get(pool, &source, &call).await {
+        Ok(Some(call)) => ops::json(StatusCode::OK, &call),
+        Ok(None) => not_found(),
+        Err(error) => read_failed(error),
+    }
+}

@@ -1,0 +1,383 @@
+//! The call log end to end: real vendor fixtures posted to the real ingress, through every stage,
+//! folded by the call-log writer and published on the calls topic, then read back through the
+//! query API (`switchboard api`), each service its own process.
+//!
+//! - a transfer between two agents (Telphin: no end marker, so the call completes when it settles)
+//!   is one answered call with both agents' legs answered;
+//! - a ring-all queue (Asterisk) is one answered call: the agent who answered and the one who only
+//!   rang;
+//! - a caller hanging up in the IVR (Asterisk, delivered twice) is one call, abandoned in the IVR;
+//! - a recording that arrives after the call was published (Twilio) publishes a new version;
+//! - the query API over that call log: filters, keyset pages, 400s and 401s.
+
+#[path = "../services/adapters/tests/common/fixture.rs"]
+mod fixture;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use anyhow::Context;
+use fixture::{Fixture, FixtureAuth, FixtureRequest};
+use switchboard_core::avro::Codecs;
+use switchboard_core::model::{CallRecord, CallStatus, Completion, Outcome};
+use switchboard_tests::*;
+
+const SETTLE: Duration = Duration::from_secs(120);
+const TOKEN: &str = "calllog-query-token";
+
+/// A pipeline whose call log settles calls 1.5 s after their last event.
+async fn pipeline(name: &str) -> anyhow::Result<(TestEnv, Pipeline)> {
+    let mut env = TestEnv::new(name);
+    env.set("SWITCHBOARD_CALLLOG__SETTLE_MS", "1500");
+    env.set("SWITCHBOARD_API__TOKENS", format!("[\"{TOKEN}\"]"));
+    let pipeline = env.start_pipeline().await?;
+    Ok((env, pipeline))
+}
+
+fn fixture_path(name: &str) -> std::path::PathBuf {
+    fixture::fixture_files()
+        .into_iter()
+        .find(|path| path.ends_with(name))
+        .unwrap_or_else(|| panic!("fixture {name} not found"))
+}
+
+/// A source made with the CLI for a fixture's vendor; returns its secret.
+async fn create_source(env: &TestEnv, id: &str, fixture: &Fixture) -> anyhow::Result<String> {
+    let settings =
+        if fixture.source.settings.is_null() { "{}".to_owned() } else { fixture.source.settings.to_string() };
+    let mut args =
+        vec!["sources", "add", id, "--vendor", &fixture.source.vendor, "--region", &fixture.source.region];
+    args.extend(["--settings", &settings, "--json"]);
+    if let Some(secret) = &fixture.source.signing_secret {
+        args.extend(["--signing-secret", secret]);
+    }
+    let created: serde_json::Value = serde_json::from_str(env.cli(&args).await?.trim())?;
+    Ok(created["secret"].as_str().context("secret")?.to_owned())
+}
+
+/// Posts one fixture request as its vendor would.
+async fn post(
+    client: &HttpClient,
+    ingress: &str,
+    source: &str,
+    secret: &str,
+    request: &FixtureRequest,
+) -> anyhow::Result<()> {
+    let mut query = request.query.clone().unwrap_or_default();
+    let mut headers: Vec<(String, String)> =
+        request.headers.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+    match request.auth {
+        FixtureAuth::Basic => headers.push(("authorization".into(), basic(source, secret))),
+        FixtureAuth::Token => {
+            query =
+                if query.is_empty() { format!("token={secret}") } else { format!("{query}&token={secret}") }
+        }
+        FixtureAuth::None => {}
+    }
+    if let Some(content_type) = &request.content_type {
+        headers.push(("content-type".into(), content_type.clone()));
+    }
+    let mut url = format!("{ingress}/v1/webhooks/{source}{}", request.subpath);
+    if !query.is_empty() {
+        url = format!("{url}?{query}");
+    }
+    let refs: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let response = send(client, &request.method, &url, &refs, request.body.clone()).await?;
+    anyhow::ensure!(response.status == request.expect.status, "{url}: answered {}", response.status);
+    Ok(())
+}
+
+/// A fixture's source, ready to take its requests.
+struct Source {
+    id: String,
+    secret: String,
+    fixture: Fixture,
+}
+
+impl Source {
+    async fn create(env: &TestEnv, id: &str, file: &str) -> anyhow::Result<Self> {
+        let fixture = fixture::load(&fixture_path(file));
+        let secret = create_source(env, id, &fixture).await?;
+        Ok(Self { id: id.to_owned(), secret, fixture })
+    }
+
+    /// Posts the requests ingress publishes, those selected by `which` (by index).
+    async fn post(&self, pipeline: &Pipeline, which: impl Fn(usize) -> bool) -> anyhow::Result<()> {
+        let client = http_client();
+        let ingress = pipeline.ingress_url("");
+        for (i, request) in self.fixture.requests.iter().enumerate() {
+            if which(i) && request.expect.published() {
+                post(&client, ingress.trim_end_matches('/'), &self.id, &self.secret, request).await?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The calls topic, read from the start until `done` holds for the records so far; returns, per
+/// call key, every version seen (highest last).
+async fn published(
+    env: &TestEnv,
+    mut done: impl FnMut(&BTreeMap<String, Vec<CallRecord>>) -> bool,
+) -> anyhow::Result<BTreeMap<String, Vec<CallRecord>>> {
+    let codecs = Codecs::new()?;
+    let group = |records: &[(Option<Vec<u8>>, Vec<u8>)]| {
+        let mut by_call: BTreeMap<String, Vec<CallRecord>> = BTreeMap::new();
+        for (key, payload) in records {
+            if let Ok(record) = codecs.call_record.decode(payload) {
+                assert_eq!(key.as_deref(), Some(record.partition_key().as_bytes()), "keyed by call");
+                by_call.entry(record.partition_key()).or_default().push(record);
+            }
+        }
+        for versions in by_call.values_mut() {
+            versions.sort_by_key(|r| r.version);
+        }
+        by_call
+    };
+    let records =
+        read_topic(&env.brokers, &env.topics().calls, SETTLE, |records| done(&group(records))).await?;
+    Ok(group(&records))
+}
+
+/// The latest published record of `source:call` once `ready` holds for it.
+async fn latest(env: &TestEnv, key: &str, ready: impl Fn(&CallRecord) -> bool) -> anyhow::Result<CallRecord> {
+    let by_call = published(env, |calls| calls.get(key).and_then(|v| v.last()).is_some_and(&ready)).await?;
+    let record =
+        by_call.get(key).and_then(|v| v.last()).cloned().with_context(|| format!("no record of {key}"))?;
+    anyhow::ensure!(ready(&record), "{key}: the latest record is not the expected one: {record:#?}");
+    Ok(record)
+}
+
+fn agent_of(record: &CallRecord) -> Option<String> {
+    record.agent.as_ref().and_then(|a| a.extension.clone().or(a.number.clone()))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_transfer_between_two_agents_is_one_answered_call_with_both_legs() -> anyhow::Result<()> {
+    let (env, pipeline) = pipeline("cl-transfer").await?;
+    let telphin = Source::create(&env, "telphin-main", "telphin/transfer-between-agents.json").await?;
+    tokio::time::sleep(Duration::from_millis(1200)).await; // ingress picks the source up
+    telphin.post(&pipeline, |_| true).await?;
+
+    let key = "telphin-main:8D4F31ADE80411F0D6F80CE415261708";
+    // Telphin sends no end marker: the call is published once it has settled.
+    let record = latest(&env, key, |r| r.completion.is_some()).await?;
+    assert_eq!(record.completion, Some(Completion::Settled));
+    assert_eq!((record.status, record.outcome), (CallStatus::Ended, Some(Outcome::Answered)));
+    assert_eq!(agent_of(&record).as_deref(), Some("101"), "the first agent to answer");
+    let agents: Vec<(Option<&str>, bool)> =
+        record.legs.iter().map(|l| (l.agent.extension.as_deref(), l.answered)).collect();
+    assert_eq!(agents, [(Some("101"), true), (Some("102"), true)], "both agents' legs, both answered");
+    assert_eq!(record.from_number.as_deref(), Some("+74951234567"));
+
+    let db = env.db().await?;
+    let row = db
+        .query_one("SELECT count(*), min(version), min(published_version) FROM calls WHERE source_id = 'telphin-main'", &[])
+        .await?;
+    let (calls, version, published): (i64, i64, i64) = (row.get(0), row.get(1), row.get(2));
+    assert_eq!(calls, 1, "one call, not one per leg");
+    assert_eq!((record.version, published), (version, version), "the published version is the stored one");
+    pipeline.shutdown().await?;
+    env.cleanup().await;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_ring_all_queue_is_one_answered_call_not_a_missed_one_per_agent() -> anyhow::Result<()> {
+    let (env, pipeline) = pipeline("cl-ringall").await?;
+    let asterisk = Source::create(&env, "asterisk", "asterisk/inbound-queue-ring-all.json").await?;
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    asterisk.post(&pipeline, |_| true).await?;
+
+    // LINKEDID_END is Asterisk's end marker: no settle time needed.
+    let record = latest(&env, "asterisk:1793530680.412", |r| r.completion.is_some()).await?;
+    assert_eq!(record.completion, Some(Completion::EndMarker));
+    assert_eq!(record.outcome, Some(Outcome::Answered));
+    assert_eq!(agent_of(&record).as_deref(), Some("101"));
+    let rang: Vec<(&str, bool)> =
+        record.legs.iter().filter_map(|l| Some((l.agent.extension.as_deref()?, l.answered))).collect();
+    assert_eq!(rang, [("101", true), ("102", false)], "102 rang and was not answered");
+    let db = env.db().await?;
+    let missed: i64 = db
+        .query_one("SELECT count(*) FROM calls WHERE outcome <> 'answered' OR outcome IS NULL", &[])
+        .await?
+        .get(0);
+    assert_eq!(missed, 0, "no missed call for the agent who did not answer");
+    pipeline.shutdown().await?;
+    env.cleanup().await;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_caller_hanging_up_in_the_ivr_is_one_call_abandoned_in_the_ivr() -> anyhow::Result<()> {
+    let (env, pipeline) = pipeline("cl-ivr").await?;
+    let asterisk = Source::create(&env, "asterisk", "asterisk/duplicate-delivery.json").await?;
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    // Delivered twice over, as the fixture does and then once more.
+    asterisk.post(&pipeline, |_| true).await?;
+    asterisk.post(&pipeline, |_| true).await?;
+
+    let record = latest(&env, "asterisk:1793530780.450", |r| r.completion.is_some()).await?;
+    assert_eq!(record.outcome, Some(Outcome::AbandonedInIvr));
+    assert_eq!(record.agent, None);
+    let db = env.db().await?;
+    let calllog = &pipeline.services["calllog"];
+    let _ = wait_for_metric(calllog, "switchboard_calllog_duplicate_events_total", 3.0, SETTLE).await?;
+    let row = db.query_one("SELECT count(*), sum(event_count)::bigint, min(outcome) FROM calls", &[]).await?;
+    let (calls, events, outcome): (i64, i64, String) = (row.get(0), row.get(1), row.get(2));
+    assert_eq!(
+        (calls, events, outcome.as_str()),
+        (1, 3, "abandoned_in_ivr"),
+        "one call of three distinct events"
+    );
+    let metrics = calllog.metrics().await?;
+    assert!(
+        metrics.contains(
+            "switchboard_calllog_calls_completed_total{direction=\"inbound\",outcome=\"abandoned_in_ivr\"} 1"
+        ),
+        "completed calls are counted by outcome"
+    );
+    pipeline.shutdown().await?;
+    env.cleanup().await;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_late_recording_publishes_a_new_version_of_a_complete_call() -> anyhow::Result<()> {
+    let (env, pipeline) = pipeline("cl-late").await?;
+    let twilio = Source::create(&env, "twilio", "twilio/inbound-answered.json").await?;
+    let last = twilio.fixture.requests.len() - 1;
+    assert_eq!(
+        twilio.fixture.requests[last].subpath, "/recording",
+        "the fixture ends with the recording callback"
+    );
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    twilio.post(&pipeline, |i| i < last).await?;
+
+    let key = "twilio:CA1c4f7e2a9b3d4c5e6f708192a3b4c5d6";
+    let first = latest(&env, key, |r| r.completion.is_some()).await?;
+    assert_eq!((first.completion, first.outcome), (Some(Completion::EndMarker), Some(Outcome::Answered)));
+    assert_eq!(first.recording_url, None, "no recording yet");
+    let db = env.db().await?;
+    wait_for_count(&db, "SELECT count(*) FROM calls WHERE published_version = version", 1, SETTLE).await?;
+
+    twilio.post(&pipeline, |i| i == last).await?;
+    let second = latest(&env, key, |r| r.recording_url.is_some()).await?;
+    assert!(second.version > first.version, "a new version: {} after {}", second.version, first.version);
+    assert!(
+        second.recording_url.as_deref().is_some_and(|u| u.contains("RE4e7a1b6c3d2e5f8a9b0c1d2e3f4a5b6c"))
+    );
+    assert_eq!((second.completion, second.completed_at), (first.completion, first.completed_at));
+    let versions = published(&env, |calls| calls.get(key).is_some_and(|v| v.len() >= 2)).await?;
+    let seen: Vec<i64> = versions[key].iter().map(|r| r.version).collect();
+    assert!(seen.windows(2).all(|w| w[0] <= w[1]) && seen.contains(&first.version), "{seen:?}");
+    let late =
+        wait_for_metric(&pipeline.services["calllog"], "switchboard_calllog_late_updates_total", 1.0, SETTLE)
+            .await?;
+    assert!(late >= 1.0);
+    pipeline.shutdown().await?;
+    env.cleanup().await;
+    Ok(())
+}
+
+/// `GET` against the API with the test token (or `token`).
+async fn api_get(
+    api: &ServiceProcess,
+    path: &str,
+    token: Option<&str>,
+) -> anyhow::Result<(u16, serde_json::Value)> {
+    let auth = format!("Bearer {}", token.unwrap_or(TOKEN));
+    let response = send(&http_client(), "GET", &api.url(path), &[("authorization", &auth)], "").await?;
+    Ok((response.status, response.json()))
+}
+
+fn call_ids(page: &serde_json::Value) -> Vec<String> {
+    page["calls"].as_array().map_or_else(Vec::new, |calls| {
+        calls.iter().filter_map(|c| c["call_id"].as_str().map(str::to_owned)).collect()
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_query_api_serves_the_pipelines_call_log() -> anyhow::Result<()> {
+    let (env, pipeline) = pipeline("cl-api").await?;
+    let api = env.start("api").await?;
+    let telphin = Source::create(&env, "telphin-main", "telphin/transfer-between-agents.json").await?;
+    let missed = Source::create(&env, "telphin-q", "telphin/inbound-missed-in-queue.json").await?;
+    let generic = env.add_source("pbx-gb", "GB").await?;
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    telphin.post(&pipeline, |_| true).await?;
+    missed.post(&pipeline, |_| true).await?;
+    let bodies = call_webhooks(&env.id, 12);
+    let _ = post_all(&http_client(), &pipeline.ingress_url(""), &generic, &bodies, 4).await?;
+    let db = env.db().await?;
+    assert_eq!(
+        wait_for_count(&db, "SELECT count(*) FROM calls WHERE completed_at IS NOT NULL", 14, SETTLE).await?,
+        14
+    );
+
+    // HaloPSA's Calls tab: when, from which number, who answered with their number and email.
+    let (status, page) = api_get(&api, "/v1/calls?source=pbx-gb&limit=5", None).await?;
+    assert_eq!(status, 200, "{page}");
+    let first = &page["calls"][0];
+    assert_eq!(first["outcome"], "answered");
+    assert!(first["agent"]["email"].as_str().is_some_and(|e| e.ends_with("@example.com")), "{first}");
+    assert!(first["from_number"].as_str().is_some_and(|n| n.starts_with("+4420794")));
+
+    // Every call once over keyset pages, newest first.
+    let mut all = Vec::new();
+    let mut path = "/v1/calls?source=pbx-gb&limit=5".to_owned();
+    loop {
+        let (status, page) = api_get(&api, &path, None).await?;
+        assert_eq!(status, 200, "{page}");
+        all.extend(call_ids(&page));
+        match page["next_cursor"].as_str() {
+            Some(cursor) => path = format!("/v1/calls?source=pbx-gb&limit=5&cursor={cursor}"),
+            None => break,
+        }
+    }
+    let mut distinct = all.clone();
+    distinct.sort();
+    distinct.dedup();
+    assert_eq!((all.len(), distinct.len()), (12, 12), "{all:?}");
+
+    // Filters on the vendor calls: a national-format number in the source's region, an agent,
+    // an outcome.
+    let (_, by_number) = api_get(&api, "/v1/calls?number=8%20(499)%20111-22-33&region=RU", None).await?;
+    assert_eq!(call_ids(&by_number), ["6B2D1F8BC6E211F0B4D6EAC2F304B5C6"], "{by_number}");
+    let (_, by_agent) = api_get(&api, "/v1/calls?agent=102&source=telphin-main", None).await?;
+    assert_eq!(call_ids(&by_agent), ["8D4F31ADE80411F0D6F80CE415261708"]);
+    let (_, by_outcome) =
+        api_get(&api, "/v1/calls?outcome=missed,abandoned_in_queue&direction=inbound", None).await?;
+    assert_eq!(call_ids(&by_outcome), ["6B2D1F8BC6E211F0B4D6EAC2F304B5C6"]);
+
+    // One call: both agents' legs, the events behind them.
+    let (status, call) =
+        api_get(&api, "/v1/calls/telphin-main/8D4F31ADE80411F0D6F80CE415261708", None).await?;
+    assert_eq!(status, 200);
+    let answered: Vec<bool> =
+        call["legs"].as_array().context("legs")?.iter().filter_map(|l| l["answered"].as_bool()).collect();
+    assert_eq!(answered, [true, true]);
+    assert_eq!(call["events"].as_array().map(Vec::len), Some(7));
+
+    // Refusals.
+    for bad in [
+        "/v1/calls?outcome=lost",
+        "/v1/calls?from=today",
+        "/v1/calls?number=020%207946%200000",
+        "/v1/calls?limit=0",
+    ] {
+        let (status, body) = api_get(&api, bad, None).await?;
+        assert_eq!(status, 400, "{bad}: {body}");
+        assert!(body["message"].as_str().is_some_and(|m| !m.is_empty()));
+    }
+    let (status, _) = api_get(&api, "/v1/calls", Some("not-the-token")).await?;
+    assert_eq!(status, 401);
+    let response = send(&http_client(), "GET", &api.url("/v1/calls"), &[], "").await?;
+    assert_eq!(response.status, 401);
+
+    let mut api = api;
+    assert_eq!(api.terminate(Duration::from_secs(30)).await?, Some(0), "the API drains and exits 0");
+    pipeline.shutdown().await?;
+    env.cleanup().await;
+    Ok(())
+}
