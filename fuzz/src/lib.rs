@@ -36,6 +36,7 @@ pub fn run(vendor: Vendor, data: &[u8]) {
         public_url: Some("https://hooks.example.com/v1/webhooks/fuzz".into()),
         api_key: Some("key".into()),
         timezone: Some("Europe/Moscow".into()),
+        match_agent_by_email: None,
     };
     let secret_sha256 = [7u8; 32];
     let source =

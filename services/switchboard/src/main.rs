@@ -36,6 +36,10 @@ enum Command {
     Recordings,
     /// Write the call log to PostgreSQL.
     Calllog,
+    /// Answer call-log queries over HTTP (the query API).
+    Api,
+    /// Answer IVR routing lookups and serve the directory admin API.
+    Router,
     /// Create the topics and apply database migrations, then exit.
     Init,
     /// Manage the PBX sources allowed to post webhooks.
@@ -135,6 +139,8 @@ impl Parsed {
             Command::Matcher => Parsed::Run(Service::Matcher),
             Command::Recordings => Parsed::Run(Service::Recordings),
             Command::Calllog => Parsed::Run(Service::Calllog),
+            Command::Api => Parsed::Run(Service::Api),
+            Command::Router => Parsed::Run(Service::Router),
             Command::Init => Parsed::Admin(Admin::Init),
             Command::Sources { action: SourcesAction::List } => Parsed::Admin(Admin::ListSources),
             Command::Sources {
@@ -187,6 +193,8 @@ async fn run_service(service: Service, settings: Settings, cancel: CancellationT
         Service::Matcher => switchboard_matcher::run(settings, listener, cancel).await,
         Service::Recordings => switchboard_recordings::run(settings, listener, cancel).await,
         Service::Calllog => switchboard_calllog::run(settings, listener, cancel).await,
+        Service::Router => switchboard_router::run(settings, listener, cancel).await,
+        Service::Api => switchboard_api::run(settings, listener, cancel).await,
     };
     match outcome {
         Ok(()) => ExitCode::SUCCESS,
