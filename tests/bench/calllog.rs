@@ -98,6 +98,8 @@ fn events(calls: usize) -> anyhow::Result<Vec<StoredEvent>> {
                 contact_ids: Vec::new(),
                 contact_match: None,
                 responsible_agent_id: None,
+                recording_status: None,
+                recording_error: None,
             });
         }
     }

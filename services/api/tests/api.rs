@@ -66,6 +66,8 @@ fn event(
         contact_ids: Vec::new(),
         contact_match: None,
         responsible_agent_id: None,
+        recording_status: None,
+        recording_error: None,
     };
     if let Some((extension, email, id)) = agent {
         e.agent_extension = Some(extension.into());

@@ -1,7 +1,7 @@
 //! The text the call log stores for the model's enums (lower-case, as `as_str` writes them), and
 //! the way back. Text, not Postgres enums, so that a new vendor signal is not a migration.
 
-use switchboard_core::model::{AgentMatch, ContactMatch, Direction, Disposition, EventKind};
+use switchboard_core::model::{AgentMatch, ContactMatch, Direction, Disposition, EventKind, RecordingStatus};
 
 pub fn kind(text: &str) -> EventKind {
     match text {
@@ -73,6 +73,16 @@ pub fn contact_match(text: &str) -> ContactMatch {
     }
 }
 
+/// The stored text of a recording status; `None` for `Unknown` (a symbol from a newer writer),
+/// which the call log cannot act on and stores as no status.
+pub fn recording_status_str(value: RecordingStatus) -> Option<&'static str> {
+    (value != RecordingStatus::Unknown).then(|| value.as_str())
+}
+
+pub fn recording_status(text: &str) -> Option<RecordingStatus> {
+    text.parse().ok()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -102,5 +112,10 @@ mod tests {
         for m in [C::Unique, C::Ambiguous, C::None, C::OwnNumber, C::Unknown] {
             assert_eq!(contact_match(contact_match_str(m)), m);
         }
+        use RecordingStatus as R;
+        for r in [R::Pending, R::Ready, R::Failed] {
+            assert_eq!(recording_status_str(r).and_then(recording_status), Some(r));
+        }
+        assert_eq!(recording_status_str(R::Unknown), None);
     }
 }

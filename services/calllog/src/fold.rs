@@ -28,6 +28,11 @@
 //!   hangup. Numbers and direction come from the earliest event that has them, preferring events
 //!   of the call itself over those of a leg; the agent is whoever answered first (for an outbound
 //!   call, whoever placed it); contact and recording from the latest event that has them.
+//! - **recording**: the recordings stage marks every event that names a recording pending, ready
+//!   or failed. The call's `recording_status` is the highest any event gives (ready over failed
+//!   over pending, so a late "pending" copy never undoes "ready"), with the latest failure reason
+//!   when it is failed; its `recording_url` is the latest link of a ready recording, else of a
+//!   recording event, else of any event.
 //! - **complete** once the end marker arrived or the settle sweep marked the call `settled`.
 //!
 //! # Outcome
@@ -67,7 +72,7 @@ use std::collections::HashMap;
 use chrono::{DateTime, Utc};
 use switchboard_core::model::{
     AgentMatch, AgentRef, CallEvent, CallId, CallRecord, CallStatus, Completion, ContactMatch, Direction,
-    Disposition, EventKind, LegRecord, Outcome, SourceId, Vendor,
+    Disposition, EventKind, LegRecord, Outcome, RecordingStatus, SourceId, Vendor,
 };
 
 /// What the fold reads of one event: a `CallEvent` or a `call_events` row.
@@ -96,6 +101,8 @@ pub struct Event {
     pub hangup_cause: Option<String>,
     pub recording_url: Option<String>,
     pub recording_id: Option<String>,
+    pub recording_status: Option<RecordingStatus>,
+    pub recording_error: Option<String>,
 }
 
 impl From<&CallEvent> for Event {
@@ -124,6 +131,8 @@ impl From<&CallEvent> for Event {
             hangup_cause: e.hangup_cause.clone(),
             recording_url: e.recording_url.clone(),
             recording_id: e.recording_id.clone(),
+            recording_status: e.recording_status,
+            recording_error: e.recording_error.clone(),
         }
     }
 }
@@ -369,8 +378,12 @@ pub fn fold(
     let mut any_cause = None;
     let mut voicemail = false;
     let mut contact: Option<&Event> = None;
-    let mut recording_url = (None, None);
+    // Recording links: the latest of an event whose recording is ready (the stable link that
+    // works), else of a recording event, else of any event.
+    let mut recording_url = (None, None, None);
     let mut recording_id = (None, None);
+    let mut recording_status: Option<RecordingStatus> = None;
+    let mut recording_error = None;
     for &e in &distinct {
         let leg_id = e.leg_id.as_deref().unwrap_or(main_leg);
         let slot = *index.entry(leg_id).or_insert_with(|| {
@@ -391,13 +404,30 @@ pub fn fold(
             contact = Some(e);
         }
         let from_recording = e.kind == EventKind::Recording;
-        for (best, value) in [(&mut recording_url, &e.recording_url), (&mut recording_id, &e.recording_id)] {
-            if let Some(value) = value.as_deref() {
-                if from_recording {
-                    best.0 = Some(value);
-                } else {
-                    best.1 = Some(value);
-                }
+        if let Some(value) = e.recording_id.as_deref() {
+            if from_recording {
+                recording_id.0 = Some(value);
+            } else {
+                recording_id.1 = Some(value);
+            }
+        }
+        if let Some(value) = e.recording_url.as_deref() {
+            if e.recording_status == Some(RecordingStatus::Ready) {
+                recording_url.0 = Some(value);
+            } else if from_recording {
+                recording_url.1 = Some(value);
+            } else {
+                recording_url.2 = Some(value);
+            }
+        }
+        // The highest status wins whatever the order (ready over failed over pending); among
+        // failures the latest reason.
+        if let Some(status) = e.recording_status.filter(|s| *s != RecordingStatus::Unknown) {
+            if recording_status.is_none_or(|best| status.precedence() > best.precedence()) {
+                recording_status = Some(status);
+            }
+            if status == RecordingStatus::Failed {
+                recording_error = e.recording_error.as_deref().or(recording_error);
             }
         }
     }
@@ -536,9 +566,13 @@ pub fn fold(
         contact_ids: contact.map(|e| e.contact_ids.clone()).unwrap_or_default(),
         contact_match: contact.and_then(|e| e.contact_match),
         responsible_agent_id: contact.and_then(|e| e.responsible_agent_id.clone()),
-        recording_url: recording_url.0.or(recording_url.1).map(str::to_owned),
+        recording_url: recording_url.0.or(recording_url.1).or(recording_url.2).map(str::to_owned),
         recording_id: recording_id.0.or(recording_id.1).map(str::to_owned),
         legs: Vec::new(),
+        recording_status,
+        recording_error: recording_error
+            .filter(|_| recording_status == Some(RecordingStatus::Failed))
+            .map(str::to_owned),
     };
     let (legs, leg_event_counts) = leg_records.into_iter().unzip();
     Some(Folded {
@@ -585,6 +619,8 @@ mod tests {
             hangup_cause: None,
             recording_url: None,
             recording_id: None,
+            recording_status: None,
+            recording_error: None,
         }
     }
 
@@ -765,5 +801,42 @@ mod tests {
         assert_eq!(record.legs[1].disposition, Some(Disposition::Busy), "sequence 3 is the later hangup");
         assert_eq!(record.recording_id.as_deref(), Some("R1"));
         assert_eq!(record.contact_ids, ["c-1"]);
+    }
+
+    fn recording(id: &str, second: i64, url: &str, status: RecordingStatus, error: Option<&str>) -> Event {
+        let mut e = ev(id, None, EventKind::Recording, second);
+        e.recording_url = Some(url.into());
+        e.recording_id = Some("R1".into());
+        e.recording_status = Some(status);
+        e.recording_error = error.map(Into::into);
+        e
+    }
+
+    #[test]
+    fn the_recording_status_is_the_highest_reported_in_any_order() {
+        use RecordingStatus::*;
+        let hangup = ev("h", None, EventKind::Hangup, 10);
+        let pending = recording("p", 10, "https://sb/v1/recordings/a?token=1", Pending, None);
+        let failed = recording("f", 90, "https://sb/v1/recordings/a?token=1", Failed, Some("vendor 404"));
+        let other_ready = recording("r", 40, "https://sb/v1/recordings/b?token=2", Ready, None);
+
+        let waiting = run(&[hangup.clone(), pending.clone()], false);
+        assert_eq!((waiting.recording_status, waiting.recording_error.as_deref()), (Some(Pending), None));
+
+        let mut events = vec![hangup.clone(), failed.clone(), pending.clone()];
+        for _ in 0..3 {
+            let record = run(&events, false);
+            assert_eq!(record.recording_status, Some(Failed));
+            assert_eq!(record.recording_error.as_deref(), Some("vendor 404"));
+            events.rotate_left(1);
+        }
+
+        // A second recording that is ready wins over the failed one, and its link is the call's,
+        // although the failure came later.
+        let record = run(&[failed, other_ready, pending, hangup.clone()], false);
+        assert_eq!((record.recording_status, record.recording_error), (Some(Ready), None));
+        assert_eq!(record.recording_url.as_deref(), Some("https://sb/v1/recordings/b?token=2"));
+
+        assert_eq!(run(&[hangup], false).recording_status, None, "no recording, no status");
     }
 }

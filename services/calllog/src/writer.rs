@@ -99,12 +99,13 @@ WITH incoming AS (
                 $7::timestamptz[], $8::text[], $9::int8[], $10::int4[], $11::int8[], $12::text[],
                 $13::text[], $14::text[], $15::text[], $16::text[], $17::text[], $18::text[],
                 $19::text[], $20::text[], $21::text[], $22::text[], $23::text[], $24::text[],
-                $25::text[], $26::text[], $27::text[], $28::text[], $29::text[])
+                $25::text[], $26::text[], $27::text[], $28::text[], $29::text[], $30::text[],
+                $31::text[])
         AS t(source_id, event_id, call_id, leg_id, kind, occurred_at, received_at, raw_id, sequence,
              kafka_partition, kafka_offset, vendor, direction, from_raw, from_e164, to_raw,
              to_e164, agent_extension, agent_number, agent_email, agent_id, agent_match,
              contact_ids, contact_match, responsible_agent_id, disposition, hangup_cause,
-             recording_url, recording_id)
+             recording_url, recording_id, recording_status, recording_error)
     -- Two deliveries of one event can differ (a PBX retry without its own timestamp); keep the
     -- first received, so which copy wins does not depend on batching.
     ORDER BY source_id, event_id, received_at, raw_id
@@ -114,12 +115,13 @@ INSERT INTO call_events (source_id, event_id, call_id, leg_id, kind, occurred_at
                          from_raw, from_e164, to_raw, to_e164, agent_extension, agent_number,
                          agent_email, agent_id, agent_match, contact_ids, contact_match,
                          responsible_agent_id, disposition, hangup_cause, recording_url,
-                         recording_id)
+                         recording_id, recording_status, recording_error)
 SELECT source_id, event_id, call_id, leg_id, kind, occurred_at, received_at, raw_id, sequence,
        kafka_partition, kafka_offset, vendor, direction, from_raw, from_e164, to_raw, to_e164,
        agent_extension, agent_number, agent_email, agent_id, agent_match,
        COALESCE(string_to_array(contact_ids, E'\x1f'), '{}'),
-       contact_match, responsible_agent_id, disposition, hangup_cause, recording_url, recording_id
+       contact_match, responsible_agent_id, disposition, hangup_cause, recording_url, recording_id,
+       recording_status, recording_error
 FROM incoming
 ON CONFLICT (source_id, event_id) DO NOTHING
 RETURNING source_id, event_id, call_id, vendor, occurred_at
@@ -174,7 +176,7 @@ const LOAD_EVENTS: &str = r#"
 SELECT e.source_id, e.call_id, event_id, leg_id, kind, direction, from_raw, from_e164, to_raw,
        to_e164, agent_extension, agent_number, agent_email, agent_id, agent_match, contact_ids,
        contact_match, responsible_agent_id, occurred_at, received_at, sequence, disposition,
-       hangup_cause, recording_url, recording_id
+       hangup_cause, recording_url, recording_id, recording_status, recording_error
 FROM call_events e
 JOIN UNNEST($1::text[], $2::text[]) AS k(source_id, call_id)
   ON e.source_id = k.source_id AND e.call_id = k.call_id
@@ -189,13 +191,14 @@ macro_rules! call_rows {
               $13::text[], $14::text[], $15::text[], $16::text[], $17::text[], $18::text[],
               $19::text[], $20::text[], $21::text[], $22::text[], $23::text[], $24::text[],
               $25::int4[], $26::int4[], $27::timestamptz[], $28::bool[], $29::text[],
-              $30::timestamptz[], $31::int8[], $32::bytea[], $33::text[])
+              $30::timestamptz[], $31::int8[], $32::bytea[], $33::text[], $34::text[],
+              $35::text[])
           AS u(source_id, call_id, vendor, direction, status, outcome, from_number, to_number,
                started_at, answered_at, ended_at, disposition, hangup_cause, agent_id, agent_match,
                agent_extension, agent_number, agent_email, agents, contact_ids, contact_match,
                responsible_agent_id, recording_url, recording_id, event_count, leg_count,
                first_received_at, settled, completion, completed_at, version, content_hash,
-               leg_hashes)"#
+               leg_hashes, recording_status, recording_error)"#
     };
 }
 
@@ -207,19 +210,19 @@ INSERT INTO calls (source_id, call_id, vendor, direction, status, outcome, from_
                    agent_match, agent_extension, agent_number, agent_email, agents, contact_ids,
                    contact_match, responsible_agent_id, recording_url, recording_id, event_count,
                    leg_count, first_received_at, settled, completion, completed_at, version,
-                   content_hash, leg_hashes)
+                   content_hash, leg_hashes, recording_status, recording_error)
 SELECT source_id, call_id, vendor, direction, status, outcome, from_number, to_number, started_at,
        answered_at, ended_at, disposition, hangup_cause, agent_id, agent_match, agent_extension,
        agent_number, agent_email, COALESCE(string_to_array(agents, E'\x1f'), '{}'),
        COALESCE(string_to_array(contact_ids, E'\x1f'), '{}'), contact_match,
        responsible_agent_id, recording_url, recording_id, event_count, leg_count,
        first_received_at, settled, completion, completed_at, version, content_hash,
-       COALESCE(string_to_array(leg_hashes, E'\x1f'), '{}')
+       COALESCE(string_to_array(leg_hashes, E'\x1f'), '{}'), recording_status, recording_error
 FROM "#,
     call_rows!()
 );
 
-/// Calls with a row. `$34`: whether they gained events (which restarts the settle timer).
+/// Calls with a row. `$36`: whether they gained events (which restarts the settle timer).
 const UPDATE_CALLS: &str = concat!(
     r#"
 UPDATE calls AS c SET
@@ -236,7 +239,8 @@ UPDATE calls AS c SET
     completion = u.completion, completed_at = u.completed_at, version = u.version,
     content_hash = u.content_hash,
     leg_hashes = COALESCE(string_to_array(u.leg_hashes, E'\x1f'), '{}'),
-    last_event_at = CASE WHEN $34 THEN now() ELSE c.last_event_at END, updated_at = now()
+    recording_status = u.recording_status, recording_error = u.recording_error,
+    last_event_at = CASE WHEN $36 THEN now() ELSE c.last_event_at END, updated_at = now()
 FROM "#,
     call_rows!(),
     r#"
@@ -334,6 +338,8 @@ struct EventColumns<'a> {
     hangup_cause: Vec<Option<&'a str>>,
     recording_url: Vec<Option<&'a str>>,
     recording_id: Vec<Option<&'a str>>,
+    recording_status: Vec<Option<&'static str>>,
+    recording_error: Vec<Option<&'a str>>,
 }
 
 /// Text lists travel through UNNEST joined with the unit separator, which the call log's ids never
@@ -389,6 +395,8 @@ impl<'a> EventColumns<'a> {
             c.hangup_cause.push(e.hangup_cause.as_deref());
             c.recording_url.push(e.recording_url.as_deref());
             c.recording_id.push(e.recording_id.as_deref());
+            c.recording_status.push(e.recording_status.and_then(codes::recording_status_str));
+            c.recording_error.push(e.recording_error.as_deref());
         }
         c
     }
@@ -463,6 +471,8 @@ fn event_from_row(row: &tokio_postgres::Row) -> Event {
         hangup_cause: text(22),
         recording_url: text(23),
         recording_id: text(24),
+        recording_status: text(25).as_deref().and_then(codes::recording_status),
+        recording_error: text(26),
     }
 }
 
@@ -550,6 +560,8 @@ impl CallLog {
             &c.hangup_cause,
             &c.recording_url,
             &c.recording_id,
+            &c.recording_status,
+            &c.recording_error,
         ];
         let inserted = tx.query(&insert, params).await?;
         let mut outcome = BatchOutcome { new_events: inserted.len() as i64, ..BatchOutcome::default() };
@@ -800,10 +812,12 @@ struct CallRows {
     version: Vec<i64>,
     content_hash: Vec<Option<Vec<u8>>>,
     leg_hashes: Vec<Option<String>>,
+    recording_status: Vec<Option<&'static str>>,
+    recording_error: Vec<Option<String>>,
 }
 
 impl CallRows {
-    /// Runs `INSERT_CALLS` or `UPDATE_CALLS` (whose `$34` is `new_events`) on these rows.
+    /// Runs `INSERT_CALLS` or `UPDATE_CALLS` (whose `$36` is `new_events`) on these rows.
     async fn execute(
         &self,
         tx: &Transaction<'_>,
@@ -847,6 +861,8 @@ impl CallRows {
             &self.version,
             &self.content_hash,
             &self.leg_hashes,
+            &self.recording_status,
+            &self.recording_error,
         ];
         if let Some(flag) = &new_events {
             params.push(flag);
@@ -895,6 +911,8 @@ impl CallRows {
         self.version.push(r.version);
         self.content_hash.push(Some(hash));
         self.leg_hashes.push(joined_list(leg_hashes.iter().map(String::as_str)));
+        self.recording_status.push(r.recording_status.and_then(codes::recording_status_str));
+        self.recording_error.push(r.recording_error.clone());
     }
 }
 

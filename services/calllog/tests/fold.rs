@@ -346,6 +346,8 @@ fn open_calls(count: usize) -> Vec<StoredEvent> {
                 contact_ids: Vec::new(),
                 contact_match: None,
                 responsible_agent_id: None,
+                recording_status: None,
+                recording_error: None,
             };
             events.push(StoredEvent { event, partition: 0, offset: (n * 2 + i) as i64 });
         }
@@ -400,5 +402,69 @@ async fn concurrent_sweeps_and_publishers_share_the_work() {
         .await
         .expect("left");
     assert_eq!(left.get::<_, i64>(0), 0);
+    drop_database(&database).await;
+}
+
+/// A recording's events as the recordings stage publishes them: the hangup naming it (pending),
+/// the stage's failure of that recording, and a second recording that became ready.
+fn recording_events() -> Vec<StoredEvent> {
+    let source = SourceId::parse("rec").expect("source");
+    let event = |id: &str, kind: EventKind, second: i64, status: RecordingStatus| {
+        let mut event = open_calls(1).remove(0).event;
+        event.event_id = EventId::parse(id).expect("id");
+        event.source_id = source.clone();
+        event.call_id = CallId::parse("recorded").expect("id");
+        event.leg_id = None;
+        event.kind = kind;
+        event.occurred_at = chrono::DateTime::from_timestamp(1_800_000_000 + second, 0).expect("time");
+        event.recording_id = Some(format!("R-{id}"));
+        event.recording_url = Some(format!("https://sb.example/v1/recordings/{id}?token=9.x"));
+        event.recording_status = Some(status);
+        event
+    };
+    let mut failed = event("a-failed", EventKind::Recording, 600, RecordingStatus::Failed);
+    failed.recording_error = Some("the vendor answered 404 after 5 attempts".into());
+    let all = [
+        event("hangup", EventKind::Hangup, 60, RecordingStatus::Pending),
+        failed,
+        event("b-ready", EventKind::Recording, 300, RecordingStatus::Ready),
+    ];
+    all.into_iter()
+        .enumerate()
+        .map(|(i, event)| StoredEvent { event, partition: 0, offset: i as i64 })
+        .collect()
+}
+
+#[tokio::test]
+async fn the_recording_status_and_its_link_reach_the_call_in_any_order() {
+    let (pool, database) = fresh_pool("recording").await;
+    let log = CallLog::new(pool.clone()).expect("log");
+    let client = pool.get().await.expect("client");
+    let read = async || {
+        let row = client
+            .query_one("SELECT recording_status, recording_error, recording_url FROM calls", &[])
+            .await
+            .expect("call");
+        (row.get::<_, Option<String>>(0), row.get::<_, Option<String>>(1), row.get::<_, Option<String>>(2))
+    };
+
+    let events = recording_events();
+    write_all(&log, &events[..1], 1).await;
+    let (status, error, _) = read().await;
+    assert_eq!((status.as_deref(), error), (Some("pending"), None));
+    write_all(&log, &events[1..2], 1).await;
+    let (status, error, _) = read().await;
+    assert_eq!(status.as_deref(), Some("failed"));
+    assert_eq!(error.as_deref(), Some("the vendor answered 404 after 5 attempts"), "the reason is kept");
+    write_all(&log, &events[2..], 1).await;
+    let forward = read().await;
+    assert_eq!(forward.0.as_deref(), Some("ready"), "a ready recording wins");
+    assert_eq!(forward.1, None);
+    assert_eq!(forward.2.as_deref(), Some("https://sb.example/v1/recordings/b-ready?token=9.x"));
+
+    // The same events the other way round, in one batch, give the same row.
+    client.batch_execute("TRUNCATE call_outbox, call_legs, call_events, calls").await.expect("truncate");
+    write_all(&log, &events.into_iter().rev().collect::<Vec<_>>(), 3).await;
+    assert_eq!(read().await, forward);
     drop_database(&database).await;
 }

@@ -35,6 +35,12 @@ pub static RAW_WEBHOOK_V1_SCHEMA: LazyLock<Schema> =
     LazyLock::new(|| parse_embedded(include_str!("../../../schemas/raw_webhook.v1.avsc")));
 pub static CALL_EVENT_V1_SCHEMA: LazyLock<Schema> =
     LazyLock::new(|| parse_embedded(include_str!("../../../schemas/call_event.v1.avsc")));
+/// `CallEvent` before the recordings stage added `recording_status` and `recording_error`.
+pub static CALL_EVENT_V2_SCHEMA: LazyLock<Schema> =
+    LazyLock::new(|| parse_embedded(include_str!("../../../schemas/call_event.v2.avsc")));
+/// `CallRecord` before `recording_status` and `recording_error`.
+pub static CALL_RECORD_V1_SCHEMA: LazyLock<Schema> =
+    LazyLock::new(|| parse_embedded(include_str!("../../../schemas/call_record.v1.avsc")));
 pub static DEAD_LETTER_SCHEMA: LazyLock<Schema> =
     LazyLock::new(|| parse_embedded(include_str!("../../../schemas/dead_letter.avsc")));
 pub static CALL_RECORD_SCHEMA: LazyLock<Schema> =
@@ -160,9 +166,11 @@ impl Codecs {
     pub fn new() -> Result<Self, CodecError> {
         Ok(Self {
             raw_webhook: Codec::new(&RAW_WEBHOOK_SCHEMA)?.accept_previous(&RAW_WEBHOOK_V1_SCHEMA)?,
-            call_event: Codec::new(&CALL_EVENT_SCHEMA)?.accept_previous(&CALL_EVENT_V1_SCHEMA)?,
+            call_event: Codec::new(&CALL_EVENT_SCHEMA)?
+                .accept_previous(&CALL_EVENT_V1_SCHEMA)?
+                .accept_previous(&CALL_EVENT_V2_SCHEMA)?,
             dead_letter: Codec::new(&DEAD_LETTER_SCHEMA)?,
-            call_record: Codec::new(&CALL_RECORD_SCHEMA)?,
+            call_record: Codec::new(&CALL_RECORD_SCHEMA)?.accept_previous(&CALL_RECORD_V1_SCHEMA)?,
         })
     }
 }
@@ -203,6 +211,8 @@ mod tests {
             contact_ids: vec!["c-1".into(), "c-2".into()],
             contact_match: Some(ContactMatch::Ambiguous),
             responsible_agent_id: None,
+            recording_status: Some(RecordingStatus::Failed),
+            recording_error: Some("vendor answered 404 five times".into()),
         }
     }
 
@@ -290,6 +300,7 @@ mod tests {
         let mut event = sample_event();
         (event.agent_extension, event.disposition, event.recording_id) = (None, None, None);
         (event.agent_id, event.agent_match, event.contact_match) = (None, None, None);
+        (event.recording_status, event.recording_error) = (None, None);
         event.contact_ids.clear();
         let old_writer = GenericDatumWriter::builder(older).human_readable(false).build().expect("w");
         let mut bytes = MAGIC.to_vec();
@@ -300,6 +311,202 @@ mod tests {
         assert!(matches!(plain.decode(&bytes), Err(CodecError::UnknownSchema(_))));
         let evolving = Codecs::new().expect("codecs").call_event;
         assert_eq!(evolving.decode(&bytes).expect("resolved"), event);
+    }
+
+    /// Writes `value` as `older` would have: the single-object header with that schema's
+    /// fingerprint, then the datum.
+    fn written_with<T: Serialize>(older: &'static Schema, value: &T) -> Vec<u8> {
+        let old_writer = GenericDatumWriter::builder(older).human_readable(false).build().expect("w");
+        let mut bytes = MAGIC.to_vec();
+        bytes.extend_from_slice(&fingerprint(older).to_le_bytes());
+        let _ = old_writer.write_ser(&mut bytes, value).expect("write");
+        bytes
+    }
+
+    #[test]
+    fn call_events_from_before_the_recording_status_resolve_to_none() {
+        let mut event = sample_event();
+        (event.recording_status, event.recording_error) = (None, None);
+        let bytes = written_with(&CALL_EVENT_V2_SCHEMA, &V2CallEvent::from(&event));
+        let plain = Codec::<CallEvent>::new(&CALL_EVENT_SCHEMA).expect("codec");
+        assert!(matches!(plain.decode(&bytes), Err(CodecError::UnknownSchema(_))), "a different schema");
+        assert_eq!(Codecs::new().expect("codecs").call_event.decode(&bytes).expect("resolved"), event);
+    }
+
+    #[test]
+    fn call_records_round_trip_and_older_ones_resolve() {
+        let codecs = Codecs::new().expect("codecs");
+        let record = CallRecord {
+            source_id: SourceId::parse("acme").expect("valid"),
+            vendor: Vendor::Telphin,
+            call_id: CallId::parse("call-1").expect("valid"),
+            version: 3,
+            status: CallStatus::Ended,
+            outcome: Some(Outcome::Answered),
+            completion: Some(Completion::EndMarker),
+            completed_at: Some(Utc.with_ymd_and_hms(2026, 11, 21, 10, 5, 0).single().expect("valid")),
+            direction: Direction::Inbound,
+            from_number: Some("+442079460000".into()),
+            to_number: None,
+            started_at: Utc.with_ymd_and_hms(2026, 11, 21, 10, 0, 0).single().expect("valid"),
+            answered_at: None,
+            ended_at: None,
+            duration_seconds: None,
+            talk_seconds: None,
+            disposition: None,
+            hangup_cause: None,
+            agent: None,
+            contact_ids: vec![],
+            contact_match: None,
+            responsible_agent_id: None,
+            recording_url: Some("https://sb.example/v1/recordings/ab?token=1.x".into()),
+            recording_id: Some("200101-5A1C".into()),
+            legs: vec![],
+            recording_status: Some(RecordingStatus::Ready),
+            recording_error: None,
+        };
+        let bytes = codecs.call_record.encode(&record).expect("encode");
+        assert_eq!(codecs.call_record.decode(&bytes).expect("decode"), record);
+
+        let older = CallRecord { recording_status: None, recording_error: None, ..record };
+        let bytes = written_with(&CALL_RECORD_V1_SCHEMA, &V1CallRecord::from(&older));
+        assert_eq!(codecs.call_record.decode(&bytes).expect("resolved"), older);
+    }
+
+    /// `CallRecord` as `call_record.v1.avsc` had it: everything up to `legs`.
+    #[derive(Serialize)]
+    struct V1CallRecord {
+        source_id: SourceId,
+        vendor: Vendor,
+        call_id: CallId,
+        version: i64,
+        status: CallStatus,
+        outcome: Option<Outcome>,
+        completion: Option<Completion>,
+        #[serde(with = "crate::model::call_record::micros_opt")]
+        completed_at: Option<chrono::DateTime<Utc>>,
+        direction: Direction,
+        from_number: Option<String>,
+        to_number: Option<String>,
+        #[serde(with = "micros")]
+        started_at: chrono::DateTime<Utc>,
+        #[serde(with = "crate::model::call_record::micros_opt")]
+        answered_at: Option<chrono::DateTime<Utc>>,
+        #[serde(with = "crate::model::call_record::micros_opt")]
+        ended_at: Option<chrono::DateTime<Utc>>,
+        duration_seconds: Option<i64>,
+        talk_seconds: Option<i64>,
+        disposition: Option<Disposition>,
+        hangup_cause: Option<String>,
+        agent: Option<AgentRef>,
+        contact_ids: Vec<String>,
+        contact_match: Option<ContactMatch>,
+        responsible_agent_id: Option<String>,
+        recording_url: Option<String>,
+        recording_id: Option<String>,
+        legs: Vec<LegRecord>,
+    }
+
+    impl From<&CallRecord> for V1CallRecord {
+        fn from(r: &CallRecord) -> Self {
+            let r = r.clone();
+            Self {
+                source_id: r.source_id,
+                vendor: r.vendor,
+                call_id: r.call_id,
+                version: r.version,
+                status: r.status,
+                outcome: r.outcome,
+                completion: r.completion,
+                completed_at: r.completed_at,
+                direction: r.direction,
+                from_number: r.from_number,
+                to_number: r.to_number,
+                started_at: r.started_at,
+                answered_at: r.answered_at,
+                ended_at: r.ended_at,
+                duration_seconds: r.duration_seconds,
+                talk_seconds: r.talk_seconds,
+                disposition: r.disposition,
+                hangup_cause: r.hangup_cause,
+                agent: r.agent,
+                contact_ids: r.contact_ids,
+                contact_match: r.contact_match,
+                responsible_agent_id: r.responsible_agent_id,
+                recording_url: r.recording_url,
+                recording_id: r.recording_id,
+                legs: r.legs,
+            }
+        }
+    }
+
+    /// `CallEvent` as `call_event.v2.avsc` had it: everything up to `responsible_agent_id`.
+    #[derive(Serialize)]
+    struct V2CallEvent {
+        event_id: EventId,
+        raw_id: String,
+        source_id: SourceId,
+        vendor: Vendor,
+        call_id: CallId,
+        leg_id: Option<LegId>,
+        kind: EventKind,
+        direction: Direction,
+        from_raw: Option<String>,
+        from_e164: Option<PhoneNumber>,
+        to_raw: Option<String>,
+        to_e164: Option<PhoneNumber>,
+        agent_number: Option<String>,
+        agent_email: Option<String>,
+        agent_extension: Option<String>,
+        #[serde(with = "micros")]
+        occurred_at: chrono::DateTime<Utc>,
+        #[serde(with = "micros")]
+        received_at: chrono::DateTime<Utc>,
+        sequence: Option<i64>,
+        hangup_cause: Option<String>,
+        recording_url: Option<String>,
+        disposition: Option<Disposition>,
+        recording_id: Option<String>,
+        agent_id: Option<String>,
+        agent_match: Option<AgentMatch>,
+        contact_ids: Vec<String>,
+        contact_match: Option<ContactMatch>,
+        responsible_agent_id: Option<String>,
+    }
+
+    impl From<&CallEvent> for V2CallEvent {
+        fn from(e: &CallEvent) -> Self {
+            let e = e.clone();
+            Self {
+                event_id: e.event_id,
+                raw_id: e.raw_id,
+                source_id: e.source_id,
+                vendor: e.vendor,
+                call_id: e.call_id,
+                leg_id: e.leg_id,
+                kind: e.kind,
+                direction: e.direction,
+                from_raw: e.from_raw,
+                from_e164: e.from_e164,
+                to_raw: e.to_raw,
+                to_e164: e.to_e164,
+                agent_number: e.agent_number,
+                agent_email: e.agent_email,
+                agent_extension: e.agent_extension,
+                occurred_at: e.occurred_at,
+                received_at: e.received_at,
+                sequence: e.sequence,
+                hangup_cause: e.hangup_cause,
+                recording_url: e.recording_url,
+                disposition: e.disposition,
+                recording_id: e.recording_id,
+                agent_id: e.agent_id,
+                agent_match: e.agent_match,
+                contact_ids: e.contact_ids,
+                contact_match: e.contact_match,
+                responsible_agent_id: e.responsible_agent_id,
+            }
+        }
     }
 
     /// `CallEvent` as `call_event.v1.avsc` had it, serialised field by field like that schema.

@@ -20,6 +20,7 @@ const MIGRATIONS: &[(i32, &str, &str)] = &[
     (2, "source_settings", include_str!("../migrations/0002_source_settings.sql")),
     (3, "directory", include_str!("../migrations/0003_directory.sql")),
     (4, "call_log", include_str!("../migrations/0004_call_log.sql")),
+    (5, "recordings", include_str!("../migrations/0005_recordings.sql")),
 ];
 
 /// Any advisory-lock key unique to Switchboard's migrator.

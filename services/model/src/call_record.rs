@@ -11,7 +11,8 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    AgentMatch, CallId, ContactMatch, Direction, Disposition, InvalidValue, SourceId, Vendor, micros,
+    AgentMatch, CallId, ContactMatch, Direction, Disposition, InvalidValue, RecordingStatus, SourceId,
+    Vendor, micros,
 };
 
 /// Where a call or leg is: the state machine ringing → answered → ended. A later state always wins
@@ -143,6 +144,12 @@ pub struct CallRecord {
     pub recording_url: Option<String>,
     pub recording_id: Option<String>,
     pub legs: Vec<LegRecord>,
+    /// The call's recording: pending, ready (`recording_url` is the stable Switchboard link) or
+    /// failed (`recording_error` says why); `None` when no recording was reported.
+    #[serde(default)]
+    pub recording_status: Option<RecordingStatus>,
+    #[serde(default)]
+    pub recording_error: Option<String>,
 }
 
 impl CallRecord {

@@ -427,6 +427,83 @@ pub enum ContactMatch {
     Unknown,
 }
 
+/// Where a call's recording stands, as the recordings stage reports it: `Pending` while the
+/// vendor's recording id waits to be resolved (the vendor may not have the file yet), `Ready` once
+/// the stable Switchboard link opens it, `Failed` once the retry budget is spent or the vendor
+/// refused for good (`recording_error` says why). `Unknown` is the Avro enum default.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum RecordingStatus {
+    Pending,
+    Ready,
+    Failed,
+    Unknown,
+}
+
+impl RecordingStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RecordingStatus::Pending => "pending",
+            RecordingStatus::Ready => "ready",
+            RecordingStatus::Failed => "failed",
+            RecordingStatus::Unknown => "unknown",
+        }
+    }
+
+    /// Which of two statuses of one call wins, whatever order they arrive in: a recording that
+    /// is ready beats one that failed, and any outcome beats waiting.
+    pub fn precedence(self) -> u8 {
+        match self {
+            RecordingStatus::Unknown => 0,
+            RecordingStatus::Pending => 1,
+            RecordingStatus::Failed => 2,
+            RecordingStatus::Ready => 3,
+        }
+    }
+}
+
+impl FromStr for RecordingStatus {
+    type Err = InvalidValue;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "pending" => Ok(RecordingStatus::Pending),
+            "ready" => Ok(RecordingStatus::Ready),
+            "failed" => Ok(RecordingStatus::Failed),
+            other => Err(InvalidValue::new(
+                "recording status",
+                format!("{other:?} is not one of pending, ready, failed"),
+            )),
+        }
+    }
+}
+
+/// A secret (an API secret, a signing key): serialised as its text, so that it can be stored and
+/// configured, but never shown by `Debug`, so that it cannot reach a log line by accident.
+#[derive(Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+
+    /// The secret itself, for the one place that signs or authenticates with it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(if self.0.is_empty() { "Secret(empty)" } else { "Secret(***)" })
+    }
+}
+
 /// One HTTP request as a PBX sent it (`schemas/raw_webhook.avsc`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RawWebhook {
@@ -495,6 +572,13 @@ pub struct CallEvent {
     /// The responsible agent of the (unique) matched contact.
     #[serde(default)]
     pub responsible_agent_id: Option<String>,
+    /// Set by the recordings stage on every event that names a recording: pending, ready (the
+    /// event's `recording_url` is then the stable Switchboard link) or failed.
+    #[serde(default)]
+    pub recording_status: Option<RecordingStatus>,
+    /// Why the recording failed, on the recordings stage's failure event.
+    #[serde(default)]
+    pub recording_error: Option<String>,
 }
 
 impl CallEvent {
@@ -534,6 +618,8 @@ impl CallEvent {
             contact_ids: Vec::new(),
             contact_match: None,
             responsible_agent_id: None,
+            recording_status: None,
+            recording_error: None,
         }
     }
 
@@ -636,6 +722,25 @@ mod tests {
         for bad in ["", "-x", "Acme", "a/b", "a b", &"x".repeat(64)] {
             assert!(SourceId::parse(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn secrets_never_show_in_debug_output() {
+        let secret = Secret::new("hunter2");
+        assert_eq!(format!("{secret:?}"), "Secret(***)");
+        assert_eq!(secret.expose(), "hunter2");
+        assert_eq!(format!("{:?}", Secret::default()), "Secret(empty)");
+    }
+
+    #[test]
+    fn recording_statuses_rank_ready_over_failed_over_pending() {
+        use RecordingStatus::*;
+        assert!(Ready.precedence() > Failed.precedence());
+        assert!(Failed.precedence() > Pending.precedence());
+        for status in [Pending, Ready, Failed] {
+            assert_eq!(status.as_str().parse::<RecordingStatus>(), Ok(status));
+        }
+        assert!("done".parse::<RecordingStatus>().is_err());
     }
 
     #[test]
