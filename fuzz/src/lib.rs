@@ -37,6 +37,7 @@ pub fn run(vendor: Vendor, data: &[u8]) {
         api_key: Some("key".into()),
         timezone: Some("Europe/Moscow".into()),
         match_agent_by_email: None,
+        ..SourceSettings::default()
     };
     let secret_sha256 = [7u8; 32];
     let source =

@@ -105,6 +105,8 @@ impl TestEnv {
         set("SWITCHBOARD_POSTGRES__POOL_SIZE", "4".into());
         set("SWITCHBOARD_INGRESS__SOURCES_REFRESH_MS", "500".into());
         set("SWITCHBOARD_PIPELINE__DRAIN_TIMEOUT_MS", "5000".into());
+        // The recordings service signs links with it (and refuses to start without one).
+        set("SWITCHBOARD_RECORDINGS__LINK_KEY", format!("test-link-key-of-{id}-0123456789abcdef"));
         set("RUST_LOG", "info".into());
         Self { id, database, brokers, settings, log_dir }
     }

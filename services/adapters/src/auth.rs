@@ -14,6 +14,7 @@ use hmac::{Hmac, Mac};
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
+use switchboard_model::Secret;
 
 use crate::Request;
 
@@ -39,6 +40,26 @@ pub struct SourceSettings {
     /// match (seed 000's "also match based on the agent's email").
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub match_agent_by_email: Option<bool>,
+    /// Base URL of the vendor's API the recordings stage asks for recording links, when it is not
+    /// the vendor's public one (a regional endpoint, a sandbox, a proxy): Telphin
+    /// `https://apiproxy.telphin.ru/api/ver1.0`, Zadarma `https://api.zadarma.com`, Mango
+    /// `https://app.mango-office.ru/vpbx`, Aircall `https://api.aircall.io`, Twilio
+    /// `https://api.twilio.com`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recording_api_url: Option<String>,
+    /// The OAuth2 token endpoint of that API (Telphin:
+    /// `https://apiproxy.telphin.ru/oauth/token` when absent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_token_url: Option<String>,
+    /// Who the recordings stage is at the vendor's API: Telphin OAuth client id, Zadarma API
+    /// key, Aircall API id, Twilio Account SID.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_client_id: Option<String>,
+    /// The secret that goes with `api_client_id`: Telphin OAuth client secret, Zadarma API
+    /// secret (the signing secret when absent: Zadarma signs webhooks with the same one),
+    /// Aircall API token. Stored like the signing secret; never shown by `Debug`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_client_secret: Option<Secret>,
 }
 
 impl SourceSettings {
@@ -47,10 +68,22 @@ impl SourceSettings {
         if let Some(tz) = &self.timezone {
             tz.parse::<chrono_tz::Tz>().map_err(|_| format!("timezone {tz:?} is not an IANA time zone"))?;
         }
-        if let Some(url) = &self.public_url
-            && !(url.starts_with("https://") || url.starts_with("http://"))
+        let urls = [
+            ("public_url", &self.public_url),
+            ("recording_api_url", &self.recording_api_url),
+            ("api_token_url", &self.api_token_url),
+        ];
+        for (name, url) in urls {
+            if let Some(url) = url
+                && !(url.starts_with("https://") || url.starts_with("http://"))
+            {
+                return Err(format!("{name} {url:?} is not an http(s) URL"));
+            }
+        }
+        if self.api_client_id.as_deref().is_some_and(str::is_empty)
+            || self.api_client_secret.as_ref().is_some_and(Secret::is_empty)
         {
-            return Err(format!("public_url {url:?} is not an http(s) URL"));
+            return Err("api_client_id and api_client_secret must not be empty".into());
         }
         Ok(())
     }
@@ -193,6 +226,29 @@ mod tests {
         assert_eq!(basic_or_token(&request(&headers, None), &source), Ok(()));
         let _ = headers.insert("authorization".into(), format!("Basic {}", base64(b"other:s3cret")));
         assert_eq!(basic_or_token(&request(&headers, None), &source), Err(AuthFailure::Wrong));
+    }
+
+    #[test]
+    fn recording_api_settings_are_checked_and_the_secret_never_shown() {
+        let settings: SourceSettings = serde_json::from_str(
+            r#"{"recording_api_url": "https://apiproxy.telphin.ru/api/ver1.0", "api_client_id": "app-1",
+                "api_client_secret": "0123456789abcdef"}"#,
+        )
+        .expect("parses");
+        assert_eq!(settings.validate(), Ok(()));
+        assert_eq!(settings.api_client_secret.as_ref().map(Secret::expose), Some("0123456789abcdef"));
+        assert!(!format!("{settings:?}").contains("0123456789abcdef"), "{settings:?}");
+        let stored = serde_json::to_value(&settings).expect("serialises");
+        assert_eq!(stored["api_client_secret"], "0123456789abcdef", "stored as given, like signing secrets");
+        for bad in [
+            r#"{"recording_api_url": "apiproxy.telphin.ru"}"#,
+            r#"{"api_token_url": "ftp://x"}"#,
+            r#"{"api_client_secret": ""}"#,
+        ] {
+            let settings: SourceSettings = serde_json::from_str(bad).expect("parses");
+            assert!(settings.validate().is_err(), "{bad}");
+        }
+        assert!(serde_json::from_str::<SourceSettings>(r#"{"api_secret": "x"}"#).is_err(), "unknown key");
     }
 
     #[test]

@@ -35,14 +35,16 @@ const CALL_COLUMNS: &str = "c.source_id, c.call_id, c.vendor, c.direction, c.sta
     c.completed_at, c.from_number, c.to_number, c.started_at, c.answered_at, c.ended_at, c.agent_id,
     c.agent_match, c.agent_extension, c.agent_number, c.agent_email, a.name, c.contact_ids,
     c.contact_match, c.recording_url, c.recording_id, c.version, c.leg_count, c.event_count,
-    c.disposition, c.hangup_cause, c.responsible_agent_id, r.name";
+    c.disposition, c.hangup_cause, c.responsible_agent_id, r.name, c.recording_status, c.recording_error";
 
 const CALL_FROM: &str = "FROM calls c
     LEFT JOIN agents a ON a.id = c.agent_id
     LEFT JOIN agents r ON r.id = c.responsible_agent_id";
 
 /// A call as the list shows it: everything HaloPSA's Calls tab has (when, from which number, who
-/// answered with their number and email), the outcome and the recording link.
+/// answered with their number and email), the outcome and the recording: its stable link, which
+/// keeps working after the vendor's own link has expired, and whether it is pending, ready or
+/// failed (with the reason).
 fn summary(row: &Row) -> Value {
     let text = |i: usize| row.get::<_, Option<String>>(i);
     let (source_id, call_id): (String, String) = (row.get(0), row.get(1));
@@ -77,6 +79,8 @@ fn summary(row: &Row) -> Value {
         "contact": {"ids": contact_ids, "match": text(20)},
         "recording_url": text(21),
         "recording_id": text(22),
+        "recording_status": text(30),
+        "recording_error": text(31),
         "version": row.get::<_, i64>(23),
         "leg_count": row.get::<_, i32>(24),
         "event_count": row.get::<_, i32>(25),
@@ -156,6 +160,10 @@ pub async fn list(pool: &Pool, q: &ListQuery) -> Result<Value, ReadError> {
         let p = w.bind(names(q.statuses.iter().map(|s| s.as_str()).collect()));
         w.clauses.push(format!("c.status = ANY({p}::text[])"));
     }
+    if !q.recordings.is_empty() {
+        let p = w.bind(names(q.recordings.iter().map(|r| r.as_str()).collect()));
+        w.clauses.push(format!("c.recording_status = ANY({p}::text[])"));
+    }
     if let Some(complete) = q.complete {
         w.clauses.push(format!("c.completed_at IS {} NULL", if complete { "NOT" } else { "" }));
     }
@@ -212,7 +220,8 @@ pub async fn get(pool: &Pool, source_id: &str, call_id: &str) -> Result<Option<V
                     WHERE l.source_id = $1 AND l.call_id = $2 ORDER BY l.started_at, l.leg_id";
     let events_sql = "SELECT event_id, leg_id, kind, occurred_at, received_at, sequence, direction, from_raw,
                              from_e164, to_raw, to_e164, agent_extension, agent_number, agent_email, agent_id,
-                             disposition, hangup_cause, recording_url, recording_id, raw_id
+                             disposition, hangup_cause, recording_url, recording_id, raw_id,
+                             recording_status, recording_error
                       FROM call_events WHERE source_id = $1 AND call_id = $2
                       ORDER BY occurred_at, sequence NULLS LAST, event_id LIMIT $3";
     let contacts_sql = "SELECT c.id, c.name, c.company, c.phone_numbers, c.responsible_agent_id, a.name
@@ -276,6 +285,8 @@ pub async fn get(pool: &Pool, source_id: &str, call_id: &str) -> Result<Option<V
                 "hangup_cause": text(16),
                 "recording_url": text(17),
                 "recording_id": text(18),
+                "recording_status": text(20),
+                "recording_error": text(21),
                 "raw_id": e.get::<_, String>(19),
             })
         })
@@ -293,9 +304,9 @@ pub async fn get(pool: &Pool, source_id: &str, call_id: &str) -> Result<Option<V
             })
         })
         .collect();
-    call["recording"] = match (text(21), text(22)) {
-        (None, None) => Value::Null,
-        (url, id) => json!({"url": url, "id": id}),
+    call["recording"] = match (text(21), text(22), text(30)) {
+        (None, None, None) => Value::Null,
+        (url, id, status) => json!({"url": url, "id": id, "status": status, "error": text(31)}),
     };
     Ok(Some(call))
 }

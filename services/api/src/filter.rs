@@ -4,7 +4,9 @@
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use chrono::{DateTime, Utc};
-use switchboard_core::model::{CallStatus, Direction, Outcome, PhoneNumber, Region, SourceId};
+use switchboard_core::model::{
+    CallStatus, Direction, Outcome, PhoneNumber, RecordingStatus, Region, SourceId,
+};
 
 /// Largest page; the default is `DEFAULT_LIMIT`.
 pub const MAX_LIMIT: i64 = 500;
@@ -80,6 +82,8 @@ pub struct ListQuery {
     pub outcomes: Vec<Outcome>,
     pub directions: Vec<Direction>,
     pub statuses: Vec<CallStatus>,
+    /// Calls whose recording has one of these statuses (`pending`, `ready`, `failed`).
+    pub recordings: Vec<RecordingStatus>,
     pub source: Option<SourceId>,
     pub complete: Option<bool>,
     pub limit: i64,
@@ -98,6 +102,7 @@ const PARAMETERS: &[&str] = &[
     "outcome",
     "direction",
     "status",
+    "recording",
     "source",
     "complete",
     "limit",
@@ -237,6 +242,10 @@ impl ListQuery {
             let parse = |s: &str| s.parse::<CallStatus>().ok().filter(|s| *s != CallStatus::Unknown);
             q.statuses = list("status", text, parse, "ringing, answered, ended")?;
         }
+        if let Some(text) = get("recording") {
+            let parse = |s: &str| s.parse::<RecordingStatus>().ok();
+            q.recordings = list("recording", text, parse, "pending, ready, failed")?;
+        }
         if let Some(text) = get("complete") {
             q.complete = Some(match text {
                 "true" => true,
@@ -316,6 +325,7 @@ mod tests {
             ("cursor=not-a-cursor", "cursor"),
             ("source=Not%20Valid", "source"),
             ("complete=yes", "complete"),
+            ("recording=lost", "recording"),
             ("agnet=101", "agnet"),
             ("outcome=missed&outcome=answered", "outcome"),
             ("region=Mars", "region"),
@@ -342,5 +352,7 @@ mod tests {
         assert_eq!(q.directions, [Direction::Inbound]);
         assert_eq!(q.agent.as_deref(), Some("ann@example.com"));
         assert_eq!((q.limit, q.cursor), (2, Some(cursor)));
+        let q = parse("recording=failed,pending").expect("valid");
+        assert_eq!(q.recordings, [RecordingStatus::Failed, RecordingStatus::Pending]);
     }
 }

@@ -1,12 +1,15 @@
 //! api: the query API, the call log over HTTP and JSON for CRMs and operators
-//! (`docs/openapi.yaml` describes it).
+//! (`docs/openapi.yaml` describes it), and the stable recording links CRM users open.
 //!
 //! Inputs: `GET /v1/calls` (filters: time range, number in any format, agent, contact, outcome,
-//! direction, status, source, completeness; keyset pages) and `GET /v1/calls/{source_id}/{call_id}`
-//! (one call with its legs, events, agents, matched contacts and recording link), each with a
-//! bearer token from `api.tokens`; `/healthz`, `/readyz` and `/metrics` without one. Outputs: JSON;
-//! a bad filter is a 400 naming the parameter and the reason, a missing or unknown token a 401, an
-//! unknown call a 404, a database that does not answer a 503 with `Retry-After`.
+//! direction, status, recording status, source, completeness; keyset pages) and
+//! `GET /v1/calls/{source_id}/{call_id}` (one call with its legs, events, agents, matched contacts
+//! and recording), each with a bearer token from `api.tokens`; `GET /v1/recordings/{id}?token=`,
+//! whose signed, expiring token is its only credential (a CRM user's browser opens it), answered
+//! with a `302` to a fresh vendor link (`switchboard_recordings::serve`); `/healthz`, `/readyz`
+//! and `/metrics` without one. Outputs: JSON; a bad filter is a 400 naming the parameter and the
+//! reason, a missing or unknown token a 401 (a recording link's: 403), an unknown call a 404, a
+//! database that does not answer a 503 with `Retry-After`.
 //! Delivery: read-only, so any request may be retried. Ordering: lists are newest first by
 //! (`started_at`, `source_id`, `call_id`), a total order, so pages neither skip nor repeat a call
 //! while new calls arrive (they land on the first page).
@@ -28,6 +31,8 @@ use switchboard_core::{metrics, pg};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+use switchboard_recordings::serve::{Links, Opened};
+
 use crate::filter::ListQuery;
 
 /// Everything a request handler shares.
@@ -36,6 +41,7 @@ struct Api {
     /// Set once PostgreSQL is reachable and migrated; until then `/v1` answers 503.
     pool: OnceLock<Pool>,
     health: Arc<Health>,
+    links: Links,
 }
 
 /// Which endpoint answered, a bounded metric label.
@@ -43,6 +49,7 @@ struct Api {
 enum Endpoint {
     ListCalls,
     GetCall,
+    RecordingLink,
     Other,
 }
 
@@ -51,6 +58,7 @@ impl Endpoint {
         match self {
             Endpoint::ListCalls => "list_calls",
             Endpoint::GetCall => "get_call",
+            Endpoint::RecordingLink => "recording_link",
             Endpoint::Other => "not_found",
         }
     }
@@ -62,7 +70,8 @@ pub async fn run(
     cancel: CancellationToken,
 ) -> Result<(), ServiceError> {
     metrics::init(Service::Api.name());
-    for endpoint in [Endpoint::ListCalls, Endpoint::GetCall] {
+    Links::init_metrics();
+    for endpoint in [Endpoint::ListCalls, Endpoint::GetCall, Endpoint::RecordingLink] {
         let _ = metrics::API_SECONDS.with_label_values(&[endpoint.label()]);
         let _ = metrics::API_REQUESTS.with_label_values(&[endpoint.label(), "200"]);
     }
@@ -70,7 +79,12 @@ pub async fn run(
         tracing::warn!("api.tokens is empty: every /v1 request will be refused with 401.");
     }
     let health = Health::new();
-    let api = Arc::new(Api { auth: settings.api.clone(), pool: OnceLock::new(), health: health.clone() });
+    let links = Links::new(&settings);
+    if !links.configured() {
+        tracing::warn!("recordings.link_key is empty: recording links will be answered 503.");
+    }
+    let api =
+        Arc::new(Api { auth: settings.api.clone(), pool: OnceLock::new(), health: health.clone(), links });
 
     // Serve at once: probes answer, and /v1 answers 503, until the database is up.
     let addr = listener.local_addr().map_err(|e| ServiceError::Other(e.to_string()))?;
@@ -131,6 +145,10 @@ impl Api {
 
     async fn route(&self, req: &Request<Incoming>) -> (Endpoint, Response<Body>) {
         let path = req.uri().path();
+        // Before the bearer check: a recording link's own token is its credential.
+        if let Some(id) = path.strip_prefix("/v1/recordings/") {
+            return (Endpoint::RecordingLink, self.recording_link(req, id).await);
+        }
         let Some(rest) = path.strip_prefix("/v1/calls") else {
             return (Endpoint::Other, ops::error(StatusCode::NOT_FOUND, "not_found", "no such endpoint"));
         };
@@ -156,6 +174,68 @@ impl Api {
             _ => get(pool, rest.trim_start_matches('/')).await,
         };
         (endpoint, response)
+    }
+}
+
+impl Api {
+    /// `GET /v1/recordings/{id}?token=`: a `302` to a fresh vendor link, or why not. The answers
+    /// say little: whoever holds a link may see that it works, not why the vendor refused.
+    async fn recording_link(&self, req: &Request<Incoming>, id: &str) -> Response<Body> {
+        if req.method() != Method::GET && req.method() != Method::HEAD {
+            let mut response = ops::error(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "use GET");
+            let _ = response.headers_mut().insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
+            return response;
+        }
+        let token = filter::form_pairs(req.uri().query().unwrap_or(""))
+            .into_iter()
+            .find(|(name, _)| name == "token")
+            .map(|(_, value)| value);
+        let mut response = match self.links.open(self.pool.get(), id, token.as_deref()).await {
+            Opened::Redirect(url) => match HeaderValue::from_str(&url) {
+                Ok(location) => {
+                    let mut response = Response::new(Body::default());
+                    *response.status_mut() = StatusCode::FOUND;
+                    let headers = response.headers_mut();
+                    let _ = headers.insert(header::LOCATION, location);
+                    // Referrer: the link's token must not travel to the vendor.
+                    let _ = headers.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
+                    response
+                }
+                Err(_) => {
+                    ops::error(StatusCode::BAD_GATEWAY, "bad_gateway", "the vendor's link is not usable")
+                }
+            },
+            Opened::Refused(_) => ops::error(
+                StatusCode::FORBIDDEN,
+                "forbidden",
+                "this recording link is not valid or has expired",
+            ),
+            Opened::NotFound { retry } => {
+                let mut response = ops::error(
+                    StatusCode::NOT_FOUND,
+                    "not_found",
+                    if retry {
+                        "the recording is not available from the phone system yet; try again in a minute"
+                    } else {
+                        "the recording is not available"
+                    },
+                );
+                if retry {
+                    let _ =
+                        response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("60"));
+                }
+                response
+            }
+            Opened::VendorFailed => ops::error(
+                StatusCode::BAD_GATEWAY,
+                "bad_gateway",
+                "the phone system did not give a link to this recording; try again later",
+            ),
+            Opened::Unavailable => unavailable(),
+        };
+        // A fresh vendor link each time: nothing here may be cached.
+        let _ = response.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        response
     }
 }
 

@@ -10,6 +10,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::str::FromStr;
 
+use crate::model::Secret;
 use figment::Figment;
 use figment::providers::{Format, Serialized, Toml};
 use serde::{Deserialize, Serialize};
@@ -95,6 +96,7 @@ pub struct Settings {
     pub calllog: CalllogSettings,
     pub api: ApiSettings,
     pub router: RouterSettings,
+    pub recordings: RecordingsSettings,
     pub log: LogSettings,
 }
 
@@ -378,6 +380,57 @@ impl Default for RouterSettings {
     }
 }
 
+/// Recording links (the recordings service signs them, the api serves them) and the resolution of
+/// vendor recording ids.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RecordingsSettings {
+    /// HMAC-SHA256 key of the links' tokens, at least 32 bytes; the same on the recordings
+    /// service and the api. Changing it invalidates every link handed out. The recordings service
+    /// refuses to start without one; the api then answers recording links 503.
+    #[serde(deserialize_with = "secret_scalar")]
+    pub link_key: Secret,
+    /// Where CRM users reach the api: links are `<public_url>/v1/recordings/<id>?token=...`.
+    pub public_url: String,
+    /// How long a link works after the call's recording was first reported.
+    pub link_ttl_secs: u64,
+    /// Attempts to resolve a vendor recording id before the call is marked recording_failed.
+    pub max_attempts: u32,
+    /// Wait before the second attempt; it doubles after each attempt, up to `retry_max_ms`.
+    pub retry_initial_ms: u64,
+    pub retry_max_ms: u64,
+    /// How long one vendor API call (token included) may take.
+    pub resolve_timeout_ms: u64,
+    /// How often the resolver looks for due recordings when it has nothing in hand.
+    pub poll_interval_ms: u64,
+    /// Vendor API calls one recordings replica makes at once.
+    pub concurrency: usize,
+}
+
+impl Default for RecordingsSettings {
+    fn default() -> Self {
+        Self {
+            link_key: Secret::default(),
+            public_url: "http://127.0.0.1:8081".into(),
+            link_ttl_secs: 365 * 24 * 3600,
+            max_attempts: 12,
+            retry_initial_ms: 15_000,
+            retry_max_ms: 600_000,
+            resolve_timeout_ms: 10_000,
+            poll_interval_ms: 1_000,
+            concurrency: 16,
+        }
+    }
+}
+
+/// Shortest link key accepted: 256 bits, the HMAC-SHA256 output size.
+pub const MIN_LINK_KEY_BYTES: usize = 32;
+
+/// A secret setting given as any scalar (a key of digits reads as a number from the environment).
+fn secret_scalar<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Secret, D::Error> {
+    scalar_as_string(deserializer).map(Secret::new)
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct LogSettings {
@@ -588,10 +641,53 @@ impl Settings {
                 "calllog.settle_ms must be at least 100 and ringing_settle_ms at least settle_ms".into(),
             );
         }
+        let r = &self.recordings;
+        if !r.link_key.is_empty() && r.link_key.expose().len() < MIN_LINK_KEY_BYTES {
+            return fail(format!("recordings.link_key must be at least {MIN_LINK_KEY_BYTES} bytes"));
+        }
+        let url_ok =
+            |u: &str| (u.starts_with("https://") || u.starts_with("http://")) && !u.contains(['?', '#', ' ']);
+        if !url_ok(&r.public_url) {
+            return fail(format!("recordings.public_url {:?} is not an http(s) URL", r.public_url));
+        }
+        if r.link_ttl_secs < 60 {
+            return fail("recordings.link_ttl_secs must be at least 60".into());
+        }
+        if !(1..=1000).contains(&r.max_attempts) {
+            return fail("recordings.max_attempts must be 1..=1000".into());
+        }
+        if r.retry_initial_ms < 10 || r.retry_max_ms < r.retry_initial_ms {
+            return fail(
+                "recordings.retry_initial_ms must be at least 10 and retry_max_ms at least retry_initial_ms"
+                    .into(),
+            );
+        }
+        if !(100..=120_000).contains(&r.resolve_timeout_ms) {
+            return fail("recordings.resolve_timeout_ms must be 100..=120000".into());
+        }
+        if r.poll_interval_ms < 10 || r.concurrency == 0 {
+            return fail("recordings.poll_interval_ms must be at least 10 and concurrency at least 1".into());
+        }
         if !matches!(self.log.format.as_str(), "text" | "json") {
             return fail(format!("log.format must be text or json, got {:?}", self.log.format));
         }
         Ok(())
+    }
+
+    /// What one service needs beyond what every service does, checked before it binds a port: the
+    /// recordings service signs links, so it needs the link key.
+    pub fn validate_for(&self, service: Service) -> Result<(), ConfigError> {
+        if service == Service::Recordings && self.recordings.link_key.is_empty() {
+            return Err(ConfigError::Invalid(format!(
+                "recordings.link_key (SWITCHBOARD_RECORDINGS__LINK_KEY) must be set, at least {MIN_LINK_KEY_BYTES} bytes"
+            )));
+        }
+        Ok(())
+    }
+
+    /// The recordings base URL without a trailing slash.
+    pub fn recordings_public_url(&self) -> &str {
+        self.recordings.public_url.trim_end_matches('/')
     }
 
     pub fn listen_addr(&self, service: Service) -> SocketAddr {
@@ -710,6 +806,38 @@ mod tests {
         assert!(Settings::from_vars([("SWITCHBOARD_ROUTER__REGION", "XX")]).is_err());
         assert!(Settings::from_vars([("SWITCHBOARD_ROUTER__TELPHIN_VARIABLE", "a b")]).is_err());
         assert!(Settings::from_vars([("SWITCHBOARD_ROUTER__LOOKUP_TIMEOUT_MS", "1")]).is_err());
+    }
+
+    #[test]
+    fn recordings_settings_are_validated_and_the_key_stays_secret() {
+        let key = "k".repeat(MIN_LINK_KEY_BYTES);
+        let settings = Settings::from_vars([
+            ("SWITCHBOARD_RECORDINGS__LINK_KEY", key.as_str()),
+            ("SWITCHBOARD_RECORDINGS__PUBLIC_URL", "https://sb.example.com/"),
+            ("SWITCHBOARD_RECORDINGS__MAX_ATTEMPTS", "5"),
+        ])
+        .expect("valid");
+        assert_eq!(settings.recordings.link_key.expose(), key);
+        assert_eq!(settings.recordings_public_url(), "https://sb.example.com");
+        assert!(settings.validate_for(Service::Recordings).is_ok());
+        assert!(!format!("{settings:?}").contains(&key), "the key never shows in Debug output");
+
+        let digits = "1".repeat(40);
+        let numeric = Settings::from_vars([("SWITCHBOARD_RECORDINGS__LINK_KEY", digits.as_str())]);
+        assert_eq!(numeric.expect("a key of digits").recordings.link_key.expose(), digits);
+        let defaults = Settings::from_vars(Vec::<(String, String)>::new()).expect("defaults");
+        assert!(defaults.validate_for(Service::Ingress).is_ok(), "only the recordings service needs a key");
+        assert!(defaults.validate_for(Service::Recordings).is_err());
+        for bad in [
+            ("SWITCHBOARD_RECORDINGS__LINK_KEY", "short"),
+            ("SWITCHBOARD_RECORDINGS__PUBLIC_URL", "sb.example.com"),
+            ("SWITCHBOARD_RECORDINGS__MAX_ATTEMPTS", "0"),
+            ("SWITCHBOARD_RECORDINGS__RETRY_MAX_MS", "5"),
+            ("SWITCHBOARD_RECORDINGS__RESOLVE_TIMEOUT_MS", "1"),
+            ("SWITCHBOARD_RECORDINGS__CONCURRENCY", "0"),
+        ] {
+            assert!(Settings::from_vars([bad]).is_err(), "{bad:?}");
+        }
     }
 
     #[test]

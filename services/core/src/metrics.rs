@@ -291,6 +291,19 @@ pub static RECORDING_LINKS: LazyLock<IntCounterVec> = LazyLock::new(|| {
     )
 });
 
+/// Counted by every recordings replica every 10 s, over the whole table: replicas report the same
+/// number, so aggregate with `max`.
+pub static RECORDINGS_PENDING: LazyLock<IntGauge> = LazyLock::new(|| {
+    #[allow(clippy::expect_used)]
+    register(
+        IntGauge::new(
+            "switchboard_recordings_pending",
+            "Recordings waiting to be resolved through their vendor's API (all replicas' work, as this replica last counted it).",
+        )
+        .expect("valid metric"),
+    )
+});
+
 // ---- calllog ---------------------------------------------------------------------------------
 
 pub static CALLLOG_ROWS: LazyLock<IntCounterVec> = LazyLock::new(|| {
@@ -377,7 +390,7 @@ pub struct MetricInfo {
 
 /// Every metric Switchboard defines, whether or not this process has observed it yet.
 pub fn catalogue() -> Vec<MetricInfo> {
-    let all: [(&dyn Collector, &'static str); 33] = [
+    let all: [(&dyn Collector, &'static str); 34] = [
         (&*BUILD_INFO, "gauge"),
         (&*READY, "gauge"),
         (&*EVENTS_IN, "counter"),
@@ -403,6 +416,7 @@ pub fn catalogue() -> Vec<MetricInfo> {
         (&*RECORDING_RESOLUTIONS, "counter"),
         (&*RECORDING_RESOLVE_SECONDS, "histogram"),
         (&*RECORDING_LINKS, "counter"),
+        (&*RECORDINGS_PENDING, "gauge"),
         (&*CALLLOG_ROWS, "counter"),
         (&*CALLLOG_DUPLICATES, "counter"),
         (&*END_TO_END_SECONDS, "histogram"),

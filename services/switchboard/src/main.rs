@@ -11,7 +11,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use switchboard_adapters::SourceSettings;
 use switchboard_core::config::{Service, Settings};
-use switchboard_core::model::{Region, SourceId, Vendor};
+use switchboard_core::model::{Region, Secret, SourceId, Vendor};
 use switchboard_core::runtime::{self, EXIT_CONFIG, EXIT_FAILURE, EXIT_UNAVAILABLE};
 use switchboard_core::service::{self, ServiceError};
 use switchboard_core::{kafka, pg};
@@ -66,9 +66,19 @@ enum SourcesAction {
         #[arg(long)]
         signing_secret: Option<String>,
         /// Adapter settings as JSON: `public_url` (the URL the vendor calls; Twilio signs it),
-        /// `api_key` (Mango), `timezone` (IANA zone of a PBX that sends local times).
+        /// `api_key` (Mango), `timezone` (IANA zone of a PBX that sends local times),
+        /// `match_agent_by_email`, and for recordings `recording_api_url`, `api_token_url`
+        /// (docs/vendors.md).
         #[arg(long, default_value = "{}")]
         settings: String,
+        /// The client of the vendor's API the recordings stage asks for recording links: Telphin
+        /// OAuth client id, Zadarma API key, Aircall API id, Twilio Account SID.
+        #[arg(long)]
+        api_client_id: Option<String>,
+        /// Its secret: Telphin OAuth client secret, Zadarma API secret (default: the signing
+        /// secret), Aircall API token.
+        #[arg(long)]
+        api_client_secret: Option<String>,
         /// Print the credentials as one JSON object, for scripts.
         #[arg(long)]
         json: bool,
@@ -144,9 +154,26 @@ impl Parsed {
             Command::Init => Parsed::Admin(Admin::Init),
             Command::Sources { action: SourcesAction::List } => Parsed::Admin(Admin::ListSources),
             Command::Sources {
-                action: SourcesAction::Add { id, vendor, region, signing_secret, settings, json },
+                action:
+                    SourcesAction::Add {
+                        id,
+                        vendor,
+                        region,
+                        signing_secret,
+                        settings,
+                        api_client_id,
+                        api_client_secret,
+                        json,
+                    },
             } => {
-                let settings: SourceSettings = serde_json::from_str(&settings).context("--settings")?;
+                let mut settings: SourceSettings = serde_json::from_str(&settings).context("--settings")?;
+                // The flags win over the same keys in --settings.
+                if let Some(id) = api_client_id {
+                    settings.api_client_id = Some(id);
+                }
+                if let Some(secret) = api_client_secret {
+                    settings.api_client_secret = Some(Secret::new(secret));
+                }
                 settings.validate().map_err(anyhow::Error::msg).context("--settings")?;
                 Parsed::Admin(Admin::AddSource {
                     id: SourceId::parse(id).context("source id")?,
@@ -177,6 +204,10 @@ async fn run(command: Parsed, settings: Settings) -> ExitCode {
 }
 
 async fn run_service(service: Service, settings: Settings, cancel: CancellationToken) -> ExitCode {
+    if let Err(error) = settings.validate_for(service) {
+        eprintln!("switchboard: {error}");
+        return exit(EXIT_CONFIG);
+    }
     let listener = match service::bind(&settings, service).await {
         Ok(listener) => listener,
         Err(error) => {
