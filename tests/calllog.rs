@@ -264,8 +264,13 @@ async fn a_late_recording_publishes_a_new_version_of_a_complete_call() -> anyhow
     twilio.post(&pipeline, |i| i == last).await?;
     let second = latest(&env, key, |r| r.recording_url.is_some()).await?;
     assert!(second.version > first.version, "a new version: {} after {}", second.version, first.version);
+    // The recording's stable Switchboard link (the recordings stage keeps Twilio's URL behind it).
+    assert_eq!(second.recording_id.as_deref(), Some("RE4e7a1b6c3d2e5f8a9b0c1d2e3f4a5b6c"));
+    assert_eq!(second.recording_status, Some(switchboard_core::model::RecordingStatus::Ready));
     assert!(
-        second.recording_url.as_deref().is_some_and(|u| u.contains("RE4e7a1b6c3d2e5f8a9b0c1d2e3f4a5b6c"))
+        second.recording_url.as_deref().is_some_and(|u| u.starts_with("http://127.0.0.1:8081/v1/recordings/")),
+        "{:?}",
+        second.recording_url
     );
     assert_eq!((second.completion, second.completed_at), (first.completion, first.completed_at));
     let versions = published(&env, |calls| calls.get(key).is_some_and(|v| v.len() >= 2)).await?;
@@ -350,14 +355,24 @@ async fn the_query_api_serves_the_pipelines_call_log() -> anyhow::Result<()> {
         api_get(&api, "/v1/calls?outcome=missed,abandoned_in_queue&direction=inbound", None).await?;
     assert_eq!(call_ids(&by_outcome), ["6B2D1F8BC6E211F0B4D6EAC2F304B5C6"]);
 
-    // One call: both agents' legs, the events behind them.
+    // One call: both agents' legs, the events behind them. Its recording (a Telphin RecID) cannot
+    // be resolved, as the source has no API credentials: the recordings stage's failure is the
+    // eighth event, and the call says why.
+    let failed = "SELECT count(*) FROM calls WHERE call_id = '8D4F31ADE80411F0D6F80CE415261708' AND recording_status = 'failed'";
+    assert_eq!(wait_for_count(&db, failed, 1, SETTLE).await?, 1);
     let (status, call) =
         api_get(&api, "/v1/calls/telphin-main/8D4F31ADE80411F0D6F80CE415261708", None).await?;
     assert_eq!(status, 200);
     let answered: Vec<bool> =
         call["legs"].as_array().context("legs")?.iter().filter_map(|l| l["answered"].as_bool()).collect();
     assert_eq!(answered, [true, true]);
-    assert_eq!(call["events"].as_array().map(Vec::len), Some(7));
+    assert_eq!(call["events"].as_array().map(Vec::len), Some(8));
+    assert_eq!(call["recording"]["status"], "failed");
+    assert!(
+        call["recording"]["error"].as_str().is_some_and(|e| e.contains("api_client_id")),
+        "{}",
+        call["recording"]
+    );
 
     // Refusals.
     for bad in [

@@ -160,6 +160,9 @@ fn compose_runs_every_service_on_real_commands_settings_and_ports() {
         };
         deployed.insert(service.name());
         assert_eq!(&name, service.name(), "compose names each service after its command");
+        if let Err(error) = settings.validate_for(service) {
+            panic!("compose {name}: the service would refuse its settings: {error}");
+        }
 
         let ops = settings.ops_listen_addr(service).port();
         let health = strings(&spec["healthcheck"]["test"]).join(" ");
@@ -303,6 +306,9 @@ fn kubernetes_manifests_deploy_every_service_consistently() {
         }
         let service = by_name(command);
         assert_eq!(object.name(), service.name(), "Deployments are named after their command");
+        if let Err(error) = settings.validate_for(service) {
+            panic!("{}: the service would refuse its settings: {error}", object.what());
+        }
         let template_labels = labels(&pod["metadata"]["labels"]);
         assert!(
             selects(&labels(&spec["selector"]["matchLabels"]), &template_labels),

@@ -2,9 +2,9 @@
 //!
 //! Every metric any service exposes is defined here, once, so that the catalogue in
 //! `docs/metrics.md`, the alert rules in `deploy/prometheus/` and the Grafana dashboard can be
-//! checked against it (`tests/deploy.rs`). Metrics of stages still being written (router,
-//! matching, recording resolution, call outcomes) are defined here too, for those stages to
-//! use; they appear in `/metrics` from their first observation.
+//! checked against it (`tests/deploy.rs`). Metrics with labels known only later (a vendor, a
+//! source) appear in `/metrics` from their first observation unless their service registers them
+//! at start.
 //!
 //! This registry is the one global in Switchboard: metrics are observed from deep inside the
 //! pipeline, and threading handles through every call would hide the logic.
@@ -360,7 +360,7 @@ pub static CALL_RECORDS_PUBLISHED: LazyLock<IntCounterVec> = LazyLock::new(|| {
 
 // ---- api ---------------------------------------------------------------------------------------
 
-/// `endpoint`: `list_calls`, `get_call`, `not_found`. `status`: the HTTP status the API chose.
+/// `endpoint`: `list_calls`, `get_call`, `recording_link`, `not_found`. `status`: the HTTP status the API chose.
 pub static API_REQUESTS: LazyLock<IntCounterVec> = LazyLock::new(|| {
     counter(
         "switchboard_api_requests_total",
