@@ -268,7 +268,10 @@ async fn a_late_recording_publishes_a_new_version_of_a_complete_call() -> anyhow
     assert_eq!(second.recording_id.as_deref(), Some("RE4e7a1b6c3d2e5f8a9b0c1d2e3f4a5b6c"));
     assert_eq!(second.recording_status, Some(switchboard_core::model::RecordingStatus::Ready));
     assert!(
-        second.recording_url.as_deref().is_some_and(|u| u.starts_with("http://127.0.0.1:8081/v1/recordings/")),
+        second
+            .recording_url
+            .as_deref()
+            .is_some_and(|u| u.starts_with("http://127.0.0.1:8081/v1/recordings/")),
         "{:?}",
         second.recording_url
     );

@@ -470,6 +470,8 @@ mod tests {
     }
 
     type Answer = (u16, Vec<(&'static str, String)>, String, Duration);
+    /// Each path prefix's answers still to give.
+    type Scripts = Arc<Mutex<Vec<(&'static str, VecDeque<Answer>)>>>;
 
     fn answer(status: u16, body: &str) -> Answer {
         (status, vec![("content-type", "application/json".to_owned())], body.to_owned(), Duration::ZERO)
@@ -481,7 +483,7 @@ mod tests {
             let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
             let addr = listener.local_addr().expect("addr");
             let seen: Arc<Mutex<Vec<Seen>>> = Arc::default();
-            let scripts: Arc<Mutex<Vec<(&'static str, VecDeque<Answer>)>>> =
+            let scripts: Scripts =
                 Arc::new(Mutex::new(routes.into_iter().map(|(p, a)| (p, a.into())).collect()));
             let log = seen.clone();
             tokio::spawn(async move {

@@ -135,7 +135,8 @@ enum Admin {
         vendor: Vendor,
         region: Region,
         signing_secret: Option<String>,
-        settings: SourceSettings,
+        /// Boxed: the settings are far larger than any other command's arguments.
+        settings: Box<SourceSettings>,
         json: bool,
     },
     ListSources,
@@ -180,7 +181,7 @@ impl Parsed {
                     vendor: vendor.parse().context("--vendor")?,
                     region: region.parse().context("--region")?,
                     signing_secret: signing_secret.filter(|s| !s.is_empty()),
-                    settings,
+                    settings: Box::new(settings),
                     json,
                 })
             }
