@@ -113,3 +113,81 @@ impl Processor for Registrar {
         Ok(vec![Outbound { topic: self.output_topic.clone(), key, payload }])
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use chrono::{TimeZone, Utc};
+    use switchboard_core::config::Settings;
+    use switchboard_core::model::{CallId, EventId, EventKind, RawWebhook, SourceId, Vendor};
+
+    use super::*;
+    use crate::schedule::recording_event;
+
+    fn hangup_naming(recording_id: &str) -> CallEvent {
+        let raw = RawWebhook {
+            id: "raw-9".into(),
+            source_id: SourceId::parse("pbx").expect("id"),
+            vendor: Vendor::Telphin,
+            default_region: "RU".into(),
+            timezone: None,
+            received_at: Utc.timestamp_opt(1_800_000_000, 0).single().expect("time"),
+            remote_addr: None,
+            method: "POST".into(),
+            path: "/".into(),
+            query: None,
+            content_type: None,
+            headers: Default::default(),
+            body: vec![],
+        };
+        let mut event = CallEvent::new(
+            &raw,
+            EventId::parse("h").expect("id"),
+            CallId::parse("c").expect("id"),
+            EventKind::Hangup,
+            raw.received_at,
+        );
+        event.recording_id = Some(recording_id.into());
+        event
+    }
+
+    #[test]
+    fn events_leave_with_the_stable_link_and_the_recordings_status() {
+        let settings = Settings::from_vars([
+            ("SWITCHBOARD_RECORDINGS__LINK_KEY", "a-link-key-of-at-least-thirty-two-bytes"),
+            ("SWITCHBOARD_RECORDINGS__PUBLIC_URL", "https://sb.example.com"),
+        ])
+        .expect("settings");
+        let signer = LinkSigner::from_settings(&settings).expect("a key");
+        let event = hangup_naming("200101-5A1C");
+        let new = NewRecording::from_event(&event).expect("a recording");
+        let mut registered = Registered { recording: new.recording.clone(), created: true };
+
+        let pending = with_link(event.clone(), &registered, &signer);
+        let link = signer.link(&new.recording.id, event.received_at);
+        assert_eq!(pending.recording_url.as_deref(), Some(link.as_str()));
+        assert_eq!(
+            (pending.recording_status, pending.recording_error.as_deref()),
+            (Some(RecordingStatus::Pending), None)
+        );
+        assert_eq!(
+            (pending.event_id.as_str(), pending.kind),
+            ("h", EventKind::Hangup),
+            "otherwise the same event"
+        );
+
+        registered.recording.status = RecordingStatus::Failed;
+        registered.recording.last_error = Some("gave up after 12 attempts: 404".into());
+        let failed = with_link(event, &registered, &signer);
+        assert_eq!(failed.recording_error.as_deref(), Some("gave up after 12 attempts: 404"));
+
+        // The resolver's own event: one id per recording and outcome, on the recording's leg.
+        let ready = recording_event(&registered.recording, RecordingStatus::Ready, None, link.clone())
+            .expect("event");
+        assert_eq!(ready.event_id.as_str(), format!("recording:{}:ready", new.recording.id));
+        assert_eq!(
+            (ready.kind, ready.raw_id.as_str(), ready.recording_url.as_deref()),
+            (EventKind::Recording, "raw-9", Some(link.as_str()))
+        );
+        assert_eq!(ready.partition_key(), "pbx:c", "keyed by its call");
+    }
+}

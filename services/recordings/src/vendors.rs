@@ -418,13 +418,16 @@ fn client<'a>(
     fallback_secret: Option<&'a Secret>,
 ) -> Result<Client<'a>, ResolveError> {
     let s = &source.settings;
-    match (s.api_client_id.as_deref(), s.api_client_secret.as_ref().or(fallback_secret)) {
-        (Some(id), Some(secret)) => Ok(Client { id, secret }),
-        _ => Err(ResolveError::Permanent(format!(
-            "the source has no api_client_id and api_client_secret for {}'s API in its settings",
-            vendor_name(source.vendor)
-        ))),
-    }
+    let missing = match (s.api_client_id.as_deref(), s.api_client_secret.as_ref().or(fallback_secret)) {
+        (Some(id), Some(secret)) => return Ok(Client { id, secret }),
+        (None, None) => "api_client_id and api_client_secret",
+        (None, Some(_)) => "api_client_id",
+        (Some(_), None) => "api_client_secret",
+    };
+    Err(ResolveError::Permanent(format!(
+        "the source has no {missing} for {}'s API in its settings",
+        vendor_name(source.vendor)
+    )))
 }
 
 fn twilio(source: &SourceAccess, sid: &str) -> Result<String, ResolveError> {
@@ -667,6 +670,15 @@ mod tests {
         let no_credentials = access(Vendor::Telphin, serde_json::json!({}), None);
         let rec = recording(Vendor::Telphin, Some("x"), None);
         assert!(matches!(resolver.resolve(&rec, &no_credentials).await, Err(ResolveError::Permanent(_))));
+        let zadarma = access(Vendor::Zadarma, serde_json::json!({}), Some("webhook-secret"));
+        let missing_key = resolver.resolve(&recording(Vendor::Zadarma, Some("1.2"), None), &zadarma).await;
+        assert_eq!(
+            missing_key,
+            Err(ResolveError::Permanent(
+                "the source has no api_client_id for Zadarma's API in its settings".into()
+            )),
+            "the signing secret stands in for the API secret; only the key is missing"
+        );
         let nothing_to_ask = recording(Vendor::Sipuni, Some("x"), None);
         let sipuni = access(Vendor::Sipuni, serde_json::json!({}), None);
         assert!(matches!(resolver.resolve(&nothing_to_ask, &sipuni).await, Err(ResolveError::Permanent(_))));
