@@ -10,7 +10,8 @@
 //! - a recording late by several attempts, and a vendor answering 503, are retried until ready; a
 //!   recording the vendor never has fails after the retry budget, and its call says why;
 //! - a recording that waits (its vendor slow to answer, then its next attempt far away) holds up
-//!   no other call.
+//!   no other call;
+//! - without a usable link key the recordings service exits 64 before binding its port.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -591,5 +592,19 @@ async fn a_waiting_recording_holds_up_no_other_call() -> anyhow::Result<()> {
     assert_eq!(api.terminate(Duration::from_secs(30)).await?, Some(0));
     pipeline.shutdown().await?;
     env.cleanup().await;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_recordings_service_refuses_to_start_without_a_usable_link_key() -> anyhow::Result<()> {
+    let env = TestEnv::new("rec-nokey");
+    for key in ["", "shorter-than-32-bytes"] {
+        let mut recordings = env.spawn("recordings", &[("SWITCHBOARD_RECORDINGS__LINK_KEY", key)])?;
+        assert_eq!(recordings.wait_exit(Duration::from_secs(10)).await?, Some(64), "key {key:?}");
+        assert!(
+            tokio::net::TcpStream::connect(("127.0.0.1", recordings.port)).await.is_err(),
+            "nothing was bound"
+        );
+    }
     Ok(())
 }
