@@ -224,11 +224,13 @@ async fn copy_run(files: &[(&str, &std::path::Path)]) -> anyhow::Result<(Duratio
     Ok((elapsed, rows))
 }
 
-/// The writer on `streams` (one per replica, each batch after batch, the replicas at once).
+/// The writer on `streams` (one per replica, the replicas at once), each replica with up to
+/// `in_flight` batches in the database at once, as `calllog.batches_in_flight` does.
 /// Returns the time, and the database's URL and name, kept for export when `keep`.
 async fn writer_run(
     streams: &[Vec<StoredEvent>],
     batch: usize,
+    in_flight: usize,
     keep: bool,
 ) -> anyhow::Result<(Duration, String, String)> {
     let (pool, url, database) = fresh("writer").await?;
@@ -236,11 +238,17 @@ async fn writer_run(
     let started = Instant::now();
     let mut replicas = Vec::new();
     for stream in streams {
-        let (log, stream) = (CallLog::new(pool.clone())?, stream.clone());
+        let (log, stream) = (std::sync::Arc::new(CallLog::new(pool.clone())?), stream.clone());
         replicas.push(tokio::spawn(async move {
-            for chunk in stream.chunks(batch) {
-                let _ = log.write_batch(chunk).await?;
-            }
+            use futures_util::{StreamExt, TryStreamExt};
+            futures_util::stream::iter(stream.chunks(batch).map(<[StoredEvent]>::to_vec))
+                .map(|chunk| {
+                    let log = log.clone();
+                    async move { log.write_batch(&chunk).await.map(|_| ()) }
+                })
+                .buffered(in_flight)
+                .try_collect::<Vec<()>>()
+                .await?;
             anyhow::Ok(())
         }));
     }
@@ -298,7 +306,7 @@ async fn main() -> anyhow::Result<()> {
     std::fs::File::create(&events_csv)?.write_all(csv(&whole).as_bytes())?;
 
     // The writer's end state, exported for the second baseline (and a warm-up of everything).
-    let (_, url, database) = writer_run(std::slice::from_ref(&whole), batch, true).await?;
+    let (_, url, database) = writer_run(std::slice::from_ref(&whole), batch, 1, true).await?;
     let mut end_state = vec![(format!("call_events ({EVENT_COLUMNS})"), events_csv.clone())];
     for table in ["calls", "call_legs", "call_outbox"] {
         let path = dir.join(format!("{table}.csv"));
@@ -314,10 +322,12 @@ async fn main() -> anyhow::Result<()> {
     let mut copy_all = Vec::new();
     let mut all_rows = 0;
     let cases = [
-        ("writer, 1 replica, whole calls", vec![whole.clone()]),
-        ("writer, 1 replica, stream (calls span batches)", vec![streamed.clone()]),
-        ("writer, 2 replicas, whole calls", split(&whole, 2)),
-        ("writer, 2 replicas, stream", split(&streamed, 2)),
+        ("writer, 1 replica, 1 batch at a time, whole calls", vec![whole.clone()], 1),
+        ("writer, 1 replica, 1 batch at a time, stream (calls span batches)", vec![streamed.clone()], 1),
+        ("writer, 1 replica, 2 batches in flight (default), whole calls", vec![whole.clone()], 2),
+        ("writer, 1 replica, 2 batches in flight (default), stream", vec![streamed.clone()], 2),
+        ("writer, 2 replicas, 2 batches in flight, whole calls", split(&whole, 2), 2),
+        ("writer, 2 replicas, 2 batches in flight, stream", split(&streamed, 2), 2),
     ];
     for _ in 0..runs {
         let files: Vec<(&str, &std::path::Path)> =
@@ -330,8 +340,8 @@ async fn main() -> anyhow::Result<()> {
         let (elapsed, rows) = copy_run(&files).await?;
         copy_all.push(elapsed);
         all_rows = rows;
-        for (i, (name, streams)) in cases.iter().enumerate() {
-            let (elapsed, _, _) = writer_run(streams, batch, false).await?;
+        for (i, (name, streams, in_flight)) in cases.iter().enumerate() {
+            let (elapsed, _, _) = writer_run(streams, batch, *in_flight, false).await?;
             match measured.get_mut(i) {
                 Some((_, times)) => times.push(elapsed),
                 None => measured.push(((*name).to_owned(), vec![elapsed])),

@@ -21,7 +21,7 @@ pub mod fold;
 pub mod outbox;
 pub mod writer;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -36,7 +36,8 @@ use switchboard_core::service::{self, ServiceError};
 use switchboard_core::stage::{DeadLetterTarget, Inbound, Poison};
 use switchboard_core::{metrics, pg};
 use tokio::net::TcpListener;
-use tokio::sync::Notify;
+use tokio::sync::{Notify, oneshot};
+use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::outbox::Publisher;
@@ -52,6 +53,7 @@ struct Writer {
     dead_letter_topic: String,
     batch_max: usize,
     batch_linger: Duration,
+    batches_in_flight: usize,
     max_backoff: Duration,
     drain_timeout: Duration,
     /// Tells the publisher that a commit made a record publishable.
@@ -92,6 +94,7 @@ pub async fn run(
             dead_letter_topic: topics.dead_letter.clone(),
             batch_max: settings.calllog.batch_max,
             batch_linger: Duration::from_millis(settings.calllog.batch_linger_ms),
+            batches_in_flight: settings.calllog.batches_in_flight,
             max_backoff,
             drain_timeout,
             publish: publish.clone(),
@@ -109,7 +112,7 @@ pub async fn run(
         let sweeper = tokio::spawn(sweep(store, settings.calllog.clone(), publish, background.clone()));
         health.set_ready(true);
         tracing::info!(input = %topics.enriched, output = %topics.calls, "Call-log writer running.");
-        let outcome = writer.run(cancel).await;
+        let outcome = Arc::new(writer).run(cancel).await;
         // The sweep and the publisher stop after the writer, so that what its last batch made
         // publishable still goes out (within the drain timeout).
         writer_done(&background, publisher, sweeper).await;
@@ -179,12 +182,66 @@ fn record(outcome: &BatchOutcome) {
 }
 
 impl Writer {
-    async fn run(self, cancel: CancellationToken) -> Result<(), ServiceError> {
-        while let Some(batch) = self.next_batch(&cancel).await {
-            if !self.process(&batch, &cancel).await? {
-                break;
+    /// Writes up to `batches_in_flight` batches at once: while PostgreSQL commits one, the next
+    /// is folded and sent, which nearly doubles a replica's throughput (BENCHMARKS.md). Calls
+    /// shared by two batches are serialised by the writer's per-call locks, and the fold does not
+    /// depend on order. Offsets stay in order: a batch stores its offsets only after every
+    /// earlier batch stored theirs, and not at all when one of them was cut short, so nothing is
+    /// committed past a batch that is not in the database.
+    async fn run(self: Arc<Self>, cancel: CancellationToken) -> Result<(), ServiceError> {
+        let mut in_flight: VecDeque<JoinHandle<Result<bool, ServiceError>>> = VecDeque::new();
+        // Resolves to whether every batch so far stored its offsets.
+        let mut previous: Option<oneshot::Receiver<bool>> = None;
+        let mut outcome = Ok(());
+        'batches: while let Some(batch) = self.next_batch(&cancel).await {
+            while in_flight.len() >= self.batches_in_flight.max(1)
+                || in_flight.front().is_some_and(JoinHandle::is_finished)
+            {
+                let Some(oldest) = in_flight.pop_front() else { break };
+                match oldest.await {
+                    Ok(Ok(true)) => {}
+                    Ok(Ok(false)) => break 'batches,
+                    Ok(Err(error)) => {
+                        outcome = Err(error);
+                        break 'batches;
+                    }
+                    Err(join) => {
+                        outcome = Err(ServiceError::Other(format!("call-log batch task failed: {join}")));
+                        break 'batches;
+                    }
+                }
+            }
+            let (done, next) = oneshot::channel();
+            let earlier = previous.replace(next);
+            let (writer, cancel) = (self.clone(), cancel.clone());
+            in_flight.push_back(tokio::spawn(async move {
+                let written = writer.process(&batch, &cancel).await;
+                let earlier_stored = match earlier {
+                    Some(earlier) => earlier.await.unwrap_or(false),
+                    None => true,
+                };
+                let stored = earlier_stored && matches!(written, Ok(true));
+                if stored {
+                    writer.store_offsets(&batch);
+                }
+                let _ = done.send(stored);
+                written.map(|w| w && earlier_stored)
+            }));
+        }
+        // Whatever is in flight finishes (or gives up within the drain timeout) before the
+        // final commit.
+        for batch in in_flight {
+            match batch.await {
+                Ok(Ok(_)) => {}
+                Ok(Err(error)) if outcome.is_ok() => outcome = Err(error),
+                Ok(Err(_)) => {}
+                Err(join) if outcome.is_ok() => {
+                    outcome = Err(ServiceError::Other(format!("call-log batch task failed: {join}")));
+                }
+                Err(_) => {}
             }
         }
+        outcome?;
         if let Err(error) = self.consumer.commit_consumer_state(CommitMode::Sync) {
             tracing::debug!(%error, "Final commit.");
         }
@@ -227,8 +284,8 @@ impl Writer {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 
-    /// Writes a batch and stores its offsets. Returns `false` when shutdown cut the write short,
-    /// in which case no offset was stored and the batch will be delivered again.
+    /// Writes a batch (its offsets are stored by [`Writer::run`], in order). Returns `false` when
+    /// shutdown cut the write short; the batch will then be delivered again.
     async fn process(&self, batch: &[Inbound], cancel: &CancellationToken) -> Result<bool, ServiceError> {
         let started = Instant::now();
         metrics::EVENTS_IN.with_label_values(&[STAGE]).inc_by(batch.len() as u64);
@@ -295,7 +352,6 @@ impl Writer {
             let latency = (now - stored.event.received_at).num_microseconds().unwrap_or(0) as f64 / 1e6;
             metrics::END_TO_END_SECONDS.with_label_values(&[STAGE]).observe(latency.max(0.0));
         }
-        self.store_offsets(batch);
         metrics::EVENTS_OUT.with_label_values(&[STAGE]).inc_by(events.len() as u64);
         metrics::PROCESSING_SECONDS.with_label_values(&[STAGE]).observe(started.elapsed().as_secs_f64());
         Ok(true)

@@ -309,11 +309,20 @@ pub struct CalllogSettings {
     /// The same for a call that is still ringing: longer, so that a caller waiting in a queue
     /// is not reported missed while they wait.
     pub ringing_settle_ms: u64,
+    /// Batches a writer has in the database at once (each its own transaction); offsets are
+    /// still stored in order. 1 writes strictly one batch after another.
+    pub batches_in_flight: usize,
 }
 
 impl Default for CalllogSettings {
     fn default() -> Self {
-        Self { batch_max: 1_000, batch_linger_ms: 20, settle_ms: 60_000, ringing_settle_ms: 3_600_000 }
+        Self {
+            batch_max: 1_000,
+            batch_linger_ms: 20,
+            settle_ms: 60_000,
+            ringing_settle_ms: 3_600_000,
+            batches_in_flight: 2,
+        }
     }
 }
 
@@ -632,6 +641,9 @@ impl Settings {
         let xml_name = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
         if !xml_name(&self.router.telphin_variable) {
             return fail("router.telphin_variable must be letters, digits and _".into());
+        }
+        if !(1..=16).contains(&self.calllog.batches_in_flight) {
+            return fail("calllog.batches_in_flight must be 1..=16".into());
         }
         if self.pipeline.max_in_flight == 0 || self.calllog.batch_max == 0 {
             return fail("pipeline.max_in_flight and calllog.batch_max must be at least 1".into());
