@@ -355,7 +355,7 @@ impl ApiSettings {
 }
 
 /// The IVR routing lookup.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct RouterSettings {
     /// Name of the Telphin `SetVar` variable that carries the extension.
@@ -375,6 +375,19 @@ pub struct RouterSettings {
     /// are open, as in Telphin's own examples: then restrict the router port to the PBX's
     /// addresses.
     pub lookup_tokens: Vec<String>,
+}
+
+/// Written by hand so that the lookup tokens never reach a log.
+impl std::fmt::Debug for RouterSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RouterSettings")
+            .field("telphin_variable", &self.telphin_variable)
+            .field("fallback", &self.fallback)
+            .field("lookup_timeout_ms", &self.lookup_timeout_ms)
+            .field("region", &self.region)
+            .field("lookup_tokens", &format!("{} configured", self.lookup_tokens.len()))
+            .finish()
+    }
 }
 
 impl Default for RouterSettings {
@@ -818,6 +831,9 @@ mod tests {
         assert!(Settings::from_vars([("SWITCHBOARD_ROUTER__REGION", "XX")]).is_err());
         assert!(Settings::from_vars([("SWITCHBOARD_ROUTER__TELPHIN_VARIABLE", "a b")]).is_err());
         assert!(Settings::from_vars([("SWITCHBOARD_ROUTER__LOOKUP_TIMEOUT_MS", "1")]).is_err());
+        let with_token =
+            Settings::from_vars([("SWITCHBOARD_ROUTER__LOOKUP_TOKENS", "[\"pbx-secret\"]")]).expect("valid");
+        assert!(!format!("{with_token:?}").contains("pbx-secret"), "tokens never show in Debug output");
     }
 
     #[test]
