@@ -26,11 +26,9 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use chrono::{DateTime, TimeZone, Utc};
 use switchboard_calllog::writer::{CallLog, StoredEvent};
-use switchboard_core::config::PostgresSettings;
 use switchboard_core::model::*;
 use switchboard_core::pg;
 use switchboard_tests::{connect, postgres_admin_url};
-use tokio_util::sync::CancellationToken;
 
 fn at(millis: i64) -> DateTime<Utc> {
     Utc.with_ymd_and_hms(2026, 11, 21, 8, 0, 0).single().unwrap_or_default()
@@ -112,18 +110,12 @@ fn events(calls: usize) -> anyhow::Result<Vec<StoredEvent>> {
 
 /// A fresh, migrated database: its pool, URL and name.
 async fn fresh(name: &str) -> anyhow::Result<(switchboard_core::deadpool_postgres::Pool, String, String)> {
-    let database = format!("sb_bench_{name}_{}", &uuid::Uuid::now_v7().simple().to_string()[24..]);
-    let admin = postgres_admin_url();
-    let url = admin.rsplit_once('/').map(|(server, _)| format!("{server}/{database}")).context("url")?;
-    let settings = PostgresSettings { url: url.clone(), pool_size: 4, create_database: true };
-    let pool = pg::connect_and_migrate(&settings, &CancellationToken::new()).await?.context("cancelled")?;
-    Ok((pool, url, database))
+    let (pool, database) = pg::scratch::database(&format!("sb_bench_{name}"), 4).await?;
+    Ok((pool, pg::scratch::url_of(&database), database))
 }
 
 async fn drop_database(database: &str) -> anyhow::Result<()> {
-    let admin = connect(&postgres_admin_url()).await?;
-    admin.batch_execute(&format!("DROP DATABASE IF EXISTS \"{database}\" WITH (FORCE)")).await?;
-    Ok(())
+    Ok(pg::scratch::drop(database).await?)
 }
 
 async fn psql(url: &str, command: &str) -> anyhow::Result<()> {

@@ -37,7 +37,7 @@ pub fn kafka_brokers() -> String {
 }
 
 pub fn postgres_admin_url() -> String {
-    std::env::var("SB_TEST_POSTGRES").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
+    switchboard_core::pg::scratch::admin_url()
 }
 
 /// The `switchboard` binary: `SB_BIN`, else the one cargo built next to this executable.
@@ -101,7 +101,7 @@ impl TestEnv {
         set("SWITCHBOARD_KAFKA__PARTITIONS", "4".into());
         set("SWITCHBOARD_KAFKA__SESSION_TIMEOUT_MS", "6000".into());
         set("SWITCHBOARD_KAFKA__HEARTBEAT_INTERVAL_MS", "500".into());
-        set("SWITCHBOARD_POSTGRES__URL", database_url(&database));
+        set("SWITCHBOARD_POSTGRES__URL", switchboard_core::pg::scratch::url_of(&database));
         set("SWITCHBOARD_POSTGRES__POOL_SIZE", "4".into());
         set("SWITCHBOARD_INGRESS__SOURCES_REFRESH_MS", "500".into());
         set("SWITCHBOARD_PIPELINE__DRAIN_TIMEOUT_MS", "5000".into());
@@ -120,7 +120,7 @@ impl TestEnv {
     }
 
     pub fn database_url(&self) -> String {
-        database_url(&self.database)
+        switchboard_core::pg::scratch::url_of(&self.database)
     }
 
     fn command(&self, args: &[&str]) -> Command {
@@ -216,14 +216,6 @@ impl TestEnv {
                 .batch_execute(&format!("DROP DATABASE IF EXISTS \"{}\" WITH (FORCE)", self.database))
                 .await;
         }
-    }
-}
-
-fn database_url(database: &str) -> String {
-    let admin = postgres_admin_url();
-    match admin.rsplit_once('/') {
-        Some((server, _)) => format!("{server}/{database}"),
-        None => format!("{admin}/{database}"),
     }
 }
 
@@ -582,7 +574,7 @@ impl PrivateBroker {
             port: free_port(),
             // The broker talks to a database on the same host; Debian's self-signed certificate
             // would fail its TLS verification.
-            storage: format!("{}?sslmode=disable", database_url(&database)),
+            storage: format!("{}?sslmode=disable", switchboard_core::pg::scratch::url_of(&database)),
             database,
             dir: env.log_dir.clone(),
             child: None,

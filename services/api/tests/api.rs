@@ -18,10 +18,6 @@ use tokio_util::sync::CancellationToken;
 
 const TOKEN: &str = "test-token-0123456789";
 
-fn admin_url() -> String {
-    std::env::var("SB_TEST_POSTGRES").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
-}
-
 fn t(second: i64) -> DateTime<Utc> {
     Utc.with_ymd_and_hms(2026, 11, 21, 9, 0, 0).single().expect("time") + chrono::Duration::seconds(second)
 }
@@ -159,12 +155,8 @@ struct Fixture {
 
 impl Fixture {
     async fn start(name: &str) -> Self {
-        let database = format!("sb_test_api_{name}_{}", &uuid::Uuid::now_v7().simple().to_string()[24..]);
-        let url =
-            admin_url().rsplit_once('/').map(|(server, _)| format!("{server}/{database}")).expect("url");
-        let postgres = PostgresSettings { url, pool_size: 4, create_database: true };
-        let pool =
-            pg::connect_and_migrate(&postgres, &CancellationToken::new()).await.expect("db").expect("pool");
+        let (pool, database) =
+            pg::scratch::database(&format!("sb_test_api_{name}"), 4).await.expect("database");
         let log = CallLog::new(pool.clone()).expect("log");
         let _ = log.write_batch(&call_log()).await.expect("write");
         let client = pool.get().await.expect("client");
@@ -182,7 +174,11 @@ impl Fixture {
             .expect("directory");
 
         let settings = Settings {
-            postgres,
+            postgres: PostgresSettings {
+                url: pg::scratch::url_of(&database),
+                pool_size: 4,
+                create_database: false,
+            },
             api: switchboard_core::config::ApiSettings { tokens: vec![TOKEN.into()] },
             ..Settings::default()
         };
@@ -249,15 +245,7 @@ impl Fixture {
     async fn stop(self) {
         self.cancel.cancel();
         let _ = self.server.await;
-        if let Ok((client, connection)) =
-            switchboard_core::tokio_postgres::connect(&admin_url(), switchboard_core::tokio_postgres::NoTls)
-                .await
-        {
-            tokio::spawn(connection);
-            let _ = client
-                .batch_execute(&format!("DROP DATABASE IF EXISTS \"{}\" WITH (FORCE)", self.database))
-                .await;
-        }
+        let _ = pg::scratch::drop(&self.database).await;
     }
 }
 
@@ -323,10 +311,7 @@ async fn keyset_pages_cover_every_call_once() {
         if pages == 2 {
             let log_pool = pg::connect_and_migrate(
                 &PostgresSettings {
-                    url: admin_url()
-                        .rsplit_once('/')
-                        .map(|(s, _)| format!("{s}/{}", api.database))
-                        .expect("url"),
+                    url: pg::scratch::url_of(&api.database),
                     pool_size: 1,
                     create_database: false,
                 },

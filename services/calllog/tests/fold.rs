@@ -12,35 +12,17 @@ use std::time::Duration;
 use switchboard_calllog::outbox;
 use switchboard_calllog::writer::{CallLog, StoredEvent};
 use switchboard_core::avro::Codecs;
-use switchboard_core::config::PostgresSettings;
 use switchboard_core::deadpool_postgres::Pool;
 use switchboard_core::model::*;
 use switchboard_core::pg;
-use tokio_util::sync::CancellationToken;
-
-fn admin_url() -> String {
-    std::env::var("SB_TEST_POSTGRES").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
-}
 
 /// A fresh, migrated database of its own.
 async fn fresh_pool(name: &str) -> (Pool, String) {
-    let database = format!("sb_test_fold_{name}_{}", &uuid::Uuid::now_v7().simple().to_string()[24..]);
-    let url = admin_url().rsplit_once('/').map(|(server, _)| format!("{server}/{database}")).expect("url");
-    let settings = PostgresSettings { url, pool_size: 4, create_database: true };
-    let pool = pg::connect_and_migrate(&settings, &CancellationToken::new())
-        .await
-        .expect("database")
-        .expect("not cancelled");
-    (pool, database)
+    pg::scratch::database(&format!("sb_test_fold_{name}"), 4).await.expect("database")
 }
 
 async fn drop_database(database: &str) {
-    let (client, connection) =
-        switchboard_core::tokio_postgres::connect(&admin_url(), switchboard_core::tokio_postgres::NoTls)
-            .await
-            .expect("admin");
-    tokio::spawn(connection);
-    let _ = client.batch_execute(&format!("DROP DATABASE IF EXISTS \"{database}\" WITH (FORCE)")).await;
+    let _ = pg::scratch::drop(database).await;
 }
 
 /// Every fixture call's events, under source `source`, numbered as if read from one partition.

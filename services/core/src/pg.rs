@@ -139,3 +139,45 @@ async fn migrate(client: &mut deadpool_postgres::Object) -> Result<(), PgError> 
     tx.commit().await?;
     Ok(())
 }
+
+/// Throwaway migrated databases for tests and benchmarks, each on the server of `SB_TEST_POSTGRES`
+/// (default: the local superuser), so that tests run in parallel without sharing tables.
+#[cfg(feature = "testing")]
+pub mod scratch {
+    use tokio_util::sync::CancellationToken;
+
+    use super::{PgError, Pool};
+    use crate::config::PostgresSettings;
+
+    /// The maintenance database tests connect to in order to create and drop their own.
+    pub fn admin_url() -> String {
+        std::env::var("SB_TEST_POSTGRES")
+            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
+    }
+
+    /// The URL of database `name` on the admin URL's server.
+    pub fn url_of(name: &str) -> String {
+        let admin = admin_url();
+        match admin.rsplit_once('/') {
+            Some((server, _)) => format!("{server}/{name}"),
+            None => format!("{admin}/{name}"),
+        }
+    }
+
+    /// A database of its own, `<prefix>_<random>`, created and migrated; returns its pool and name.
+    pub async fn database(prefix: &str, pool_size: usize) -> Result<(Pool, String), PgError> {
+        let name = format!("{prefix}_{}", &uuid::Uuid::now_v7().simple().to_string()[24..]);
+        let settings = PostgresSettings { url: url_of(&name), pool_size, create_database: true };
+        let pool = super::connect_and_migrate(&settings, &CancellationToken::new())
+            .await?
+            .ok_or_else(|| PgError::Build("cancelled".into()))?;
+        Ok((pool, name))
+    }
+
+    /// Drops database `name`, closing what is still connected to it.
+    pub async fn drop(name: &str) -> Result<(), tokio_postgres::Error> {
+        let (client, connection) = tokio_postgres::connect(&admin_url(), tokio_postgres::NoTls).await?;
+        let _driver = tokio::spawn(connection);
+        client.batch_execute(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)")).await
+    }
+}
