@@ -66,39 +66,29 @@ fn events(calls: usize) -> anyhow::Result<Vec<StoredEvent>> {
         for (i, (leg_id, kind, time)) in steps.into_iter().enumerate() {
             let ringing = kind == EventKind::Ringing;
             let on_leg = leg_id.is_some();
-            all.push(CallEvent {
-                event_id: EventId::parse(format!("bench-{n}-{i}"))?,
-                raw_id: format!("raw-{n}-{i}"),
-                source_id: source.clone(),
-                vendor: Vendor::Generic,
-                call_id: call.clone(),
-                leg_id,
+            let mut event = CallEvent::empty(
+                source.clone(),
+                Vendor::Generic,
+                call.clone(),
+                EventId::parse(format!("bench-{n}-{i}"))?,
                 kind,
-                direction: if ringing { Direction::Inbound } else { Direction::Unknown },
-                from_raw: ringing.then(|| format!("020 7946 {:04}", n % 10_000)),
-                from_e164: ringing
-                    .then(|| PhoneNumber::from_e164(format!("+44207946{:04}", n % 10_000)))
-                    .transpose()?,
-                to_raw: ringing.then(|| "020 7123 4567".to_owned()),
-                to_e164: ringing.then(|| PhoneNumber::from_e164("+442071234567")).transpose()?,
-                agent_number: on_leg.then(|| agent.clone()),
-                agent_email: on_leg.then(|| format!("agent{}@example.com", n % 50)),
-                agent_extension: on_leg.then(|| agent.clone()),
-                occurred_at: at(time),
-                received_at: at(time + 50),
-                sequence: Some(i as i64),
-                hangup_cause: (kind == EventKind::Hangup).then(|| "normal_clearing".to_owned()),
-                recording_url: None,
-                disposition: None,
-                recording_id: None,
-                agent_id: None,
-                agent_match: None,
-                contact_ids: Vec::new(),
-                contact_match: None,
-                responsible_agent_id: None,
-                recording_status: None,
-                recording_error: None,
-            });
+                at(time),
+            );
+            event.raw_id = format!("raw-{n}-{i}");
+            event.leg_id = leg_id;
+            event.direction = if ringing { Direction::Inbound } else { Direction::Unknown };
+            event.from_raw = ringing.then(|| format!("020 7946 {:04}", n % 10_000));
+            event.from_e164 =
+                ringing.then(|| PhoneNumber::from_e164(format!("+44207946{:04}", n % 10_000))).transpose()?;
+            event.to_raw = ringing.then(|| "020 7123 4567".to_owned());
+            event.to_e164 = ringing.then(|| PhoneNumber::from_e164("+442071234567")).transpose()?;
+            event.agent_number = on_leg.then(|| agent.clone());
+            event.agent_email = on_leg.then(|| format!("agent{}@example.com", n % 50));
+            event.agent_extension = on_leg.then(|| agent.clone());
+            event.received_at = at(time + 50);
+            event.sequence = Some(i as i64);
+            event.hangup_cause = (kind == EventKind::Hangup).then(|| "normal_clearing".to_owned());
+            all.push(event);
         }
     }
     Ok(all

@@ -34,37 +34,17 @@ fn event(
     direction: Direction,
     agent: Option<(&str, &str, &str)>,
 ) -> StoredEvent {
-    let mut e = CallEvent {
-        event_id: EventId::parse(format!("{call}-{n}")).expect("id"),
-        raw_id: format!("raw-{call}-{n}"),
-        source_id: SourceId::parse(source).expect("source"),
-        vendor: Vendor::Generic,
-        call_id: CallId::parse(call).expect("call"),
-        leg_id: leg.map(|l| LegId::parse(l).expect("leg")),
+    let mut e = CallEvent::empty(
+        SourceId::parse(source).expect("source"),
+        Vendor::Generic,
+        CallId::parse(call).expect("call"),
+        EventId::parse(format!("{call}-{n}")).expect("id"),
         kind,
-        direction,
-        from_raw: None,
-        from_e164: None,
-        to_raw: None,
-        to_e164: None,
-        agent_number: None,
-        agent_email: None,
-        agent_extension: None,
-        occurred_at: t(second),
-        received_at: t(second),
-        sequence: None,
-        hangup_cause: None,
-        recording_url: None,
-        disposition: None,
-        recording_id: None,
-        agent_id: None,
-        agent_match: None,
-        contact_ids: Vec::new(),
-        contact_match: None,
-        responsible_agent_id: None,
-        recording_status: None,
-        recording_error: None,
-    };
+        t(second),
+    );
+    e.raw_id = format!("raw-{call}-{n}");
+    e.leg_id = leg.map(|l| LegId::parse(l).expect("leg"));
+    e.direction = direction;
     if let Some((extension, email, id)) = agent {
         e.agent_extension = Some(extension.into());
         e.agent_email = Some(email.into());

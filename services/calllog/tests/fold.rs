@@ -300,37 +300,18 @@ fn open_calls(count: usize) -> Vec<StoredEvent> {
     let mut events = Vec::new();
     for n in 0..count {
         for (i, kind) in [EventKind::Ringing, EventKind::Answered].into_iter().enumerate() {
-            let event = CallEvent {
-                event_id: EventId::parse(format!("open-{n}-{i}")).expect("id"),
-                raw_id: format!("raw-{n}-{i}"),
-                source_id: source.clone(),
-                vendor: Vendor::Generic,
-                call_id: CallId::parse(format!("open-{n}")).expect("id"),
-                leg_id: Some(LegId::parse(format!("open-{n}-leg")).expect("id")),
+            let mut event = CallEvent::empty(
+                source.clone(),
+                Vendor::Generic,
+                CallId::parse(format!("open-{n}")).expect("id"),
+                EventId::parse(format!("open-{n}-{i}")).expect("id"),
                 kind,
-                direction: Direction::Inbound,
-                from_raw: None,
-                from_e164: None,
-                to_raw: None,
-                to_e164: None,
-                agent_number: Some("101".into()),
-                agent_email: None,
-                agent_extension: None,
-                occurred_at: chrono::Utc::now(),
-                received_at: chrono::Utc::now(),
-                sequence: None,
-                hangup_cause: None,
-                recording_url: None,
-                disposition: None,
-                recording_id: None,
-                agent_id: None,
-                agent_match: None,
-                contact_ids: Vec::new(),
-                contact_match: None,
-                responsible_agent_id: None,
-                recording_status: None,
-                recording_error: None,
-            };
+                chrono::Utc::now(),
+            );
+            event.raw_id = format!("raw-{n}-{i}");
+            event.leg_id = Some(LegId::parse(format!("open-{n}-leg")).expect("id"));
+            event.direction = Direction::Inbound;
+            event.agent_number = Some("101".into());
             events.push(StoredEvent { event, partition: 0, offset: (n * 2 + i) as i64 });
         }
     }

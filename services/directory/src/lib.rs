@@ -375,7 +375,7 @@ async fn listen_and_reload(
 #[cfg(test)]
 mod tests {
     use chrono::Utc;
-    use switchboard_core::model::{CallId, EventId, EventKind, RawWebhook, SourceId, Vendor};
+    use switchboard_core::model::{CallId, EventId, EventKind, SourceId, Vendor};
 
     use super::*;
 
@@ -425,25 +425,11 @@ mod tests {
     }
 
     fn event(direction: Direction, from: Option<&str>, to: Option<&str>) -> CallEvent {
-        let raw = RawWebhook {
-            id: "r".into(),
-            source_id: SourceId::parse("pbx").expect("id"),
-            vendor: Vendor::Generic,
-            default_region: "GB".into(),
-            timezone: None,
-            received_at: Utc::now(),
-            remote_addr: None,
-            method: "POST".into(),
-            path: "/".into(),
-            query: None,
-            content_type: None,
-            headers: Default::default(),
-            body: Vec::new(),
-        };
-        let mut event = CallEvent::new(
-            &raw,
-            EventId::parse("e").expect("id"),
+        let mut event = CallEvent::empty(
+            SourceId::parse("pbx").expect("id"),
+            Vendor::Generic,
             CallId::parse("c").expect("id"),
+            EventId::parse("e").expect("id"),
             EventKind::Ringing,
             Utc::now(),
         );

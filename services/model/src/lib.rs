@@ -582,7 +582,7 @@ pub struct CallEvent {
 }
 
 impl CallEvent {
-    /// An event with every optional field empty, for adapters to fill in.
+    /// An event read from `raw`, with every optional field empty, for adapters to fill in.
     pub fn new(
         raw: &RawWebhook,
         event_id: EventId,
@@ -590,11 +590,27 @@ impl CallEvent {
         kind: EventKind,
         occurred_at: DateTime<Utc>,
     ) -> Self {
+        let mut event = Self::empty(raw.source_id.clone(), raw.vendor, call_id, event_id, kind, occurred_at);
+        event.raw_id = raw.id.clone();
+        event.received_at = raw.received_at;
+        event
+    }
+
+    /// An event with every optional field empty, received when it occurred and read from no raw
+    /// webhook (`raw_id` empty): for stages that announce something themselves, and for tests.
+    pub fn empty(
+        source_id: SourceId,
+        vendor: Vendor,
+        call_id: CallId,
+        event_id: EventId,
+        kind: EventKind,
+        occurred_at: DateTime<Utc>,
+    ) -> Self {
         Self {
             event_id,
-            raw_id: raw.id.clone(),
-            source_id: raw.source_id.clone(),
-            vendor: raw.vendor,
+            raw_id: String::new(),
+            source_id,
+            vendor,
             call_id,
             leg_id: None,
             kind,
@@ -607,7 +623,7 @@ impl CallEvent {
             agent_email: None,
             agent_extension: None,
             occurred_at,
-            received_at: raw.received_at,
+            received_at: occurred_at,
             sequence: None,
             hangup_cause: None,
             recording_url: None,

@@ -33,7 +33,7 @@ use switchboard_core::config::RecordingsSettings;
 use switchboard_core::deadpool_postgres::Pool;
 use switchboard_core::kafka::{self, Outbound};
 use switchboard_core::metrics;
-use switchboard_core::model::{CallEvent, Direction, EventId, EventKind, RecordingStatus};
+use switchboard_core::model::{CallEvent, EventId, EventKind, RecordingStatus};
 use switchboard_core::rdkafka::producer::FutureProducer;
 use switchboard_core::retry::Backoff;
 use tokio::sync::Notify;
@@ -64,43 +64,26 @@ pub fn recording_event(
     error: Option<String>,
     link: String,
 ) -> Result<CallEvent, String> {
-    let now = Utc::now();
     let event_id = EventId::parse(format!("recording:{}:{}", recording.id, status.as_str()))
         .map_err(|e| e.to_string())?;
-    Ok(CallEvent {
+    // The time the vendor's answer came: the event is about now, and it sorts after the call's
+    // own events.
+    let mut event = CallEvent::empty(
+        recording.source_id.clone(),
+        recording.vendor,
+        recording.call_id.clone(),
         event_id,
-        raw_id: recording.raw_id.clone(),
-        source_id: recording.source_id.clone(),
-        vendor: recording.vendor,
-        call_id: recording.call_id.clone(),
-        // The leg of the event that first named the recording, so the event joins that leg.
-        leg_id: recording.leg_id.clone(),
-        kind: EventKind::Recording,
-        direction: Direction::Unknown,
-        from_raw: None,
-        from_e164: None,
-        to_raw: None,
-        to_e164: None,
-        agent_number: None,
-        agent_email: None,
-        agent_extension: None,
-        // The time the vendor's answer came: the event is about now, and it sorts after the
-        // call's own events.
-        occurred_at: now,
-        received_at: now,
-        sequence: None,
-        hangup_cause: None,
-        recording_url: Some(link),
-        disposition: None,
-        recording_id: recording.recording_id.clone(),
-        agent_id: None,
-        agent_match: None,
-        contact_ids: Vec::new(),
-        contact_match: None,
-        responsible_agent_id: None,
-        recording_status: Some(status),
-        recording_error: error,
-    })
+        EventKind::Recording,
+        Utc::now(),
+    );
+    event.raw_id = recording.raw_id.clone();
+    // The leg of the event that first named the recording, so the event joins that leg.
+    event.leg_id = recording.leg_id.clone();
+    event.recording_url = Some(link);
+    event.recording_id = recording.recording_id.clone();
+    event.recording_status = Some(status);
+    event.recording_error = error;
+    Ok(event)
 }
 
 /// Everything the resolver loop needs.

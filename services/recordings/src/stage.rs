@@ -118,34 +118,21 @@ impl Processor for Registrar {
 mod tests {
     use chrono::{TimeZone, Utc};
     use switchboard_core::config::Settings;
-    use switchboard_core::model::{CallId, EventId, EventKind, RawWebhook, SourceId, Vendor};
+    use switchboard_core::model::{CallId, EventId, EventKind, SourceId, Vendor};
 
     use super::*;
     use crate::schedule::recording_event;
 
     fn hangup_naming(recording_id: &str) -> CallEvent {
-        let raw = RawWebhook {
-            id: "raw-9".into(),
-            source_id: SourceId::parse("pbx").expect("id"),
-            vendor: Vendor::Telphin,
-            default_region: "RU".into(),
-            timezone: None,
-            received_at: Utc.timestamp_opt(1_800_000_000, 0).single().expect("time"),
-            remote_addr: None,
-            method: "POST".into(),
-            path: "/".into(),
-            query: None,
-            content_type: None,
-            headers: Default::default(),
-            body: vec![],
-        };
-        let mut event = CallEvent::new(
-            &raw,
-            EventId::parse("h").expect("id"),
+        let mut event = CallEvent::empty(
+            SourceId::parse("pbx").expect("id"),
+            Vendor::Telphin,
             CallId::parse("c").expect("id"),
+            EventId::parse("h").expect("id"),
             EventKind::Hangup,
-            raw.received_at,
+            Utc.timestamp_opt(1_800_000_000, 0).single().expect("time"),
         );
+        event.raw_id = "raw-9".into();
         event.recording_id = Some(recording_id.into());
         event
     }

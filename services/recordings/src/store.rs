@@ -330,33 +330,20 @@ pub async fn pending_count(pool: &Pool) -> Result<i64, StoreError> {
 #[cfg(test)]
 mod tests {
     use chrono::TimeZone;
-    use switchboard_core::model::{EventId, EventKind, RawWebhook};
+    use switchboard_core::model::{EventId, EventKind};
 
     use super::*;
 
     fn event(url: Option<&str>, id: Option<&str>) -> CallEvent {
-        let raw = RawWebhook {
-            id: "raw-1".into(),
-            source_id: SourceId::parse("pbx").expect("id"),
-            vendor: Vendor::Telphin,
-            default_region: "RU".into(),
-            timezone: None,
-            received_at: Utc.timestamp_opt(1_800_000_000, 0).single().expect("time"),
-            remote_addr: None,
-            method: "POST".into(),
-            path: "/".into(),
-            query: None,
-            content_type: None,
-            headers: Default::default(),
-            body: vec![],
-        };
-        let mut event = CallEvent::new(
-            &raw,
-            EventId::parse("e").expect("id"),
+        let mut event = CallEvent::empty(
+            SourceId::parse("pbx").expect("id"),
+            Vendor::Telphin,
             CallId::parse("c").expect("id"),
+            EventId::parse("e").expect("id"),
             EventKind::Recording,
-            raw.received_at,
+            Utc.timestamp_opt(1_800_000_000, 0).single().expect("time"),
         );
+        event.raw_id = "raw-1".into();
         event.recording_url = url.map(Into::into);
         event.recording_id = id.map(Into::into);
         event

@@ -8,9 +8,7 @@ use std::time::Duration;
 
 use chrono::{TimeZone, Utc};
 use switchboard_core::deadpool_postgres::Pool;
-use switchboard_core::model::{
-    CallEvent, CallId, EventId, EventKind, RawWebhook, RecordingStatus, SourceId, Vendor,
-};
+use switchboard_core::model::{CallEvent, CallId, EventId, EventKind, RecordingStatus, SourceId, Vendor};
 use switchboard_core::pg;
 use switchboard_recordings::store::{self, NewRecording};
 
@@ -25,28 +23,15 @@ async fn drop_database(database: &str) {
 
 /// An event of call `call` naming a recording by `id` and/or `url`, received at second `second`.
 fn event(call: &str, id: Option<&str>, url: Option<&str>, second: i64) -> CallEvent {
-    let raw = RawWebhook {
-        id: format!("raw-{call}-{second}"),
-        source_id: SourceId::parse("pbx").expect("id"),
-        vendor: Vendor::Twilio,
-        default_region: "US".into(),
-        timezone: None,
-        received_at: Utc.timestamp_opt(1_800_000_000 + second, 0).single().expect("time"),
-        remote_addr: None,
-        method: "POST".into(),
-        path: "/".into(),
-        query: None,
-        content_type: None,
-        headers: Default::default(),
-        body: vec![],
-    };
-    let mut event = CallEvent::new(
-        &raw,
-        EventId::parse(format!("e-{call}-{second}")).expect("id"),
+    let mut event = CallEvent::empty(
+        SourceId::parse("pbx").expect("id"),
+        Vendor::Twilio,
         CallId::parse(call).expect("id"),
+        EventId::parse(format!("e-{call}-{second}")).expect("id"),
         EventKind::Recording,
-        raw.received_at,
+        Utc.timestamp_opt(1_800_000_000 + second, 0).single().expect("time"),
     );
+    event.raw_id = format!("raw-{call}-{second}");
     event.recording_id = id.map(Into::into);
     event.recording_url = url.map(Into::into);
     event
