@@ -17,8 +17,9 @@
 //! Each runs with one replica, then two (the events split by call key, as Kafka partitions split
 //! them between replicas), which is how the call log scales.
 //!
-//! Usage: `bench-calllog [CALLS] [BATCH] [RUNS]` (defaults 25000 calls = 100,000 events, batches
-//! of 1000, best of 3 runs). Needs `psql` on the PATH and the PostgreSQL of `SB_TEST_POSTGRES`.
+//! Usage: `bench-calllog [CALLS] [BATCH] [RUNS] [ONLY]` (defaults 25000 calls = 100,000 events,
+//! batches of 1000, best of 3 runs; `ONLY` runs just the writer cases whose name contains it, for
+//! example `stream`). Needs `psql` on the PATH and the PostgreSQL of `SB_TEST_POSTGRES`.
 
 use std::io::Write;
 use std::time::{Duration, Instant};
@@ -245,6 +246,11 @@ async fn writer_run(
         db.query_one("SELECT count(*) FROM calls WHERE completion = 'end_marker'", &[]).await?.get(0);
     let calls: i64 = db.query_one("SELECT count(*) FROM calls", &[]).await?.get(0);
     anyhow::ensure!(complete == calls, "{complete} of {calls} calls complete");
+    if std::env::var_os("SB_BENCH_STATS").is_some() {
+        for row in db.query("SELECT relname, n_tup_ins, n_tup_upd, n_tup_hot_upd FROM pg_stat_user_tables WHERE relname LIKE 'call%'", &[]).await? {
+            eprintln!("{} ins={} upd={} hot={}", row.get::<_, String>(0), row.get::<_, i64>(1), row.get::<_, i64>(2), row.get::<_, i64>(3));
+        }
+    }
     drop(pool);
     if !keep {
         drop_database(&database).await?;
@@ -277,6 +283,7 @@ async fn main() -> anyhow::Result<()> {
     let calls: usize = args.next().map(|a| a.parse()).transpose()?.unwrap_or(25_000);
     let batch: usize = args.next().map(|a| a.parse()).transpose()?.unwrap_or(1_000);
     let runs: usize = args.next().map(|a| a.parse()).transpose()?.unwrap_or(3);
+    let only = args.next().unwrap_or_default();
 
     let whole = events(calls)?;
     let mut streamed = whole.clone();
@@ -303,7 +310,7 @@ async fn main() -> anyhow::Result<()> {
     let mut copy_events = Vec::new();
     let mut copy_all = Vec::new();
     let mut all_rows = 0;
-    let cases = [
+    let mut cases = vec![
         ("writer, 1 replica, 1 batch at a time, whole calls", vec![whole.clone()], 1),
         ("writer, 1 replica, 1 batch at a time, stream (calls span batches)", vec![streamed.clone()], 1),
         ("writer, 1 replica, 2 batches in flight (default), whole calls", vec![whole.clone()], 2),
@@ -311,6 +318,7 @@ async fn main() -> anyhow::Result<()> {
         ("writer, 2 replicas, 2 batches in flight, whole calls", split(&whole, 2), 2),
         ("writer, 2 replicas, 2 batches in flight, stream", split(&streamed, 2), 2),
     ];
+    cases.retain(|(name, _, _)| name.contains(only.as_str()));
     for _ in 0..runs {
         let files: Vec<(&str, &std::path::Path)> =
             event_files.iter().map(|(t, p)| (t.as_str(), p.as_path())).collect();

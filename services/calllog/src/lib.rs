@@ -16,6 +16,7 @@
 //! completes on the vendor's end marker, or when the settle sweep finds no new event for
 //! `calllog.settle_ms`; a later event updates it and publishes a new version.
 
+pub mod cache;
 pub mod codes;
 pub mod fold;
 pub mod outbox;
@@ -73,6 +74,9 @@ pub async fn run(
     let _ = metrics::CALLS_UPDATED_AFTER_COMPLETION.with_label_values(&[STAGE]);
     let _ = metrics::CALL_RECORDS_PUBLISHED.with_label_values(&[STAGE]);
     let _ = metrics::TRANSIENT_RETRIES.with_label_values(&[STAGE, "postgres"]);
+    for result in ["hit", "miss", "stale"] {
+        let _ = metrics::CALLLOG_FOLD_CACHE.with_label_values(&[result]);
+    }
     service::with_probes(Service::Calllog, listener, |health| async move {
         let Some(pool) = pg::connect_and_migrate(&settings.postgres, &cancel).await? else {
             return Ok(());
@@ -81,7 +85,7 @@ pub async fn run(
         if !kafka::ensure_topics(&settings.kafka, &topics.all(), &cancel).await {
             return Ok(());
         }
-        let store = Arc::new(CallLog::new(pool.clone()).map_err(|e| ServiceError::Other(e.to_string()))?);
+        let store = Arc::new(CallLog::with_fold_cache(pool.clone(), settings.calllog.fold_cache_calls).map_err(|e| ServiceError::Other(e.to_string()))?);
         let publish = Arc::new(Notify::new());
         let max_backoff = Duration::from_millis(settings.pipeline.max_backoff_ms);
         let drain_timeout = Duration::from_millis(settings.pipeline.drain_timeout_ms);

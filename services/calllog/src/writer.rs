@@ -8,12 +8,15 @@
 //!    order, so that two writers, or a writer and the settle sweep or the publisher, never work on
 //!    one call at once and never deadlock (a row lock would need the row to exist first: a new
 //!    call would be written twice);
-//! 3. reads what is stored of those calls and folds each in Rust from *all* its events (those
-//!    another writer committed too); a call with no row yet has no other events than this batch's,
-//!    since every transaction that stores an event writes its call, so its are not read back;
+//! 3. folds each call in Rust from *all* its events (those another writer committed too): a call
+//!    this replica wrote last has them in the [fold cache](crate::cache); for the others it reads
+//!    what is stored of the call and every event of it; a call with no row yet has no other
+//!    events than this batch's, since every transaction that stores an event writes its call;
 //! 4. upserts the calls, the legs that changed and, for a complete call whose record changed, the
 //!    new Avro record into `call_outbox`, which the publisher (`outbox`) produces after the
-//!    commit.
+//!    commit. A call folded from the cache is updated only if its row still has the revision
+//!    the cache holds; if another writer changed it since, the batch is rolled back and written
+//!    again with those calls read back.
 //!
 //! The result is a pure function of the set of distinct events (plus the sweep's `settled` mark),
 //! so any order, duplication or batching of the same events leaves the same rows; only `version`
@@ -26,6 +29,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use sha2::{Digest, Sha256};
 use switchboard_core::avro::Codecs;
+use switchboard_core::metrics;
 use switchboard_core::deadpool_postgres::{Pool, Transaction};
 use switchboard_core::model::{
     AgentRef, CallEvent, CallId, CallRecord, CallStatus, Completion, Direction, LegRecord, Outcome, SourceId,
@@ -33,6 +37,7 @@ use switchboard_core::model::{
 };
 use switchboard_core::tokio_postgres::{self, Statement};
 
+use crate::cache::{CachedCall, CallKey, FoldCache, Stored};
 use crate::codes;
 use crate::fold::{Event, Folded, fold};
 
@@ -60,6 +65,11 @@ pub struct BatchOutcome {
     pub late_updates: i64,
     /// Whether some complete call now has a version the calls topic has not seen.
     pub publishable: bool,
+    /// Calls folded from the fold cache, without reading them back.
+    pub from_cache: i64,
+    /// Calls another writer had changed since this one cached them: the batch was rolled back
+    /// and written again with them read back.
+    pub stale: i64,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -141,7 +151,7 @@ FROM (SELECT DISTINCT hashtextextended(source_id || ':' || call_id, 0) AS k
 /// What is stored of the locked calls, read after the locks so that it is what the previous
 /// holder committed.
 const READ_CALLS: &str = r#"
-SELECT source_id, call_id, version, content_hash, settled, completed_at, leg_hashes
+SELECT source_id, call_id, version, content_hash, settled, completed_at, leg_hashes, revision
 FROM calls
 WHERE (source_id, call_id) IN (SELECT * FROM UNNEST($1::text[], $2::text[]))
 "#;
@@ -164,7 +174,8 @@ WHERE pg_try_advisory_xact_lock(hashtextextended(source_id || ':' || call_id, 0)
 /// The due calls again, once locked: one completed by another sweep meanwhile, or that a writer
 /// gave a new event, is no longer due.
 const READ_DUE: &str = r#"
-SELECT source_id, call_id, version, content_hash, settled, completed_at, leg_hashes, vendor, now()
+SELECT source_id, call_id, version, content_hash, settled, completed_at, leg_hashes, revision,
+       vendor, now()
 FROM calls
 WHERE (source_id, call_id) IN (SELECT * FROM UNNEST($1::text[], $2::text[]))
   AND completed_at IS NULL
@@ -192,13 +203,13 @@ macro_rules! call_rows {
               $19::text[], $20::text[], $21::text[], $22::text[], $23::text[], $24::text[],
               $25::int4[], $26::int4[], $27::timestamptz[], $28::bool[], $29::text[],
               $30::timestamptz[], $31::int8[], $32::bytea[], $33::text[], $34::text[],
-              $35::text[])
+              $35::text[], $36::int8[], $37::int8[])
           AS u(source_id, call_id, vendor, direction, status, outcome, from_number, to_number,
                started_at, answered_at, ended_at, disposition, hangup_cause, agent_id, agent_match,
                agent_extension, agent_number, agent_email, agents, contact_ids, contact_match,
                responsible_agent_id, recording_url, recording_id, event_count, leg_count,
                first_received_at, settled, completion, completed_at, version, content_hash,
-               leg_hashes, recording_status, recording_error)"#
+               leg_hashes, recording_status, recording_error, revision, expected_revision)"#
     };
 }
 
@@ -210,19 +221,21 @@ INSERT INTO calls (source_id, call_id, vendor, direction, status, outcome, from_
                    agent_match, agent_extension, agent_number, agent_email, agents, contact_ids,
                    contact_match, responsible_agent_id, recording_url, recording_id, event_count,
                    leg_count, first_received_at, settled, completion, completed_at, version,
-                   content_hash, leg_hashes, recording_status, recording_error)
+                   content_hash, leg_hashes, recording_status, recording_error, revision)
 SELECT source_id, call_id, vendor, direction, status, outcome, from_number, to_number, started_at,
        answered_at, ended_at, disposition, hangup_cause, agent_id, agent_match, agent_extension,
        agent_number, agent_email, COALESCE(string_to_array(agents, E'\x1f'), '{}'),
        COALESCE(string_to_array(contact_ids, E'\x1f'), '{}'), contact_match,
        responsible_agent_id, recording_url, recording_id, event_count, leg_count,
        first_received_at, settled, completion, completed_at, version, content_hash,
-       COALESCE(string_to_array(leg_hashes, E'\x1f'), '{}'), recording_status, recording_error
+       COALESCE(string_to_array(leg_hashes, E'\x1f'), '{}'), recording_status, recording_error,
+       revision
 FROM "#,
     call_rows!()
 );
 
-/// Calls with a row. `$36`: whether they gained events (which restarts the settle timer).
+/// Calls with a row, where it still has the revision the fold started from. `$38`: whether they
+/// gained events (which restarts the settle timer).
 const UPDATE_CALLS: &str = concat!(
     r#"
 UPDATE calls AS c SET
@@ -240,11 +253,12 @@ UPDATE calls AS c SET
     content_hash = u.content_hash,
     leg_hashes = COALESCE(string_to_array(u.leg_hashes, E'\x1f'), '{}'),
     recording_status = u.recording_status, recording_error = u.recording_error,
-    last_event_at = CASE WHEN $36 THEN now() ELSE c.last_event_at END, updated_at = now()
+    revision = u.revision,
+    last_event_at = CASE WHEN $38 THEN now() ELSE c.last_event_at END, updated_at = now()
 FROM "#,
     call_rows!(),
     r#"
-WHERE c.source_id = u.source_id AND c.call_id = u.call_id"#
+WHERE c.source_id = u.source_id AND c.call_id = u.call_id AND c.revision = u.expected_revision"#
 );
 
 macro_rules! leg_rows {
@@ -402,33 +416,28 @@ impl<'a> EventColumns<'a> {
     }
 }
 
-/// What is stored of a locked call (defaults for a call without a row yet).
-#[derive(Default)]
-struct Stored {
-    version: i64,
-    content_hash: Option<Vec<u8>>,
-    settled: bool,
-    completed_at: Option<DateTime<Utc>>,
-    /// Leg id → hash of the leg row as last written.
-    leg_hashes: HashMap<String, String>,
+/// What is stored of a locked call, from `READ_CALLS` or `READ_DUE`.
+fn stored_from_row(row: &tokio_postgres::Row) -> (CallKey, Stored) {
+    let leg_hashes: Vec<String> = row.get(6);
+    let stored = Stored {
+        version: row.get(2),
+        content_hash: row.get(3),
+        settled: row.get(4),
+        completed_at: row.get(5),
+        leg_hashes: leg_hashes
+            .into_iter()
+            .filter(|entry| entry.len() > LEG_HASH_HEX)
+            .map(|entry| (entry[LEG_HASH_HEX..].to_owned(), entry[..LEG_HASH_HEX].to_owned()))
+            .collect(),
+        revision: row.get(7),
+    };
+    ((row.get(0), row.get(1)), stored)
 }
 
-impl Stored {
-    fn from_row(row: &tokio_postgres::Row) -> ((String, String), Self) {
-        let leg_hashes: Vec<String> = row.get(6);
-        let stored = Self {
-            version: row.get(2),
-            content_hash: row.get(3),
-            settled: row.get(4),
-            completed_at: row.get(5),
-            leg_hashes: leg_hashes
-                .into_iter()
-                .filter(|entry| entry.len() > LEG_HASH_HEX)
-                .map(|entry| (entry[LEG_HASH_HEX..].to_owned(), entry[..LEG_HASH_HEX].to_owned()))
-                .collect(),
-        };
-        ((row.get(0), row.get(1)), stored)
-    }
+/// A token for the next write of a call row (migration 0006): unique per write, never 0.
+fn new_revision() -> i64 {
+    let (high, low) = uuid::Uuid::now_v7().as_u64_pair();
+    ((high ^ low.rotate_left(17)) as i64) | 1
 }
 
 /// A leg's hash is stored as 32 hex digits followed by its leg id.
@@ -498,27 +507,62 @@ fn agent_keys(record: &CallRecord) -> Vec<String> {
     keys
 }
 
-/// The call log: the database pool and the record codec.
+/// The call log: the database pool, the record codec and the fold cache of this replica.
 #[derive(Debug)]
 pub struct CallLog {
     pool: Pool,
     codecs: Codecs,
+    cache: FoldCache,
 }
 
+/// How many calls a writer keeps in its fold cache unless configured.
+pub const DEFAULT_FOLD_CACHE_CALLS: usize = 50_000;
+
 /// The calls one transaction refolds: key, vendor, what is stored, and the events already at
-/// hand for calls without a row.
+/// hand (a call without a row, or one from the fold cache); the others' are read.
 struct Refold {
-    calls: Vec<((String, String), String)>,
-    stored: HashMap<(String, String), Stored>,
-    known: HashMap<(String, String), Vec<Event>>,
+    calls: Vec<(CallKey, String)>,
+    stored: HashMap<CallKey, Stored>,
+    known: HashMap<CallKey, Vec<Event>>,
     now: DateTime<Utc>,
     /// The sweep is completing these calls (no new events).
     settle: bool,
 }
 
+/// Why an attempt at a batch did not commit.
+enum Attempt {
+    Failed(WriteError),
+    /// This many calls folded from the cache had been written by another writer since: rolled
+    /// back.
+    Stale(usize),
+}
+
+impl From<WriteError> for Attempt {
+    fn from(error: WriteError) -> Self {
+        Attempt::Failed(error)
+    }
+}
+
+impl From<tokio_postgres::Error> for Attempt {
+    fn from(error: tokio_postgres::Error) -> Self {
+        Attempt::Failed(error.into())
+    }
+}
+
+impl From<switchboard_core::deadpool_postgres::PoolError> for Attempt {
+    fn from(error: switchboard_core::deadpool_postgres::PoolError) -> Self {
+        Attempt::Failed(error.into())
+    }
+}
+
 impl CallLog {
     pub fn new(pool: Pool) -> Result<Self, WriteError> {
-        Ok(Self { pool, codecs: Codecs::new()? })
+        Self::with_fold_cache(pool, DEFAULT_FOLD_CACHE_CALLS)
+    }
+
+    /// A call log whose fold cache holds up to `calls` calls (0: none).
+    pub fn with_fold_cache(pool: Pool, calls: usize) -> Result<Self, WriteError> {
+        Ok(Self { pool, codecs: Codecs::new()?, cache: FoldCache::new(calls) })
     }
 
     /// Writes one batch of events in one transaction.
@@ -526,6 +570,37 @@ impl CallLog {
         if events.is_empty() {
             return Ok(BatchOutcome::default());
         }
+        let (mut use_cache, mut stale) = (true, 0);
+        loop {
+            let attempt = self.attempt(events, use_cache).await;
+            if !matches!(attempt, Ok(_)) {
+                // What this attempt put in the cache did not commit.
+                let keys: std::collections::HashSet<CallKey> = events
+                    .iter()
+                    .map(|e| (e.event.source_id.to_string(), e.event.call_id.to_string()))
+                    .collect();
+                self.cache.evict(&keys);
+            }
+            match attempt {
+                Ok(outcome) => return Ok(BatchOutcome { stale, ..outcome }),
+                Err(Attempt::Failed(error)) => return Err(error),
+                Err(Attempt::Stale(calls)) => {
+                    stale += calls as i64;
+                    metrics::CALLLOG_FOLD_CACHE.with_label_values(&["stale"]).inc_by(calls as u64);
+                    tracing::debug!(calls, "Calls changed by another writer; writing the batch again.");
+                    if !use_cache {
+                        // Under the calls' locks what was read cannot change; should it, the
+                        // service retries the batch.
+                        return Err(WriteError::Transient("a call changed under its lock".into()));
+                    }
+                    use_cache = false;
+                }
+            }
+        }
+    }
+
+    /// One transaction for the batch; `use_cache`: fold the calls the cache holds from it.
+    async fn attempt(&self, events: &[StoredEvent], use_cache: bool) -> Result<BatchOutcome, Attempt> {
         let c = EventColumns::from_events(events);
         let mut client = self.pool.get().await?;
         let tx = client.transaction().await?;
@@ -579,8 +654,8 @@ impl CallLog {
                 *slot = event;
             }
         }
-        let mut known: HashMap<(String, String), Vec<Event>> = HashMap::new();
-        let mut vendors: HashMap<(String, String), String> = HashMap::new();
+        let mut known: HashMap<CallKey, Vec<Event>> = HashMap::new();
+        let mut vendors: HashMap<CallKey, String> = HashMap::new();
         for row in &inserted {
             let (source, event_id, call, vendor): (String, String, String, String) =
                 (row.get(0), row.get(1), row.get(2), row.get(3));
@@ -594,15 +669,39 @@ impl CallLog {
         let lock = tx.prepare_cached(LOCK_CALLS).await?;
         let locks = tx.query(&lock, &[&sources, &calls]).await?;
         let now: DateTime<Utc> = locks.first().map(|row| row.get(1)).unwrap_or_else(Utc::now);
-        let read = tx.prepare_cached(READ_CALLS).await?;
-        let stored: HashMap<(String, String), Stored> =
-            tx.query(&read, &[&sources, &calls]).await?.iter().map(Stored::from_row).collect();
-        // Calls with a row get all their events read back; those without have only these.
+
+        // Taken only now that the calls are locked: an earlier batch of this replica that shared
+        // a call has put its entry back by the time it released the lock.
+        let cached = if use_cache { self.cache.take(vendors.keys()) } else { HashMap::new() };
+        let mut stored: HashMap<CallKey, Stored> = HashMap::with_capacity(vendors.len());
+        let (read_sources, read_calls): (Vec<&str>, Vec<&str>) = vendors
+            .keys()
+            .filter(|key| !cached.contains_key(*key))
+            .map(|(s, c)| (s.as_str(), c.as_str()))
+            .unzip();
+        if !read_calls.is_empty() {
+            let read = tx.prepare_cached(READ_CALLS).await?;
+            stored.extend(tx.query(&read, &[&read_sources, &read_calls]).await?.iter().map(stored_from_row));
+        }
+        // Calls with a row get all their events read back, unless the cache has them; those
+        // without have only these.
         known.retain(|key, _| !stored.contains_key(key));
+        metrics::CALLLOG_FOLD_CACHE.with_label_values(&["miss"]).inc_by(stored.len() as u64);
+        metrics::CALLLOG_FOLD_CACHE.with_label_values(&["hit"]).inc_by(cached.len() as u64);
+        outcome.from_cache = cached.len() as i64;
+        for (key, CachedCall { stored: previous, mut events }) in cached {
+            events.append(known.entry(key.clone()).or_default());
+            let _ = known.insert(key.clone(), events);
+            let _ = stored.insert(key, previous);
+        }
         let batch = Refold { calls: vendors.into_iter().collect(), stored, known, now, settle: false };
-        self.refold(&tx, batch, &mut outcome).await?;
-        tx.commit().await?;
-        Ok(outcome)
+        match self.refold(&tx, batch, &mut outcome).await? {
+            0 => {
+                tx.commit().await?;
+                Ok(outcome)
+            }
+            stale => Err(Attempt::Stale(stale)),
+        }
     }
 
     /// Completes calls that had no new event for `settle` (`ringing` for calls still ringing):
@@ -629,27 +728,34 @@ impl CallLog {
         let calls: Vec<String> = locked.iter().map(|row| row.get(1)).collect();
         let read = tx.prepare_cached(READ_DUE).await?;
         let rows = tx.query(&read, &[&sources, &calls, &settle, &ringing]).await?;
-        let now: DateTime<Utc> = rows.first().map_or_else(Utc::now, |row| row.get(8));
-        let calls = rows.iter().map(|row| ((row.get(0), row.get(1)), row.get(7))).collect();
-        let stored: HashMap<(String, String), Stored> = rows.iter().map(Stored::from_row).collect();
+        let now: DateTime<Utc> = rows.first().map_or_else(Utc::now, |row| row.get(9));
+        let calls: Vec<(CallKey, String)> = rows.iter().map(|row| ((row.get(0), row.get(1)), row.get(8))).collect();
+        // The sweep rewrites these calls: this replica's cached copies would only be stale.
+        self.cache.evict(calls.iter().map(|(key, _)| key));
+        let stored: HashMap<CallKey, Stored> = rows.iter().map(stored_from_row).collect();
         let found = locked.len();
         let batch = Refold { calls, stored, known: HashMap::new(), now, settle: true };
-        self.refold(&tx, batch, &mut outcome).await?;
+        if self.refold(&tx, batch, &mut outcome).await? > 0 {
+            // Read under the locks, so no other writer can have changed them.
+            return Err(WriteError::Transient("a call changed under its lock".into()));
+        }
         tx.commit().await?;
         Ok((found, outcome))
     }
 
     /// Folds the locked calls from all their events and writes them: the call rows, the legs that
     /// changed, and the records of complete calls that changed. The version grows only for calls
-    /// whose record changed.
+    /// whose record changed. Calls still in progress go back into the fold cache (not for the
+    /// sweep). Returns how many calls were not updated because their row no longer had the
+    /// revision their fold started from (the caller rolls back).
     async fn refold(
         &self,
         tx: &Transaction<'_>,
         batch: Refold,
         outcome: &mut BatchOutcome,
-    ) -> Result<(), WriteError> {
+    ) -> Result<usize, WriteError> {
         let Refold { calls, mut stored, mut known, now, settle } = batch;
-        let unknown: Vec<&(String, String)> =
+        let unknown: Vec<&CallKey> =
             calls.iter().map(|(key, _)| key).filter(|key| !known.contains_key(*key)).collect();
         if !unknown.is_empty() {
             let sources: Vec<&str> = unknown.iter().map(|(s, _)| s.as_str()).collect();
@@ -665,13 +771,15 @@ impl CallLog {
         let (mut new_calls, mut known_calls) = (CallRows::default(), CallRows::default());
         let (mut new_legs, mut changed_legs) = (LegRows::default(), LegRows::default());
         let mut outbox = OutboxRows::default();
-        for ((source, call), vendor) in calls {
-            let previous = stored.remove(&(source.clone(), call.clone()));
+        let mut in_progress: Vec<(CallKey, CachedCall)> = Vec::new();
+        for (key, vendor) in calls {
+            let previous = stored.remove(&key);
             let rows = if previous.is_some() { &mut known_calls } else { &mut new_calls };
             let previous = previous.unwrap_or_default();
-            let events = known.remove(&(source.clone(), call.clone())).unwrap_or_default();
+            let events = known.remove(&key).unwrap_or_default();
             let settled = previous.settled || settle;
-            let (Ok(source_id), Ok(call_id)) = (SourceId::parse(&source), CallId::parse(&call)) else {
+            let (source, call) = (&key.0, &key.1);
+            let (Ok(source_id), Ok(call_id)) = (SourceId::parse(source), CallId::parse(call)) else {
                 tracing::error!(%source, %call, "Stored call key does not parse.");
                 continue;
             };
@@ -683,9 +791,10 @@ impl CallLog {
                 if settle {
                     let _ = tx
                         .execute(
-                            "UPDATE calls SET settled = true, completion = 'settled', completed_at = now()
+                            "UPDATE calls SET settled = true, completion = 'settled', completed_at = now(),
+                                              revision = $3
                              WHERE source_id = $1 AND call_id = $2",
-                            &[&source, &call],
+                            &[source, call, &new_revision()],
                         )
                         .await?;
                 }
@@ -713,19 +822,39 @@ impl CallLog {
                     outbox.push(&record, self.codecs.call_record.encode(&record)?);
                 }
             }
-            let hashes = push_legs(
+            let leg_hashes = push_legs(
                 &record,
                 &leg_event_counts,
                 &previous.leg_hashes,
                 (&mut new_legs, &mut changed_legs),
             );
-            rows.push(&record, (event_count, first_received_at, settled), hash, hashes);
+            let revision = new_revision();
+            rows.push(
+                &record,
+                (event_count, first_received_at, settled),
+                (revision, previous.revision),
+                hash.clone(),
+                &leg_hashes,
+            );
+            if !settle && !complete {
+                let stored = Stored {
+                    revision,
+                    version: record.version,
+                    content_hash: Some(hash),
+                    settled,
+                    completed_at: record.completed_at,
+                    leg_hashes: leg_hashes.into_iter().map(|(leg, hash)| (leg.to_owned(), hash)).collect(),
+                };
+                in_progress.push((key, CachedCall { stored, events }));
+            }
         }
         outcome.publishable |= !outbox.source_id.is_empty();
         outcome.legs += (new_legs.source_id.len() + changed_legs.source_id.len()) as i64;
         if new_calls.source_id.is_empty() && known_calls.source_id.is_empty() {
-            return Ok(());
+            return Ok(0);
         }
+        // Before the commit, so that this replica's next batch finds them (see `cache`).
+        self.cache.put(in_progress);
         let new_events = !settle;
         // In order: the calls first, as legs and the outbox refer to them. Pipelined on the one
         // connection; empty statements are skipped.
@@ -742,8 +871,8 @@ impl CallLog {
         let insert_legs = new_legs.execute(tx, &insert_legs);
         let update_legs = changed_legs.execute(tx, &update_legs);
         let enqueue = outbox.execute(tx, &enqueue);
-        let _ = tokio::try_join!(insert_calls, update_calls, insert_legs, update_legs, enqueue)?;
-        Ok(())
+        let (_, updated, _, _, _) = tokio::try_join!(insert_calls, update_calls, insert_legs, update_legs, enqueue)?;
+        Ok(known_calls.source_id.len().saturating_sub(updated as usize))
     }
 }
 
@@ -814,10 +943,13 @@ struct CallRows {
     leg_hashes: Vec<Option<String>>,
     recording_status: Vec<Option<&'static str>>,
     recording_error: Vec<Option<String>>,
+    revision: Vec<i64>,
+    /// The revision the fold started from (0 for a new call).
+    expected_revision: Vec<i64>,
 }
 
 impl CallRows {
-    /// Runs `INSERT_CALLS` or `UPDATE_CALLS` (whose `$36` is `new_events`) on these rows.
+    /// Runs `INSERT_CALLS` or `UPDATE_CALLS` (whose `$38` is `new_events`) on these rows.
     async fn execute(
         &self,
         tx: &Transaction<'_>,
@@ -863,6 +995,8 @@ impl CallRows {
             &self.leg_hashes,
             &self.recording_status,
             &self.recording_error,
+            &self.revision,
+            &self.expected_revision,
         ];
         if let Some(flag) = &new_events {
             params.push(flag);
@@ -874,8 +1008,9 @@ impl CallRows {
         &mut self,
         r: &CallRecord,
         (event_count, first_received_at, settled): (i32, DateTime<Utc>, bool),
+        (revision, expected_revision): (i64, i64),
         hash: Vec<u8>,
-        leg_hashes: Vec<String>,
+        leg_hashes: &[(&str, String)],
     ) {
         let agent = r.agent.clone().unwrap_or_default();
         self.source_id.push(r.source_id.to_string());
@@ -910,9 +1045,12 @@ impl CallRows {
         self.completed_at.push(r.completed_at);
         self.version.push(r.version);
         self.content_hash.push(Some(hash));
+        let leg_hashes: Vec<String> = leg_hashes.iter().map(|(leg, hash)| format!("{hash}{leg}")).collect();
         self.leg_hashes.push(joined_list(leg_hashes.iter().map(String::as_str)));
         self.recording_status.push(r.recording_status.and_then(codes::recording_status_str));
         self.recording_error.push(r.recording_error.clone());
+        self.revision.push(revision);
+        self.expected_revision.push(expected_revision);
     }
 }
 
@@ -1006,13 +1144,13 @@ impl LegRows {
 }
 
 /// Sorts a call's legs into those never written and those whose row changed, leaving out the
-/// unchanged; returns every leg's `hash ++ leg_id`, for the call row.
-fn push_legs(
-    r: &CallRecord,
+/// unchanged; returns every leg's id and hash, for the call row.
+fn push_legs<'r>(
+    r: &'r CallRecord,
     event_counts: &[i32],
     previous: &HashMap<String, String>,
     (new, changed): (&mut LegRows, &mut LegRows),
-) -> Vec<String> {
+) -> Vec<(&'r str, String)> {
     let mut hashes = Vec::with_capacity(r.legs.len());
     for (leg, count) in r.legs.iter().zip(event_counts) {
         let hash = leg_hash(leg, *count);
@@ -1021,7 +1159,7 @@ fn push_legs(
             Some(written) if *written != hash => changed.push(r, leg, *count),
             Some(_) => {}
         }
-        hashes.push(format!("{hash}{}", leg.leg_id));
+        hashes.push((leg.leg_id.as_str(), hash));
     }
     hashes
 }

@@ -161,6 +161,51 @@ async fn two_writers_at_once_give_what_one_gives() {
     drop_database(&database).await;
 }
 
+/// Batch after batch, adding up what the writer reports.
+async fn write_counting(log: &CallLog, events: &[StoredEvent], batch: usize) -> (i64, i64) {
+    let (mut from_cache, mut stale) = (0, 0);
+    for chunk in events.chunks(batch) {
+        let outcome = log.write_batch(chunk).await.expect("write");
+        from_cache += outcome.from_cache;
+        stale += outcome.stale;
+    }
+    (from_cache, stale)
+}
+
+#[tokio::test]
+async fn calls_in_progress_fold_from_memory_and_another_replicas_writes_are_read_back() {
+    let (pool, database) = fresh_pool("cache").await;
+    let reference_log = CallLog::new(pool.clone()).expect("log");
+    write_all(&reference_log, &fixture_events("ref"), 1000).await;
+    let reference = snapshot(&pool, "ref").await;
+
+    // One replica, one event per batch: every call's next event finds the call in its cache.
+    let log = CallLog::new(pool.clone()).expect("log");
+    let (from_cache, stale) = write_counting(&log, &fixture_events("one"), 1).await;
+    assert!(from_cache > 100, "calls folded from memory: {from_cache}");
+    assert_eq!(stale, 0);
+    assert_eq!(snapshot(&pool, "one").await, reference);
+
+    // Without a cache every call is read back, to the same rows.
+    let uncached = CallLog::with_fold_cache(pool.clone(), 0).expect("log");
+    let (from_cache, _) = write_counting(&uncached, &fixture_events("none"), 1).await;
+    assert_eq!(from_cache, 0);
+    assert_eq!(snapshot(&pool, "none").await, reference);
+
+    // Two replicas taking turns on the same calls (as after a rebalance): each finds the calls
+    // it cached changed by the other, and must fold them from the database, not from memory.
+    let (a, b) = (CallLog::new(pool.clone()).expect("log"), CallLog::new(pool.clone()).expect("log"));
+    let mut stale = 0;
+    for (i, chunk) in fixture_events("turns").chunks(2).enumerate() {
+        stale += if i % 2 == 0 { &a } else { &b }.write_batch(chunk).await.expect("write").stale;
+    }
+    assert!(stale > 20, "stale cache entries detected: {stale}");
+    let got = snapshot(&pool, "turns").await;
+    let differs: Vec<(&String, &String)> = got.iter().zip(&reference).filter(|(x, y)| x != y).collect();
+    assert!(differs.is_empty() && got.len() == reference.len(), "{differs:#?}");
+    drop_database(&database).await;
+}
+
 /// Full rows, write times and versions included: proof that nothing was written.
 async fn digest(pool: &Pool) -> String {
     let client = pool.get().await.expect("client");

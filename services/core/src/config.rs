@@ -312,6 +312,9 @@ pub struct CalllogSettings {
     /// Batches a writer has in the database at once (each its own transaction); offsets are
     /// still stored in order. 1 writes strictly one batch after another.
     pub batches_in_flight: usize,
+    /// Calls whose events a writer keeps in memory while they are in progress, so that a call's
+    /// next batch folds without reading it back; 0 reads every call back.
+    pub fold_cache_calls: usize,
 }
 
 impl Default for CalllogSettings {
@@ -322,6 +325,7 @@ impl Default for CalllogSettings {
             settle_ms: 60_000,
             ringing_settle_ms: 3_600_000,
             batches_in_flight: 2,
+            fold_cache_calls: 50_000,
         }
     }
 }

@@ -322,6 +322,15 @@ pub static CALLLOG_DUPLICATES: LazyLock<IntCounterVec> = LazyLock::new(|| {
     )
 });
 
+pub static CALLLOG_FOLD_CACHE: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    counter(
+        "switchboard_calllog_fold_cache_total",
+        "Calls the call-log writer folded from the events it kept in memory (`hit`), read back from \
+         PostgreSQL (`miss`), or had to read back after another writer changed them (`stale`).",
+        &["result"],
+    )
+});
+
 pub static END_TO_END_SECONDS: LazyLock<HistogramVec> = LazyLock::new(|| {
     histogram(
         "switchboard_end_to_end_seconds",
@@ -390,7 +399,7 @@ pub struct MetricInfo {
 
 /// Every metric Switchboard defines, whether or not this process has observed it yet.
 pub fn catalogue() -> Vec<MetricInfo> {
-    let all: [(&dyn Collector, &'static str); 34] = [
+    let all: [(&dyn Collector, &'static str); 35] = [
         (&*BUILD_INFO, "gauge"),
         (&*READY, "gauge"),
         (&*EVENTS_IN, "counter"),
@@ -419,6 +428,7 @@ pub fn catalogue() -> Vec<MetricInfo> {
         (&*RECORDINGS_PENDING, "gauge"),
         (&*CALLLOG_ROWS, "counter"),
         (&*CALLLOG_DUPLICATES, "counter"),
+        (&*CALLLOG_FOLD_CACHE, "counter"),
         (&*END_TO_END_SECONDS, "histogram"),
         (&*CALLS_COMPLETED, "counter"),
         (&*CALLS_UPDATED_AFTER_COMPLETION, "counter"),

@@ -21,6 +21,7 @@ const MIGRATIONS: &[(i32, &str, &str)] = &[
     (3, "directory", include_str!("../migrations/0003_directory.sql")),
     (4, "call_log", include_str!("../migrations/0004_call_log.sql")),
     (5, "recordings", include_str!("../migrations/0005_recordings.sql")),
+    (6, "call_revision", include_str!("../migrations/0006_call_revision.sql")),
 ];
 
 /// Any advisory-lock key unique to Switchboard's migrator.
