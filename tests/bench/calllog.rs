@@ -246,11 +246,6 @@ async fn writer_run(
         db.query_one("SELECT count(*) FROM calls WHERE completion = 'end_marker'", &[]).await?.get(0);
     let calls: i64 = db.query_one("SELECT count(*) FROM calls", &[]).await?.get(0);
     anyhow::ensure!(complete == calls, "{complete} of {calls} calls complete");
-    if std::env::var_os("SB_BENCH_STATS").is_some() {
-        for row in db.query("SELECT relname, n_tup_ins, n_tup_upd, n_tup_hot_upd FROM pg_stat_user_tables WHERE relname LIKE 'call%'", &[]).await? {
-            eprintln!("{} ins={} upd={} hot={}", row.get::<_, String>(0), row.get::<_, i64>(1), row.get::<_, i64>(2), row.get::<_, i64>(3));
-        }
-    }
     drop(pool);
     if !keep {
         drop_database(&database).await?;

@@ -142,7 +142,13 @@ pub async fn list(pool: &Pool, q: &ListQuery) -> Result<Value, ReadError> {
     }
     if let Some(agent) = &q.agent {
         let p = w.bind(agent.clone());
-        w.clauses.push(format!("c.agents @> ARRAY[{p}::text]"));
+        // Any agent on any leg (the call's agent is one of them); each leg keeps its agent's
+        // identifiers, indexed where it has any (migration 0007; the condition on the empty list
+        // lets the planner use that partial index).
+        w.clauses.push(format!(
+            "EXISTS (SELECT 1 FROM call_legs l WHERE l.source_id = c.source_id AND l.call_id = c.call_id \
+             AND l.agents <> '{{}}' AND l.agents @> ARRAY[{p}::text])"
+        ));
     }
     if let Some(contact) = &q.contact {
         let p = w.bind(contact.clone());

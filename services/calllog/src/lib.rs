@@ -85,7 +85,10 @@ pub async fn run(
         if !kafka::ensure_topics(&settings.kafka, &topics.all(), &cancel).await {
             return Ok(());
         }
-        let store = Arc::new(CallLog::with_fold_cache(pool.clone(), settings.calllog.fold_cache_calls).map_err(|e| ServiceError::Other(e.to_string()))?);
+        let store = Arc::new(
+            CallLog::with_fold_cache(pool.clone(), settings.calllog.fold_cache_calls)
+                .map_err(|e| ServiceError::Other(e.to_string()))?,
+        );
         let publish = Arc::new(Notify::new());
         let max_backoff = Duration::from_millis(settings.pipeline.max_backoff_ms);
         let drain_timeout = Duration::from_millis(settings.pipeline.drain_timeout_ms);

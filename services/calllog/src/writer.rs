@@ -29,8 +29,8 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use sha2::{Digest, Sha256};
 use switchboard_core::avro::Codecs;
-use switchboard_core::metrics;
 use switchboard_core::deadpool_postgres::{Pool, Transaction};
+use switchboard_core::metrics;
 use switchboard_core::model::{
     AgentRef, CallEvent, CallId, CallRecord, CallStatus, Completion, Direction, LegRecord, Outcome, SourceId,
     Vendor,
@@ -104,7 +104,7 @@ impl From<switchboard_core::deadpool_postgres::PoolError> for WriteError {
 
 const INSERT_EVENTS: &str = r#"
 WITH incoming AS (
-    SELECT DISTINCT ON (source_id, event_id) *
+    SELECT *
     FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::timestamptz[],
                 $7::timestamptz[], $8::text[], $9::int8[], $10::int4[], $11::int8[], $12::text[],
                 $13::text[], $14::text[], $15::text[], $16::text[], $17::text[], $18::text[],
@@ -116,9 +116,6 @@ WITH incoming AS (
              to_e164, agent_extension, agent_number, agent_email, agent_id, agent_match,
              contact_ids, contact_match, responsible_agent_id, disposition, hangup_cause,
              recording_url, recording_id, recording_status, recording_error)
-    -- Two deliveries of one event can differ (a PBX retry without its own timestamp); keep the
-    -- first received, so which copy wins does not depend on batching.
-    ORDER BY source_id, event_id, received_at, raw_id
 )
 INSERT INTO call_events (source_id, event_id, call_id, leg_id, kind, occurred_at, received_at,
                          raw_id, sequence, kafka_partition, kafka_offset, vendor, direction,
@@ -134,7 +131,7 @@ SELECT source_id, event_id, call_id, leg_id, kind, occurred_at, received_at, raw
        recording_status, recording_error
 FROM incoming
 ON CONFLICT (source_id, event_id) DO NOTHING
-RETURNING source_id, event_id, call_id, vendor, occurred_at
+RETURNING source_id, event_id
 "#;
 
 /// Waits for every affected call's advisory lock, a 64-bit hash of its key (a collision only makes
@@ -159,14 +156,15 @@ WHERE (source_id, call_id) IN (SELECT * FROM UNNEST($1::text[], $2::text[]))
 /// Calls that had no new event for the settle time (or, still ringing, for the longer one), whose
 /// lock is free: `pg_try_advisory_xact_lock` skips a call a writer or another replica's sweep
 /// holds, as `SKIP LOCKED` would, so sweeps share the work without waiting. The inner query is
-/// a fence: locks are tried only on due calls.
+/// a fence: locks are tried only on due calls. Only the open calls are read (`open_calls`).
 const DUE_CALLS: &str = r#"
 SELECT source_id, call_id FROM (
-    SELECT source_id, call_id FROM calls
-    WHERE completed_at IS NULL
-      AND last_event_at < now() - $1::int8 * interval '1 millisecond'
-      AND (status <> 'ringing' OR last_event_at < now() - $2::int8 * interval '1 millisecond')
-    ORDER BY last_event_at
+    SELECT c.source_id, c.call_id FROM open_calls o
+    JOIN calls c ON c.source_id = o.source_id AND c.call_id = o.call_id
+    WHERE c.completed_at IS NULL
+      AND c.last_event_at < now() - $1::int8 * interval '1 millisecond'
+      AND (c.status <> 'ringing' OR c.last_event_at < now() - $2::int8 * interval '1 millisecond')
+    ORDER BY c.last_event_at
     LIMIT $3) due
 WHERE pg_try_advisory_xact_lock(hashtextextended(source_id || ':' || call_id, 0))
 "#;
@@ -200,16 +198,17 @@ macro_rules! call_rows {
         r#"UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[],
               $8::text[], $9::timestamptz[], $10::timestamptz[], $11::timestamptz[], $12::text[],
               $13::text[], $14::text[], $15::text[], $16::text[], $17::text[], $18::text[],
-              $19::text[], $20::text[], $21::text[], $22::text[], $23::text[], $24::text[],
-              $25::int4[], $26::int4[], $27::timestamptz[], $28::bool[], $29::text[],
-              $30::timestamptz[], $31::int8[], $32::bytea[], $33::text[], $34::text[],
-              $35::text[], $36::int8[], $37::int8[])
+              $19::text[], $20::text[], $21::text[], $22::text[], $23::text[], $24::int4[],
+              $25::int4[], $26::timestamptz[], $27::bool[], $28::text[], $29::timestamptz[],
+              $30::int8[], $31::bytea[], $32::text[], $33::text[], $34::text[], $35::int8[],
+              $36::int8[])
           AS u(source_id, call_id, vendor, direction, status, outcome, from_number, to_number,
-               started_at, answered_at, ended_at, disposition, hangup_cause, agent_id, agent_match,
-               agent_extension, agent_number, agent_email, agents, contact_ids, contact_match,
-               responsible_agent_id, recording_url, recording_id, event_count, leg_count,
-               first_received_at, settled, completion, completed_at, version, content_hash,
-               leg_hashes, recording_status, recording_error, revision, expected_revision)"#
+               started_at, answered_at, ended_at, disposition, hangup_cause, agent_id,
+               agent_match, agent_extension, agent_number, agent_email, contact_ids,
+               contact_match, responsible_agent_id, recording_url, recording_id, event_count,
+               leg_count, first_received_at, settled, completion, completed_at, version,
+               content_hash, leg_hashes, recording_status, recording_error, revision,
+               expected_revision)"#
     };
 }
 
@@ -218,15 +217,14 @@ const INSERT_CALLS: &str = concat!(
     r#"
 INSERT INTO calls (source_id, call_id, vendor, direction, status, outcome, from_number, to_number,
                    started_at, answered_at, ended_at, disposition, hangup_cause, agent_id,
-                   agent_match, agent_extension, agent_number, agent_email, agents, contact_ids,
+                   agent_match, agent_extension, agent_number, agent_email, contact_ids,
                    contact_match, responsible_agent_id, recording_url, recording_id, event_count,
                    leg_count, first_received_at, settled, completion, completed_at, version,
                    content_hash, leg_hashes, recording_status, recording_error, revision)
 SELECT source_id, call_id, vendor, direction, status, outcome, from_number, to_number, started_at,
        answered_at, ended_at, disposition, hangup_cause, agent_id, agent_match, agent_extension,
-       agent_number, agent_email, COALESCE(string_to_array(agents, E'\x1f'), '{}'),
-       COALESCE(string_to_array(contact_ids, E'\x1f'), '{}'), contact_match,
-       responsible_agent_id, recording_url, recording_id, event_count, leg_count,
+       agent_number, agent_email, COALESCE(string_to_array(contact_ids, E'\x1f'), '{}'),
+       contact_match, responsible_agent_id, recording_url, recording_id, event_count, leg_count,
        first_received_at, settled, completion, completed_at, version, content_hash,
        COALESCE(string_to_array(leg_hashes, E'\x1f'), '{}'), recording_status, recording_error,
        revision
@@ -234,7 +232,7 @@ FROM "#,
     call_rows!()
 );
 
-/// Calls with a row, where it still has the revision the fold started from. `$38`: whether they
+/// Calls with a row, where it still has the revision the fold started from. `$37`: whether they
 /// gained events (which restarts the settle timer).
 const UPDATE_CALLS: &str = concat!(
     r#"
@@ -244,7 +242,7 @@ UPDATE calls AS c SET
     answered_at = u.answered_at, ended_at = u.ended_at, disposition = u.disposition,
     hangup_cause = u.hangup_cause, agent_id = u.agent_id, agent_match = u.agent_match,
     agent_extension = u.agent_extension, agent_number = u.agent_number,
-    agent_email = u.agent_email, agents = COALESCE(string_to_array(u.agents, E'\x1f'), '{}'),
+    agent_email = u.agent_email,
     contact_ids = COALESCE(string_to_array(u.contact_ids, E'\x1f'), '{}'),
     contact_match = u.contact_match, responsible_agent_id = u.responsible_agent_id,
     recording_url = u.recording_url, recording_id = u.recording_id, event_count = u.event_count,
@@ -254,7 +252,7 @@ UPDATE calls AS c SET
     leg_hashes = COALESCE(string_to_array(u.leg_hashes, E'\x1f'), '{}'),
     recording_status = u.recording_status, recording_error = u.recording_error,
     revision = u.revision,
-    last_event_at = CASE WHEN $38 THEN now() ELSE c.last_event_at END, updated_at = now()
+    last_event_at = CASE WHEN $37 THEN now() ELSE c.last_event_at END, updated_at = now()
 FROM "#,
     call_rows!(),
     r#"
@@ -266,10 +264,11 @@ macro_rules! leg_rows {
         r#"UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::bool[], $6::text[],
               $7::text[], $8::text[], $9::text[], $10::text[], $11::timestamptz[],
               $12::timestamptz[], $13::timestamptz[], $14::timestamptz[], $15::text[],
-              $16::text[], $17::text[], $18::text[], $19::int4[])
+              $16::text[], $17::text[], $18::text[], $19::int4[], $20::text[])
           AS u(source_id, call_id, leg_id, status, answered, agent_id, agent_match,
                agent_extension, agent_number, agent_email, started_at, rang_at, answered_at,
-               ended_at, disposition, hangup_cause, recording_url, recording_id, event_count)"#
+               ended_at, disposition, hangup_cause, recording_url, recording_id, event_count,
+               agents)"#
     };
 }
 
@@ -280,8 +279,12 @@ const INSERT_LEGS: &str = concat!(
 INSERT INTO call_legs (source_id, call_id, leg_id, status, answered, agent_id, agent_match,
                        agent_extension, agent_number, agent_email, started_at, rang_at,
                        answered_at, ended_at, disposition, hangup_cause, recording_url,
-                       recording_id, event_count)
-SELECT * FROM "#,
+                       recording_id, event_count, agents)
+SELECT source_id, call_id, leg_id, status, answered, agent_id, agent_match, agent_extension,
+       agent_number, agent_email, started_at, rang_at, answered_at, ended_at, disposition,
+       hangup_cause, recording_url, recording_id, event_count,
+       COALESCE(string_to_array(agents, E'\x1f'), '{}')
+FROM "#,
     leg_rows!(),
     r#"
 ON CONFLICT (source_id, call_id, leg_id) DO UPDATE SET
@@ -292,7 +295,7 @@ ON CONFLICT (source_id, call_id, leg_id) DO UPDATE SET
     answered_at = EXCLUDED.answered_at, ended_at = EXCLUDED.ended_at,
     disposition = EXCLUDED.disposition, hangup_cause = EXCLUDED.hangup_cause,
     recording_url = EXCLUDED.recording_url, recording_id = EXCLUDED.recording_id,
-    event_count = EXCLUDED.event_count, updated_at = now()"#
+    event_count = EXCLUDED.event_count, agents = EXCLUDED.agents, updated_at = now()"#
 );
 
 /// Legs written before whose content changed (the call row keeps a hash per leg).
@@ -304,12 +307,25 @@ UPDATE call_legs AS l SET
     agent_email = u.agent_email, started_at = u.started_at, rang_at = u.rang_at,
     answered_at = u.answered_at, ended_at = u.ended_at, disposition = u.disposition,
     hangup_cause = u.hangup_cause, recording_url = u.recording_url,
-    recording_id = u.recording_id, event_count = u.event_count, updated_at = now()
+    recording_id = u.recording_id, event_count = u.event_count,
+    agents = COALESCE(string_to_array(u.agents, E'\x1f'), '{}'), updated_at = now()
 FROM "#,
     leg_rows!(),
     r#"
 WHERE l.source_id = u.source_id AND l.call_id = u.call_id AND l.leg_id = u.leg_id"#
 );
+
+/// Keeps `open_calls` (migration 0007) the list of calls not complete: `$1`/`$2` are new calls
+/// still open, `$3`/`$4` calls that have just completed.
+const TRACK_OPEN_CALLS: &str = r#"
+WITH completed AS (
+    DELETE FROM open_calls o USING UNNEST($3::text[], $4::text[]) AS d(source_id, call_id)
+    WHERE o.source_id = d.source_id AND o.call_id = d.call_id
+)
+INSERT INTO open_calls (source_id, call_id)
+SELECT * FROM UNNEST($1::text[], $2::text[])
+ON CONFLICT DO NOTHING
+"#;
 
 /// A complete call's new record waits here for the publisher; a newer version replaces an older
 /// one not yet published (and frees it from a lease, so that it is produced again).
@@ -377,9 +393,9 @@ fn joined_list<'a>(items: impl IntoIterator<Item = &'a str>) -> Option<String> {
 }
 
 impl<'a> EventColumns<'a> {
-    fn from_events(events: &'a [StoredEvent]) -> Self {
+    fn from_events(events: &[&'a StoredEvent]) -> Self {
         let mut c = EventColumns::default();
-        for StoredEvent { event: e, partition, offset } in events {
+        for StoredEvent { event: e, partition, offset } in events.iter().copied() {
             c.source_id.push(e.source_id.as_str());
             c.event_id.push(e.event_id.as_str());
             c.call_id.push(e.call_id.as_str());
@@ -435,23 +451,66 @@ fn stored_from_row(row: &tokio_postgres::Row) -> (CallKey, Stored) {
 }
 
 /// A token for the next write of a call row (migration 0006): unique per write, never 0.
+/// A random start per process, then a counter through the splitmix64 finaliser (a bijection): no
+/// system call per write, distinct within a process, and unpredictable across processes.
 fn new_revision() -> i64 {
-    let (high, low) = uuid::Uuid::now_v7().as_u64_pair();
-    ((high ^ low.rotate_left(17)) as i64) | 1
+    static SEED: std::sync::LazyLock<u64> = std::sync::LazyLock::new(|| {
+        let (high, low) = uuid::Uuid::now_v7().as_u64_pair();
+        high ^ low
+    });
+    static WRITES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = WRITES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let mut z = SEED.wrapping_add(n.wrapping_mul(0x9E37_79B9_7F4A_7C15));
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    match (z ^ (z >> 31)) as i64 {
+        0 => 1,
+        revision => revision,
+    }
 }
 
 /// A leg's hash is stored as 32 hex digits followed by its leg id.
 const LEG_HASH_HEX: usize = 32;
 
 fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut out = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        out.push(char::from(DIGITS[usize::from(b >> 4)]));
+        out.push(char::from(DIGITS[usize::from(b & 0xf)]));
+    }
+    out
+}
+
+/// SHA-256 of what a value's `Hash` implementation feeds it: every field, in declaration order,
+/// without serialising the value first (Avro or JSON encoding was most of the writer's CPU). The
+/// stream is stable for a given build; a build that changes it only makes each call's next write
+/// count as a change once.
+struct FieldDigest(Sha256);
+
+impl std::hash::Hasher for FieldDigest {
+    fn write(&mut self, bytes: &[u8]) {
+        self.0.update(bytes);
+    }
+
+    fn finish(&self) -> u64 {
+        // Never called: `field_digest` takes the whole SHA-256.
+        0
+    }
+}
+
+/// The first 16 bytes of the field digest of `value`.
+fn field_digest(value: &impl std::hash::Hash) -> [u8; 16] {
+    let mut state = FieldDigest(Sha256::new());
+    value.hash(&mut state);
+    let mut out = [0; 16];
+    out.copy_from_slice(&state.0.finalize()[..16]);
+    out
 }
 
 /// What a leg row holds, hashed to tell whether it must be written again.
 fn leg_hash(leg: &LegRecord, event_count: i32) -> String {
-    let mut hasher = Sha256::new();
-    hasher.update(serde_json::to_vec(&(leg, event_count)).unwrap_or_default());
-    hex(&hasher.finalize()[..LEG_HASH_HEX / 2])
+    hex(&field_digest(&(leg, event_count))[..LEG_HASH_HEX / 2])
 }
 
 fn event_from_row(row: &tokio_postgres::Row) -> Event {
@@ -485,23 +544,17 @@ fn event_from_row(row: &tokio_postgres::Row) -> Event {
     }
 }
 
-/// Every identifier of every agent of the call, for the query API's agent filter.
-fn agent_keys(record: &CallRecord) -> Vec<String> {
-    let mut keys: Vec<String> = record
-        .legs
-        .iter()
-        .map(|leg| &leg.agent)
-        .chain(record.agent.as_ref())
-        .flat_map(|a: &AgentRef| {
-            [
-                a.agent_id.clone(),
-                a.extension.clone(),
-                a.number.clone(),
-                a.email.as_ref().map(|e| e.to_lowercase()),
-            ]
-        })
-        .flatten()
-        .collect();
+/// Every identifier of a leg's agent, for the query API's agent filter (migration 0007).
+fn agent_keys(agent: &AgentRef) -> Vec<String> {
+    let mut keys: Vec<String> = [
+        agent.agent_id.clone(),
+        agent.extension.clone(),
+        agent.number.clone(),
+        agent.email.as_ref().map(|e| e.to_lowercase()),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
     keys.sort();
     keys.dedup();
     keys
@@ -573,7 +626,7 @@ impl CallLog {
         let (mut use_cache, mut stale) = (true, 0);
         loop {
             let attempt = self.attempt(events, use_cache).await;
-            if !matches!(attempt, Ok(_)) {
+            if attempt.is_err() {
                 // What this attempt put in the cache did not commit.
                 let keys: std::collections::HashSet<CallKey> = events
                     .iter()
@@ -601,7 +654,19 @@ impl CallLog {
 
     /// One transaction for the batch; `use_cache`: fold the calls the cache holds from it.
     async fn attempt(&self, events: &[StoredEvent], use_cache: bool) -> Result<BatchOutcome, Attempt> {
-        let c = EventColumns::from_events(events);
+        // One copy of each event: two deliveries of one event can differ (a PBX retry without its
+        // own timestamp), and the first received is kept, so which wins does not depend on
+        // batching.
+        let mut kept: HashMap<(&str, &str), &StoredEvent> = HashMap::with_capacity(events.len());
+        for stored in events {
+            let event = &stored.event;
+            let slot = kept.entry((event.source_id.as_str(), event.event_id.as_str())).or_insert(stored);
+            if (event.received_at, &event.raw_id) < (slot.event.received_at, &slot.event.raw_id) {
+                *slot = stored;
+            }
+        }
+        let distinct: Vec<&StoredEvent> = kept.values().copied().collect();
+        let c = EventColumns::from_events(&distinct);
         let mut client = self.pool.get().await?;
         let tx = client.transaction().await?;
         let insert = tx.prepare_cached(INSERT_EVENTS).await?;
@@ -645,24 +710,16 @@ impl CallLog {
             return Ok(outcome);
         }
 
-        // The copy of each event the insert kept (DISTINCT ON keeps the first received), grouped
-        // by call: all the events of a call that has no row yet.
-        let mut kept: HashMap<(&str, &str), &CallEvent> = HashMap::with_capacity(events.len());
-        for StoredEvent { event, .. } in events {
-            let slot = kept.entry((event.source_id.as_str(), event.event_id.as_str())).or_insert(event);
-            if (event.received_at, &event.raw_id) < (slot.received_at, &slot.raw_id) {
-                *slot = event;
-            }
-        }
+        // The events stored for the first time, grouped by call: all the events of a call that has
+        // no row yet.
         let mut known: HashMap<CallKey, Vec<Event>> = HashMap::new();
         let mut vendors: HashMap<CallKey, String> = HashMap::new();
         for row in &inserted {
-            let (source, event_id, call, vendor): (String, String, String, String) =
-                (row.get(0), row.get(1), row.get(2), row.get(3));
-            if let Some(event) = kept.get(&(source.as_str(), event_id.as_str())) {
-                known.entry((source.clone(), call.clone())).or_default().push(Event::from(*event));
-            }
-            let _ = vendors.entry((source, call)).or_insert(vendor);
+            let Some(stored) = kept.get(&(row.get::<_, &str>(0), row.get::<_, &str>(1))) else { continue };
+            let event = &stored.event;
+            let key = (event.source_id.to_string(), event.call_id.to_string());
+            let _ = vendors.entry(key.clone()).or_insert_with(|| event.vendor.as_str().to_owned());
+            known.entry(key).or_default().push(Event::from(event));
         }
         let sources: Vec<&str> = vendors.keys().map(|(s, _)| s.as_str()).collect();
         let calls: Vec<&str> = vendors.keys().map(|(_, c)| c.as_str()).collect();
@@ -729,7 +786,8 @@ impl CallLog {
         let read = tx.prepare_cached(READ_DUE).await?;
         let rows = tx.query(&read, &[&sources, &calls, &settle, &ringing]).await?;
         let now: DateTime<Utc> = rows.first().map_or_else(Utc::now, |row| row.get(9));
-        let calls: Vec<(CallKey, String)> = rows.iter().map(|row| ((row.get(0), row.get(1)), row.get(8))).collect();
+        let calls: Vec<(CallKey, String)> =
+            rows.iter().map(|row| ((row.get(0), row.get(1)), row.get(8))).collect();
         // The sweep rewrites these calls: this replica's cached copies would only be stale.
         self.cache.evict(calls.iter().map(|(key, _)| key));
         let stored: HashMap<CallKey, Stored> = rows.iter().map(stored_from_row).collect();
@@ -772,9 +830,11 @@ impl CallLog {
         let (mut new_legs, mut changed_legs) = (LegRows::default(), LegRows::default());
         let mut outbox = OutboxRows::default();
         let mut in_progress: Vec<(CallKey, CachedCall)> = Vec::new();
+        let mut open = OpenCalls::default();
         for (key, vendor) in calls {
             let previous = stored.remove(&key);
-            let rows = if previous.is_some() { &mut known_calls } else { &mut new_calls };
+            let is_new = previous.is_none();
+            let rows = if is_new { &mut new_calls } else { &mut known_calls };
             let previous = previous.unwrap_or_default();
             let events = known.remove(&key).unwrap_or_default();
             let settled = previous.settled || settle;
@@ -797,16 +857,21 @@ impl CallLog {
                             &[source, call, &new_revision()],
                         )
                         .await?;
+                    open.completed(source, call);
                 }
                 continue;
             };
             let Folded { mut record, event_count, leg_event_counts, first_received_at } = folded;
             let complete = record.completion.is_some();
+            match (is_new, previous.completed_at.is_some(), complete) {
+                (true, _, false) => open.opened(source, call),
+                (false, false, true) => open.completed(source, call),
+                _ => {}
+            }
             record.completed_at = previous.completed_at.or(complete.then_some(now));
             // The version counts changes of what a CRM sees; event counts are bookkeeping and are
             // written without one.
-            let content = self.codecs.call_record.encode(&record)?;
-            let hash = Sha256::digest(&content)[..16].to_vec();
+            let hash = field_digest(&record).to_vec();
             record.version = previous.version;
             if previous.content_hash.as_deref() != Some(hash.as_slice()) {
                 record.version += 1;
@@ -851,6 +916,11 @@ impl CallLog {
         outcome.publishable |= !outbox.source_id.is_empty();
         outcome.legs += (new_legs.source_id.len() + changed_legs.source_id.len()) as i64;
         if new_calls.source_id.is_empty() && known_calls.source_id.is_empty() {
+            // The sweep may still have completed calls without events.
+            if !open.completed_calls.is_empty() {
+                let track = tx.prepare_cached(TRACK_OPEN_CALLS).await?;
+                let _ = open.execute(tx, &track).await?;
+            }
             return Ok(0);
         }
         // Before the commit, so that this replica's next batch finds them (see `cache`).
@@ -859,20 +929,59 @@ impl CallLog {
         // In order: the calls first, as legs and the outbox refer to them. Pipelined on the one
         // connection; empty statements are skipped.
         // Statements are prepared before any runs, so that the executions go out in this order.
-        let (insert_calls, update_calls, insert_legs, update_legs, enqueue) = tokio::try_join!(
+        let (insert_calls, update_calls, insert_legs, update_legs, enqueue, track) = tokio::try_join!(
             tx.prepare_cached(INSERT_CALLS),
             tx.prepare_cached(UPDATE_CALLS),
             tx.prepare_cached(INSERT_LEGS),
             tx.prepare_cached(UPDATE_LEGS),
             tx.prepare_cached(UPSERT_OUTBOX),
+            tx.prepare_cached(TRACK_OPEN_CALLS),
         )?;
         let insert_calls = new_calls.execute(tx, &insert_calls, None);
         let update_calls = known_calls.execute(tx, &update_calls, Some(new_events));
         let insert_legs = new_legs.execute(tx, &insert_legs);
         let update_legs = changed_legs.execute(tx, &update_legs);
         let enqueue = outbox.execute(tx, &enqueue);
-        let (_, updated, _, _, _) = tokio::try_join!(insert_calls, update_calls, insert_legs, update_legs, enqueue)?;
+        let track = open.execute(tx, &track);
+        let (_, updated, _, _, _, _) =
+            tokio::try_join!(insert_calls, update_calls, insert_legs, update_legs, enqueue, track)?;
         Ok(known_calls.source_id.len().saturating_sub(updated as usize))
+    }
+}
+
+/// Column arrays for `TRACK_OPEN_CALLS`.
+#[derive(Default)]
+struct OpenCalls {
+    opened_sources: Vec<String>,
+    opened_calls: Vec<String>,
+    completed_sources: Vec<String>,
+    completed_calls: Vec<String>,
+}
+
+impl OpenCalls {
+    fn opened(&mut self, source: &str, call: &str) {
+        self.opened_sources.push(source.to_owned());
+        self.opened_calls.push(call.to_owned());
+    }
+
+    fn completed(&mut self, source: &str, call: &str) {
+        self.completed_sources.push(source.to_owned());
+        self.completed_calls.push(call.to_owned());
+    }
+
+    async fn execute(
+        &self,
+        tx: &Transaction<'_>,
+        statement: &Statement,
+    ) -> Result<u64, tokio_postgres::Error> {
+        if self.opened_calls.is_empty() && self.completed_calls.is_empty() {
+            return Ok(0);
+        }
+        tx.execute(
+            statement,
+            &[&self.opened_sources, &self.opened_calls, &self.completed_sources, &self.completed_calls],
+        )
+        .await
     }
 }
 
@@ -926,7 +1035,6 @@ struct CallRows {
     agent_extension: Vec<Option<String>>,
     agent_number: Vec<Option<String>>,
     agent_email: Vec<Option<String>>,
-    agents: Vec<Option<String>>,
     contact_ids: Vec<Option<String>>,
     contact_match: Vec<Option<&'static str>>,
     responsible_agent_id: Vec<Option<String>>,
@@ -949,7 +1057,7 @@ struct CallRows {
 }
 
 impl CallRows {
-    /// Runs `INSERT_CALLS` or `UPDATE_CALLS` (whose `$38` is `new_events`) on these rows.
+    /// Runs `INSERT_CALLS` or `UPDATE_CALLS` (whose `$37` is `new_events`) on these rows.
     async fn execute(
         &self,
         tx: &Transaction<'_>,
@@ -978,7 +1086,6 @@ impl CallRows {
             &self.agent_extension,
             &self.agent_number,
             &self.agent_email,
-            &self.agents,
             &self.contact_ids,
             &self.contact_match,
             &self.responsible_agent_id,
@@ -1031,7 +1138,6 @@ impl CallRows {
         self.agent_extension.push(agent.extension);
         self.agent_number.push(agent.number);
         self.agent_email.push(agent.email);
-        self.agents.push(joined_list(agent_keys(r).iter().map(String::as_str)));
         self.contact_ids.push(joined_list(r.contact_ids.iter().map(String::as_str)));
         self.contact_match.push(r.contact_match.map(codes::contact_match_str));
         self.responsible_agent_id.push(r.responsible_agent_id.clone());
@@ -1084,6 +1190,7 @@ struct LegRows {
     recording_url: Vec<Option<String>>,
     recording_id: Vec<Option<String>>,
     event_count: Vec<i32>,
+    agents: Vec<Option<String>>,
 }
 
 impl LegRows {
@@ -1096,7 +1203,7 @@ impl LegRows {
         if self.source_id.is_empty() {
             return Ok(0);
         }
-        let params: [&(dyn tokio_postgres::types::ToSql + Sync); 19] = [
+        let params: [&(dyn tokio_postgres::types::ToSql + Sync); 20] = [
             &self.source_id,
             &self.call_id,
             &self.leg_id,
@@ -1116,6 +1223,7 @@ impl LegRows {
             &self.recording_url,
             &self.recording_id,
             &self.event_count,
+            &self.agents,
         ];
         tx.execute(statement, &params).await
     }
@@ -1140,6 +1248,7 @@ impl LegRows {
         self.recording_url.push(leg.recording_url.clone());
         self.recording_id.push(leg.recording_id.clone());
         self.event_count.push(count);
+        self.agents.push(joined_list(agent_keys(&leg.agent).iter().map(String::as_str)));
     }
 }
 

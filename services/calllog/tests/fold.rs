@@ -59,15 +59,15 @@ async fn snapshot(pool: &Pool, source: &str) -> Vec<String> {
     for query in [
         "SELECT concat_ws('|', call_id, vendor, direction, status, outcome, from_number, to_number,
                 started_at, answered_at, ended_at, disposition, hangup_cause, agent_id, agent_match,
-                agent_extension, agent_number, agent_email, array_to_string(agents, ','),
-                array_to_string(contact_ids, ','), contact_match, responsible_agent_id, recording_url,
+                agent_extension, agent_number, agent_email, array_to_string(contact_ids, ','), contact_match, responsible_agent_id, recording_url,
                 recording_id, event_count, leg_count, first_received_at, settled, completion,
                 completed_at IS NOT NULL)
          FROM calls WHERE source_id = $1 ORDER BY call_id",
         "SELECT concat_ws('|', call_id, leg_id, status, answered, agent_id, agent_extension,
                 agent_number, agent_email, started_at, rang_at, answered_at, ended_at, disposition,
-                hangup_cause, recording_url, recording_id, event_count)
+                hangup_cause, recording_url, recording_id, event_count, array_to_string(agents, ','))
          FROM call_legs WHERE source_id = $1 ORDER BY call_id, leg_id",
+        "SELECT 'open|' || call_id FROM open_calls WHERE source_id = $1 ORDER BY call_id",
         "SELECT concat_ws('|', event_id, call_id, leg_id, kind, occurred_at, direction, from_e164,
                 to_e164, agent_extension, disposition, recording_id)
          FROM call_events WHERE source_id = $1 ORDER BY event_id",
@@ -273,6 +273,11 @@ async fn a_call_without_end_marker_settles_and_a_late_event_makes_a_new_version(
     let (version, _, completion, record, status) = call_row(&pool, &call_id).await;
     assert_eq!((completion, record, status.as_str()), (None, false, "ended"), "ended, not yet complete");
     assert!(outbox::claim(&pool, 10, Duration::from_secs(30)).await.expect("claim").is_empty());
+    let open_calls = || async {
+        let client = pool.get().await.expect("client");
+        client.query_one("SELECT count(*) FROM open_calls", &[]).await.expect("count").get::<_, i64>(0)
+    };
+    assert_eq!(open_calls().await, 1, "the sweep's list of open calls has it");
 
     // Not due while the settle time has not passed.
     let (found, _) =
@@ -288,6 +293,7 @@ async fn a_call_without_end_marker_settles_and_a_late_event_makes_a_new_version(
     );
     let (found, _) = log.settle_due(Duration::ZERO, Duration::ZERO, 10).await.expect("sweep");
     assert_eq!(found, 0, "a complete call is never settled again");
+    assert_eq!(open_calls().await, 0, "and has left the list of open calls");
 
     let claimed = outbox::claim(&pool, 10, Duration::from_secs(30)).await.expect("claim");
     assert_eq!(claimed.len(), 1);

@@ -22,6 +22,7 @@ const MIGRATIONS: &[(i32, &str, &str)] = &[
     (4, "call_log", include_str!("../migrations/0004_call_log.sql")),
     (5, "recordings", include_str!("../migrations/0005_recordings.sql")),
     (6, "call_revision", include_str!("../migrations/0006_call_revision.sql")),
+    (7, "hot_call_updates", include_str!("../migrations/0007_hot_call_updates.sql")),
 ];
 
 /// Any advisory-lock key unique to Switchboard's migrator.
