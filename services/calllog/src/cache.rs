@@ -13,6 +13,10 @@
 //! A batch takes its calls' entries out, and puts back the folded ones that are not complete
 //! (late events after completion are rare; such a call is read back). Past its capacity the cache
 //! drops arbitrary entries: a miss costs only a read.
+//!
+//! A batch [reserves](FoldCache::reserve) its calls while it is in flight. Before taking its locks
+//! it folds only the calls no earlier batch in flight has reserved: an entry such a batch put
+//! back is not final until that batch commits, and one it has yet to take must stay for it.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -46,32 +50,86 @@ pub struct CachedCall {
 #[derive(Debug)]
 pub struct FoldCache {
     capacity: usize,
-    calls: Mutex<HashMap<CallKey, CachedCall>>,
+    inner: Mutex<Inner>,
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    calls: HashMap<CallKey, CachedCall>,
+    /// How many batches in flight hold each call.
+    reserved: HashMap<CallKey, u32>,
+}
+
+/// A batch's hold on its calls, released when dropped.
+#[derive(Debug)]
+pub struct Reservation<'c> {
+    cache: &'c FoldCache,
+    keys: Vec<CallKey>,
+}
+
+impl Drop for Reservation<'_> {
+    fn drop(&mut self) {
+        let mut inner = self.cache.inner();
+        for key in &self.keys {
+            if let Some(count) = inner.reserved.get_mut(key) {
+                *count -= 1;
+                if *count == 0 {
+                    inner.reserved.remove(key);
+                }
+            }
+        }
+    }
 }
 
 impl FoldCache {
     /// A cache of up to `capacity` calls; 0 keeps nothing (every call is read back).
     pub fn new(capacity: usize) -> Self {
-        Self { capacity, calls: Mutex::new(HashMap::new()) }
+        Self { capacity, inner: Mutex::new(Inner::default()) }
     }
 
-    fn calls(&self) -> std::sync::MutexGuard<'_, HashMap<CallKey, CachedCall>> {
+    fn inner(&self) -> std::sync::MutexGuard<'_, Inner> {
         // A panic while holding the lock leaves at worst a stale entry, which the revision check
         // catches.
-        self.calls.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.inner.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Holds `keys` (distinct) for a batch until the reservation is dropped.
+    pub fn reserve(&self, keys: Vec<CallKey>) -> Reservation<'_> {
+        let mut inner = self.inner();
+        for key in &keys {
+            *inner.reserved.entry(key.clone()).or_default() += 1;
+        }
+        Reservation { cache: self, keys }
     }
 
     /// Removes and returns the entries of `keys` that are present.
     pub fn take<'a>(&self, keys: impl IntoIterator<Item = &'a CallKey>) -> HashMap<CallKey, CachedCall> {
-        let mut calls = self.calls();
-        keys.into_iter().filter_map(|key| calls.remove_entry(key)).collect()
+        let mut inner = self.inner();
+        keys.into_iter().filter_map(|key| inner.calls.remove_entry(key)).collect()
+    }
+
+    /// Like `take`, but only calls no other batch in flight holds (the caller holds `keys`).
+    pub fn take_unshared<'a>(
+        &self,
+        keys: impl IntoIterator<Item = &'a CallKey>,
+    ) -> HashMap<CallKey, CachedCall> {
+        let mut inner = self.inner();
+        let mut taken = HashMap::new();
+        for key in keys {
+            if inner.reserved.get(key).copied().unwrap_or(0) <= 1
+                && let Some((key, entry)) = inner.calls.remove_entry(key)
+            {
+                let _ = taken.insert(key, entry);
+            }
+        }
+        taken
     }
 
     pub fn put(&self, entries: Vec<(CallKey, CachedCall)>) {
         if self.capacity == 0 {
             return;
         }
-        let mut calls = self.calls();
+        let calls = &mut self.inner().calls;
         calls.extend(entries);
         if calls.len() > self.capacity {
             // Down to 90 %, so that eviction runs once per many batches, not on each.
@@ -85,14 +143,14 @@ impl FoldCache {
     }
 
     pub fn evict<'a>(&self, keys: impl IntoIterator<Item = &'a CallKey>) {
-        let mut calls = self.calls();
+        let mut inner = self.inner();
         for key in keys {
-            calls.remove(key);
+            inner.calls.remove(key);
         }
     }
 
     pub fn len(&self) -> usize {
-        self.calls().len()
+        self.inner().calls.len()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -124,6 +182,16 @@ mod tests {
         assert_eq!(cache.len(), 9, "14 entries over a capacity of 10 go down to 9");
         cache.evict([&key(10), &key(11), &key(12), &key(13), &key(14), &key(0)]);
         assert!(cache.len() <= 8);
+        // A call another batch in flight holds is left for it.
+        cache.put(vec![(key(20), entry()), (key(21), entry())]);
+        let first = cache.reserve(vec![key(20)]);
+        let second = cache.reserve(vec![key(20), key(21)]);
+        let taken = cache.take_unshared([&key(20), &key(21)]);
+        assert_eq!(taken.keys().collect::<Vec<_>>(), [&key(21)]);
+        drop(first);
+        assert_eq!(cache.take_unshared([&key(20)]).len(), 1, "free once the other batch is done");
+        drop(second);
+        assert!(cache.inner().reserved.is_empty());
         let off = FoldCache::new(0);
         off.put(vec![(key(1), entry())]);
         assert!(off.is_empty());

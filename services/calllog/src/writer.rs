@@ -9,7 +9,8 @@
 //!    one call at once and never deadlock (a row lock would need the row to exist first: a new
 //!    call would be written twice);
 //! 3. folds each call in Rust from *all* its events (those another writer committed too): a call
-//!    this replica wrote last has them in the [fold cache](crate::cache); for the others it reads
+//!    this replica wrote last has them in the [fold cache](crate::cache), and is folded before
+//!    step 2, while the replica's previous batch may still be committing; for the others it reads
 //!    what is stored of the call and every event of it; a call with no row yet has no other
 //!    events than this batch's, since every transaction that stores an event writes its call;
 //! 4. upserts the calls, the legs that changed and, for a complete call whose record changed, the
@@ -21,7 +22,7 @@
 //! The result is a pure function of the set of distinct events (plus the sweep's `settled` mark),
 //! so any order, duplication or batching of the same events leaves the same rows; only `version`
 //! counts how many distinct states the call went through. Updates leave every indexed column
-//! alone unless it changed (migration 0004), so most are HOT.
+//! alone unless it changed (migrations 0004 and 0007), so most are HOT.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -131,7 +132,7 @@ SELECT source_id, event_id, call_id, leg_id, kind, occurred_at, received_at, raw
        recording_status, recording_error
 FROM incoming
 ON CONFLICT (source_id, event_id) DO NOTHING
-RETURNING source_id, event_id
+RETURNING source_id, event_id, now()
 "#;
 
 /// Waits for every affected call's advisory lock, a 64-bit hash of its key (a collision only makes
@@ -571,17 +572,6 @@ pub struct CallLog {
 /// How many calls a writer keeps in its fold cache unless configured.
 pub const DEFAULT_FOLD_CACHE_CALLS: usize = 50_000;
 
-/// The calls one transaction refolds: key, vendor, what is stored, and the events already at
-/// hand (a call without a row, or one from the fold cache); the others' are read.
-struct Refold {
-    calls: Vec<(CallKey, String)>,
-    stored: HashMap<CallKey, Stored>,
-    known: HashMap<CallKey, Vec<Event>>,
-    now: DateTime<Utc>,
-    /// The sweep is completing these calls (no new events).
-    settle: bool,
-}
-
 /// Why an attempt at a batch did not commit.
 enum Attempt {
     Failed(WriteError),
@@ -623,15 +613,15 @@ impl CallLog {
         if events.is_empty() {
             return Ok(BatchOutcome::default());
         }
+        let keys: std::collections::HashSet<CallKey> =
+            events.iter().map(|e| (e.event.source_id.to_string(), e.event.call_id.to_string())).collect();
+        let _reservation = self.cache.reserve(keys.iter().cloned().collect());
         let (mut use_cache, mut stale) = (true, 0);
         loop {
             let attempt = self.attempt(events, use_cache).await;
             if attempt.is_err() {
-                // What this attempt put in the cache did not commit.
-                let keys: std::collections::HashSet<CallKey> = events
-                    .iter()
-                    .map(|e| (e.event.source_id.to_string(), e.event.call_id.to_string()))
-                    .collect();
+                // What this attempt put in the cache did not commit (evicted while the calls are
+                // still reserved, so that no other batch takes it meanwhile).
                 self.cache.evict(&keys);
             }
             match attempt {
@@ -705,54 +695,86 @@ impl CallLog {
         ];
         let inserted = tx.query(&insert, params).await?;
         let mut outcome = BatchOutcome { new_events: inserted.len() as i64, ..BatchOutcome::default() };
-        if inserted.is_empty() {
+        let Some(now) = inserted.first().map(|row| row.get::<_, DateTime<Utc>>(2)) else {
             tx.commit().await?;
             return Ok(outcome);
-        }
+        };
 
         // The events stored for the first time, grouped by call: all the events of a call that has
         // no row yet.
-        let mut known: HashMap<CallKey, Vec<Event>> = HashMap::new();
+        let mut new_events: HashMap<CallKey, Vec<Event>> = HashMap::new();
         let mut vendors: HashMap<CallKey, String> = HashMap::new();
         for row in &inserted {
             let Some(stored) = kept.get(&(row.get::<_, &str>(0), row.get::<_, &str>(1))) else { continue };
             let event = &stored.event;
             let key = (event.source_id.to_string(), event.call_id.to_string());
             let _ = vendors.entry(key.clone()).or_insert_with(|| event.vendor.as_str().to_owned());
-            known.entry(key).or_default().push(Event::from(event));
+            new_events.entry(key).or_default().push(Event::from(event));
         }
-        let sources: Vec<&str> = vendors.keys().map(|(s, _)| s.as_str()).collect();
-        let calls: Vec<&str> = vendors.keys().map(|(_, c)| c.as_str()).collect();
-        let lock = tx.prepare_cached(LOCK_CALLS).await?;
-        let locks = tx.query(&lock, &[&sources, &calls]).await?;
-        let now: DateTime<Utc> = locks.first().map(|row| row.get(1)).unwrap_or_else(Utc::now);
+        let all: Vec<CallKey> = vendors.keys().cloned().collect();
+        let mut prepared = Prepared::default();
 
-        // Taken only now that the calls are locked: an earlier batch of this replica that shared
-        // a call has put its entry back by the time it released the lock.
-        let cached = if use_cache { self.cache.take(vendors.keys()) } else { HashMap::new() };
-        let mut stored: HashMap<CallKey, Stored> = HashMap::with_capacity(vendors.len());
+        // Before the locks, so that folding overlaps the previous batch's commit: the calls the
+        // cache holds. A call an earlier batch of this replica is writing is not there (it took
+        // the entry) and waits for the locks below; one another writer changes meanwhile fails
+        // the revision check.
+        let early = if use_cache { self.cache.take_unshared(&all) } else { HashMap::new() };
+        let mut hits = early.len();
+        for (key, CachedCall { stored, mut events }) in early {
+            let vendor = vendors.remove(&key).unwrap_or_default();
+            events.append(new_events.entry(key.clone()).or_default());
+            let call = ToFold { key, vendor, previous: Some(stored), events };
+            self.prepare(call, now, false, &mut prepared, &mut outcome)?;
+        }
+
+        let (sources, calls): (Vec<&str>, Vec<&str>) =
+            all.iter().map(|(s, c)| (s.as_str(), c.as_str())).unzip();
+        let lock = tx.prepare_cached(LOCK_CALLS).await?;
+        let _ = tx.query(&lock, &[&sources, &calls]).await?;
+
+        // The others once locked: an earlier batch of this replica that shared a call has put its
+        // entry back by the time it released the lock; the rest is read.
+        let mut late = if use_cache { self.cache.take(vendors.keys()) } else { HashMap::new() };
+        hits += late.len();
         let (read_sources, read_calls): (Vec<&str>, Vec<&str>) = vendors
             .keys()
-            .filter(|key| !cached.contains_key(*key))
+            .filter(|key| !late.contains_key(*key))
             .map(|(s, c)| (s.as_str(), c.as_str()))
             .unzip();
+        let mut stored: HashMap<CallKey, Stored> = HashMap::new();
         if !read_calls.is_empty() {
             let read = tx.prepare_cached(READ_CALLS).await?;
             stored.extend(tx.query(&read, &[&read_sources, &read_calls]).await?.iter().map(stored_from_row));
         }
-        // Calls with a row get all their events read back, unless the cache has them; those
-        // without have only these.
-        known.retain(|key, _| !stored.contains_key(key));
+        // Calls with a row get all their events read back (this batch's included); those without
+        // have only this batch's.
+        let mut loaded = load_events(&tx, stored.keys()).await?;
         metrics::CALLLOG_FOLD_CACHE.with_label_values(&["miss"]).inc_by(stored.len() as u64);
-        metrics::CALLLOG_FOLD_CACHE.with_label_values(&["hit"]).inc_by(cached.len() as u64);
-        outcome.from_cache = cached.len() as i64;
-        for (key, CachedCall { stored: previous, mut events }) in cached {
-            events.append(known.entry(key.clone()).or_default());
-            let _ = known.insert(key.clone(), events);
-            let _ = stored.insert(key, previous);
+        metrics::CALLLOG_FOLD_CACHE.with_label_values(&["hit"]).inc_by(hits as u64);
+        outcome.from_cache = hits as i64;
+        for (key, vendor) in vendors {
+            let (previous, events) = if let Some(CachedCall { stored, mut events }) = late.remove(&key) {
+                events.append(new_events.entry(key.clone()).or_default());
+                (Some(stored), events)
+            } else if let Some(previous) = stored.remove(&key) {
+                (Some(previous), loaded.remove(&key).unwrap_or_default())
+            } else {
+                (None, new_events.remove(&key).unwrap_or_default())
+            };
+            self.prepare(ToFold { key, vendor, previous, events }, now, false, &mut prepared, &mut outcome)?;
         }
-        let batch = Refold { calls: vendors.into_iter().collect(), stored, known, now, settle: false };
-        match self.refold(&tx, batch, &mut outcome).await? {
+        let written = match self.write(&tx, prepared, true, &mut outcome).await {
+            // A leg or outbox row of a call without a row: the cache had an entry of a batch that
+            // rolled back. Read it back like any call another writer changed.
+            Err(WriteError::Rejected(error))
+                if use_cache
+                    && error.code() == Some(&tokio_postgres::error::SqlState::FOREIGN_KEY_VIOLATION) =>
+            {
+                return Err(Attempt::Stale(1));
+            }
+            written => written?,
+        };
+        match written {
             0 => {
                 tx.commit().await?;
                 Ok(outcome)
@@ -786,149 +808,151 @@ impl CallLog {
         let read = tx.prepare_cached(READ_DUE).await?;
         let rows = tx.query(&read, &[&sources, &calls, &settle, &ringing]).await?;
         let now: DateTime<Utc> = rows.first().map_or_else(Utc::now, |row| row.get(9));
-        let calls: Vec<(CallKey, String)> =
-            rows.iter().map(|row| ((row.get(0), row.get(1)), row.get(8))).collect();
+        let mut stored: HashMap<CallKey, Stored> = rows.iter().map(stored_from_row).collect();
         // The sweep rewrites these calls: this replica's cached copies would only be stale.
-        self.cache.evict(calls.iter().map(|(key, _)| key));
-        let stored: HashMap<CallKey, Stored> = rows.iter().map(stored_from_row).collect();
-        let found = locked.len();
-        let batch = Refold { calls, stored, known: HashMap::new(), now, settle: true };
-        if self.refold(&tx, batch, &mut outcome).await? > 0 {
+        self.cache.evict(stored.keys());
+        let mut loaded = load_events(&tx, stored.keys()).await?;
+        let mut prepared = Prepared::default();
+        for row in &rows {
+            let key: CallKey = (row.get(0), row.get(1));
+            let previous = stored.remove(&key);
+            let events = loaded.remove(&key).unwrap_or_default();
+            let call = ToFold { key, vendor: row.get(8), previous, events };
+            self.prepare(call, now, true, &mut prepared, &mut outcome)?;
+        }
+        if self.write(&tx, prepared, false, &mut outcome).await? > 0 {
             // Read under the locks, so no other writer can have changed them.
             return Err(WriteError::Transient("a call changed under its lock".into()));
         }
         tx.commit().await?;
-        Ok((found, outcome))
+        Ok((locked.len(), outcome))
     }
 
-    /// Folds the locked calls from all their events and writes them: the call rows, the legs that
-    /// changed, and the records of complete calls that changed. The version grows only for calls
-    /// whose record changed. Calls still in progress go back into the fold cache (not for the
-    /// sweep). Returns how many calls were not updated because their row no longer had the
-    /// revision their fold started from (the caller rolls back).
-    async fn refold(
+    /// Folds one call from all its events and adds what changed to `prepared`: the call row, the
+    /// legs that changed, and the record of a complete call that changed. The version grows only
+    /// if the record changed. `settle`: the sweep is completing the call.
+    fn prepare(
+        &self,
+        call: ToFold,
+        now: DateTime<Utc>,
+        settle: bool,
+        prepared: &mut Prepared,
+        outcome: &mut BatchOutcome,
+    ) -> Result<(), WriteError> {
+        let ToFold { key, vendor, previous, events } = call;
+        let is_new = previous.is_none();
+        let previous = previous.unwrap_or_default();
+        let settled = previous.settled || settle;
+        let (source, call) = (&key.0, &key.1);
+        let (Ok(source_id), Ok(call_id)) = (SourceId::parse(source), CallId::parse(call)) else {
+            tracing::error!(%source, %call, "Stored call key does not parse.");
+            return Ok(());
+        };
+        let vendor: Vendor = vendor.parse().unwrap_or(Vendor::Generic);
+        let Some(folded) = fold(&source_id, vendor, &call_id, &events, settled) else {
+            // Only a call from before migration 0004 whose events were removed by hand: there is
+            // nothing to fold, and the sweep completes it as it stands.
+            tracing::warn!(%source, %call, "Call without events.");
+            if settle {
+                prepared.open.completed(source, call);
+                prepared.without_events.push(key);
+            }
+            return Ok(());
+        };
+        let Folded { mut record, event_count, leg_event_counts, first_received_at } = folded;
+        let complete = record.completion.is_some();
+        match (is_new, previous.completed_at.is_some(), complete) {
+            (true, _, false) => prepared.open.opened(source, call),
+            (false, false, true) => prepared.open.completed(source, call),
+            _ => {}
+        }
+        record.completed_at = previous.completed_at.or(complete.then_some(now));
+        // The version counts changes of what a CRM sees; event counts are bookkeeping and are
+        // written without one.
+        let hash = field_digest(&record).to_vec();
+        record.version = previous.version;
+        if previous.content_hash.as_deref() != Some(hash.as_slice()) {
+            record.version += 1;
+            outcome.calls += 1;
+            if complete && previous.completed_at.is_none() {
+                if let Some(result) = record.outcome {
+                    outcome.completed.push((record.direction, result));
+                }
+            } else if previous.completed_at.is_some() {
+                outcome.late_updates += 1;
+            }
+            if complete {
+                prepared.outbox.push(&record, self.codecs.call_record.encode(&record)?);
+            }
+        }
+        let leg_hashes = push_legs(
+            &record,
+            &leg_event_counts,
+            &previous.leg_hashes,
+            (&mut prepared.new_legs, &mut prepared.changed_legs),
+        );
+        let revision = new_revision();
+        let rows = if is_new { &mut prepared.new_calls } else { &mut prepared.known_calls };
+        rows.push(
+            &record,
+            (event_count, first_received_at, settled),
+            (revision, previous.revision),
+            hash.clone(),
+            &leg_hashes,
+        );
+        if !settle && !complete {
+            let stored = Stored {
+                revision,
+                version: record.version,
+                content_hash: Some(hash),
+                settled,
+                completed_at: record.completed_at,
+                leg_hashes: leg_hashes.into_iter().map(|(leg, hash)| (leg.to_owned(), hash)).collect(),
+            };
+            prepared.in_progress.push((key, CachedCall { stored, events }));
+        }
+        Ok(())
+    }
+
+    /// Writes what `prepare` gathered: the calls, their legs, the outbox and the open calls, in
+    /// one pipeline on the transaction's connection. Calls still in progress go into the fold
+    /// cache first. `new_events`: the calls gained events (which restarts their settle timer).
+    /// Returns how many calls were not updated because their row no longer had the revision
+    /// their fold started from (the caller rolls back).
+    async fn write(
         &self,
         tx: &Transaction<'_>,
-        batch: Refold,
+        prepared: Prepared,
+        new_events: bool,
         outcome: &mut BatchOutcome,
     ) -> Result<usize, WriteError> {
-        let Refold { calls, mut stored, mut known, now, settle } = batch;
-        let unknown: Vec<&CallKey> =
-            calls.iter().map(|(key, _)| key).filter(|key| !known.contains_key(*key)).collect();
-        if !unknown.is_empty() {
-            let sources: Vec<&str> = unknown.iter().map(|(s, _)| s.as_str()).collect();
-            let call_ids: Vec<&str> = unknown.iter().map(|(_, c)| c.as_str()).collect();
-            let load = tx.prepare_cached(LOAD_EVENTS).await?;
-            for row in tx.query(&load, &[&sources, &call_ids]).await? {
-                known.entry((row.get(0), row.get(1))).or_default().push(event_from_row(&row));
-            }
-        }
-
-        // New rows are inserted, known ones updated: cheaper than upserts, and safe under the
-        // calls' locks.
-        let (mut new_calls, mut known_calls) = (CallRows::default(), CallRows::default());
-        let (mut new_legs, mut changed_legs) = (LegRows::default(), LegRows::default());
-        let mut outbox = OutboxRows::default();
-        let mut in_progress: Vec<(CallKey, CachedCall)> = Vec::new();
-        let mut open = OpenCalls::default();
-        for (key, vendor) in calls {
-            let previous = stored.remove(&key);
-            let is_new = previous.is_none();
-            let rows = if is_new { &mut new_calls } else { &mut known_calls };
-            let previous = previous.unwrap_or_default();
-            let events = known.remove(&key).unwrap_or_default();
-            let settled = previous.settled || settle;
-            let (source, call) = (&key.0, &key.1);
-            let (Ok(source_id), Ok(call_id)) = (SourceId::parse(source), CallId::parse(call)) else {
-                tracing::error!(%source, %call, "Stored call key does not parse.");
-                continue;
-            };
-            let vendor: Vendor = vendor.parse().unwrap_or(Vendor::Generic);
-            let Some(folded) = fold(&source_id, vendor, &call_id, &events, settled) else {
-                // Only a call from before migration 0004 whose events were removed by hand: there
-                // is nothing to fold, and the sweep completes it as it stands.
-                tracing::warn!(%source, %call, "Call without events.");
-                if settle {
-                    let _ = tx
-                        .execute(
-                            "UPDATE calls SET settled = true, completion = 'settled', completed_at = now(),
-                                              revision = $3
-                             WHERE source_id = $1 AND call_id = $2",
-                            &[source, call, &new_revision()],
-                        )
-                        .await?;
-                    open.completed(source, call);
-                }
-                continue;
-            };
-            let Folded { mut record, event_count, leg_event_counts, first_received_at } = folded;
-            let complete = record.completion.is_some();
-            match (is_new, previous.completed_at.is_some(), complete) {
-                (true, _, false) => open.opened(source, call),
-                (false, false, true) => open.completed(source, call),
-                _ => {}
-            }
-            record.completed_at = previous.completed_at.or(complete.then_some(now));
-            // The version counts changes of what a CRM sees; event counts are bookkeeping and are
-            // written without one.
-            let hash = field_digest(&record).to_vec();
-            record.version = previous.version;
-            if previous.content_hash.as_deref() != Some(hash.as_slice()) {
-                record.version += 1;
-                outcome.calls += 1;
-                if complete && previous.completed_at.is_none() {
-                    if let Some(result) = record.outcome {
-                        outcome.completed.push((record.direction, result));
-                    }
-                } else if previous.completed_at.is_some() {
-                    outcome.late_updates += 1;
-                }
-                if complete {
-                    outbox.push(&record, self.codecs.call_record.encode(&record)?);
-                }
-            }
-            let leg_hashes = push_legs(
-                &record,
-                &leg_event_counts,
-                &previous.leg_hashes,
-                (&mut new_legs, &mut changed_legs),
-            );
-            let revision = new_revision();
-            rows.push(
-                &record,
-                (event_count, first_received_at, settled),
-                (revision, previous.revision),
-                hash.clone(),
-                &leg_hashes,
-            );
-            if !settle && !complete {
-                let stored = Stored {
-                    revision,
-                    version: record.version,
-                    content_hash: Some(hash),
-                    settled,
-                    completed_at: record.completed_at,
-                    leg_hashes: leg_hashes.into_iter().map(|(leg, hash)| (leg.to_owned(), hash)).collect(),
-                };
-                in_progress.push((key, CachedCall { stored, events }));
-            }
-        }
+        let Prepared {
+            new_calls,
+            known_calls,
+            new_legs,
+            changed_legs,
+            outbox,
+            open,
+            in_progress,
+            without_events,
+        } = prepared;
         outcome.publishable |= !outbox.source_id.is_empty();
         outcome.legs += (new_legs.source_id.len() + changed_legs.source_id.len()) as i64;
-        if new_calls.source_id.is_empty() && known_calls.source_id.is_empty() {
-            // The sweep may still have completed calls without events.
-            if !open.completed_calls.is_empty() {
-                let track = tx.prepare_cached(TRACK_OPEN_CALLS).await?;
-                let _ = open.execute(tx, &track).await?;
-            }
-            return Ok(0);
+        for (source, call) in &without_events {
+            let _ = tx
+                .execute(
+                    "UPDATE calls SET settled = true, completion = 'settled', completed_at = now(),
+                                      revision = $3
+                     WHERE source_id = $1 AND call_id = $2",
+                    &[source, call, &new_revision()],
+                )
+                .await?;
         }
         // Before the commit, so that this replica's next batch finds them (see `cache`).
         self.cache.put(in_progress);
-        let new_events = !settle;
-        // In order: the calls first, as legs and the outbox refer to them. Pipelined on the one
-        // connection; empty statements are skipped.
-        // Statements are prepared before any runs, so that the executions go out in this order.
+        // In order: the calls first, as legs and the outbox refer to them. Statements are
+        // prepared before any runs, so that the executions go out in this order; empty ones are
+        // skipped.
         let (insert_calls, update_calls, insert_legs, update_legs, enqueue, track) = tokio::try_join!(
             tx.prepare_cached(INSERT_CALLS),
             tx.prepare_cached(UPDATE_CALLS),
@@ -947,6 +971,47 @@ impl CallLog {
             tokio::try_join!(insert_calls, update_calls, insert_legs, update_legs, enqueue, track)?;
         Ok(known_calls.source_id.len().saturating_sub(updated as usize))
     }
+}
+
+/// Every stored event of `keys`' calls.
+async fn load_events<'k>(
+    tx: &Transaction<'_>,
+    keys: impl Iterator<Item = &'k CallKey>,
+) -> Result<HashMap<CallKey, Vec<Event>>, WriteError> {
+    let (sources, calls): (Vec<&str>, Vec<&str>) = keys.map(|(s, c)| (s.as_str(), c.as_str())).unzip();
+    let mut events: HashMap<CallKey, Vec<Event>> = HashMap::new();
+    if calls.is_empty() {
+        return Ok(events);
+    }
+    let load = tx.prepare_cached(LOAD_EVENTS).await?;
+    for row in tx.query(&load, &[&sources, &calls]).await? {
+        events.entry((row.get(0), row.get(1))).or_default().push(event_from_row(&row));
+    }
+    Ok(events)
+}
+
+/// One call to fold: its key and vendor, what is stored of it (`None`: no row yet), and every
+/// event it has.
+struct ToFold {
+    key: CallKey,
+    vendor: String,
+    previous: Option<Stored>,
+    events: Vec<Event>,
+}
+
+/// The rows a transaction writes, gathered call by call.
+#[derive(Default)]
+struct Prepared {
+    new_calls: CallRows,
+    known_calls: CallRows,
+    new_legs: LegRows,
+    changed_legs: LegRows,
+    outbox: OutboxRows,
+    open: OpenCalls,
+    /// Calls still in progress, for the fold cache.
+    in_progress: Vec<(CallKey, CachedCall)>,
+    /// Calls the sweep completes that have no events to fold.
+    without_events: Vec<CallKey>,
 }
 
 /// Column arrays for `TRACK_OPEN_CALLS`.
