@@ -12,7 +12,9 @@
 //! after the commit that made them, at least once (an outbox), and consumers deduplicate on
 //! (call, version). Transient database failures are retried with backoff, never skipped.
 //! Ordering: relied on nowhere. Each call is refolded from the set of all its stored events
-//! (`fold`), so any order, duplication or batching of its events gives the same record. A call
+//! (`fold`), so any order, duplication or batching of its events gives the same record; a replica
+//! keeps the events of the calls it is writing in memory (`cache`), checked against a revision on
+//! each call row, so that Kafka's keying by call (one replica per call) makes this cheap. A call
 //! completes on the vendor's end marker, or when the settle sweep finds no new event for
 //! `calllog.settle_ms`; a later event updates it and publishes a new version.
 
