@@ -655,7 +655,10 @@ impl CallLog {
                 *slot = stored;
             }
         }
-        let distinct: Vec<&StoredEvent> = kept.values().copied().collect();
+        // In key order, so that two transactions inserting some of the same events (a PBX retry
+        // split over two batches in flight) queue on them instead of deadlocking.
+        let mut distinct: Vec<&StoredEvent> = kept.values().copied().collect();
+        distinct.sort_unstable_by_key(|e| (e.event.source_id.as_str(), e.event.event_id.as_str()));
         let c = EventColumns::from_events(&distinct);
         let mut client = self.pool.get().await?;
         let tx = client.transaction().await?;
@@ -967,8 +970,10 @@ impl CallLog {
         let update_legs = changed_legs.execute(tx, &update_legs);
         let enqueue = outbox.execute(tx, &enqueue);
         let track = open.execute(tx, &track);
+        // Polled in statement order: once one statement fails, the later ones fail with "current
+        // transaction is aborted", and the first error is the one that says what happened.
         let (_, updated, _, _, _, _) =
-            tokio::try_join!(insert_calls, update_calls, insert_legs, update_legs, enqueue, track)?;
+            tokio::try_join!(biased; insert_calls, update_calls, insert_legs, update_legs, enqueue, track)?;
         Ok(known_calls.source_id.len().saturating_sub(updated as usize))
     }
 }
