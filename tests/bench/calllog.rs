@@ -314,12 +314,11 @@ async fn main() -> anyhow::Result<()> {
     let event_files = [(format!("call_events ({EVENT_COLUMNS})"), events_csv.clone())];
     let end_files = end_state;
 
-    let mut measured: Vec<(String, Vec<Duration>)> = Vec::new();
+    // Per case: its times, and its fold-cache use (calls from the cache, stale) in the last run.
+    let mut measured: Vec<(String, Vec<Duration>, (i64, i64))> = Vec::new();
     let mut copy_events = Vec::new();
     let mut copy_all = Vec::new();
     let mut all_rows = 0;
-    // Per case, of its last run.
-    let mut cache_use: std::collections::HashMap<usize, (i64, i64)> = std::collections::HashMap::new();
     let mut cases = vec![
         ("writer, 1 replica, 1 batch at a time, whole calls", vec![whole.clone()], 1),
         ("writer, 1 replica, 1 batch at a time, stream (calls span batches)", vec![streamed.clone()], 1),
@@ -343,11 +342,13 @@ async fn main() -> anyhow::Result<()> {
         all_rows = rows;
         for (i, (name, streams, in_flight)) in cases.iter().enumerate() {
             let run = writer_run(streams, batch, *in_flight, false).await?;
-            let elapsed = run.elapsed;
-            cache_use.insert(i, (run.from_cache, run.stale));
+            let cache_use = (run.from_cache, run.stale);
             match measured.get_mut(i) {
-                Some((_, times)) => times.push(elapsed),
-                None => measured.push(((*name).to_owned(), vec![elapsed])),
+                Some((_, times, last)) => {
+                    times.push(run.elapsed);
+                    *last = cache_use;
+                }
+                None => measured.push(((*name).to_owned(), vec![run.elapsed], cache_use)),
             }
         }
     }
@@ -381,7 +382,7 @@ async fn main() -> anyhow::Result<()> {
     };
     row("baseline: psql \\copy of the event rows", events_copy);
     row("baseline: psql \\copy of the end state (events, calls, legs, outbox)", all_copy);
-    for (name, times) in &measured {
+    for (name, times, _) in &measured {
         row(name, best(times).as_secs_f64());
     }
     println!();
@@ -389,8 +390,7 @@ async fn main() -> anyhow::Result<()> {
         "| writer case (last run) | calls folded from the fold cache | calls rolled back and read again |"
     );
     println!("|---|---|---|");
-    for (i, (name, _)) in measured.iter().enumerate() {
-        let (from_cache, stale) = cache_use.get(&i).copied().unwrap_or_default();
+    for (name, _, (from_cache, stale)) in &measured {
         println!("| {name} | {from_cache} | {stale} |");
     }
     Ok(())

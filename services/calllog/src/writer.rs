@@ -104,20 +104,6 @@ impl From<switchboard_core::deadpool_postgres::PoolError> for WriteError {
 }
 
 const INSERT_EVENTS: &str = r#"
-WITH incoming AS (
-    SELECT *
-    FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::timestamptz[],
-                $7::timestamptz[], $8::text[], $9::int8[], $10::int4[], $11::int8[], $12::text[],
-                $13::text[], $14::text[], $15::text[], $16::text[], $17::text[], $18::text[],
-                $19::text[], $20::text[], $21::text[], $22::text[], $23::text[], $24::text[],
-                $25::text[], $26::text[], $27::text[], $28::text[], $29::text[], $30::text[],
-                $31::text[])
-        AS t(source_id, event_id, call_id, leg_id, kind, occurred_at, received_at, raw_id, sequence,
-             kafka_partition, kafka_offset, vendor, direction, from_raw, from_e164, to_raw,
-             to_e164, agent_extension, agent_number, agent_email, agent_id, agent_match,
-             contact_ids, contact_match, responsible_agent_id, disposition, hangup_cause,
-             recording_url, recording_id, recording_status, recording_error)
-)
 INSERT INTO call_events (source_id, event_id, call_id, leg_id, kind, occurred_at, received_at,
                          raw_id, sequence, kafka_partition, kafka_offset, vendor, direction,
                          from_raw, from_e164, to_raw, to_e164, agent_extension, agent_number,
@@ -130,7 +116,17 @@ SELECT source_id, event_id, call_id, leg_id, kind, occurred_at, received_at, raw
        COALESCE(string_to_array(contact_ids, E'\x1f'), '{}'),
        contact_match, responsible_agent_id, disposition, hangup_cause, recording_url, recording_id,
        recording_status, recording_error
-FROM incoming
+FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::timestamptz[],
+            $7::timestamptz[], $8::text[], $9::int8[], $10::int4[], $11::int8[], $12::text[],
+            $13::text[], $14::text[], $15::text[], $16::text[], $17::text[], $18::text[],
+            $19::text[], $20::text[], $21::text[], $22::text[], $23::text[], $24::text[],
+            $25::text[], $26::text[], $27::text[], $28::text[], $29::text[], $30::text[],
+            $31::text[])
+     AS t(source_id, event_id, call_id, leg_id, kind, occurred_at, received_at, raw_id, sequence,
+          kafka_partition, kafka_offset, vendor, direction, from_raw, from_e164, to_raw,
+          to_e164, agent_extension, agent_number, agent_email, agent_id, agent_match,
+          contact_ids, contact_match, responsible_agent_id, disposition, hangup_cause,
+          recording_url, recording_id, recording_status, recording_error)
 ON CONFLICT (source_id, event_id) DO NOTHING
 RETURNING source_id, event_id, now()
 "#;
@@ -723,10 +719,9 @@ impl CallLog {
         // the revision check.
         let early = if use_cache { self.cache.take_unshared(&all) } else { HashMap::new() };
         let mut hits = early.len();
-        for (key, CachedCall { stored, mut events }) in early {
+        for (key, cached) in early {
             let vendor = vendors.remove(&key).unwrap_or_default();
-            events.append(new_events.entry(key.clone()).or_default());
-            let call = ToFold { key, vendor, previous: Some(stored), events };
+            let call = ToFold::cached(key, vendor, cached, &mut new_events);
             self.prepare(call, now, false, &mut prepared, &mut outcome)?;
         }
 
@@ -756,15 +751,16 @@ impl CallLog {
         metrics::CALLLOG_FOLD_CACHE.with_label_values(&["hit"]).inc_by(hits as u64);
         outcome.from_cache = hits as i64;
         for (key, vendor) in vendors {
-            let (previous, events) = if let Some(CachedCall { stored, mut events }) = late.remove(&key) {
-                events.append(new_events.entry(key.clone()).or_default());
-                (Some(stored), events)
+            let call = if let Some(cached) = late.remove(&key) {
+                ToFold::cached(key, vendor, cached, &mut new_events)
             } else if let Some(previous) = stored.remove(&key) {
-                (Some(previous), loaded.remove(&key).unwrap_or_default())
+                let events = loaded.remove(&key).unwrap_or_default();
+                ToFold { key, vendor, previous: Some(previous), events }
             } else {
-                (None, new_events.remove(&key).unwrap_or_default())
+                let events = new_events.remove(&key).unwrap_or_default();
+                ToFold { key, vendor, previous: None, events }
             };
-            self.prepare(ToFold { key, vendor, previous, events }, now, false, &mut prepared, &mut outcome)?;
+            self.prepare(call, now, false, &mut prepared, &mut outcome)?;
         }
         let written = match self.write(&tx, prepared, true, &mut outcome).await {
             // A leg or outbox row of a call without a row: the cache had an entry of a batch that
@@ -811,16 +807,14 @@ impl CallLog {
         let read = tx.prepare_cached(READ_DUE).await?;
         let rows = tx.query(&read, &[&sources, &calls, &settle, &ringing]).await?;
         let now: DateTime<Utc> = rows.first().map_or_else(Utc::now, |row| row.get(9));
-        let mut stored: HashMap<CallKey, Stored> = rows.iter().map(stored_from_row).collect();
+        let due: Vec<(CallKey, Stored)> = rows.iter().map(stored_from_row).collect();
         // The sweep rewrites these calls: this replica's cached copies would only be stale.
-        self.cache.evict(stored.keys());
-        let mut loaded = load_events(&tx, stored.keys()).await?;
+        self.cache.evict(due.iter().map(|(key, _)| key));
+        let mut loaded = load_events(&tx, due.iter().map(|(key, _)| key)).await?;
         let mut prepared = Prepared::default();
-        for row in &rows {
-            let key: CallKey = (row.get(0), row.get(1));
-            let previous = stored.remove(&key);
+        for ((key, previous), row) in due.into_iter().zip(&rows) {
             let events = loaded.remove(&key).unwrap_or_default();
-            let call = ToFold { key, vendor: row.get(8), previous, events };
+            let call = ToFold { key, vendor: row.get(8), previous: Some(previous), events };
             self.prepare(call, now, true, &mut prepared, &mut outcome)?;
         }
         if self.write(&tx, prepared, false, &mut outcome).await? > 0 {
@@ -1002,6 +996,19 @@ struct ToFold {
     vendor: String,
     previous: Option<Stored>,
     events: Vec<Event>,
+}
+
+impl ToFold {
+    /// A call from the fold cache, with the events this batch stored for it added.
+    fn cached(
+        key: CallKey,
+        vendor: String,
+        CachedCall { stored, mut events }: CachedCall,
+        new_events: &mut HashMap<CallKey, Vec<Event>>,
+    ) -> Self {
+        events.extend(new_events.remove(&key).unwrap_or_default());
+        Self { key, vendor, previous: Some(stored), events }
+    }
 }
 
 /// The rows a transaction writes, gathered call by call.
