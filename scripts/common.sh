@@ -4,8 +4,7 @@
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-NISSHI_VERSION="0.8.1"
-# The role Switchboard, its tests and the local broker use. A password makes the URL work both
+# The role Switchboard and its tests use. A password makes the URL work both
 # where PostgreSQL trusts local TCP and where it asks for one (Debian's default).
 PG_ROLE="switchboard"
 PG_PASSWORD="switchboard"
@@ -14,6 +13,14 @@ PG_PORT="5432"
 PG_SERVER_URL="postgres://${PG_ROLE}:${PG_PASSWORD}@${PG_HOST}:${PG_PORT}"
 
 say() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
+
+# timed WHAT command...: runs one set-up step and prints how long it took.
+timed() {
+  local what="$1" start=$SECONDS; shift
+  say "$what"
+  "$@" >&2
+  printf '    %s: %d s\n' "$what" $((SECONDS - start)) >&2
+}
 die() { printf 'error: %s\n' "$*" >&2; exit 1; }
 
 as_root() {
@@ -89,30 +96,6 @@ ensure_database() { # name
   fi
 }
 
-# The newest installed toolchain whose rustc is at least 1.96 (nisshi's minimum).
-nisshi_toolchain() {
-  local tc version
-  for tc in stable $(rustup toolchain list 2>/dev/null | awk '{print $1}' | grep -v '^stable' | sort -r); do
-    version="$(rustc "+$tc" --version 2>/dev/null | awk '{print $2}')" || continue
-    if [ -n "$version" ] && printf '1.96.0\n%s\n' "${version%%-*}" | sort -V -C; then
-      echo "$tc"; return 0
-    fi
-  done
-  return 1
-}
-
-ensure_nisshi() {
-  if command -v nisshi >/dev/null && nisshi --version 2>/dev/null | grep -q "$NISSHI_VERSION"; then
-    return 0
-  fi
-  local tc
-  tc="$(nisshi_toolchain)" || die "nisshi $NISSHI_VERSION needs rustc >= 1.96: install a newer toolchain (rustup toolchain install nightly)"
-  say "Installing the nisshi $NISSHI_VERSION broker with the $tc toolchain (about 11 minutes, once)"
-  cargo "+$tc" install nisshi --version "$NISSHI_VERSION" --locked >&2
-  export PATH="$HOME/.cargo/bin:$PATH"
-  command -v nisshi >/dev/null || die "nisshi installed but not on PATH (add ~/.cargo/bin)"
-}
-
 # promtool and prometheus, for the monitoring tests (tests/deploy.rs checks the configs and rules,
 # tests/operations.rs runs a Prometheus of its own on a free port): Debian's package, without its
 # recommends (exporters the tests do not need). Where systemd runs, the package also starts a
@@ -126,36 +109,86 @@ ensure_prometheus() {
   command -v promtool >/dev/null || die "the prometheus package is installed but promtool is not on PATH"
 }
 
-# cargo-fuzz for the adapters' fuzz targets: it needs a nightly toolchain, which these machines
-# carry for nisshi; installs cargo-fuzz once.
+# cargo-fuzz for the adapters' fuzz targets. libFuzzer needs unstable compiler flags: with a
+# nightly toolchain they are used as they are; on stable, RUSTC_BOOTSTRAP=1 lets stable rustc
+# accept them (FUZZ_TOOLCHAIN says which the ./test step uses). Installs cargo-fuzz once.
 ensure_cargo_fuzz() {
-  rustup toolchain list 2>/dev/null | grep -q '^nightly' \
-    || die "the fuzz smoke run needs a nightly toolchain (rustup toolchain install nightly), or set SB_TEST_FUZZ=0"
-  if ! cargo +nightly fuzz --version >/dev/null 2>&1; then
-    say "Installing cargo-fuzz (about 2 minutes, once)"
-    cargo +nightly install cargo-fuzz --locked >&2
+  if rustup toolchain list 2>/dev/null | grep -q '^nightly'; then
+    FUZZ_TOOLCHAIN="+nightly"
+  else
+    FUZZ_TOOLCHAIN="+stable"
+    export RUSTC_BOOTSTRAP=1
+  fi
+  if ! cargo fuzz --version >/dev/null 2>&1; then
+    timed "Installing cargo-fuzz (once)" cargo install cargo-fuzz --locked
   fi
 }
 
-# start_nisshi PORT STORAGE_URL STATE_DIR: starts a broker unless one already listens on PORT.
-start_nisshi() {
-  local port="$1" storage="$2" dir
-  if port_open 127.0.0.1 "$port"; then return 0; fi
-  dir="$(mkdir -p "$3" && cd "$3" && pwd)"
-  say "Starting nisshi on 127.0.0.1:$port ($storage)"
-  # nisshi reads a .env from its working directory; run it in its own empty state directory.
-  # nohup execs in place, so $! is the broker's own pid (setsid would fork when its caller
-  # leads a process group, and the pid file would name a process that is gone).
-  (
-    cd "$dir"
-    nohup nisshi broker \
-      --listener-url "tcp://127.0.0.1:$port" \
-      --advertised-listener-url "tcp://127.0.0.1:$port" \
-      --storage-engine "$storage" >"$dir/nisshi.log" 2>&1 </dev/null &
-    echo $! >"$dir/nisshi.pid"
-  )
-  wait_port 127.0.0.1 "$port" 60 "nisshi (log: $dir/nisshi.log)"
+# --- Apache Kafka ---------------------------------------------------------------------------
+# The broker's jars come from Maven Central through deploy/kafka/pom.xml, into a cache outside
+# the work tree keyed by that file's content; the broker runs from them as a plain Java process
+# (KRaft, broker and controller in one), with deploy/kafka/server.properties.
+KAFKA_VERSION="$(sed -n 's#.*<kafka.version>\(.*\)</kafka.version>.*#\1#p' "$ROOT/deploy/kafka/pom.xml")"
+KAFKA_HOME="${SB_KAFKA_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/switchboard}/kafka-$KAFKA_VERSION-$(sha256sum "$ROOT/deploy/kafka/pom.xml" | cut -c1-12)"
+
+java_major() { java -version 2>&1 | sed -nE '1s/.*version "([0-9]+).*/\1/p'; }
+
+ensure_java() {
+  local missing=()
+  if ! command -v java >/dev/null || [ "$(java_major)" -lt 17 ]; then missing+=(default-jre-headless); fi
+  command -v mvn >/dev/null || missing+=(maven)
+  if [ ${#missing[@]} -gt 0 ]; then timed "Installing ${missing[*]}" apt_install "${missing[@]}"; fi
+  [ "$(java_major)" -ge 17 ] || die "Kafka $KAFKA_VERSION needs Java 17 or later; java -version says $(java_major)"
 }
+
+ensure_kafka() {
+  ensure_java
+  [ -f "$KAFKA_HOME/complete" ] && return 0
+  rm -rf "$KAFKA_HOME"
+  timed "Fetching Apache Kafka $KAFKA_VERSION from Maven Central into $KAFKA_HOME" \
+    mvn -q -B -f "$ROOT/deploy/kafka/pom.xml" dependency:copy-dependencies -DoutputDirectory="$KAFKA_HOME/libs"
+  touch "$KAFKA_HOME/complete"
+}
+
+kafka_java() { # main-class args...: runs one of the broker's main classes from the cached jars
+  java -Xshare:auto -cp "$KAFKA_HOME/libs/*" "$@"
+}
+
+# start_kafka PORT STATE_DIR: starts a single-node broker on 127.0.0.1:PORT (controller on
+# PORT+1) with its data under STATE_DIR, unless something already listens on PORT. Storage is
+# formatted once, so a restart on the same directory keeps every topic and offset.
+start_kafka() {
+  local port="$1" controller=$(($1 + 1)) dir
+  if port_open 127.0.0.1 "$port"; then return 0; fi
+  port_open 127.0.0.1 "$controller" && die "port $controller (Kafka's controller listener) is taken"
+  dir="$(mkdir -p "$2" && cd "$2" && pwd)"
+  {
+    cat "$ROOT/deploy/kafka/server.properties"
+    echo "# This run's addresses and data (scripts/common.sh)."
+    echo "listeners=PLAINTEXT://127.0.0.1:$port,CONTROLLER://127.0.0.1:$controller"
+    echo "advertised.listeners=PLAINTEXT://127.0.0.1:$port"
+    echo "controller.quorum.bootstrap.servers=127.0.0.1:$controller"
+    echo "log.dirs=$dir/data"
+  } >"$dir/server.properties"
+  if [ ! -f "$dir/data/meta.properties" ]; then
+    local cluster
+    cluster="$(kafka_java kafka.tools.StorageTool random-uuid 2>>"$dir/format.log")"
+    kafka_java kafka.tools.StorageTool format --standalone -t "$cluster" -c "$dir/server.properties" \
+      >>"$dir/format.log" 2>&1 || { cat "$dir/format.log" >&2; die "formatting Kafka's storage failed"; }
+  fi
+  # nohup execs in place, so $! is the JVM's own pid.
+  nohup java -Xms512m -Xmx1g -XX:+UseG1GC -XX:MaxGCPauseMillis=20 -Djava.awt.headless=true \
+    -Dlog4j2.configurationFile="$ROOT/deploy/kafka/log4j2.properties" -Dkafka.logs.dir="$dir" \
+    -cp "$KAFKA_HOME/libs/*" kafka.Kafka "$dir/server.properties" >"$dir/stdout.log" 2>&1 </dev/null &
+  echo $! >"$dir/kafka.pid"
+  # Ready means answering a metadata request on the Kafka protocol, not an open port.
+  if ! kafka_java "$ROOT/deploy/kafka/Ready.java" "127.0.0.1:$port" 120 2>>"$dir/stdout.log"; then
+    tail -20 "$dir/server.log" >&2 2>/dev/null || true
+    die "Kafka did not become ready on 127.0.0.1:$port (logs: $dir/server.log, $dir/stdout.log)"
+  fi
+}
+
+stop_kafka() { stop_pidfile "$1/kafka.pid" "kafka.Kafka"; }
 
 stop_pidfile() { # file expected-command
   [ -f "$1" ] || return 0

@@ -700,3 +700,107 @@ fn every_dead_letter_class_is_reported_from_the_start() {
         );
     }
 }
+
+/// `deploy/kafka/server.properties` as a map (comments and blank lines left out).
+fn local_kafka_properties() -> BTreeMap<String, String> {
+    read(&repo().join("deploy/kafka/server.properties"))
+        .lines()
+        .map(str::trim)
+        .filter(|line| !line.is_empty() && !line.starts_with('#'))
+        .map(|line| {
+            let (key, value) = line.split_once('=').unwrap_or_else(|| panic!("not key=value: {line}"));
+            (key.trim().to_owned(), value.trim().to_owned())
+        })
+        .collect()
+}
+
+/// The broker settings of the apache/kafka image's `KAFKA_*` variables (`KAFKA_LOG_DIRS` →
+/// `log.dirs`), as its start script maps them.
+fn image_properties(env: impl IntoIterator<Item = (String, String)>) -> BTreeMap<String, String> {
+    env.into_iter()
+        .filter_map(|(name, value)| {
+            let key = name.strip_prefix("KAFKA_")?;
+            (key != "HEAP_OPTS").then(|| (key.to_lowercase().replace('_', "."), value))
+        })
+        .collect()
+}
+
+fn pom_kafka_version() -> String {
+    let pom = read(&repo().join("deploy/kafka/pom.xml"));
+    let start = pom.find("<kafka.version>").expect("kafka.version in pom.xml") + "<kafka.version>".len();
+    pom[start..].split('<').next().expect("version").to_owned()
+}
+
+#[test]
+fn compose_and_kubernetes_run_the_local_kafka_version_and_settings() {
+    let local = local_kafka_properties();
+    let version = pom_kafka_version();
+    assert!(version.starts_with("4."), "Kafka 4.x (KRaft only): {version}");
+    for key in ["auto.create.topics.enable", "message.max.bytes", "replica.fetch.max.bytes"] {
+        assert!(local.contains_key(key), "server.properties sets {key}");
+    }
+    assert_eq!(local["auto.create.topics.enable"], "false", "Switchboard creates its own topics");
+    let max_record = switchboard_core::kafka::MAX_RECORD_BYTES.to_string();
+    assert_eq!(local["message.max.bytes"], max_record, "the broker takes Switchboard's largest record");
+
+    // docker compose: one node like the local broker, so every setting is the same.
+    let compose = yaml(&repo().join("docker-compose.yml"));
+    let kafka = &compose["services"]["kafka"];
+    assert_eq!(text(&kafka["image"]), format!("apache/kafka:{version}"), "compose runs the pinned Kafka");
+    let env = match &kafka["environment"] {
+        Value::Mapping(map) => image_properties(map.iter().map(|(k, v)| (text(k), text(v)))),
+        other => panic!("compose kafka: environment as a mapping, got {other:?}"),
+    };
+    for (key, value) in &local {
+        assert_eq!(env.get(key), Some(value), "compose kafka sets {key} as server.properties does");
+    }
+
+    // Kubernetes: three nodes, so replication and the first rebalance's wait are production's;
+    // everything else is the same.
+    let production = [
+        "node.id",
+        "num.partitions",
+        "default.replication.factor",
+        "min.insync.replicas",
+        "offsets.topic.replication.factor",
+        "transaction.state.log.replication.factor",
+        "transaction.state.log.min.isr",
+        "share.coordinator.state.topic.replication.factor",
+        "share.coordinator.state.topic.min.isr",
+        "group.initial.rebalance.delay.ms",
+        "num.network.threads",
+        "num.io.threads",
+    ];
+    let documents = yaml_documents(&repo().join("deploy/k8s/kafka/kafka.yaml"));
+    let statefulset = documents
+        .iter()
+        .find(|d| d["kind"].as_str() == Some("StatefulSet"))
+        .expect("deploy/k8s/kafka/kafka.yaml has a StatefulSet");
+    let nodes = statefulset["spec"]["replicas"].as_u64().expect("replicas");
+    let container = &statefulset["spec"]["template"]["spec"]["containers"][0];
+    assert_eq!(text(&container["image"]), format!("apache/kafka:{version}"), "k8s runs the pinned Kafka");
+    let env = image_properties(
+        container["env"]
+            .as_sequence()
+            .expect("env")
+            .iter()
+            .map(|e| (text(&e["name"]), text(&e["value"]))),
+    );
+    for (key, value) in local.iter().filter(|(k, _)| !production.contains(&k.as_str())) {
+        assert_eq!(env.get(key), Some(value), "k8s kafka sets {key} as server.properties does");
+    }
+    let number = |key: &str| env.get(key).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+    let voters = env.get("controller.quorum.voters").map(|v| v.split(',').count()).unwrap_or(0);
+    assert_eq!(u64::try_from(voters).unwrap_or(0), nodes, "every node votes in the controller quorum");
+    for key in ["default.replication.factor", "offsets.topic.replication.factor", "transaction.state.log.replication.factor"] {
+        assert_eq!(number(key), nodes, "k8s {key}: one copy per node");
+    }
+    assert!(number("min.insync.replicas") < nodes, "a node may be down without stopping acks=all writes");
+    let shared = yaml(&repo().join("deploy/k8s/configmap.yaml"));
+    let factor: u64 = text(&shared["data"]["SWITCHBOARD_KAFKA__REPLICATION_FACTOR"]).parse().expect("a number");
+    assert!(factor <= nodes, "Switchboard's topics need {factor} nodes, the cluster has {nodes}");
+    assert!(
+        text(&shared["data"]["SWITCHBOARD_KAFKA__BROKERS"]).starts_with("kafka-bootstrap.kafka.svc"),
+        "the services reach the cluster's bootstrap Service"
+    );
+}

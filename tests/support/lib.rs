@@ -1,12 +1,13 @@
 //! Test and benchmark harness: runs the real `switchboard` binary as separate processes against
-//! a real Kafka-protocol broker and a real PostgreSQL, each test on its own topics, consumer
+//! Apache Kafka and a real PostgreSQL, each test on its own topics, consumer
 //! groups and database so that tests run in parallel.
 //!
 //! Where things are (set by `./test`, defaults for a local run):
 //! - `SB_TEST_KAFKA`: the broker, default `127.0.0.1:19092`;
 //! - `SB_TEST_POSTGRES`: a PostgreSQL URL whose user may create databases, default
 //!   `postgres://postgres@127.0.0.1:5432/postgres`;
-//! - `SB_BIN`: the binary, default the `switchboard` built beside this test.
+//! - `SB_BIN`: the binary, default the `switchboard` built beside this test;
+//! - `SB_KAFKA_HOME`: the Kafka jars (`libs/`) for tests that run a broker of their own.
 //!
 //! Service logs go to `target/test-logs/<test id>/<service>.log`.
 
@@ -553,32 +554,48 @@ pub async fn call_log_digest(db: &tokio_postgres::Client) -> anyhow::Result<Stri
     Ok(format!("{calls}/{legs}/{events}"))
 }
 
-/// A broker of the test's own, to stop and start without disturbing other tests. It stores in
-/// PostgreSQL (a database of its own), so a restart keeps topics and records, as a real
-/// cluster would.
+/// An Apache Kafka broker of the test's own (one KRaft node in its own JVM, its data in the
+/// test's log folder), to kill and start again without disturbing other tests. A restart keeps
+/// topics, records and committed offsets, as a real cluster does.
+///
+/// It runs from the jars `./test` fetched (`SB_KAFKA_HOME`, the cache holding `libs/`) with the
+/// repository's `deploy/kafka/server.properties`, like the test broker itself.
 #[derive(Debug)]
 pub struct PrivateBroker {
     pub port: u16,
-    storage: String,
-    database: String,
     dir: PathBuf,
     child: Option<Child>,
 }
 
 impl PrivateBroker {
     pub async fn start(env: &TestEnv) -> anyhow::Result<Self> {
-        let database = format!("{}_broker", env.database);
-        let admin = connect(&postgres_admin_url()).await?;
-        admin.batch_execute(&format!("CREATE DATABASE \"{database}\"")).await?;
-        let mut broker = Self {
-            port: free_port(),
-            // The broker talks to a database on the same host; Debian's self-signed certificate
-            // would fail its TLS verification.
-            storage: format!("{}?sslmode=disable", switchboard_core::pg::scratch::url_of(&database)),
-            database,
-            dir: env.log_dir.clone(),
-            child: None,
-        };
+        let dir = env.log_dir.join("kafka");
+        std::fs::create_dir_all(&dir)?;
+        let port = free_port();
+        let controller = free_port();
+        let repo = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../deploy/kafka");
+        let mut properties = std::fs::read_to_string(repo.join("server.properties"))?;
+        properties.push_str(&format!(
+            "listeners=PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{controller}\n\
+             advertised.listeners=PLAINTEXT://127.0.0.1:{port}\n\
+             controller.quorum.bootstrap.servers=127.0.0.1:{controller}\n\
+             log.dirs={}\n",
+            dir.join("data").display()
+        ));
+        let config = dir.join("server.properties");
+        std::fs::write(&config, properties)?;
+        let cluster = kafka_java(&["kafka.tools.StorageTool", "random-uuid"], &dir).output().await?;
+        anyhow::ensure!(cluster.status.success(), "kafka-storage random-uuid failed");
+        let cluster = String::from_utf8(cluster.stdout)?.trim().to_owned();
+        let config_arg = config.display().to_string();
+        let format = kafka_java(
+            &["kafka.tools.StorageTool", "format", "--standalone", "-t", &cluster, "-c", &config_arg],
+            &dir,
+        )
+        .output()
+        .await?;
+        anyhow::ensure!(format.status.success(), "kafka-storage format failed: {}", String::from_utf8_lossy(&format.stderr));
+        let mut broker = Self { port, dir, child: None };
         broker.restart().await?;
         Ok(broker)
     }
@@ -587,31 +604,50 @@ impl PrivateBroker {
         format!("127.0.0.1:{}", self.port)
     }
 
-    /// Starts the broker (again) and waits until it accepts connections.
+    /// Starts the broker (again) and waits until it answers a metadata request.
     pub async fn restart(&mut self) -> anyhow::Result<()> {
-        let url = format!("tcp://{}", self.address());
-        let log = std::fs::OpenOptions::new().create(true).append(true).open(self.dir.join("nisshi.log"))?;
-        let child = Command::new("nisshi")
-            .args(["broker", "--listener-url", &url, "--advertised-listener-url", &url])
-            .args(["--storage-engine", &self.storage, "--group-initial-rebalance-delay", "500ms"])
-            // nisshi reads a .env from its working directory: give it one without.
-            .current_dir(&self.dir)
-            .stdin(Stdio::null())
-            .stdout(log.try_clone()?)
-            .stderr(log)
-            .kill_on_drop(true)
-            .spawn()
-            .context("start nisshi (is it on PATH? ./test installs it)")?;
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(self.dir.join("stdout.log"))?;
+        let log4j = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../deploy/kafka/log4j2.properties");
+        let config = self.dir.join("server.properties").display().to_string();
+        let child = kafka_java(
+            &[
+                &format!("-Dlog4j2.configurationFile={}", log4j.display()),
+                &format!("-Dkafka.logs.dir={}", self.dir.display()),
+                "kafka.Kafka",
+                &config,
+            ],
+            &self.dir,
+        )
+        .stdout(log.try_clone()?)
+        .stderr(log)
+        .kill_on_drop(true)
+        .spawn()
+        .context("start Kafka (java on PATH and SB_KAFKA_HOME set? ./test does both)")?;
         self.child = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while tokio::net::TcpStream::connect(("127.0.0.1", self.port)).await.is_err() {
-            anyhow::ensure!(Instant::now() < deadline, "nisshi did not listen on {}", self.port);
-            tokio::time::sleep(Duration::from_millis(100)).await;
+        let address = self.address();
+        let deadline = Instant::now() + Duration::from_secs(90);
+        loop {
+            let probe = address.clone();
+            let answered = tokio::task::spawn_blocking(move || {
+                let client: rdkafka::consumer::BaseConsumer =
+                    ClientConfig::new().set("bootstrap.servers", &probe).set("log_level", "0").create()?;
+                client.fetch_metadata(None, Duration::from_secs(2)).map(|m| !m.brokers().is_empty())
+            })
+            .await?;
+            if answered.unwrap_or(false) {
+                return Ok(());
+            }
+            if let Some(child) = self.child.as_mut()
+                && let Some(status) = child.try_wait()?
+            {
+                bail!("Kafka exited with {status}; see {}", self.dir.join("server.log").display());
+            }
+            anyhow::ensure!(Instant::now() < deadline, "Kafka did not answer on {address}");
+            tokio::time::sleep(Duration::from_millis(200)).await;
         }
-        Ok(())
     }
 
-    /// Kills the broker at once, as a crash or a network cut would.
+    /// Kills the broker at once (SIGKILL), as a crash or a network cut would.
     pub async fn stop(&mut self) -> anyhow::Result<()> {
         if let Some(mut child) = self.child.take() {
             child.kill().await?;
@@ -621,12 +657,20 @@ impl PrivateBroker {
 
     pub async fn cleanup(mut self) {
         let _ = self.stop().await;
-        if let Ok(admin) = connect(&postgres_admin_url()).await {
-            let _ = admin
-                .batch_execute(&format!("DROP DATABASE IF EXISTS \"{}\" WITH (FORCE)", self.database))
-                .await;
-        }
+        let _ = std::fs::remove_dir_all(self.dir.join("data"));
     }
+}
+
+/// `java` with the cached Kafka jars on the class path, in `dir`.
+fn kafka_java(args: &[&str], dir: &std::path::Path) -> Command {
+    let home = std::env::var("SB_KAFKA_HOME").unwrap_or_default();
+    let mut command = Command::new("java");
+    let _ = command
+        .args(["-Xms256m", "-Xmx512m", "-cp", &format!("{home}/libs/*")])
+        .args(args)
+        .current_dir(dir)
+        .stdin(Stdio::null());
+    command
 }
 
 /// Polls `probe` every 50 ms until it says true; an error when `within` passes first.

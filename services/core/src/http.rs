@@ -3,10 +3,10 @@
 //! `/readyz` (the service can do its work now; load balancers and Kubernetes route by it).
 //!
 //! Readiness of a consumer stage means more than "its connections are up": it is ready once each
-//! of its Kafka consumers is a member of its consumer group (joined and synced), whether or not
-//! the group gave it partitions. A replica beyond the partition count legitimately gets none and
-//! stands by to take over at the next rebalance; calling it unready would stall every rolling
-//! update and page nobody usefully. `switchboard_kafka_assigned_partitions` shows idle replicas.
+//! of its Kafka consumers is a member of its stable consumer group and owns input partitions
+//! (`switchboard_kafka_assigned_partitions` non-zero). A replica beyond the partition count
+//! legitimately gets none and stands by to take over at the next rebalance; it is ready as a
+//! standby, since calling it unready would stall every rolling update and page nobody usefully.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -119,8 +119,24 @@ pub fn probe_response<B>(req: &Request<B>, health: &Health) -> Option<Response<B
     }
 }
 
+/// `405 Method Not Allowed`, with the `Allow` header listing the methods the path serves
+/// (RFC 9110 requires it).
+pub fn method_not_allowed(allow: &'static str) -> Response<Body> {
+    let mut response =
+        error(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", format!("this path serves {allow}"));
+    let _ = response.headers_mut().insert(header::ALLOW, HeaderValue::from_static(allow));
+    response
+}
+
 /// Answers the operational endpoints, `/metrics` and the probes; `None` for any other path.
+/// They serve GET and HEAD; any other method is a 405.
 pub fn ops_response<B>(req: &Request<B>, health: &Health) -> Option<Response<Body>> {
+    if req.method() != Method::GET
+        && req.method() != Method::HEAD
+        && matches!(req.uri().path(), "/metrics" | "/healthz" | "/readyz")
+    {
+        return Some(method_not_allowed("GET, HEAD"));
+    }
     if (req.method() == Method::GET || req.method() == Method::HEAD) && req.uri().path() == "/metrics" {
         crate::metrics::READY.set(i64::from(health.is_ready()));
         return Some(text(
@@ -234,5 +250,9 @@ mod tests {
         let metrics = ops_response(&get("/metrics"), &health).expect("metrics on the ops port");
         assert_eq!(metrics.status(), StatusCode::OK);
         assert!(ops_response(&get("/v1/webhooks/x"), &health).is_none());
+        let trace = Request::builder().method("TRACE").uri("/healthz").body(()).expect("request");
+        let refused = ops_response(&trace, &health).expect("an answer");
+        assert_eq!(refused.status(), StatusCode::METHOD_NOT_ALLOWED);
+        assert_eq!(refused.headers().get(header::ALLOW).map(|v| v.as_bytes()), Some(&b"GET, HEAD"[..]));
     }
 }

@@ -160,13 +160,31 @@ pub struct ConsumerWatch {
 /// One reading of a consumer group.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct GroupView {
-    /// The watched consumer is a member of the group, and the group is not rebalancing.
+    /// The watched consumer is a member of the group, and the group is not rebalancing
+    /// ([`GroupView::ready`] adds the ownership of partitions).
     pub joined: bool,
     pub members: usize,
     /// Input partitions assigned to the watched consumer, when its assignment could be read.
     pub assigned: Option<usize>,
+    /// Partitions of the input topics.
+    pub partitions: usize,
     /// `(topic, partition, lag)` for every partition of the input topics.
     pub lag: Vec<(String, i32, i64)>,
+}
+
+impl GroupView {
+    /// Whether the watched consumer does its share of the work: a member of a stable group that
+    /// owns input partitions, or a standby (a stable group has more members than partitions, so
+    /// a member without any is spare capacity, ready to take over). A member that joined but was
+    /// not assigned yet is not ready: it would take no traffic.
+    pub fn ready(&self) -> bool {
+        match self.assigned {
+            Some(0) => self.joined && self.members > self.partitions,
+            Some(_) => self.joined,
+            // An assignment in a form other than the consumer protocol's: membership is all we know.
+            None => self.joined,
+        }
+    }
 }
 
 /// A client of the watched consumer's group that never joins it (it never subscribes), used to
@@ -207,7 +225,7 @@ impl GroupProbe {
                 me = %self.watch.client_id,
                 "Consumer group described."
             );
-            // Kafka (and nisshi) name a member `<client.id>-<uuid>`; nisshi reports no client id.
+            // Kafka names a member `<client.id>-<uuid>` and reports its client id.
             let prefix = format!("{}-", self.watch.client_id);
             let me = group
                 .members()
@@ -228,6 +246,7 @@ impl GroupProbe {
                 let _ = partitions.add_partition(topic, partition.id());
             }
         }
+        view.partitions = partitions.count();
         let committed = self.client.committed_offsets(partitions, timeout)?;
         for element in committed.elements() {
             let (low, high) = self.client.fetch_watermarks(element.topic(), element.partition(), timeout)?;
@@ -245,7 +264,7 @@ impl GroupProbe {
     pub fn publish(&self, view: &GroupView) {
         let stage = self.watch.stage;
         metrics::GROUP_MEMBERS.with_label_values(&[stage]).set(view.members as i64);
-        // Brokers that do not report assignments (nisshi) leave the gauge absent, not a false 0.
+        // An assignment that could not be read leaves the gauge absent, not a false 0.
         if let Some(assigned) = view.assigned {
             metrics::ASSIGNED_PARTITIONS.with_label_values(&[stage]).set(assigned as i64);
         }
@@ -420,6 +439,23 @@ mod tests {
         assert_eq!(assigned, vec![("t.raw".to_owned(), 0), ("t.raw".to_owned(), 3)]);
         assert_eq!(assigned_partitions(&[]), Some(Vec::new()), "no assignment yet");
         assert_eq!(assigned_partitions(&bytes[..9]), None, "truncated");
+    }
+
+    #[test]
+    fn ready_means_owning_partitions_or_standing_by() {
+        let view = |joined, members, assigned, partitions| GroupView {
+            joined,
+            members,
+            assigned,
+            partitions,
+            lag: Vec::new(),
+        };
+        assert!(view(true, 2, Some(2), 4).ready(), "owns partitions");
+        assert!(!view(true, 2, Some(0), 4).ready(), "joined, nothing assigned yet");
+        assert!(view(true, 5, Some(0), 4).ready(), "a standby beyond the partition count");
+        assert!(!view(false, 2, Some(2), 4).ready(), "rebalancing");
+        assert!(!view(false, 5, Some(0), 4).ready(), "a standby of a rebalancing group");
+        assert!(view(true, 1, None, 4).ready(), "an unreadable assignment falls back to membership");
     }
 
     #[test]

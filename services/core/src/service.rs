@@ -88,7 +88,7 @@ const MONITOR_TIMEOUT: Duration = Duration::from_secs(3);
 const MONITOR_JOIN_INTERVAL: Duration = Duration::from_millis(200);
 
 /// Watches every consumer registered with `health`: marks the service's consumers joined once
-/// each has been seen in its group (a latch: a later rebalance does not make a replica unready),
+/// each has been seen in its stable group owning partitions, or as a standby (a latch: a later rebalance does not make a replica unready),
 /// and publishes each group's lag every `kafka.monitor_interval_ms`.
 async fn monitor_consumers(health: Arc<Health>, cancel: CancellationToken) {
     let mut probes: Vec<(Arc<kafka::GroupProbe>, bool)> = Vec::new();
@@ -117,16 +117,17 @@ async fn monitor_consumers(health: Arc<Health>, cancel: CancellationToken) {
             match polled {
                 Ok(Ok(view)) => {
                     probe.publish(&view);
-                    if view.joined && !*joined {
+                    if view.ready() && !*joined {
                         tracing::info!(
                             stage = probe.watch.stage,
                             group = %probe.watch.group,
                             members = view.members,
                             assigned = ?view.assigned,
-                            "Consumer joined its group."
+                            partitions = view.partitions,
+                            "Consumer joined its group and owns its share."
                         );
                     }
-                    *joined |= view.joined;
+                    *joined |= view.ready();
                 }
                 Ok(Err(error)) => {
                     metrics::MONITOR_ERRORS.with_label_values(&[probe.watch.stage]).inc();
