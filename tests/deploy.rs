@@ -780,11 +780,7 @@ fn compose_and_kubernetes_run_the_local_kafka_version_and_settings() {
     let container = &statefulset["spec"]["template"]["spec"]["containers"][0];
     assert_eq!(text(&container["image"]), format!("apache/kafka:{version}"), "k8s runs the pinned Kafka");
     let env = image_properties(
-        container["env"]
-            .as_sequence()
-            .expect("env")
-            .iter()
-            .map(|e| (text(&e["name"]), text(&e["value"]))),
+        container["env"].as_sequence().expect("env").iter().map(|e| (text(&e["name"]), text(&e["value"]))),
     );
     for (key, value) in local.iter().filter(|(k, _)| !production.contains(&k.as_str())) {
         assert_eq!(env.get(key), Some(value), "k8s kafka sets {key} as server.properties does");
@@ -792,12 +788,17 @@ fn compose_and_kubernetes_run_the_local_kafka_version_and_settings() {
     let number = |key: &str| env.get(key).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
     let voters = env.get("controller.quorum.voters").map(|v| v.split(',').count()).unwrap_or(0);
     assert_eq!(u64::try_from(voters).unwrap_or(0), nodes, "every node votes in the controller quorum");
-    for key in ["default.replication.factor", "offsets.topic.replication.factor", "transaction.state.log.replication.factor"] {
+    for key in [
+        "default.replication.factor",
+        "offsets.topic.replication.factor",
+        "transaction.state.log.replication.factor",
+    ] {
         assert_eq!(number(key), nodes, "k8s {key}: one copy per node");
     }
     assert!(number("min.insync.replicas") < nodes, "a node may be down without stopping acks=all writes");
     let shared = yaml(&repo().join("deploy/k8s/configmap.yaml"));
-    let factor: u64 = text(&shared["data"]["SWITCHBOARD_KAFKA__REPLICATION_FACTOR"]).parse().expect("a number");
+    let factor: u64 =
+        text(&shared["data"]["SWITCHBOARD_KAFKA__REPLICATION_FACTOR"]).parse().expect("a number");
     assert!(factor <= nodes, "Switchboard's topics need {factor} nodes, the cluster has {nodes}");
     assert!(
         text(&shared["data"]["SWITCHBOARD_KAFKA__BROKERS"]).starts_with("kafka-bootstrap.kafka.svc"),

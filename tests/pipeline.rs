@@ -2,7 +2,7 @@
 //! recordings → calllog → PostgreSQL, every service its own process, a real broker and a real
 //! database. Each test has its own topics, groups and database, so they run in parallel.
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::time::Duration;
 
 use switchboard_core::avro::Codecs;
@@ -434,6 +434,160 @@ async fn sigterm_commits_offsets_so_a_restarted_pipeline_reads_nothing_twice() -
         assert_eq!(seen, 1.0, "{stage} resumed after its committed offset and read only the new event");
     }
     pipeline.shutdown().await?;
+    env.cleanup().await;
+    Ok(())
+}
+
+/// The call log holds exactly one event per distinct body and `calls` complete, answered calls.
+/// (Raw ids are not compared: a webhook Kafka stored before ingress gave up waiting, and that the
+/// PBX then sent again, keeps the id of its first copy.)
+async fn assert_each_body_once(db: &tokio_postgres::Client, bodies: usize, calls: i64) -> anyhow::Result<()> {
+    let stored = wait_for_count(db, EVENTS, bodies as i64, SETTLE).await?;
+    assert_eq!(stored, bodies as i64, "every webhook is one event in the call log, none twice");
+    let row = db
+        .query_one(
+            "SELECT count(*), coalesce(sum(event_count), 0)::bigint,
+                    count(*) FILTER (WHERE outcome = 'answered' AND status = 'ended')
+             FROM calls",
+            &[],
+        )
+        .await?;
+    let (rows, counted, answered): (i64, i64, i64) = (row.get(0), row.get(1), row.get(2));
+    assert_eq!((rows, counted, answered), (calls, bodies as i64, calls), "calls, events counted, answered");
+    Ok(())
+}
+
+/// Readiness of a replica that has just started: once `/readyz` says 200, its group must have
+/// given it partitions (two replicas share four, so each owns some).
+async fn ready_with_partitions(process: &mut ServiceProcess, stage: &str) -> anyhow::Result<()> {
+    process.wait_ready(Duration::from_secs(60)).await?;
+    let metrics = process.metrics().await?;
+    let assigned =
+        metric_series(&metrics, &format!("switchboard_kafka_assigned_partitions{{stage=\"{stage}\"}}"));
+    assert!(assigned >= 1.0, "{stage} said ready while owning {assigned} partitions");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn group_churn_of_two_replicas_per_stage_loses_and_duplicates_nothing() -> anyhow::Result<()> {
+    let env = TestEnv::new("churn");
+    env.init().await?;
+    let credentials = env.add_source("pbx-c", "GB").await?;
+    let mut pipeline = env.start_pipeline().await?;
+    let stages = ["normalizer", "matcher", "recordings", "calllog"];
+    let mut second = BTreeMap::new();
+    for stage in stages {
+        let mut replica = env.spawn(stage, &[])?;
+        ready_with_partitions(&mut replica, stage).await?;
+        let _ = second.insert(stage, replica);
+    }
+    let client = http_client();
+    let ingress = pipeline.ingress_url("");
+    let db = env.db().await?;
+
+    let bodies = call_webhooks(&env.id, 1250);
+    assert_eq!(bodies.len(), 5000);
+    let poster = {
+        let (client, ingress, credentials, bodies) =
+            (client.clone(), ingress.clone(), credentials.clone(), bodies.clone());
+        tokio::spawn(async move { post_all(&client, &ingress, &credentials, &bodies, 8).await })
+    };
+
+    // One replica of each stage leaves and comes back while events flow: gracefully (SIGTERM:
+    // drain, commit, leave the group) or not (SIGKILL: the group notices at the session timeout).
+    for (n, stage) in stages.into_iter().enumerate() {
+        let _ = wait_for_count(&db, EVENTS, 600 + 1000 * n as i64, SETTLE).await?;
+        let leaving = if n % 2 == 0 {
+            &mut pipeline.services.get_mut(stage).expect("stage")
+        } else {
+            second.get_mut(stage).expect("replica")
+        };
+        if n % 2 == 0 {
+            leaving.signal_term().await?;
+            // Draining: not ready once the signal is handled (a few ms), whatever it still
+            // finishes.
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            let probe = http_client();
+            loop {
+                match get(&probe, &leaving.url("/readyz")).await {
+                    Ok(response) => assert_ne!(response.status, 200, "{stage} ready while draining"),
+                    Err(_) => break,
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            assert_eq!(leaving.wait_exit(Duration::from_secs(30)).await?, Some(0), "{stage} drained");
+        } else {
+            leaving.kill_hard().await?;
+        }
+        let mut back = env.spawn(stage, &[])?;
+        ready_with_partitions(&mut back, stage).await?;
+        *leaving = back;
+    }
+
+    let ids = poster.await??;
+    assert_eq!(ids.len(), 5000);
+    assert_call_log_exact(&db, &ids, 1250).await?;
+    for (stage, mut replica) in second {
+        assert_eq!(replica.terminate(Duration::from_secs(30)).await?, Some(0), "{stage}");
+    }
+    pipeline.shutdown().await?;
+    env.cleanup().await;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broker_restart_mid_stream_loses_no_acknowledged_webhook() -> anyhow::Result<()> {
+    let mut env = TestEnv::new("brokerrestart");
+    let mut broker = PrivateBroker::start(&env).await?;
+    env.set("SWITCHBOARD_KAFKA__BROKERS", broker.address());
+    env.brokers = broker.address();
+    env.set("SWITCHBOARD_KAFKA__PRODUCE_TIMEOUT_MS", "2000");
+    env.init().await?;
+    let credentials = env.add_source("pbx-r", "GB").await?;
+    let pipeline = env.start_pipeline().await?;
+    let ingress = pipeline.ingress_url("");
+    let db = env.db().await?;
+
+    // A PBX's behaviour: each webhook is sent until it is acknowledged, a 503 waits for its
+    // Retry-After. Anything but 202 or 503 + Retry-After fails the test.
+    let bodies = call_webhooks(&env.id, 300);
+    let sender = {
+        let (ingress, credentials, bodies) = (ingress.clone(), credentials.clone(), bodies.clone());
+        tokio::spawn(async move {
+            let client = http_client();
+            let mut refused = 0_usize;
+            for body in &bodies {
+                loop {
+                    let response = post_webhook(&client, &ingress, &credentials, body).await?;
+                    match response.status {
+                        202 => break,
+                        503 => {
+                            anyhow::ensure!(
+                                response.headers.contains_key("retry-after"),
+                                "503 without Retry-After"
+                            );
+                            refused += 1;
+                            tokio::time::sleep(Duration::from_millis(250)).await;
+                        }
+                        other => anyhow::bail!("only 202 or 503 while the broker restarts, got {other}"),
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            anyhow::Ok(refused)
+        })
+    };
+
+    let _ = wait_for_count(&db, EVENTS, 300, SETTLE).await?;
+    broker.stop().await?;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    broker.restart().await?;
+
+    let refused = sender.await??;
+    assert!(refused > 0, "the sender met the outage (503s while the broker was down)");
+    assert_each_body_once(&db, bodies.len(), 300).await?;
+    pipeline.shutdown().await?;
+    broker.cleanup().await;
     env.cleanup().await;
     Ok(())
 }

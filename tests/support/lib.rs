@@ -297,10 +297,16 @@ impl ServiceProcess {
 
     /// SIGTERM, then waits for the exit; returns the exit code.
     pub async fn terminate(&mut self, within: Duration) -> anyhow::Result<Option<i32>> {
+        self.signal_term().await?;
+        self.wait_exit(within).await
+    }
+
+    /// Sends SIGTERM without waiting: the service starts draining.
+    pub async fn signal_term(&self) -> anyhow::Result<()> {
         let pid = self.child.id().context("already exited")?;
         let status = Command::new("kill").args(["-TERM", &pid.to_string()]).status().await?;
         anyhow::ensure!(status.success(), "kill -TERM {pid} failed");
-        self.wait_exit(within).await
+        Ok(())
     }
 
     pub async fn metrics(&self) -> anyhow::Result<String> {
@@ -594,7 +600,11 @@ impl PrivateBroker {
         )
         .output()
         .await?;
-        anyhow::ensure!(format.status.success(), "kafka-storage format failed: {}", String::from_utf8_lossy(&format.stderr));
+        anyhow::ensure!(
+            format.status.success(),
+            "kafka-storage format failed: {}",
+            String::from_utf8_lossy(&format.stderr)
+        );
         let mut broker = Self { port, dir, child: None };
         broker.restart().await?;
         Ok(broker)

@@ -79,7 +79,7 @@ pub async fn run(
     for result in ["hit", "miss", "stale"] {
         let _ = metrics::CALLLOG_FOLD_CACHE.with_label_values(&[result]);
     }
-    service::with_probes(Service::Calllog, listener, |health| async move {
+    service::with_probes(Service::Calllog, listener, &cancel.clone(), |health| async move {
         let Some(pool) = pg::connect_and_migrate(&settings.postgres, &cancel).await? else {
             return Ok(());
         };

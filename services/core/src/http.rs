@@ -37,6 +37,8 @@ pub type Body = Full<Bytes>;
 #[derive(Debug)]
 pub struct Health {
     ready: AtomicBool,
+    /// Set once shutdown begins; wins over everything else, for good.
+    draining: AtomicBool,
     /// False while a registered consumer has not yet been seen in its group.
     consumers_joined: AtomicBool,
     /// Consumers registered by `kafka::consumer`, waiting for the monitor to take them.
@@ -47,6 +49,7 @@ impl Default for Health {
     fn default() -> Self {
         Self {
             ready: AtomicBool::new(false),
+            draining: AtomicBool::new(false),
             consumers_joined: AtomicBool::new(true),
             consumers: Mutex::default(),
         }
@@ -63,7 +66,14 @@ impl Health {
     }
 
     pub fn is_ready(&self) -> bool {
-        self.ready.load(Ordering::Relaxed) && self.consumers_joined.load(Ordering::Relaxed)
+        !self.draining.load(Ordering::Relaxed)
+            && self.ready.load(Ordering::Relaxed)
+            && self.consumers_joined.load(Ordering::Relaxed)
+    }
+
+    /// Shutdown has begun: not ready from now on, whatever the service still reports.
+    pub fn drain(&self) {
+        self.draining.store(true, Ordering::Relaxed);
     }
 
     /// Holds readiness back until the monitor has seen `consumer` in its group. Called when the
@@ -221,6 +231,16 @@ mod tests {
             topics: vec!["t".into()],
             settings: KafkaSettings::default(),
         }
+    }
+
+    #[test]
+    fn draining_wins_for_good() {
+        let health = Health::new();
+        health.set_ready(true);
+        health.drain();
+        assert!(!health.is_ready());
+        health.set_ready(true);
+        assert!(!health.is_ready(), "a late set_ready(true) does not undo a shutdown");
     }
 
     #[test]

@@ -60,6 +60,7 @@ pub(crate) fn register_consumer(watch: kafka::ConsumerWatch) {
 pub async fn with_probes<Fut>(
     service: Service,
     listener: TcpListener,
+    cancel: &CancellationToken,
     work: impl FnOnce(Arc<Health>) -> Fut,
 ) -> Result<(), ServiceError>
 where
@@ -70,10 +71,20 @@ where
     let ops_cancel = CancellationToken::new();
     let ops = tokio::spawn(http::serve_ops(listener, health.clone(), ops_cancel.clone()));
     let monitor = tokio::spawn(monitor_consumers(health.clone(), ops_cancel.clone()));
+    // Not ready from the moment shutdown begins, while the work still drains: a load balancer
+    // or a rollout must not count a leaving replica as capacity.
+    let draining = tokio::spawn({
+        let (health, cancel) = (health.clone(), cancel.clone());
+        async move {
+            cancel.cancelled().await;
+            health.drain();
+        }
+    });
 
     let outcome = HEALTH.scope(health.clone(), work(health.clone())).await;
 
-    health.set_ready(false);
+    health.drain();
+    draining.abort();
     ops_cancel.cancel();
     let _ = ops.await;
     // The monitor may be inside a blocking Kafka call (bounded by its timeout); nothing of it
@@ -166,7 +177,7 @@ pub async fn run_stage<P: Processor>(
     make_processor: impl FnOnce(Arc<Codecs>, &Topics) -> P,
     cancel: CancellationToken,
 ) -> Result<(), ServiceError> {
-    with_probes(service, listener, |health| async move {
+    with_probes(service, listener, &cancel.clone(), |health| async move {
         run_stage_inner(service, settings, input, make_processor, &health, cancel).await
     })
     .await

@@ -62,7 +62,7 @@ pub async fn run(
     let Some(signer) = LinkSigner::from_settings(&settings) else {
         return Err(ServiceError::Other("recordings.link_key is not set".into()));
     };
-    service::with_probes(Service::Recordings, listener, |health| async move {
+    service::with_probes(Service::Recordings, listener, &cancel.clone(), |health| async move {
         // Every vendor and result from the start, at zero: the failure-ratio alert uses
         // `increase()`, which cannot see a series that appears at 1.
         for vendor in Vendor::ALL {
