@@ -2,15 +2,22 @@
 //!
 //! Every record value on every topic is Avro *single-object encoding* (Avro specification,
 //! "Single object encoding"): the two bytes `C3 01`, the 8-byte little-endian CRC-64-AVRO
-//! (Rabin) fingerprint of the writer schema's canonical form, then the binary datum. A consumer
-//! identifies the writer schema from the fingerprint alone, with no schema registry, and the
-//! schemas themselves live in `schemas/*.avsc`.
+//! (Rabin) fingerprint of the writer schema's Parsing Canonical Form, then the binary datum. A
+//! consumer identifies the writer schema from the fingerprint alone, with no schema registry, and
+//! the schemas themselves live in `schemas/*.avsc`.
+//!
+//! The canonical form is computed here from the `.avsc` text, by the specification's rules
+//! ([`parsing_canonical_form`]), and not by apache-avro: its `Schema::fingerprint` keeps
+//! `{"type":"long"}` where a logical type annotated a primitive, so its fingerprints match no
+//! other Avro implementation (Java's `SchemaNormalization`, fastavro...). Releases before this
+//! one wrote that fingerprint; every codec still reads it ([`EmbeddedSchema::legacy_fingerprint`]).
 //!
 //! Records written with the current schema decode straight into the Rust type (the fast serde
 //! path of apache-avro 0.22). Records written with an earlier schema that a codec was told about
 //! are decoded with that schema and resolved to the current one, which is how fields can be
 //! added with defaults without stopping the pipeline.
 
+use std::collections::HashSet;
 use std::marker::PhantomData;
 use std::sync::LazyLock;
 
@@ -20,37 +27,71 @@ use apache_avro::reader::datum::GenericDatumReader;
 use apache_avro::writer::datum::GenericDatumWriter;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
+use serde_json::{Map, Value};
 
 use crate::model::{CallEvent, CallRecord, DeadLetter, RawWebhook};
 
 const MAGIC: [u8; 2] = [0xC3, 0x01];
 const HEADER_LEN: usize = 10;
 
-pub static RAW_WEBHOOK_SCHEMA: LazyLock<Schema> =
+/// A schema compiled into the binary, with the fingerprints its records carry.
+#[derive(Debug)]
+pub struct EmbeddedSchema {
+    pub schema: Schema,
+    /// The schema's Parsing Canonical Form, by the specification's rules.
+    pub canonical_form: String,
+    /// CRC-64-AVRO of [`Self::canonical_form`]: what this release writes, and what any other
+    /// Avro implementation computes for the `.avsc` file.
+    pub fingerprint: u64,
+    /// apache-avro 0.22's fingerprint of the schema (its canonical form keeps logical types'
+    /// primitives as objects), which earlier releases wrote; still read, never written.
+    pub legacy_fingerprint: u64,
+}
+
+impl EmbeddedSchema {
+    /// Parses an `.avsc` text and computes both fingerprints.
+    pub fn parse(text: &str) -> Result<Self, CodecError> {
+        let schema = Schema::parse_str(text).map_err(CodecError::Decode)?;
+        let canonical_form = parsing_canonical_form(text)?;
+        Ok(Self {
+            fingerprint: fingerprint64(canonical_form.as_bytes()),
+            legacy_fingerprint: legacy_fingerprint(&schema),
+            canonical_form,
+            schema,
+        })
+    }
+
+    /// Whether a record whose header carries `fingerprint` was written with this schema.
+    fn wrote(&self, fingerprint: u64) -> bool {
+        fingerprint == self.fingerprint || fingerprint == self.legacy_fingerprint
+    }
+}
+
+pub static RAW_WEBHOOK_SCHEMA: LazyLock<EmbeddedSchema> =
     LazyLock::new(|| parse_embedded(include_str!("../../../schemas/raw_webhook.avsc")));
-pub static CALL_EVENT_SCHEMA: LazyLock<Schema> =
+pub static CALL_EVENT_SCHEMA: LazyLock<EmbeddedSchema> =
     LazyLock::new(|| parse_embedded(include_str!("../../../schemas/call_event.avsc")));
 /// Schemas records may still be written in by an older release (see `schemas/README.md`).
-pub static RAW_WEBHOOK_V1_SCHEMA: LazyLock<Schema> =
+pub static RAW_WEBHOOK_V1_SCHEMA: LazyLock<EmbeddedSchema> =
     LazyLock::new(|| parse_embedded(include_str!("../../../schemas/raw_webhook.v1.avsc")));
-pub static CALL_EVENT_V1_SCHEMA: LazyLock<Schema> =
+pub static CALL_EVENT_V1_SCHEMA: LazyLock<EmbeddedSchema> =
     LazyLock::new(|| parse_embedded(include_str!("../../../schemas/call_event.v1.avsc")));
 /// `CallEvent` before the recordings stage added `recording_status` and `recording_error`.
-pub static CALL_EVENT_V2_SCHEMA: LazyLock<Schema> =
+pub static CALL_EVENT_V2_SCHEMA: LazyLock<EmbeddedSchema> =
     LazyLock::new(|| parse_embedded(include_str!("../../../schemas/call_event.v2.avsc")));
 /// `CallRecord` before `recording_status` and `recording_error`.
-pub static CALL_RECORD_V1_SCHEMA: LazyLock<Schema> =
+pub static CALL_RECORD_V1_SCHEMA: LazyLock<EmbeddedSchema> =
     LazyLock::new(|| parse_embedded(include_str!("../../../schemas/call_record.v1.avsc")));
-pub static DEAD_LETTER_SCHEMA: LazyLock<Schema> =
+pub static DEAD_LETTER_SCHEMA: LazyLock<EmbeddedSchema> =
     LazyLock::new(|| parse_embedded(include_str!("../../../schemas/dead_letter.avsc")));
-pub static CALL_RECORD_SCHEMA: LazyLock<Schema> =
+pub static CALL_RECORD_SCHEMA: LazyLock<EmbeddedSchema> =
     LazyLock::new(|| parse_embedded(include_str!("../../../schemas/call_record.avsc")));
 
-fn parse_embedded(text: &str) -> Schema {
+fn parse_embedded(text: &str) -> EmbeddedSchema {
     // The schemas are compiled into the binary and covered by unit tests, so a parse failure is
     // a build defect, not a runtime condition.
     #[allow(clippy::expect_used)]
-    Schema::parse_str(text).expect("embedded Avro schema must parse")
+    EmbeddedSchema::parse(text).expect("embedded Avro schema must parse")
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -65,70 +106,275 @@ pub enum CodecError {
     Decode(#[source] apache_avro::Error),
     #[error("{0} trailing bytes after the Avro datum")]
     TrailingBytes(usize),
+    #[error("not a valid Avro schema: {0}")]
+    InvalidSchema(String),
 }
 
-fn fingerprint(schema: &Schema) -> u64 {
+/// The fingerprint apache-avro 0.22 computes (`Schema::fingerprint::<Rabin>`), as a number.
+fn legacy_fingerprint(schema: &Schema) -> u64 {
     let bytes = schema.fingerprint::<Rabin>().bytes;
     let mut le = [0u8; 8];
     le.copy_from_slice(&bytes[..8]);
     u64::from_le_bytes(le)
 }
 
+/// The CRC-64-AVRO fingerprint (Avro specification, "Schema Fingerprints": the 64-bit Rabin
+/// fingerprint with the empty value `0xc15d213aa4d7a795`). Single-object encoding writes it
+/// little-endian.
+pub fn fingerprint64(bytes: &[u8]) -> u64 {
+    const EMPTY: u64 = 0xc15d_213a_a4d7_a795;
+    static TABLE: LazyLock<[u64; 256]> = LazyLock::new(|| {
+        let mut table = [0u64; 256];
+        for (i, slot) in table.iter_mut().enumerate() {
+            let mut fp = i as u64;
+            for _ in 0..8 {
+                fp = (fp >> 1) ^ (EMPTY & (fp & 1).wrapping_neg());
+            }
+            *slot = fp;
+        }
+        table
+    });
+    bytes.iter().fold(EMPTY, |fp, &b| (fp >> 8) ^ TABLE[((fp ^ u64::from(b)) & 0xff) as usize])
+}
+
+const PRIMITIVES: [&str; 8] = ["null", "boolean", "int", "long", "float", "double", "bytes", "string"];
+
+/// The Parsing Canonical Form of a schema given as JSON text (Avro specification, "Parsing
+/// Canonical Form for Schemas"): primitives in their simple form, whatever else annotated them
+/// (a logical type); named types by their full names, namespaces resolved and dropped; only
+/// `name`, `type`, `fields`, `symbols`, `items`, `values` and `size`, in that order; integer
+/// sizes; no whitespace. A named type already defined is written as its full name, as Java's
+/// `SchemaNormalization` does.
+pub fn parsing_canonical_form(text: &str) -> Result<String, CodecError> {
+    let json: Value = serde_json::from_str(text).map_err(|e| CodecError::InvalidSchema(e.to_string()))?;
+    let mut out = String::with_capacity(text.len() / 2);
+    Canonical { defined: HashSet::new(), out: &mut out }.schema(&json, "")?;
+    Ok(out)
+}
+
+struct Canonical<'a> {
+    /// Full names of the named types written so far.
+    defined: HashSet<String>,
+    out: &'a mut String,
+}
+
+fn invalid(what: impl Into<String>) -> CodecError {
+    CodecError::InvalidSchema(what.into())
+}
+
+/// The full name of `name` in `namespace`, and the namespace it sets for what it encloses.
+fn full_name(name: &str, namespace: &str) -> (String, String) {
+    match name.rsplit_once('.') {
+        Some((space, _)) => (name.to_owned(), space.to_owned()),
+        None if namespace.is_empty() => (name.to_owned(), String::new()),
+        None => (format!("{namespace}.{name}"), namespace.to_owned()),
+    }
+}
+
+impl Canonical<'_> {
+    fn string(&mut self, s: &str) {
+        // [STRINGS]: serde_json escapes only what JSON requires (quotes, backslashes, control
+        // characters) and writes everything else as UTF-8.
+        self.out.push_str(&Value::String(s.to_owned()).to_string());
+    }
+
+    fn schema(&mut self, schema: &Value, namespace: &str) -> Result<(), CodecError> {
+        match schema {
+            Value::String(name) if PRIMITIVES.contains(&name.as_str()) => self.string(name),
+            Value::String(name) => self.reference(name, namespace),
+            Value::Array(branches) => {
+                self.out.push('[');
+                for (i, branch) in branches.iter().enumerate() {
+                    if i > 0 {
+                        self.out.push(',');
+                    }
+                    self.schema(branch, namespace)?;
+                }
+                self.out.push(']');
+            }
+            Value::Object(map) => self.object(map, namespace)?,
+            other => return Err(invalid(format!("a schema cannot be {other}"))),
+        }
+        Ok(())
+    }
+
+    fn object(&mut self, map: &Map<String, Value>, namespace: &str) -> Result<(), CodecError> {
+        let kind = match map.get("type") {
+            Some(Value::String(kind)) => kind.as_str(),
+            // `{"type": {...}}` or `{"type": [...]}`: the type is the schema.
+            Some(nested @ (Value::Object(_) | Value::Array(_))) => return self.schema(nested, namespace),
+            _ => return Err(invalid("an object schema without a type")),
+        };
+        match kind {
+            // [PRIMITIVES]: `{"type":"long","logicalType":...}` is `"long"`.
+            _ if PRIMITIVES.contains(&kind) => self.string(kind),
+            "record" | "error" | "enum" | "fixed" => self.named(kind, map, namespace)?,
+            "array" => {
+                self.out.push_str(r#"{"type":"array","items":"#);
+                self.schema(map.get("items").ok_or_else(|| invalid("an array without items"))?, namespace)?;
+                self.out.push('}');
+            }
+            "map" => {
+                self.out.push_str(r#"{"type":"map","values":"#);
+                self.schema(map.get("values").ok_or_else(|| invalid("a map without values"))?, namespace)?;
+                self.out.push('}');
+            }
+            // `{"type":"Name"}`: a reference to a named type.
+            reference => self.reference(reference, namespace),
+        }
+        Ok(())
+    }
+
+    /// A reference to a named type defined earlier: a short name is looked up in the enclosing
+    /// namespace, then in the null namespace (as Java's parser does).
+    fn reference(&mut self, name: &str, namespace: &str) {
+        let (full, _) = full_name(name, namespace);
+        if !self.defined.contains(&full) && self.defined.contains(name) {
+            self.string(name);
+        } else {
+            self.string(&full);
+        }
+    }
+
+    fn named(&mut self, kind: &str, map: &Map<String, Value>, enclosing: &str) -> Result<(), CodecError> {
+        let name = map
+            .get("name")
+            .and_then(Value::as_str)
+            .ok_or_else(|| invalid(format!("a {kind} without a name")))?;
+        // [FULLNAMES]: a dotted name is already full; else its own namespace, else the enclosing one.
+        let namespace = match map.get("namespace") {
+            Some(Value::String(space)) => space.as_str(),
+            Some(Value::Null) | None => enclosing,
+            Some(other) => return Err(invalid(format!("namespace {other} is not a string"))),
+        };
+        let (full, namespace) = full_name(name, namespace);
+        if !self.defined.insert(full.clone()) {
+            self.string(&full);
+            return Ok(());
+        }
+        // [ORDER]: name, type, then fields, symbols or size.
+        self.out.push_str(r#"{"name":"#);
+        self.string(&full);
+        self.out.push_str(r#","type":"#);
+        self.string(kind);
+        match kind {
+            "enum" => {
+                self.out.push_str(r#","symbols":["#);
+                let symbols = map
+                    .get("symbols")
+                    .and_then(Value::as_array)
+                    .ok_or_else(|| invalid("an enum without symbols"))?;
+                for (i, symbol) in symbols.iter().enumerate() {
+                    if i > 0 {
+                        self.out.push(',');
+                    }
+                    self.string(
+                        symbol.as_str().ok_or_else(|| invalid("an enum symbol that is not a string"))?,
+                    );
+                }
+                self.out.push(']');
+            }
+            "fixed" => {
+                // [INTEGERS]: `"size":"016"` is `16`.
+                let size = match map.get("size") {
+                    Some(Value::Number(n)) => n.as_u64(),
+                    Some(Value::String(s)) => s.trim().parse::<u64>().ok(),
+                    _ => None,
+                };
+                let size = size.ok_or_else(|| invalid("a fixed without a size"))?;
+                self.out.push_str(&format!(r#","size":{size}"#));
+            }
+            _ => {
+                self.out.push_str(r#","fields":["#);
+                let fields = map
+                    .get("fields")
+                    .and_then(Value::as_array)
+                    .ok_or_else(|| invalid("a record without fields"))?;
+                for (i, field) in fields.iter().enumerate() {
+                    if i > 0 {
+                        self.out.push(',');
+                    }
+                    let field_name = field
+                        .get("name")
+                        .and_then(Value::as_str)
+                        .ok_or_else(|| invalid("a field without a name"))?;
+                    let field_type = field
+                        .get("type")
+                        .ok_or_else(|| invalid(format!("field {field_name} has no type")))?;
+                    self.out.push_str(r#"{"name":"#);
+                    self.string(field_name);
+                    self.out.push_str(r#","type":"#);
+                    self.schema(field_type, &namespace)?;
+                    self.out.push('}');
+                }
+                self.out.push(']');
+            }
+        }
+        self.out.push('}');
+        Ok(())
+    }
+}
+
 /// Encoder and decoder for one record type.
 pub struct Codec<T> {
-    schema: &'static Schema,
-    fingerprint: u64,
+    schema: &'static EmbeddedSchema,
     writer: GenericDatumWriter<'static>,
     reader: GenericDatumReader<'static>,
     /// Earlier writer schemas still accepted, each with a reader that resolves to `schema`.
-    previous: Vec<(u64, GenericDatumReader<'static>)>,
+    previous: Vec<(&'static EmbeddedSchema, GenericDatumReader<'static>)>,
     _type: PhantomData<fn(T) -> T>,
 }
 
 impl<T> std::fmt::Debug for Codec<T> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Codec")
-            .field("schema", &self.schema.name().map(|n| n.to_string()))
-            .field("fingerprint", &format_args!("{:016x}", self.fingerprint))
+            .field("schema", &self.schema.schema.name().map(|n| n.to_string()))
+            .field("fingerprint", &format_args!("{:016x}", self.schema.fingerprint))
+            .field("legacy_fingerprint", &format_args!("{:016x}", self.schema.legacy_fingerprint))
+            .field("previous", &self.previous.len())
             .finish()
     }
 }
 
 impl<T: Serialize + DeserializeOwned> Codec<T> {
-    fn new(schema: &'static Schema) -> Result<Self, CodecError> {
-        let writer =
-            GenericDatumWriter::builder(schema).human_readable(false).build().map_err(CodecError::Encode)?;
-        let reader =
-            GenericDatumReader::builder(schema).human_readable(false).build().map_err(CodecError::Decode)?;
-        Ok(Self {
-            schema,
-            fingerprint: fingerprint(schema),
-            writer,
-            reader,
-            previous: Vec::new(),
-            _type: PhantomData,
-        })
-    }
-
-    /// Also accept records written with `older`, resolving them to the current schema.
-    pub fn accept_previous(mut self, older: &'static Schema) -> Result<Self, CodecError> {
-        let reader = GenericDatumReader::builder(older)
-            .reader_schema(self.schema)
+    fn new(schema: &'static EmbeddedSchema) -> Result<Self, CodecError> {
+        let writer = GenericDatumWriter::builder(&schema.schema)
+            .human_readable(false)
+            .build()
+            .map_err(CodecError::Encode)?;
+        let reader = GenericDatumReader::builder(&schema.schema)
             .human_readable(false)
             .build()
             .map_err(CodecError::Decode)?;
-        self.previous.push((fingerprint(older), reader));
+        Ok(Self { schema, writer, reader, previous: Vec::new(), _type: PhantomData })
+    }
+
+    /// Also accept records written with `older`, resolving them to the current schema.
+    pub fn accept_previous(mut self, older: &'static EmbeddedSchema) -> Result<Self, CodecError> {
+        let reader = GenericDatumReader::builder(&older.schema)
+            .reader_schema(&self.schema.schema)
+            .human_readable(false)
+            .build()
+            .map_err(CodecError::Decode)?;
+        self.previous.push((older, reader));
         Ok(self)
+    }
+
+    /// The schema this codec writes.
+    pub fn schema(&self) -> &'static EmbeddedSchema {
+        self.schema
     }
 
     pub fn encode(&self, value: &T) -> Result<Vec<u8>, CodecError> {
         let mut out = Vec::with_capacity(256);
         out.extend_from_slice(&MAGIC);
-        out.extend_from_slice(&self.fingerprint.to_le_bytes());
+        out.extend_from_slice(&self.schema.fingerprint.to_le_bytes());
         let _ = self.writer.write_ser(&mut out, value).map_err(CodecError::Encode)?;
         Ok(out)
     }
 
+    /// Decodes a record written with the current schema or an accepted earlier one, under either
+    /// its fingerprint or the legacy one of releases before.
     pub fn decode(&self, bytes: &[u8]) -> Result<T, CodecError> {
         if bytes.len() < HEADER_LEN || bytes[..2] != MAGIC {
             return Err(CodecError::NotSingleObject);
@@ -137,11 +383,14 @@ impl<T: Serialize + DeserializeOwned> Codec<T> {
         fp.copy_from_slice(&bytes[2..HEADER_LEN]);
         let fp = u64::from_le_bytes(fp);
         let mut datum = &bytes[HEADER_LEN..];
-        let value = if fp == self.fingerprint {
+        let value = if self.schema.wrote(fp) {
             self.reader.read_deser::<T>(&mut datum).map_err(CodecError::Decode)?
         } else {
-            let (_, reader) =
-                self.previous.iter().find(|(known, _)| *known == fp).ok_or(CodecError::UnknownSchema(fp))?;
+            let (_, reader) = self
+                .previous
+                .iter()
+                .find(|(older, _)| older.wrote(fp))
+                .ok_or(CodecError::UnknownSchema(fp))?;
             let resolved = reader.read_value(&mut datum).map_err(CodecError::Decode)?;
             apache_avro::from_value::<T>(&resolved).map_err(CodecError::Decode)?
         };
@@ -222,7 +471,21 @@ mod tests {
         let event = sample_event();
         let bytes = codecs.call_event.encode(&event).expect("encode");
         assert_eq!(&bytes[..2], &MAGIC);
+        assert_eq!(
+            bytes[2..HEADER_LEN],
+            CALL_EVENT_SCHEMA.fingerprint.to_le_bytes(),
+            "the canonical fingerprint"
+        );
         assert_eq!(codecs.call_event.decode(&bytes).expect("decode"), event);
+        let legacy = relabelled(&bytes, CALL_EVENT_SCHEMA.legacy_fingerprint);
+        assert_eq!(codecs.call_event.decode(&legacy).expect("legacy fingerprint"), event);
+    }
+
+    /// `bytes` with the fingerprint in its header replaced by `fingerprint`.
+    fn relabelled(bytes: &[u8], fingerprint: u64) -> Vec<u8> {
+        let mut bytes = bytes.to_vec();
+        bytes[2..HEADER_LEN].copy_from_slice(&fingerprint.to_le_bytes());
+        bytes
     }
 
     #[test]
@@ -244,9 +507,12 @@ mod tests {
             body: b"{\"call_id\":\"x\"}".to_vec(),
         };
         let bytes = codecs.raw_webhook.encode(&raw).expect("encode");
+        assert_eq!(bytes[2..HEADER_LEN], RAW_WEBHOOK_SCHEMA.fingerprint.to_le_bytes());
         let back = codecs.raw_webhook.decode(&bytes).expect("decode");
         assert_eq!(back.body, raw.body);
         assert_eq!(back.received_at.timestamp_micros(), raw.received_at.timestamp_micros());
+        let legacy = relabelled(&bytes, RAW_WEBHOOK_SCHEMA.legacy_fingerprint);
+        assert_eq!(codecs.raw_webhook.decode(&legacy).expect("legacy fingerprint").body, raw.body);
 
         let dead = DeadLetter {
             stage: "normalizer".into(),
@@ -259,8 +525,11 @@ mod tests {
             payload: bytes,
             failed_at: Utc::now(),
         };
-        let back = codecs.dead_letter.decode(&codecs.dead_letter.encode(&dead).expect("encode"));
-        assert_eq!(back.expect("decode").payload, dead.payload);
+        let bytes = codecs.dead_letter.encode(&dead).expect("encode");
+        assert_eq!(bytes[2..HEADER_LEN], DEAD_LETTER_SCHEMA.fingerprint.to_le_bytes());
+        assert_eq!(codecs.dead_letter.decode(&bytes).expect("decode").payload, dead.payload);
+        let legacy = relabelled(&bytes, DEAD_LETTER_SCHEMA.legacy_fingerprint);
+        assert_eq!(codecs.dead_letter.decode(&legacy).expect("legacy fingerprint").payload, dead.payload);
     }
 
     #[test]
@@ -296,29 +565,27 @@ mod tests {
 
     #[test]
     fn records_from_an_older_schema_resolve_to_the_current_one() {
-        let older: &'static Schema = &CALL_EVENT_V1_SCHEMA;
+        let older: &'static EmbeddedSchema = &CALL_EVENT_V1_SCHEMA;
         let mut event = sample_event();
         (event.agent_extension, event.disposition, event.recording_id) = (None, None, None);
         (event.agent_id, event.agent_match, event.contact_match) = (None, None, None);
         (event.recording_status, event.recording_error) = (None, None);
         event.contact_ids.clear();
-        let old_writer = GenericDatumWriter::builder(older).human_readable(false).build().expect("w");
-        let mut bytes = MAGIC.to_vec();
-        bytes.extend_from_slice(&fingerprint(older).to_le_bytes());
-        let _ = old_writer.write_ser(&mut bytes, &OlderCallEvent::from(&event)).expect("write");
-
         let plain = Codec::<CallEvent>::new(&CALL_EVENT_SCHEMA).expect("codec");
-        assert!(matches!(plain.decode(&bytes), Err(CodecError::UnknownSchema(_))));
         let evolving = Codecs::new().expect("codecs").call_event;
-        assert_eq!(evolving.decode(&bytes).expect("resolved"), event);
+        for fingerprint in [older.fingerprint, older.legacy_fingerprint] {
+            let bytes = written_with(older, fingerprint, &OlderCallEvent::from(&event));
+            assert!(matches!(plain.decode(&bytes), Err(CodecError::UnknownSchema(_))));
+            assert_eq!(evolving.decode(&bytes).expect("resolved"), event);
+        }
     }
 
-    /// Writes `value` as `older` would have: the single-object header with that schema's
-    /// fingerprint, then the datum.
-    fn written_with<T: Serialize>(older: &'static Schema, value: &T) -> Vec<u8> {
-        let old_writer = GenericDatumWriter::builder(older).human_readable(false).build().expect("w");
+    /// Writes `value` as `older` would have: the single-object header with `fingerprint` (one of
+    /// that schema's), then the datum.
+    fn written_with<T: Serialize>(older: &'static EmbeddedSchema, fingerprint: u64, value: &T) -> Vec<u8> {
+        let old_writer = GenericDatumWriter::builder(&older.schema).human_readable(false).build().expect("w");
         let mut bytes = MAGIC.to_vec();
-        bytes.extend_from_slice(&fingerprint(older).to_le_bytes());
+        bytes.extend_from_slice(&fingerprint.to_le_bytes());
         let _ = old_writer.write_ser(&mut bytes, value).expect("write");
         bytes
     }
@@ -327,10 +594,13 @@ mod tests {
     fn call_events_from_before_the_recording_status_resolve_to_none() {
         let mut event = sample_event();
         (event.recording_status, event.recording_error) = (None, None);
-        let bytes = written_with(&CALL_EVENT_V2_SCHEMA, &V2CallEvent::from(&event));
+        let older: &'static EmbeddedSchema = &CALL_EVENT_V2_SCHEMA;
         let plain = Codec::<CallEvent>::new(&CALL_EVENT_SCHEMA).expect("codec");
-        assert!(matches!(plain.decode(&bytes), Err(CodecError::UnknownSchema(_))), "a different schema");
-        assert_eq!(Codecs::new().expect("codecs").call_event.decode(&bytes).expect("resolved"), event);
+        for fingerprint in [older.fingerprint, older.legacy_fingerprint] {
+            let bytes = written_with(older, fingerprint, &V2CallEvent::from(&event));
+            assert!(matches!(plain.decode(&bytes), Err(CodecError::UnknownSchema(_))), "a different schema");
+            assert_eq!(Codecs::new().expect("codecs").call_event.decode(&bytes).expect("resolved"), event);
+        }
     }
 
     #[test]
@@ -366,11 +636,179 @@ mod tests {
             recording_error: None,
         };
         let bytes = codecs.call_record.encode(&record).expect("encode");
+        assert_eq!(bytes[2..HEADER_LEN], CALL_RECORD_SCHEMA.fingerprint.to_le_bytes());
         assert_eq!(codecs.call_record.decode(&bytes).expect("decode"), record);
+        let legacy = relabelled(&bytes, CALL_RECORD_SCHEMA.legacy_fingerprint);
+        assert_eq!(codecs.call_record.decode(&legacy).expect("legacy fingerprint"), record);
 
         let older = CallRecord { recording_status: None, recording_error: None, ..record };
-        let bytes = written_with(&CALL_RECORD_V1_SCHEMA, &V1CallRecord::from(&older));
-        assert_eq!(codecs.call_record.decode(&bytes).expect("resolved"), older);
+        let v1: &'static EmbeddedSchema = &CALL_RECORD_V1_SCHEMA;
+        for fingerprint in [v1.fingerprint, v1.legacy_fingerprint] {
+            let bytes = written_with(v1, fingerprint, &V1CallRecord::from(&older));
+            assert_eq!(codecs.call_record.decode(&bytes).expect("resolved"), older);
+        }
+    }
+
+    /// Every `.avsc` file, by name.
+    const SCHEMA_FILES: [(&str, &str); 8] = [
+        ("raw_webhook.avsc", include_str!("../../../schemas/raw_webhook.avsc")),
+        ("raw_webhook.v1.avsc", include_str!("../../../schemas/raw_webhook.v1.avsc")),
+        ("call_event.avsc", include_str!("../../../schemas/call_event.avsc")),
+        ("call_event.v1.avsc", include_str!("../../../schemas/call_event.v1.avsc")),
+        ("call_event.v2.avsc", include_str!("../../../schemas/call_event.v2.avsc")),
+        ("call_record.avsc", include_str!("../../../schemas/call_record.avsc")),
+        ("call_record.v1.avsc", include_str!("../../../schemas/call_record.v1.avsc")),
+        ("dead_letter.avsc", include_str!("../../../schemas/dead_letter.avsc")),
+    ];
+
+    #[test]
+    fn every_schema_file_is_compiled_in_and_listed_here() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../schemas");
+        let mut on_disk: Vec<String> = std::fs::read_dir(dir)
+            .expect("schemas dir")
+            .filter_map(|entry| entry.ok()?.file_name().into_string().ok())
+            .filter(|name| name.ends_with(".avsc"))
+            .collect();
+        on_disk.sort();
+        let mut listed: Vec<String> = SCHEMA_FILES.iter().map(|(name, _)| (*name).to_owned()).collect();
+        listed.sort();
+        assert_eq!(on_disk, listed, "a schema file the codecs (and these tests) do not know");
+    }
+
+    /// Every rule of the specification on one schema. Apache Avro's Java `SchemaNormalization`
+    /// gives the same text for it (checked by hand with `size` as a number: Java's parser refuses
+    /// a quoted one).
+    #[test]
+    fn canonical_form_follows_the_specification() {
+        let text = r#"{"namespace": "a.b", "type": "record", "name": "R", "doc": "d", "aliases": ["Q"],
+          "fields": [
+            {"name": "t", "type": {"type": "long", "logicalType": "timestamp-micros"}, "default": 0, "doc": "x"},
+            {"type": {"type": "fixed", "size": "016", "name": "F", "namespace": "c"}, "name": "f", "order": "descending"},
+            {"name": "e", "type": ["null", {"symbols": ["X", "Y"], "type": "enum", "name": "E", "default": "X"}], "default": null},
+            {"name": "g", "type": "c.F"},
+            {"name": "h", "type": {"type": "array", "items": "E"}},
+            {"name": "m", "type": {"type": "map", "values": {"type": "string", "avro.java.string": "String"}}},
+            {"name": "n", "type": {"type": "record", "name": "x.N", "fields": [
+              {"name": "k", "type": {"type": "enum", "name": "K", "symbols": ["A"]}},
+              {"name": "d", "type": {"type": "bytes", "logicalType": "decimal", "precision": 4, "scale": 2}}]}},
+            {"name": "r", "type": "a.b.R"},
+            {"name": "z", "type": {"type": "fixed", "name": "Z", "namespace": "", "size": 1}},
+            {"name": "y", "type": "Z"}
+          ]}"#;
+        let expected = concat!(
+            r#"{"name":"a.b.R","type":"record","fields":["#,
+            r#"{"name":"t","type":"long"},"#,
+            r#"{"name":"f","type":{"name":"c.F","type":"fixed","size":16}},"#,
+            r#"{"name":"e","type":["null",{"name":"a.b.E","type":"enum","symbols":["X","Y"]}]},"#,
+            r#"{"name":"g","type":"c.F"},"#,
+            r#"{"name":"h","type":{"type":"array","items":"a.b.E"}},"#,
+            r#"{"name":"m","type":{"type":"map","values":"string"}},"#,
+            r#"{"name":"n","type":{"name":"x.N","type":"record","fields":["#,
+            r#"{"name":"k","type":{"name":"x.K","type":"enum","symbols":["A"]}},"#,
+            r#"{"name":"d","type":"bytes"}]}},"#,
+            r#"{"name":"r","type":"a.b.R"},"#,
+            r#"{"name":"z","type":{"name":"Z","type":"fixed","size":1}},"#,
+            r#"{"name":"y","type":"Z"}"#,
+            "]}"
+        );
+        assert_eq!(parsing_canonical_form(text).expect("canonical form"), expected);
+        for bad in
+            ["", "1", r#"{"name":"x"}"#, r#"{"type":"record","fields":[]}"#, r#"{"type":"enum","name":"E"}"#]
+        {
+            assert!(parsing_canonical_form(bad).is_err(), "{bad:?} is not a schema");
+        }
+    }
+
+    /// Removes every `logicalType` attribute: apache-avro's canonical form is the specification's
+    /// for everything else, so this is an independent check of ours and of our Rabin.
+    fn without_logical_types(value: &mut Value) {
+        match value {
+            Value::Object(map) => {
+                let _ = map.remove("logicalType");
+                map.values_mut().for_each(without_logical_types);
+            }
+            Value::Array(items) => items.iter_mut().for_each(without_logical_types),
+            _ => {}
+        }
+    }
+
+    #[test]
+    fn without_logical_types_our_canonical_form_and_fingerprint_are_apache_avros() {
+        for (file, text) in SCHEMA_FILES {
+            let mut json: Value = serde_json::from_str(text).expect("json");
+            without_logical_types(&mut json);
+            let plain = json.to_string();
+            let theirs = Schema::parse_str(&plain).expect("parse");
+            let ours = parsing_canonical_form(&plain).expect("canonical form");
+            assert_eq!(ours, theirs.canonical_form(), "{file}");
+            assert_eq!(fingerprint64(ours.as_bytes()), legacy_fingerprint(&theirs), "{file}: Rabin");
+        }
+    }
+
+    /// Adds a `doc` and a custom attribute to every object, which the canonical form drops.
+    fn documented(value: &mut Value) {
+        match value {
+            Value::Object(map) => {
+                map.values_mut().for_each(documented);
+                let _ = map.insert("doc".into(), "added \u{e9}\u{2019} \"doc\"".into());
+                let _ = map.insert("zz-custom".into(), serde_json::json!({"type": "int"}));
+            }
+            Value::Array(items) => items.iter_mut().for_each(documented),
+            _ => {}
+        }
+    }
+
+    #[test]
+    fn canonical_form_ignores_layout_documentation_and_attribute_order() {
+        for (file, text) in SCHEMA_FILES {
+            let canonical = parsing_canonical_form(text).expect("canonical form");
+            assert!(!canonical.contains(char::is_whitespace), "{file}: no whitespace");
+            for stripped in ["logicalType", "doc", "namespace", "default", "aliases"] {
+                assert!(!canonical.contains(&format!("\"{stripped}\":")), "{file}: no {stripped}");
+            }
+            let mut json: Value = serde_json::from_str(text).expect("json");
+            documented(&mut json);
+            // serde_json's map sorts keys, so this also reorders every object's attributes.
+            for variant in [json.to_string(), serde_json::to_string_pretty(&json).expect("pretty")] {
+                assert_eq!(parsing_canonical_form(&variant).expect("canonical form"), canonical, "{file}");
+            }
+            assert_eq!(
+                parsing_canonical_form(&canonical).expect("again"),
+                canonical,
+                "{file}: a fixed point"
+            );
+            let reparsed = EmbeddedSchema::parse(&canonical).expect("the canonical form is a schema");
+            assert_eq!(reparsed.fingerprint, fingerprint64(canonical.as_bytes()));
+        }
+    }
+
+    #[test]
+    fn every_codec_reads_both_fingerprints_of_every_schema_it_knows() {
+        let codecs = Codecs::new().expect("codecs");
+        let known = |previous: &[(&'static EmbeddedSchema, GenericDatumReader<'static>)],
+                     current: &'static EmbeddedSchema| {
+            let mut all: Vec<&'static EmbeddedSchema> = previous.iter().map(|(s, _)| *s).collect();
+            all.push(current);
+            all
+        };
+        let families = [
+            (known(&codecs.raw_webhook.previous, codecs.raw_webhook.schema()), 2),
+            (known(&codecs.call_event.previous, codecs.call_event.schema()), 3),
+            (known(&codecs.call_record.previous, codecs.call_record.schema()), 2),
+            (known(&codecs.dead_letter.previous, codecs.dead_letter.schema()), 1),
+        ];
+        let mut seen = HashSet::new();
+        for (schemas, versions) in families {
+            assert_eq!(schemas.len(), versions);
+            for schema in schemas {
+                // Every schema here annotates a long with a logical type, where apache-avro's
+                // canonical form went wrong.
+                assert_ne!(schema.fingerprint, schema.legacy_fingerprint);
+                assert!(seen.insert(schema.fingerprint) && seen.insert(schema.legacy_fingerprint), "unique");
+                assert!(schema.wrote(schema.fingerprint) && schema.wrote(schema.legacy_fingerprint));
+            }
+        }
+        assert_eq!(seen.len(), 2 * SCHEMA_FILES.len(), "every schema file is known to a codec");
     }
 
     /// `CallRecord` as `call_record.v1.avsc` had it: everything up to `legs`.
