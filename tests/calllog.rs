@@ -378,12 +378,9 @@ async fn the_query_api_serves_the_pipelines_call_log() -> anyhow::Result<()> {
     );
 
     // Refusals.
-    for bad in [
-        "/v1/calls?outcome=lost",
-        "/v1/calls?from=today",
-        "/v1/calls?number=020%207946%200000",
-        "/v1/calls?limit=0",
-    ] {
+    for bad in
+        ["/v1/calls?outcome=lost", "/v1/calls?from=today", "/v1/calls?number=hello", "/v1/calls?limit=0"]
+    {
         let (status, body) = api_get(&api, bad, None).await?;
         assert_eq!(status, 400, "{bad}: {body}");
         assert!(body["message"].as_str().is_some_and(|m| !m.is_empty()));

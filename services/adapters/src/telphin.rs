@@ -19,7 +19,10 @@
 //! `Bridged` when present (`yes` → answered, `no` → no answer: Telphin's documented way to log calls
 //! missed in an IVR or queue, whose own `CallStatus` is `ANSWER` because the IVR picked up), else
 //! from `CallStatus` (ANSWER, BUSY, NOANSWER, CANCEL, CONGESTION/CHANUNAVAIL → failed). `Bridged`
-//! is only sent by IVR and queue extensions, so such hangups name no agent. `RecID` becomes the
+//! is only sent by IVR and queue extensions, so such hangups name no agent. Those extensions are
+//! reported by their hangup alone, whose `Duration` says how long the extension had the call: such
+//! a hangup is preceded by a ringing event of its leg `Duration` seconds earlier, so that the leg,
+//! and a call that never left the IVR, lasts as long as Telphin says. `RecID` becomes the
 //! hangup's `recording_id` and an extra recording event for the recordings stage, which resolves
 //! it through `/extension/{id}/record/{RecID}/storage_url/`. A `voicemail` event about a call is a
 //! hangup with disposition voicemail; message and extension-status events are about no call.
@@ -86,6 +89,31 @@ fn flow(fields: &Fields) -> Option<Direction> {
         "out" => Some(Direction::Outbound),
         _ => None,
     }
+}
+
+/// Longest `Duration` believed: a day. A larger one is a corrupt field, not a call.
+const MAX_DURATION_SECONDS: i64 = 24 * 60 * 60;
+
+/// `Duration`, whole seconds, when it is a plausible positive length.
+fn duration(fields: &Fields) -> Option<chrono::Duration> {
+    let seconds: i64 = fields.get("Duration")?.trim().parse().ok()?;
+    (1..=MAX_DURATION_SECONDS).contains(&seconds).then(|| chrono::Duration::seconds(seconds))
+}
+
+/// The start of a leg that Telphin reports by its hangup alone (an IVR or a queue): a ringing
+/// event of the same leg, `length` before the hangup, with a key of its own.
+fn leg_start(
+    hangup: &CallEvent,
+    length: chrono::Duration,
+    hangup_id: &str,
+) -> Result<CallEvent, AdapterError> {
+    let mut start = hangup.clone();
+    start.event_id = support::event_id(support::stable_text_id(&[hangup_id, "start"]))?;
+    start.kind = EventKind::Ringing;
+    start.occurred_at = hangup.occurred_at - length;
+    (start.disposition, start.hangup_cause) = (None, None);
+    (start.recording_id, start.recording_url) = (None, None);
+    Ok(start)
 }
 
 fn disposition(fields: &Fields) -> Option<Disposition> {
@@ -208,7 +236,19 @@ impl Adapter for Telphin {
             event.hangup_cause = status.map(support::clip);
             event.recording_id = fields.text("RecID");
         }
-        support::with_recording(event, &event_id)
+        // Only IVR and queue extensions send `Bridged`, and only their hangup: without a start,
+        // a caller who gave up in the IVR would have a call of no length.
+        let start = match (class, fields.get("Bridged"), duration(&fields)) {
+            (Class::Call(EventKind::Hangup, _), Some(_), Some(length)) => {
+                Some(leg_start(&event, length, &event_id)?)
+            }
+            _ => None,
+        };
+        let mut events = support::with_recording(event, &event_id)?;
+        if let Some(start) = start {
+            events.insert(0, start);
+        }
+        Ok(events)
     }
 }
 
@@ -304,6 +344,37 @@ mod tests {
         assert_eq!(missed[0].agent_extension, None);
         let answered = post("EventType=hangup&CallID=C1&SubCallID=300-C1&CallStatus=ANSWER&Bridged=yes");
         assert_eq!(answered[0].disposition, Some(Disposition::Answered));
+    }
+
+    #[test]
+    fn an_ivr_or_queue_hangup_starts_its_leg_duration_seconds_earlier() {
+        let abandoned = "EventType=hangup&CallID=C1&SubCallID=200200-C1&CallFlow=in&CallStatus=ANSWER\
+            &Bridged=no&CalledExtension=12345*200%40sipproxy.telphin.ru&CallerIDNum=74951234567\
+            &EventTime=1793527225000000&Duration=25";
+        let events = post(abandoned);
+        assert_eq!(events.len(), 2);
+        let (start, hangup) = (&events[0], &events[1]);
+        assert_eq!((start.kind, hangup.kind), (EventKind::Ringing, EventKind::Hangup));
+        assert_eq!(start.occurred_at.to_rfc3339(), "2026-11-01T10:00:00+00:00");
+        assert_eq!(hangup.occurred_at.to_rfc3339(), "2026-11-01T10:00:25+00:00");
+        assert_eq!(
+            (&start.leg_id, start.direction, &start.from_e164),
+            (&hangup.leg_id, hangup.direction, &hangup.from_e164)
+        );
+        assert_eq!((start.disposition, start.hangup_cause.as_deref()), (None, None));
+        assert_ne!(start.event_id, hangup.event_id);
+        assert_eq!(post(abandoned)[0].event_id, start.event_id, "a retry has the same start");
+        // Phone extensions send their own dial-in; a length of nothing or nonsense starts nothing.
+        for body in [
+            "EventType=hangup&CallID=C1&SubCallID=L1&CallStatus=ANSWER&Duration=25",
+            "EventType=hangup&CallID=C1&SubCallID=L1&CallStatus=ANSWER&Bridged=no&Duration=0",
+            "EventType=hangup&CallID=C1&SubCallID=L1&CallStatus=ANSWER&Bridged=no&Duration=-5",
+            "EventType=hangup&CallID=C1&SubCallID=L1&CallStatus=ANSWER&Bridged=no&Duration=9999999",
+            "EventType=hangup&CallID=C1&SubCallID=L1&CallStatus=ANSWER&Bridged=no",
+            "EventType=answer&CallID=C1&SubCallID=L1&CallStatus=ANSWER&Bridged=no&Duration=25",
+        ] {
+            assert!(post(body).iter().all(|e| e.kind != EventKind::Ringing), "{body}");
+        }
     }
 
     #[test]

@@ -8,7 +8,7 @@ use switchboard_core::deadpool_postgres::Pool;
 use switchboard_core::tokio_postgres::types::ToSql;
 use switchboard_core::tokio_postgres::{self, Row};
 
-use crate::filter::{Cursor, ListQuery};
+use crate::filter::{Cursor, ListQuery, NumberFilter};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ReadError {
@@ -120,6 +120,14 @@ impl Where {
     }
 }
 
+/// `column`'s digits equal `param`, for a number not stored in E.164: the expression and the
+/// condition of migration 0008's partial indexes, written the same way so that the planner uses them.
+fn unparsed_digits(column: &str, param: &str) -> String {
+    format!(
+        r"(regexp_replace({column}, '[^0-9]', '', 'g') = {param} AND {column} !~ '^\+[1-9][0-9]{{6,14}}$')"
+    )
+}
+
 /// One page of calls, newest first, and the cursor of the next page when there is one.
 pub async fn list(pool: &Pool, q: &ListQuery) -> Result<Value, ReadError> {
     let mut w = Where::default();
@@ -136,9 +144,22 @@ pub async fn list(pool: &Pool, q: &ListQuery) -> Result<Value, ReadError> {
         let p = w.bind(to);
         w.clauses.push(format!("c.started_at < {p}"));
     }
-    if let Some(number) = &q.number {
-        let p = w.bind(number.as_str().to_owned());
-        w.clauses.push(format!("(c.from_number = {p} OR c.to_number = {p})"));
+    match &q.number {
+        Some(NumberFilter::Digits(digits)) => {
+            // The call log keeps a number that does not parse as the PBX wrote it: compare digits
+            // (indexed by migration 0008), and match one written in E.164 shape as it is.
+            let (p, plus) = (w.bind(digits.clone()), w.bind(format!("+{digits}")));
+            w.clauses.push(format!(
+                "({} OR {} OR c.from_number = {plus} OR c.to_number = {plus})",
+                unparsed_digits("c.from_number", &p),
+                unparsed_digits("c.to_number", &p)
+            ));
+        }
+        Some(number) => {
+            let p = w.bind(number.as_str().to_owned());
+            w.clauses.push(format!("(c.from_number = {p} OR c.to_number = {p})"));
+        }
+        None => {}
     }
     if let Some(agent) = &q.agent {
         let p = w.bind(agent.clone());

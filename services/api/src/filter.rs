@@ -55,21 +55,28 @@ impl Cursor {
     }
 }
 
-/// How to look a number up: its E.164 form when it is a public number, else the text as the PBX
-/// wrote it (an extension), which is how the call log stores numbers that do not parse.
+/// How to look a number up: by its E.164 form when it is a public number, else by the text as the
+/// PBX wrote it, which is how the call log stores numbers that do not parse: an extension as
+/// written, a longer number by its digits.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum NumberFilter {
     E164(String),
     Extension(String),
+    /// The digits of a number that does not parse (`07700 900103`, in a range reserved for drama),
+    /// so that any spacing finds it however the PBX spaced it.
+    Digits(String),
 }
 
 impl NumberFilter {
     pub fn as_str(&self) -> &str {
         match self {
-            NumberFilter::E164(n) | NumberFilter::Extension(n) => n,
+            NumberFilter::E164(n) | NumberFilter::Extension(n) | NumberFilter::Digits(n) => n,
         }
     }
 }
+
+/// Fewest digits of a number searched by its digits: shorter is an extension or a typo.
+const MIN_UNPARSED_DIGITS: usize = 7;
 
 /// The list endpoint's filters.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -134,10 +141,11 @@ fn direction(text: &str) -> Option<Direction> {
         .find(|d| d.as_str() == text)
 }
 
-/// Reads a number in any format. International forms (`+44 20 7946 0000`, `00…` is not one, as its
-/// meaning depends on the country) parse on their own; national forms need `region` (or the
-/// source's region when `source` is given, which the caller passes as `source_region`). Up to six
-/// digits is an extension, matched as written.
+/// Reads a number in any format. International forms (`+44 20 7946 0000`, `0044 20 7946 0000`)
+/// parse on their own; national forms need `region` (or the source's region when `source` is
+/// given, which the caller passes as `source_region`). Up to six digits is an extension, matched
+/// as written. A number that does not parse, national without a region or not a valid number, is
+/// looked up by its digits, which is how the call log keeps the numbers it could not read.
 fn number(raw: &str, region: Option<&str>, source_region: Option<&str>) -> Result<NumberFilter, BadRequest> {
     let trimmed = raw.trim();
     if !trimmed.bytes().any(|b| b.is_ascii_digit()) {
@@ -151,24 +159,30 @@ fn number(raw: &str, region: Option<&str>, source_region: Option<&str>) -> Resul
     if digits_only && trimmed.len() <= 6 {
         return Ok(NumberFilter::Extension(trimmed.to_owned()));
     }
-    let international =
-        trimmed.starts_with('+') || (digits_only && trimmed.len() >= 11 && !trimmed.starts_with('0'));
+    let international = trimmed.starts_with('+')
+        || trimmed.starts_with("00")
+        || (digits_only && trimmed.len() >= 11 && !trimmed.starts_with('0'));
+    let digits: String = trimmed.chars().filter(char::is_ascii_digit).collect();
+    let unparsed = |why: String| {
+        if digits.len() >= MIN_UNPARSED_DIGITS {
+            Ok(NumberFilter::Digits(digits.clone()))
+        } else {
+            Err(bad(format!("number: {raw:?} {why}")))
+        }
+    };
     let region = match region {
         Some(region) => region,
-        // Any region reads an international number the same way.
+        // Any region reads an international number the same way (`00` included).
         None if international => "US".parse::<Region>().map_err(|e| bad(e.to_string()))?,
-        None => {
-            return Err(bad(format!(
-                "number: {raw:?} is in a national format; add region=XX (ISO 3166, e.g. GB) to read it"
-            )));
-        }
+        None => return unparsed("is too short for a phone number and not an extension".into()),
     };
     // "+44 (0)20 …": the national trunk prefix in parentheses is not part of an international
     // number, and only some regions' rules drop it; drop it for all.
     let cleaned = if trimmed.starts_with('+') { trimmed.replace("(0)", "") } else { trimmed.to_owned() };
-    PhoneNumber::parse_lenient(&cleaned, region)
-        .map(|n| NumberFilter::E164(n.as_str().to_owned()))
-        .ok_or_else(|| bad(format!("number: {raw:?} is not a valid phone number in {}", region.as_str())))
+    match PhoneNumber::parse_lenient(&cleaned, region) {
+        Some(number) => Ok(NumberFilter::E164(number.as_str().to_owned())),
+        None => unparsed(format!("is not a valid phone number in {}", region.as_str())),
+    }
 }
 
 impl ListQuery {
@@ -305,11 +319,39 @@ mod tests {
             assert_eq!(e164(query), Ok(Some("+442079460000".into())), "{query}");
         }
         assert_eq!(parse("number=101").expect("ok").number, Some(NumberFilter::Extension("101".into())));
-        for query in
-            ["number=020%207946%200000", "number=abc", "number=020&region=XX", "number=%2B1234&region=GB"]
-        {
+        for query in ["number=abc", "number=020&region=XX", "number=%2B1234&region=GB", "number=02-01"] {
             assert!(parse(query).is_err(), "{query}");
         }
+    }
+
+    #[test]
+    fn a_leading_00_is_international_without_a_region() {
+        let number = |q: &str| parse(q).map(|q| q.number);
+        for query in
+            ["number=00442079460000", "number=0044+20+7946+0000", "number=00+44+20+7946+0000&region=RU"]
+        {
+            assert_eq!(number(query), Ok(Some(NumberFilter::E164("+442079460000".into()))), "{query}");
+        }
+    }
+
+    #[test]
+    fn numbers_that_do_not_parse_are_searched_by_their_digits() {
+        let number = |q: &str| parse(q).map(|q| q.number);
+        let drama = Ok(Some(NumberFilter::Digits("07700900103".into())));
+        // Not a valid number in the UK, with or without the region; national without one.
+        for query in [
+            "number=07700+900103",
+            "number=07700900103",
+            "number=%2807700%29+900-103",
+            "number=07700+900103&region=GB",
+            "number=07700+900103&source=acme-gb",
+        ] {
+            assert_eq!(number(query), drama, "{query}");
+        }
+        let international = Ok(Some(NumberFilter::Digits("447700900103".into())));
+        assert_eq!(number("number=%2B44+7700+900103"), international);
+        // A national number without a region is not read in any region: only its digits match.
+        assert_eq!(number("number=020+7946+0000"), Ok(Some(NumberFilter::Digits("02079460000".into()))));
     }
 
     #[test]

@@ -54,6 +54,13 @@ fn event(
     StoredEvent { event: e, partition: 0, offset: n as i64 }
 }
 
+/// `e` to `to`, a number that parsed.
+fn numbers_to(mut e: StoredEvent, to: &str) -> StoredEvent {
+    e.event.to_raw = Some(to.into());
+    e.event.to_e164 = PhoneNumber::from_e164(to).ok();
+    e
+}
+
 fn numbers(mut e: StoredEvent, from: &str, to: &str) -> StoredEvent {
     e.event.from_raw = Some(from.into());
     e.event.from_e164 = PhoneNumber::from_e164(from).ok();
@@ -222,6 +229,16 @@ impl Fixture {
             .collect()
     }
 
+    /// A pool of the fixture's database, for writing more calls.
+    async fn pool(&self) -> switchboard_core::deadpool_postgres::Pool {
+        let settings = PostgresSettings {
+            url: pg::scratch::url_of(&self.database),
+            pool_size: 1,
+            create_database: false,
+        };
+        pg::connect_and_migrate(&settings, &CancellationToken::new()).await.expect("db").expect("pool")
+    }
+
     async fn stop(self) {
         self.cancel.cancel();
         let _ = self.server.await;
@@ -264,6 +281,40 @@ async fn filters_select_the_right_calls() {
         ["missed"],
         "offsets"
     );
+    api.stop().await;
+}
+
+#[tokio::test]
+async fn numbers_that_did_not_parse_are_found_by_their_digits() {
+    let api = Fixture::start("unparsed").await;
+    // Calls from numbers no adapter could read, kept as the PBX wrote them: a UK range reserved for
+    // drama, spaced; and one in E.164 shape, as vendors that send E.164 write it.
+    let unread = |call: &str, from: &str, second: i64| {
+        let mut e = event("pbx-gb", call, 0, None, EventKind::Ringing, second, Direction::Inbound, None);
+        e.event.from_raw = Some(from.into());
+        numbers_to(e, "+442071234567")
+    };
+    let events = [unread("drama", "07700 900103", 500), unread("drama-intl", "+447700900104", 501)];
+    let _ = CallLog::new(api.pool().await).expect("log").write_batch(&events).await.expect("write");
+
+    for number in [
+        "07700+900103",
+        "07700900103",
+        "07700-900-103",
+        "%2807700%29%20900%20103",
+        "07700+900103&region=GB",
+        "07700+900103&source=pbx-gb",
+    ] {
+        assert_eq!(api.ids(&format!("number={number}")).await, ["drama"], "{number}");
+    }
+    for number in ["%2B447700900104", "%2B44+7700+900104", "447700900104"] {
+        assert_eq!(api.ids(&format!("number={number}")).await, ["drama-intl"], "{number}");
+    }
+    let (_, page) = api.get("/v1/calls?number=07700900103").await;
+    assert_eq!(page["calls"][0]["from_number"], "07700 900103", "shown as stored");
+    // Digits match digits, not a part of them; parsed numbers are still matched in E.164.
+    assert_eq!(api.ids("number=0770090010").await, Vec::<String>::new());
+    assert_eq!(api.ids("number=%2B442071234567&source=pbx-gb&limit=2").await, ["drama-intl", "drama"]);
     api.stop().await;
 }
 
@@ -376,7 +427,7 @@ async fn refusals_say_why() {
         "direction=up",
         "limit=1000",
         "cursor=xyz",
-        "number=020%207946%200000",
+        "number=02-01",
         "number=hello",
         "region=ZZ&number=020",
         "sauce=pbx-gb",

@@ -324,6 +324,48 @@ async fn a_call_without_end_marker_settles_and_a_late_event_makes_a_new_version(
 }
 
 #[tokio::test]
+async fn a_call_telphin_reports_only_by_its_ivr_hangup_lasts_the_vendors_duration() {
+    let (pool, database) = fresh_pool("ivr").await;
+    let log = CallLog::new(pool.clone()).expect("log");
+    let codecs = Codecs::new().expect("codecs");
+    // The caller hung up in the voice menu: one hangup of the IVR extension, `Duration=25`.
+    let abandoned = call_events("telphin/inbound-abandoned-in-ivr.json");
+    // In a queue after the IVR: the IVR had the call for 40 s, the agent's leg rang from 15 s.
+    let missed = call_events("telphin/inbound-missed-in-queue.json");
+    let _ = log.write_batch(&[abandoned.clone(), missed.clone()].concat()).await.expect("write");
+    let (found, settled) = log.settle_due(Duration::ZERO, Duration::ZERO, 10).await.expect("sweep");
+    assert_eq!((found, settled.calls), (2, 2));
+
+    let claimed = outbox::claim(&pool, 10, Duration::from_secs(30)).await.expect("claim");
+    let record = |call: &StoredEvent| {
+        let found = claimed.iter().find(|c| c.call_id == call.event.call_id.as_str()).expect("published");
+        codecs.call_record.decode(&found.record).expect("record")
+    };
+    let at = |text: &str| chrono::DateTime::parse_from_rfc3339(text).expect("time").to_utc();
+    let ivr = record(&abandoned[0]);
+    assert_eq!(ivr.outcome, Some(Outcome::AbandonedInIvr));
+    assert_eq!(
+        (ivr.started_at, ivr.ended_at),
+        (at("2026-11-01T10:00:00Z"), Some(at("2026-11-01T10:00:25Z")))
+    );
+    assert_eq!((ivr.duration_seconds, ivr.talk_seconds), (Some(25), None));
+    let queue = record(&missed[0]);
+    assert_eq!(queue.outcome, Some(Outcome::Missed));
+    assert_eq!(queue.started_at, at("2026-11-01T10:00:00Z"), "when the IVR took the call");
+    assert_eq!(queue.duration_seconds, Some(40));
+    let legs: Vec<_> = queue.legs.iter().map(|l| (&l.leg_id[..6], l.started_at)).collect();
+    assert_eq!(
+        legs,
+        [
+            ("200200", at("2026-11-01T10:00:00Z")),
+            ("200300", at("2026-11-01T10:00:10Z")),
+            ("200101", at("2026-11-01T10:00:15Z")),
+        ]
+    );
+    drop_database(&database).await;
+}
+
+#[tokio::test]
 async fn an_end_marker_completes_at_once_and_a_ringing_call_waits_longer() {
     let (pool, database) = fresh_pool("marker").await;
     let log = CallLog::new(pool.clone()).expect("log");

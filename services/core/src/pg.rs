@@ -23,6 +23,7 @@ const MIGRATIONS: &[(i32, &str, &str)] = &[
     (5, "recordings", include_str!("../migrations/0005_recordings.sql")),
     (6, "call_revision", include_str!("../migrations/0006_call_revision.sql")),
     (7, "hot_call_updates", include_str!("../migrations/0007_hot_call_updates.sql")),
+    (8, "unparsed_numbers", include_str!("../migrations/0008_unparsed_numbers.sql")),
 ];
 
 /// Any advisory-lock key unique to Switchboard's migrator.
@@ -38,6 +39,23 @@ pub enum PgError {
     Pool(#[from] deadpool_postgres::PoolError),
     #[error("cannot build the connection pool: {0}")]
     Build(String),
+}
+
+/// An error with every cause on one line, for logs: `tokio_postgres::Error` says only "db error"
+/// and keeps the server's message in its source. A cause whose text the line already ends with
+/// (a wrapper that displays its source) is not repeated.
+pub fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.ends_with(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    text
 }
 
 /// Creates the database when asked to, builds the pool and applies migrations, retrying while

@@ -251,6 +251,17 @@ impl PhoneNumber {
         // with the trunk prefix 8, not Vietnam (+84).
         let digits_only = trimmed.bytes().all(|b| b.is_ascii_digit());
         let national = Self::parse_strict(trimmed, Some(default_region.0));
+        // `00` is the international prefix of most of the world, and PBXs there present foreign
+        // callers with it (`00 44 20 7946 0135`) whatever region reads them: a US source, whose
+        // own prefix is 011, would find no such national number. So `00` + a valid international
+        // number is that number in every region; the national reading stands only where that
+        // fails (Australia dials out with 0011: `0011 44 …` is not `+11 44 …`).
+        if let Some(international) = without_00(trimmed) {
+            return match Self::parse_strict(&format!("+{international}"), None) {
+                Some((number, _)) => Some(number),
+                None => national.map(|(number, _)| number),
+            };
+        }
         if digits_only && trimmed.len() >= 11 && !trimmed.starts_with('0') {
             let international = Self::parse_strict(&format!("+{trimmed}"), None);
             return match (international, national) {
@@ -295,6 +306,14 @@ impl PhoneNumber {
 }
 
 string_newtype!(PhoneNumber);
+
+/// The digits after a leading `00`, when `raw` is `00` and digits in the usual groupings
+/// (`0044 20 7946 0135`, `00-44-20-…`, `00 (44) 20…`).
+fn without_00(raw: &str) -> Option<String> {
+    let compact: String = raw.chars().filter(|c| !matches!(c, ' ' | '-' | '.' | '(' | ')' | '/')).collect();
+    let rest = compact.strip_prefix("00")?;
+    (!rest.is_empty() && rest.bytes().all(|b| b.is_ascii_digit())).then(|| rest.to_owned())
+}
 
 /// The region a source's national-format numbers belong to (ISO 3166 alpha-2, e.g. `GB`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -713,6 +732,38 @@ mod tests {
         for (raw, region, expected) in cases {
             let parsed = PhoneNumber::parse_lenient(raw, region).map(|n| n.as_str().to_owned());
             assert_eq!(parsed.as_deref(), Some(expected), "{raw} in {}", region.as_str());
+        }
+    }
+
+    #[test]
+    fn a_leading_00_is_international_in_every_region() {
+        let region = |code: &str| code.parse::<Region>().expect("a region");
+        let cases = [
+            // A US source dials out with 011, yet European PBXs behind it present callers with 00.
+            ("00442079460135", "US", "+442079460135"),
+            ("00 44 20 7946 0135", "US", "+442079460135"),
+            ("0044-20-7946-0135", "US", "+442079460135"),
+            ("011 44 20 7946 0135", "US", "+442079460135"),
+            ("00 7 495 123-45-67", "US", "+74951234567"),
+            ("00442079460135", "GB", "+442079460135"),
+            ("00 1 415 555 0123", "GB", "+14155550123"),
+            ("00442079460135", "RU", "+442079460135"),
+            ("00 49 30 901820", "RU", "+4930901820"),
+            // Australia dials out with 0011: `+11 44…` is no number, the national reading is.
+            ("0011 44 20 7946 0135", "AU", "+442079460135"),
+        ];
+        for (raw, code, expected) in cases {
+            let parsed = PhoneNumber::parse_lenient(raw, region(code)).map(|n| n.as_str().to_owned());
+            assert_eq!(parsed.as_deref(), Some(expected), "{raw} in {code}");
+        }
+        // What each reading alone gives: nothing for the US national reading, nothing for the
+        // international reading of Australia's prefix.
+        assert_eq!(PhoneNumber::parse_strict("00442079460135", Some(region("US").0)), None);
+        assert_eq!(PhoneNumber::parse_strict("+11442079460135", None), None);
+        // No valid number either way.
+        for code in ["US", "GB", "RU"] {
+            assert_eq!(PhoneNumber::parse_lenient("00 44 20", region(code)), None, "{code}");
+            assert_eq!(PhoneNumber::parse_lenient("00", region(code)), None, "{code}");
         }
     }
 

@@ -322,6 +322,21 @@ mod tests {
     }
 
     #[test]
+    fn a_router_in_the_us_knows_callers_presented_with_00() {
+        // A US router (011 is its own international prefix) behind a European or Russian PBX.
+        let us: Region = "US".parse().expect("region");
+        let (dir, s, cache) = (directory(), settings("700"), CallerCache::new(us, 4));
+        for caller in ["0074951234567", "00 7 495 123-45-67", "+74951234567"] {
+            let decision = decide(Some(&dir), Some(caller), us, &s, &cache);
+            assert_eq!(
+                (decision.outcome, decision.destination.as_str()),
+                (Outcome::Agent, "101"),
+                "{caller}"
+            );
+        }
+    }
+
+    #[test]
     fn answers_in_each_pbx_format() {
         let s = RouterSettings { telphin_variable: "manager".into(), ..settings("") };
         let found =
