@@ -2,16 +2,21 @@
 //! latency, against a baseline measured in the same run.
 //!
 //! Runs the real pipeline (release binary, one process per service) against the local broker and
-//! PostgreSQL, exactly as the tests do (same environment variables). Two measurements:
+//! PostgreSQL, exactly as the tests do (same environment variables). Measurements:
 //!
-//! 1. baseline: a bare hyper handler that reads and discards the body, driven by the same load
-//!    generator (same client, same concurrency, same bodies);
+//! 1. baselines, driven by the same load generator (same client, concurrency and bodies): a bare
+//!    hyper handler that reads and discards the body, and a *durable* one that produces the body
+//!    to Kafka with Switchboard's producer settings (`acks=all`, idempotent) and answers after
+//!    the acknowledgement — the physical limit of a durable ingress on this broker;
 //! 2. Switchboard: the same requests posted to ingress; throughput is counted until the last
 //!    event is committed to the call log, and latency is `stored_at - received_at` per event,
-//!    read back from PostgreSQL (one host, one clock).
+//!    read back from PostgreSQL (one host, one clock);
+//! 3. open loop: webhooks at a fixed arrival rate (not a closed loop, whose rate bends to the
+//!    system's latency), webhook → call-log row latency.
 //!
-//! Usage: `bench-e2e [WEBHOOKS] [CONCURRENCY]` (defaults 20000 and 32). Build it with
-//! `cargo build --release -p switchboard -p switchboard-tests` so that it finds the release binary.
+//! Usage: `bench-e2e [WEBHOOKS] [CONCURRENCY] [OPEN_LOOP_RATE]` (defaults 20000, 32 and 1000/s
+//! for 10 s). Build it with `cargo build --release -p switchboard -p switchboard-tests` so that it
+//! finds the release binary.
 
 use std::convert::Infallible;
 use std::time::{Duration, Instant};
@@ -22,6 +27,8 @@ use http_body_util::{BodyExt, Full};
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use switchboard_core::config::KafkaSettings;
 use switchboard_tests::*;
 
 #[derive(Debug)]
@@ -118,11 +125,87 @@ fn start_bare_hyper() -> anyhow::Result<u16> {
     Ok(port)
 }
 
+/// A hyper handler that produces each body to `topic` and answers 202 once Kafka acknowledged
+/// it, with the producer Switchboard's ingress uses; on its own runtime thread.
+fn start_durable_hyper(settings: &KafkaSettings, topic: String) -> anyhow::Result<u16> {
+    let producer: FutureProducer =
+        switchboard_core::kafka::producer(settings, "bench-durable", Duration::from_secs(5))?;
+    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+    listener.set_nonblocking(true)?;
+    let port = listener.local_addr()?.port();
+    let _ = std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build();
+        let Ok(runtime) = runtime else { return };
+        runtime.block_on(async move {
+            let Ok(listener) = tokio::net::TcpListener::from_std(listener) else { return };
+            while let Ok((stream, _)) = listener.accept().await {
+                let (producer, topic) = (producer.clone(), topic.clone());
+                tokio::spawn(async move {
+                    let service = service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+                        let (producer, topic) = (producer.clone(), topic.clone());
+                        async move {
+                            let body =
+                                req.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+                            let record = FutureRecord::<[u8], [u8]>::to(&topic)
+                                .payload(&body[..])
+                                .key(&body[..8.min(body.len())]);
+                            let status = match producer.send(record, Duration::from_secs(5)).await {
+                                Ok(_) => hyper::StatusCode::ACCEPTED,
+                                Err(_) => hyper::StatusCode::SERVICE_UNAVAILABLE,
+                            };
+                            let mut response = hyper::Response::new(Full::new(Bytes::from_static(b"{}")));
+                            *response.status_mut() = status;
+                            Ok::<_, Infallible>(response)
+                        }
+                    });
+                    let _ = http1::Builder::new().serve_connection(TokioIo::new(stream), service).await;
+                });
+            }
+        });
+    });
+    Ok(port)
+}
+
+/// Posts `bodies` at a fixed arrival rate, each request on its own task whatever the answers'
+/// latency (an open loop); returns the seconds it took to send them all.
+async fn open_loop(
+    client: &HttpClient,
+    url: &str,
+    auth: &str,
+    bodies: Vec<String>,
+    rate: f64,
+) -> anyhow::Result<f64> {
+    let started = tokio::time::Instant::now();
+    let mut tasks = Vec::with_capacity(bodies.len());
+    for (n, body) in bodies.into_iter().enumerate() {
+        tokio::time::sleep_until(started + Duration::from_secs_f64(n as f64 / rate)).await;
+        let (client, url, auth) = (client.clone(), url.to_owned(), auth.to_owned());
+        tasks.push(tokio::spawn(async move {
+            let response = send(
+                &client,
+                "POST",
+                &url,
+                &[("content-type", "application/json"), ("authorization", &auth)],
+                body,
+            )
+            .await?;
+            anyhow::ensure!(response.status == 202, "status {}", response.status);
+            anyhow::Ok(())
+        }));
+    }
+    let sent = started.elapsed().as_secs_f64();
+    for task in tasks {
+        task.await??;
+    }
+    Ok(sent)
+}
+
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> anyhow::Result<()> {
     let mut args = std::env::args().skip(1);
     let webhooks: usize = args.next().map(|a| a.parse()).transpose()?.unwrap_or(20_000);
     let concurrency: usize = args.next().map(|a| a.parse()).transpose()?.unwrap_or(32);
+    let open_rate: f64 = args.next().map(|a| a.parse()).transpose()?.unwrap_or(1000.0);
     let calls = webhooks.div_ceil(4);
 
     let mut env = TestEnv::new("bench");
@@ -141,6 +224,27 @@ async fn main() -> anyhow::Result<()> {
     let bare = format!("http://127.0.0.1:{}/v1/webhooks/bench", start_bare_hyper()?);
     let _ = drive(&client, &bare, &auth, &warmup, concurrency).await?;
     let baseline = drive(&client, &bare, &auth, &bodies, concurrency).await?;
+    let kafka = KafkaSettings { brokers: env.brokers.clone(), ..KafkaSettings::default() };
+    let durable_topic = format!("t-{}.durable-baseline", env.id);
+    let cancel = tokio_util::sync::CancellationToken::new();
+    anyhow::ensure!(switchboard_core::kafka::ensure_topics(&kafka, &[durable_topic.as_str()], &cancel).await);
+    let durable =
+        format!("http://127.0.0.1:{}/v1/webhooks/bench", start_durable_hyper(&kafka, durable_topic)?);
+    let _ = drive(&client, &durable, &auth, &warmup, concurrency).await?;
+    let durable_run = drive(&client, &durable, &auth, &bodies, concurrency).await?;
+
+    // Ingress alone, on topics of its own that nothing consumes: what ingress does with the two
+    // cores to itself, as the durable baseline had them.
+    let alone_env = TestEnv::new("bench-alone");
+    alone_env.init().await?;
+    let alone_credentials = alone_env.add_source("bench", "GB").await?;
+    let mut alone = alone_env.start("ingress").await?;
+    let alone_url = alone.url(&format!("/v1/webhooks/{}", alone_credentials.user));
+    let alone_auth = alone_credentials.basic();
+    let _ = drive(&client, &alone_url, &alone_auth, &warmup, concurrency).await?;
+    let alone_run = drive(&client, &alone_url, &alone_auth, &bodies, concurrency).await?;
+    let _ = alone.terminate(Duration::from_secs(30)).await?;
+    alone_env.cleanup().await;
 
     // Warm the pipeline (connections, prepared statements, group assignment) before measuring.
     let db = env.db().await?;
@@ -184,6 +288,20 @@ async fn main() -> anyhow::Result<()> {
     );
     let light_e2e = webhook_to_row_ms(&db, &format!("{light_run}%")).await?;
 
+    // Open loop: a fixed arrival rate for 10 s.
+    let open_run = format!("{}-open", env.id);
+    let open_count = (open_rate * 10.0) as usize;
+    let open_bodies: Vec<String> =
+        call_webhooks(&open_run, open_count.div_ceil(4)).into_iter().take(open_count).collect();
+    let open_seconds = open_loop(&client, &ingress, &auth, open_bodies, open_rate).await?;
+    let open_total = light_total + open_count as i64;
+    anyhow::ensure!(
+        wait_for_count(&db, "SELECT count(*) FROM call_events", open_total, Duration::from_secs(300)).await?
+            == open_total,
+        "open-loop events did not all reach the call log"
+    );
+    let open_e2e = webhook_to_row_ms(&db, &format!("{open_run}%")).await?;
+
     let n = bodies.len();
     let bare_rate = baseline.per_second(n);
     let ingress_rate = accepted.per_second(n);
@@ -200,7 +318,11 @@ async fn main() -> anyhow::Result<()> {
         );
     };
     row("baseline: bare hyper handler (HTTP 202)", bare_rate, &baseline.latencies_ms);
-    row("ingress: HTTP 202 after Kafka ack", ingress_rate, &accepted.latencies_ms);
+    let durable_rate = durable_run.per_second(n);
+    row("baseline: hyper + rdkafka, 202 after acks=all", durable_rate, &durable_run.latencies_ms);
+    let alone_rate = alone_run.per_second(n);
+    row("ingress alone (nothing consuming): HTTP 202 after Kafka ack", alone_rate, &alone_run.latencies_ms);
+    row("ingress, whole pipeline running: HTTP 202 after Kafka ack", ingress_rate, &accepted.latencies_ms);
     row("end to end: webhook committed to call log", sustained_rate, &e2e);
     let light_rate = light.per_second(light_bodies.len());
     println!("\nlight load ({} webhooks, 2 in flight, {light_rate:.0}/s):", light_bodies.len());
@@ -209,6 +331,20 @@ async fn main() -> anyhow::Result<()> {
     for (name, lat) in [("ingress 202", &light.latencies_ms), ("webhook → call-log row", &light_e2e)] {
         println!("| {name} | {:.2} | {:.2} |", percentile(lat, 50.0), percentile(lat, 99.0));
     }
+    println!(
+        "\nratios to the durable baseline: ingress alone {:.2}, ingress with the pipeline {:.2}; \
+         sustained into the call log {:.2} of ingress",
+        alone_rate / durable_rate,
+        ingress_rate / durable_rate,
+        sustained_rate / ingress_rate
+    );
+    println!(
+        "open loop: {open_count} webhooks offered at {open_rate:.0}/s (sent in {open_seconds:.1} s): \
+         webhook → call-log row p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
+        percentile(&open_e2e, 50.0),
+        percentile(&open_e2e, 99.0),
+        open_e2e.last().copied().unwrap_or(f64::NAN)
+    );
 
     pipeline.shutdown().await?;
     env.cleanup().await;
