@@ -68,7 +68,7 @@ async fn at_least_once(
     let codecs = Arc::new(Codecs::new()?);
     let mut settings = kafka.clone();
     settings.group_prefix = format!("alo-{}-", uuid::Uuid::now_v7());
-    let consumer = switchboard_core::kafka::consumer(&settings, Service::Normalizer, &[input])?;
+    let (consumer, _unwatched) = switchboard_core::kafka::consumer(&settings, Service::Normalizer, &[input])?;
     let producer = switchboard_core::kafka::producer(&settings, "bench-alo", Duration::from_secs(30))?;
     let ctx = StageContext {
         stage: "normalizer",

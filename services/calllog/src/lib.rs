@@ -79,7 +79,7 @@ pub async fn run(
     for result in ["hit", "miss", "stale"] {
         let _ = metrics::CALLLOG_FOLD_CACHE.with_label_values(&[result]);
     }
-    service::with_probes(Service::Calllog, listener, &cancel.clone(), |health| async move {
+    service::with_probes(Service::Calllog, listener, &cancel.clone(), |health, watcher| async move {
         let Some(pool) = pg::connect_and_migrate(&settings.postgres, &cancel).await? else {
             return Ok(());
         };
@@ -97,7 +97,12 @@ pub async fn run(
         let producer = kafka::producer(&settings.kafka, STAGE, Duration::from_secs(30))?;
         let writer = Writer {
             store: store.clone(),
-            consumer: kafka::consumer(&settings.kafka, Service::Calllog, &[&topics.enriched])?,
+            consumer: {
+                let (consumer, watch) =
+                    kafka::consumer(&settings.kafka, Service::Calllog, &[&topics.enriched])?;
+                watcher.watch(watch);
+                consumer
+            },
             producer: producer.clone(),
             codecs: Codecs::new()?,
             dead_letter_topic: topics.dead_letter.clone(),

@@ -90,7 +90,6 @@ pub static CALL_RECORD_SCHEMA: LazyLock<EmbeddedSchema> =
 fn parse_embedded(text: &str) -> EmbeddedSchema {
     // The schemas are compiled into the binary and covered by unit tests, so a parse failure is
     // a build defect, not a runtime condition.
-    #[allow(clippy::expect_used)]
     EmbeddedSchema::parse(text).expect("embedded Avro schema must parse")
 }
 

@@ -11,79 +11,11 @@ use std::path::PathBuf;
 use std::str::FromStr;
 
 use crate::model::Secret;
+/// The topology is its own module (it imports nothing); configuration refers to it.
+pub use crate::topology::{Service, Topics};
 use figment::Figment;
 use figment::providers::{Format, Serialized, Toml};
 use serde::{Deserialize, Serialize};
-
-/// The services a `switchboard` process can be. Each runs as its own process so that each stage
-/// scales on its own.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Service {
-    Ingress,
-    Normalizer,
-    Matcher,
-    Recordings,
-    Calllog,
-    /// The HTTP API CRMs and operators call: call-log queries.
-    Api,
-    /// Synchronous lookups for PBX IVRs ("which extension owns this caller?") and the directory
-    /// admin API.
-    Router,
-}
-
-impl Service {
-    pub const ALL: [Service; 7] = [
-        Service::Ingress,
-        Service::Normalizer,
-        Service::Matcher,
-        Service::Recordings,
-        Service::Calllog,
-        Service::Api,
-        Service::Router,
-    ];
-
-    pub fn name(self) -> &'static str {
-        match self {
-            Service::Ingress => "ingress",
-            Service::Normalizer => "normalizer",
-            Service::Matcher => "matcher",
-            Service::Recordings => "recordings",
-            Service::Calllog => "calllog",
-            Service::Api => "api",
-            Service::Router => "router",
-        }
-    }
-
-    /// Whether the service reads a Kafka topic in a consumer group, and so scales by partitions
-    /// (the others are HTTP services that scale behind a load balancer).
-    pub fn is_consumer(self) -> bool {
-        matches!(self, Service::Normalizer | Service::Matcher | Service::Recordings | Service::Calllog)
-    }
-
-    /// Default port of the ops endpoints (`/metrics`, `/healthz`, `/readyz`). Ingress serves them
-    /// on a port of its own, 9100, so that the webhook port PBXs reach shows no metrics; every
-    /// other service serves them on its one port.
-    pub fn default_ops_port(self) -> u16 {
-        match self {
-            Service::Ingress => 9100,
-            other => other.default_port(),
-        }
-    }
-
-    /// Default HTTP port: ingress takes webhooks on 8080, the API answers on 8081 and the router
-    /// on 8082; consumers serve only their metrics and probes, on 9101 upwards.
-    pub fn default_port(self) -> u16 {
-        match self {
-            Service::Ingress => 8080,
-            Service::Normalizer => 9101,
-            Service::Matcher => 9102,
-            Service::Recordings => 9103,
-            Service::Calllog => 9104,
-            Service::Api => 8081,
-            Service::Router => 8082,
-        }
-    }
-}
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -149,41 +81,6 @@ impl KafkaSettings {
 
     pub fn group_id(&self, service: Service) -> String {
         format!("{}{}", self.group_prefix, service.name())
-    }
-}
-
-/// Every topic of the pipeline (`schemas/README.md` has key, schema and wire format of each).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Topics {
-    /// Raw webhooks, as received (ingress → normalizer).
-    pub raw: String,
-    /// Normalised call events (normalizer → matcher).
-    pub normalized: String,
-    /// Call events with agent and customer matched (matcher → recordings).
-    pub matched: String,
-    /// Fully enriched call events (recordings → calllog, and CRM subscribers).
-    pub enriched: String,
-    /// Records a stage could not process, with the reason.
-    pub dead_letter: String,
-    /// Call records (one per call, re-published on every change), keyed by call: what CRMs
-    /// subscribe to for the call log.
-    pub calls: String,
-}
-
-impl Topics {
-    pub fn with_prefix(prefix: &str) -> Self {
-        Self {
-            raw: format!("{prefix}raw"),
-            normalized: format!("{prefix}normalized"),
-            matched: format!("{prefix}matched"),
-            enriched: format!("{prefix}enriched"),
-            dead_letter: format!("{prefix}deadletter"),
-            calls: format!("{prefix}calls"),
-        }
-    }
-
-    pub fn all(&self) -> [&str; 6] {
-        [&self.raw, &self.normalized, &self.matched, &self.enriched, &self.dead_letter, &self.calls]
     }
 }
 
@@ -639,7 +536,7 @@ impl Settings {
         }
         // The raw record adds kept headers (at most 128 KiB), a query string (at most 8 KiB) and
         // metadata to the body; keep room for them.
-        let max_body = crate::kafka::MAX_RECORD_BYTES - 256 * 1024;
+        let max_body = crate::topology::MAX_RECORD_BYTES - 256 * 1024;
         if !(1024..=max_body).contains(&self.ingress.max_body_bytes) {
             return fail(format!("ingress.max_body_bytes must be between 1024 and {max_body}"));
         }

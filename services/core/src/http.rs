@@ -11,8 +11,8 @@
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -26,23 +26,20 @@ use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use crate::kafka::ConsumerWatch;
-
 pub type Body = Full<Bytes>;
 
 /// Whether a service is ready to take work. Starts not ready; a service marks itself ready once
-/// its connections are up, and not ready again as soon as shutdown begins. A consumer created
-/// inside `service::with_probes` also holds readiness back until it has joined its group (see
-/// the module documentation); the service's monitor reports that.
+/// its connections are up, and not ready again as soon as shutdown begins. Something the service
+/// waits for beyond its own start-up (a Kafka consumer joining its group, see the module
+/// documentation) can [`hold`](Health::hold) readiness until it is [`released`](Health::release);
+/// this type knows nothing of what that is.
 #[derive(Debug)]
 pub struct Health {
     ready: AtomicBool,
     /// Set once shutdown begins; wins over everything else, for good.
     draining: AtomicBool,
-    /// False while a registered consumer has not yet been seen in its group.
-    consumers_joined: AtomicBool,
-    /// Consumers registered by `kafka::consumer`, waiting for the monitor to take them.
-    consumers: Mutex<Vec<ConsumerWatch>>,
+    /// False while something the service waits for is held back.
+    released: AtomicBool,
 }
 
 impl Default for Health {
@@ -50,8 +47,7 @@ impl Default for Health {
         Self {
             ready: AtomicBool::new(false),
             draining: AtomicBool::new(false),
-            consumers_joined: AtomicBool::new(true),
-            consumers: Mutex::default(),
+            released: AtomicBool::new(true),
         }
     }
 }
@@ -68,7 +64,7 @@ impl Health {
     pub fn is_ready(&self) -> bool {
         !self.draining.load(Ordering::Relaxed)
             && self.ready.load(Ordering::Relaxed)
-            && self.consumers_joined.load(Ordering::Relaxed)
+            && self.released.load(Ordering::Relaxed)
     }
 
     /// Shutdown has begun: not ready from now on, whatever the service still reports.
@@ -76,22 +72,14 @@ impl Health {
         self.draining.store(true, Ordering::Relaxed);
     }
 
-    /// Holds readiness back until the monitor has seen `consumer` in its group. Called when the
-    /// consumer is created, so before its service can call `set_ready(true)`.
-    pub(crate) fn watch_consumer(&self, consumer: ConsumerWatch) {
-        self.consumers_joined.store(false, Ordering::Relaxed);
-        if let Ok(mut consumers) = self.consumers.lock() {
-            consumers.push(consumer);
-        }
+    /// Holds readiness back until [`Health::release`] says the awaited dependency is there.
+    pub fn hold(&self) {
+        self.released.store(false, Ordering::Relaxed);
     }
 
-    /// The consumers registered since the last call.
-    pub(crate) fn take_new_consumers(&self) -> Vec<ConsumerWatch> {
-        self.consumers.lock().map(|mut c| std::mem::take(&mut *c)).unwrap_or_default()
-    }
-
-    pub(crate) fn set_consumers_joined(&self, joined: bool) {
-        self.consumers_joined.store(joined, Ordering::Relaxed);
+    /// Whether what readiness was held for is there now.
+    pub fn release(&self, released: bool) {
+        self.released.store(released, Ordering::Relaxed);
     }
 }
 
@@ -217,20 +205,9 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::KafkaSettings;
 
     fn get(path: &str) -> Request<()> {
         Request::builder().uri(path).body(()).expect("request")
-    }
-
-    fn watch() -> ConsumerWatch {
-        ConsumerWatch {
-            stage: "matcher",
-            group: "g".into(),
-            client_id: "matcher-h-1".into(),
-            topics: vec!["t".into()],
-            settings: KafkaSettings::default(),
-        }
     }
 
     #[test]
@@ -244,22 +221,20 @@ mod tests {
     }
 
     #[test]
-    fn a_consumer_holds_readiness_until_it_joined_its_group() {
+    fn a_hold_keeps_readiness_until_released() {
         let health = Health::new();
         health.set_ready(true);
         assert!(health.is_ready(), "no consumer: ready when the service says so");
-        health.watch_consumer(watch());
-        assert!(!health.is_ready(), "a registered consumer that has not joined holds readiness");
+        health.hold();
+        assert!(!health.is_ready(), "a dependency not there yet holds readiness");
         assert_eq!(
             probe_response(&get("/readyz"), &health).map(|r| r.status()),
             Some(StatusCode::SERVICE_UNAVAILABLE)
         );
-        assert_eq!(health.take_new_consumers().len(), 1);
-        assert!(health.take_new_consumers().is_empty(), "each consumer is handed to the monitor once");
-        health.set_consumers_joined(true);
+        health.release(true);
         assert_eq!(probe_response(&get("/readyz"), &health).map(|r| r.status()), Some(StatusCode::OK));
         health.set_ready(false);
-        assert!(!health.is_ready(), "shutdown wins over a joined consumer");
+        assert!(!health.is_ready(), "shutdown wins over a released hold");
     }
 
     #[test]

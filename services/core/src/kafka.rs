@@ -32,16 +32,14 @@ use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{KafkaSettings, Service};
+use crate::config::KafkaSettings;
 use crate::metrics;
 use crate::retry::Backoff;
+use crate::topology::Service;
 
 pub use rdkafka::consumer::CommitMode;
 
-/// Largest record Switchboard writes. A raw webhook is the body (capped at 1 MiB by default) plus
-/// its headers and metadata, which is more than Kafka's 1 MB default; topics are created with
-/// a matching `max.message.bytes`.
-pub const MAX_RECORD_BYTES: usize = 2 * 1024 * 1024;
+pub use crate::topology::MAX_RECORD_BYTES;
 
 /// A record to produce.
 #[derive(Debug, Clone)]
@@ -95,14 +93,14 @@ pub fn producer(
     create(config, settings)
 }
 
-/// A consumer in the service's own group, subscribed to `topics`. Created inside
-/// `service::with_probes`, it is also registered with the service's health: the service is
-/// ready only once this consumer has joined its group, and its monitor reports the group's lag.
+/// A consumer in the service's own group, subscribed to `topics`, and what its monitor needs to
+/// watch it: a service gives the watch to its `service::ConsumerWatcher`, so that it is ready
+/// only once this consumer owns its share of the partitions, and its group's lag is reported.
 pub fn consumer(
     settings: &KafkaSettings,
     service: Service,
     topics: &[&str],
-) -> Result<StreamConsumer, KafkaError> {
+) -> Result<(StreamConsumer, ConsumerWatch), KafkaError> {
     let client_id = consumer_client_id(settings, service);
     let mut config = base_config(settings, &client_id);
     let _ = config
@@ -117,14 +115,14 @@ pub fn consumer(
         .set("fetch.wait.max.ms", "100");
     let consumer: StreamConsumer = create(config, settings)?;
     consumer.subscribe(topics)?;
-    crate::service::register_consumer(ConsumerWatch {
+    let watch = ConsumerWatch {
         stage: service.name(),
         group: settings.group_id(service),
         client_id,
         topics: topics.iter().map(|t| (*t).to_owned()).collect(),
         settings: settings.clone(),
-    });
-    Ok(consumer)
+    };
+    Ok((consumer, watch))
 }
 
 /// The consumer's `client.id`: the service name, the host and the process id, so that the

@@ -4,6 +4,8 @@
 //! - [`avro`]: the one place records become bytes: Avro single-object encoding per topic.
 //! - [`kafka`] and [`stage`]: Kafka clients and the at-least-once consume → produce loop.
 //! - [`pg`]: the PostgreSQL pool and migrations.
+//! - [`topology`]: the services, the topics between them and the record size limit; it imports
+//!   nothing, so everything else can refer to it.
 //! - [`config`], [`metrics`], [`http`], [`runtime`]: configuration, Prometheus metrics, the ops
 //!   endpoints and process plumbing.
 //!
@@ -12,7 +14,6 @@
 
 pub mod avro;
 pub mod config;
-pub mod forward;
 pub mod http;
 pub mod kafka;
 pub mod metrics;
@@ -21,6 +22,7 @@ pub mod retry;
 pub mod runtime;
 pub mod service;
 pub mod stage;
+pub mod topology;
 
 pub use deadpool_postgres;
 pub use rdkafka;

@@ -31,23 +31,19 @@ pub const UNKNOWN: &str = "unknown";
 fn register<C: Collector + Clone + 'static>(collector: C) -> C {
     // Each metric is registered exactly once, by its own LazyLock, under a name unique in this
     // module; a failure here is a programming error caught by the unit tests below.
-    #[allow(clippy::expect_used)]
     REGISTRY.register(Box::new(collector.clone())).expect("metric registered twice");
     collector
 }
 
 fn counter(name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
-    #[allow(clippy::expect_used)]
     register(IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric"))
 }
 
 fn gauge(name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
-    #[allow(clippy::expect_used)]
     register(IntGaugeVec::new(Opts::new(name, help), labels).expect("valid metric"))
 }
 
 fn histogram(name: &str, help: &str, labels: &[&str], buckets: Vec<f64>) -> HistogramVec {
-    #[allow(clippy::expect_used)]
     register(
         HistogramVec::new(HistogramOpts::new(name, help).buckets(buckets), labels).expect("valid metric"),
     )
@@ -70,7 +66,6 @@ pub static BUILD_INFO: LazyLock<IntGaugeVec> = LazyLock::new(|| {
 });
 
 pub static READY: LazyLock<IntGauge> = LazyLock::new(|| {
-    #[allow(clippy::expect_used)]
     register(
         IntGauge::new("switchboard_ready", "1 while the service answers /readyz with 200, else 0.")
             .expect("valid metric"),
@@ -294,7 +289,6 @@ pub static RECORDING_LINKS: LazyLock<IntCounterVec> = LazyLock::new(|| {
 /// Counted by every recordings replica every 10 s, over the whole table: replicas report the same
 /// number, so aggregate with `max`.
 pub static RECORDINGS_PENDING: LazyLock<IntGauge> = LazyLock::new(|| {
-    #[allow(clippy::expect_used)]
     register(
         IntGauge::new(
             "switchboard_recordings_pending",
@@ -461,12 +455,12 @@ pub fn render() -> String {
 pub fn init(service: &str) {
     BUILD_INFO.with_label_values(&[service, env!("CARGO_PKG_VERSION")]).set(1);
     READY.set(0);
-    let kind = crate::config::Service::ALL.into_iter().find(|s| s.name() == service);
-    if kind == Some(crate::config::Service::Ingress) {
+    let kind = crate::topology::Service::named(service);
+    if kind == Some(crate::topology::Service::Ingress) {
         // Ingress produces, but neither consumes nor dead-letters.
         let _ = PRODUCE_SECONDS.with_label_values(&[service]);
     }
-    if !kind.is_none_or(crate::config::Service::is_consumer) {
+    if !kind.is_none_or(crate::topology::Service::is_consumer) {
         return;
     }
     for vec in [&*EVENTS_IN, &*EVENTS_OUT, &*CONSUME_ERRORS, &*MONITOR_ERRORS] {

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::TcpListener;
+use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::avro::Codecs;
@@ -39,29 +40,33 @@ pub async fn bind(settings: &Settings, service: Service) -> Result<TcpListener, 
     TcpListener::bind(addr).await.map_err(|source| ServiceError::Bind { addr, source })
 }
 
-tokio::task_local! {
-    /// The health of the service whose `with_probes` is running this task, so that
-    /// `kafka::consumer` can register the consumers it creates without every stage passing a
-    /// handle along.
-    static HEALTH: Arc<Health>;
+/// Hands the consumers a service creates to its monitor: each holds the service's readiness
+/// until it has joined its group and owns partitions (or stands by), and the monitor reports its
+/// group's lag. Given to the work of [`with_probes`]; cheap to clone.
+#[derive(Debug, Clone)]
+pub struct ConsumerWatcher {
+    health: Arc<Health>,
+    new: mpsc::UnboundedSender<kafka::ConsumerWatch>,
 }
 
-/// Registers a consumer with the health of the service running this task: its readiness then
-/// waits for the consumer to join its group, and its monitor reports the group's lag. Outside
-/// `with_probes` (tests, one-off tools) nothing is watched.
-pub(crate) fn register_consumer(watch: kafka::ConsumerWatch) {
-    let _ = HEALTH.try_with(|health| health.watch_consumer(watch));
+impl ConsumerWatcher {
+    /// Watches the consumer `kafka::consumer` returned `watch` for.
+    pub fn watch(&self, watch: kafka::ConsumerWatch) {
+        // Held at once, before the service can say it is ready: the monitor releases it.
+        self.health.hold();
+        let _ = self.new.send(watch);
+    }
 }
 
 /// Runs `work` for a consumer service while its `/metrics`, `/healthz` and `/readyz` answer on
-/// `listener`. `work` marks the service ready once its dependencies are up (and readiness also
-/// waits for each consumer `work` creates to join its group); it is marked not ready again, and
-/// the probes stop, when `work` returns.
+/// `listener`. `work` marks the service ready once its dependencies are up, and gives each
+/// consumer it creates to the [`ConsumerWatcher`] (readiness then also waits for it); the service
+/// is not ready from the moment `cancel` fires, and the probes stop when `work` returns.
 pub async fn with_probes<Fut>(
     service: Service,
     listener: TcpListener,
     cancel: &CancellationToken,
-    work: impl FnOnce(Arc<Health>) -> Fut,
+    work: impl FnOnce(Arc<Health>, ConsumerWatcher) -> Fut,
 ) -> Result<(), ServiceError>
 where
     Fut: Future<Output = Result<(), ServiceError>>,
@@ -70,7 +75,9 @@ where
     let health = Health::new();
     let ops_cancel = CancellationToken::new();
     let ops = tokio::spawn(http::serve_ops(listener, health.clone(), ops_cancel.clone()));
-    let monitor = tokio::spawn(monitor_consumers(health.clone(), ops_cancel.clone()));
+    let (new, consumers) = mpsc::unbounded_channel();
+    let watcher = ConsumerWatcher { health: health.clone(), new };
+    let monitor = tokio::spawn(monitor_consumers(health.clone(), consumers, ops_cancel.clone()));
     // Not ready from the moment shutdown begins, while the work still drains: a load balancer
     // or a rollout must not count a leaving replica as capacity.
     let draining = tokio::spawn({
@@ -81,7 +88,7 @@ where
         }
     });
 
-    let outcome = HEALTH.scope(health.clone(), work(health.clone())).await;
+    let outcome = work(health.clone(), watcher).await;
 
     health.drain();
     draining.abort();
@@ -101,12 +108,16 @@ const MONITOR_JOIN_INTERVAL: Duration = Duration::from_millis(200);
 /// Watches every consumer registered with `health`: marks the service's consumers joined once
 /// each has been seen in its stable group owning partitions, or as a standby (a latch: a later rebalance does not make a replica unready),
 /// and publishes each group's lag every `kafka.monitor_interval_ms`.
-async fn monitor_consumers(health: Arc<Health>, cancel: CancellationToken) {
+async fn monitor_consumers(
+    health: Arc<Health>,
+    mut consumers: mpsc::UnboundedReceiver<kafka::ConsumerWatch>,
+    cancel: CancellationToken,
+) {
     let mut probes: Vec<(Arc<kafka::GroupProbe>, bool)> = Vec::new();
     let mut interval = Duration::MAX;
     loop {
         let mut unwatchable = false;
-        for watch in health.take_new_consumers() {
+        while let Ok(watch) = consumers.try_recv() {
             interval = interval.min(Duration::from_millis(watch.settings.monitor_interval_ms));
             let stage = watch.stage;
             match kafka::GroupProbe::new(watch) {
@@ -151,9 +162,9 @@ async fn monitor_consumers(health: Arc<Health>, cancel: CancellationToken) {
         // With no probe, only a failed one may release readiness: a consumer registered since
         // this round began is still waiting for its first look.
         if !probes.is_empty() {
-            health.set_consumers_joined(all_joined);
+            health.release(all_joined);
         } else if unwatchable {
-            health.set_consumers_joined(true);
+            health.release(true);
         }
         // Until every consumer has joined (or before any exists), look often.
         let wait = if all_joined && !probes.is_empty() {
@@ -177,8 +188,8 @@ pub async fn run_stage<P: Processor>(
     make_processor: impl FnOnce(Arc<Codecs>, &Topics) -> P,
     cancel: CancellationToken,
 ) -> Result<(), ServiceError> {
-    with_probes(service, listener, &cancel.clone(), |health| async move {
-        run_stage_inner(service, settings, input, make_processor, &health, cancel).await
+    with_probes(service, listener, &cancel.clone(), |health, watcher| async move {
+        run_stage_inner(service, settings, input, make_processor, &health, &watcher, cancel).await
     })
     .await
 }
@@ -189,6 +200,7 @@ async fn run_stage_inner<P: Processor>(
     input: fn(&Topics) -> &str,
     make_processor: impl FnOnce(Arc<Codecs>, &Topics) -> P,
     health: &Health,
+    watcher: &ConsumerWatcher,
     cancel: CancellationToken,
 ) -> Result<(), ServiceError> {
     let topics = settings.kafka.topics();
@@ -200,7 +212,8 @@ async fn run_stage_inner<P: Processor>(
     // Stages retry a failed produce themselves, so the producer's own timeout only decides how
     // often a stuck record is re-enqueued.
     let producer = kafka::producer(&settings.kafka, service.name(), Duration::from_secs(30))?;
-    let consumer = kafka::consumer(&settings.kafka, service, &[input(&topics)])?;
+    let (consumer, watch) = kafka::consumer(&settings.kafka, service, &[input(&topics)])?;
+    watcher.watch(watch);
     let ctx = StageContext {
         stage: service.name(),
         consumer,

@@ -62,7 +62,7 @@ pub async fn run(
     let Some(signer) = LinkSigner::from_settings(&settings) else {
         return Err(ServiceError::Other("recordings.link_key is not set".into()));
     };
-    service::with_probes(Service::Recordings, listener, &cancel.clone(), |health| async move {
+    service::with_probes(Service::Recordings, listener, &cancel.clone(), |health, watcher| async move {
         // Every vendor and result from the start, at zero: the failure-ratio alert uses
         // `increase()`, which cannot see a series that appears at 1.
         for vendor in Vendor::ALL {
@@ -83,7 +83,8 @@ pub async fn run(
         // The stage and the resolver share one producer (one connection set, one idempotent
         // sequence per partition); the stage retries failed produces itself.
         let producer = kafka::producer(&settings.kafka, Service::Recordings.name(), Duration::from_secs(30))?;
-        let consumer = kafka::consumer(&settings.kafka, Service::Recordings, &[&topics.matched])?;
+        let (consumer, watch) = kafka::consumer(&settings.kafka, Service::Recordings, &[&topics.matched])?;
+        watcher.watch(watch);
         let max_backoff = Duration::from_millis(settings.pipeline.max_backoff_ms);
         let drain_timeout = Duration::from_millis(settings.pipeline.drain_timeout_ms);
         let pending = Arc::new(Notify::new());

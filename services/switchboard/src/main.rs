@@ -8,7 +8,7 @@
 use std::process::ExitCode;
 
 use anyhow::Context;
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 use switchboard_adapters::SourceSettings;
 use switchboard_core::config::{Service, Settings};
 use switchboard_core::model::{Region, Secret, SourceId, Vendor};
@@ -24,22 +24,10 @@ struct Cli {
     command: Command,
 }
 
+/// The commands besides the services. Each service of `Service::ALL` is a subcommand too, added
+/// from that list by [`parse_command_line`], so that a new service needs no line here.
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Accept PBX webhooks and publish them to Kafka.
-    Ingress,
-    /// Read raw webhooks into call events.
-    Normalizer,
-    /// Match agents and customers.
-    Matcher,
-    /// Attach recording links.
-    Recordings,
-    /// Write the call log to PostgreSQL.
-    Calllog,
-    /// Answer call-log queries over HTTP (the query API).
-    Api,
-    /// Answer IVR routing lookups and serve the directory admin API.
-    Router,
     /// Create the topics and apply database migrations, then exit.
     Init,
     /// Manage the PBX sources allowed to post webhooks.
@@ -87,8 +75,22 @@ enum SourcesAction {
     List,
 }
 
+/// Parses the command line: `switchboard <service>` for every service of `Service::ALL`, else one
+/// of [`Command`]. Exits with clap's usage error (code 2) on a command line it cannot read.
+fn parse_command_line() -> Result<Parsed, anyhow::Error> {
+    let command = Service::ALL.into_iter().fold(Cli::command(), |cli, service| {
+        cli.subcommand(clap::Command::new(service.name()).about(service.about()))
+    });
+    let matches = command.get_matches();
+    if let Some(service) = matches.subcommand_name().and_then(Service::named) {
+        return Ok(Parsed::Run(service));
+    }
+    let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|error| error.exit());
+    Parsed::from(cli.command)
+}
+
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let parsed = parse_command_line();
     let settings = match Settings::load() {
         Ok(settings) => settings,
         Err(error) => {
@@ -97,7 +99,7 @@ fn main() -> ExitCode {
         }
     };
     // Arguments are checked before any runtime or connection exists, like the configuration.
-    let command = match Parsed::from(cli.command) {
+    let command = match parsed {
         Ok(command) => command,
         Err(error) => {
             eprintln!("switchboard: {error:#}");
@@ -145,13 +147,6 @@ enum Admin {
 impl Parsed {
     fn from(command: Command) -> anyhow::Result<Self> {
         Ok(match command {
-            Command::Ingress => Parsed::Run(Service::Ingress),
-            Command::Normalizer => Parsed::Run(Service::Normalizer),
-            Command::Matcher => Parsed::Run(Service::Matcher),
-            Command::Recordings => Parsed::Run(Service::Recordings),
-            Command::Calllog => Parsed::Run(Service::Calllog),
-            Command::Api => Parsed::Run(Service::Api),
-            Command::Router => Parsed::Run(Service::Router),
             Command::Init => Parsed::Admin(Admin::Init),
             Command::Sources { action: SourcesAction::List } => Parsed::Admin(Admin::ListSources),
             Command::Sources {

@@ -1,0 +1,132 @@
+//! The pipeline's shape, and nothing else: which services exist, which topics connect them, how
+//! large a record may be. It imports nothing, so that configuration, Kafka plumbing, metrics and
+//! the binary's command line can all refer to it without referring to each other.
+
+/// Largest record Switchboard writes. A raw webhook is the body (capped at 1 MiB by default) plus
+/// its headers and metadata, which is more than Kafka's 1 MB default; topics are created with
+/// a matching `max.message.bytes`, and the brokers' `message.max.bytes` takes it
+/// (`deploy/kafka/server.properties`).
+pub const MAX_RECORD_BYTES: usize = 2 * 1024 * 1024;
+
+/// The services a `switchboard` process can be. Each runs as its own process so that each stage
+/// scales on its own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Service {
+    Ingress,
+    Normalizer,
+    Matcher,
+    Recordings,
+    Calllog,
+    /// The HTTP API CRMs and operators call: call-log queries.
+    Api,
+    /// Synchronous lookups for PBX IVRs ("which extension owns this caller?") and the directory
+    /// admin API.
+    Router,
+}
+
+impl Service {
+    pub const ALL: [Service; 7] = [
+        Service::Ingress,
+        Service::Normalizer,
+        Service::Matcher,
+        Service::Recordings,
+        Service::Calllog,
+        Service::Api,
+        Service::Router,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Service::Ingress => "ingress",
+            Service::Normalizer => "normalizer",
+            Service::Matcher => "matcher",
+            Service::Recordings => "recordings",
+            Service::Calllog => "calllog",
+            Service::Api => "api",
+            Service::Router => "router",
+        }
+    }
+
+    /// What the service does, in one line: the binary's `--help` for `switchboard <name>`.
+    pub fn about(self) -> &'static str {
+        match self {
+            Service::Ingress => "Accept PBX webhooks and publish them to Kafka",
+            Service::Normalizer => "Read raw webhooks into call events",
+            Service::Matcher => "Match agents and customers",
+            Service::Recordings => "Attach recording links",
+            Service::Calllog => "Write the call log to PostgreSQL",
+            Service::Api => "Answer call-log queries over HTTP (the query API)",
+            Service::Router => "Answer IVR routing lookups and serve the directory admin API",
+        }
+    }
+
+    /// The service called `name`, as on the command line.
+    pub fn named(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|s| s.name() == name)
+    }
+
+    /// Whether the service reads a Kafka topic in a consumer group, and so scales by partitions
+    /// (the others are HTTP services that scale behind a load balancer).
+    pub fn is_consumer(self) -> bool {
+        matches!(self, Service::Normalizer | Service::Matcher | Service::Recordings | Service::Calllog)
+    }
+
+    /// Default port of the ops endpoints (`/metrics`, `/healthz`, `/readyz`). Ingress serves them
+    /// on a port of its own, 9100, so that the webhook port PBXs reach shows no metrics; every
+    /// other service serves them on its one port.
+    pub fn default_ops_port(self) -> u16 {
+        match self {
+            Service::Ingress => 9100,
+            other => other.default_port(),
+        }
+    }
+
+    /// Default HTTP port: ingress takes webhooks on 8080, the API answers on 8081 and the router
+    /// on 8082; consumers serve only their metrics and probes, on 9101 upwards.
+    pub fn default_port(self) -> u16 {
+        match self {
+            Service::Ingress => 8080,
+            Service::Normalizer => 9101,
+            Service::Matcher => 9102,
+            Service::Recordings => 9103,
+            Service::Calllog => 9104,
+            Service::Api => 8081,
+            Service::Router => 8082,
+        }
+    }
+}
+
+/// Every topic of the pipeline (`schemas/README.md` has key, schema and wire format of each).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Topics {
+    /// Raw webhooks, as received (ingress → normalizer).
+    pub raw: String,
+    /// Normalised call events (normalizer → matcher).
+    pub normalized: String,
+    /// Call events with agent and customer matched (matcher → recordings).
+    pub matched: String,
+    /// Fully enriched call events (recordings → calllog, and CRM subscribers).
+    pub enriched: String,
+    /// Records a stage could not process, with the reason.
+    pub dead_letter: String,
+    /// Call records (one per call, re-published on every change), keyed by call: what CRMs
+    /// subscribe to for the call log.
+    pub calls: String,
+}
+
+impl Topics {
+    pub fn with_prefix(prefix: &str) -> Self {
+        Self {
+            raw: format!("{prefix}raw"),
+            normalized: format!("{prefix}normalized"),
+            matched: format!("{prefix}matched"),
+            enriched: format!("{prefix}enriched"),
+            dead_letter: format!("{prefix}deadletter"),
+            calls: format!("{prefix}calls"),
+        }
+    }
+
+    pub fn all(&self) -> [&str; 6] {
+        [&self.raw, &self.normalized, &self.matched, &self.enriched, &self.dead_letter, &self.calls]
+    }
+}
