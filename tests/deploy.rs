@@ -665,41 +665,6 @@ fn the_catalogue_and_every_alert_are_documented_and_rules_use_only_real_metrics(
     assert!(readme.contains("docs/operations.md"), "the README links the operations doc");
 }
 
-/// The `.rs` files under `dir`, recursively.
-fn rust_files(dir: &Path) -> Vec<PathBuf> {
-    let mut files = Vec::new();
-    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
-        let path = entry.path();
-        if path.is_dir() {
-            files.extend(rust_files(&path));
-        } else if path.extension().is_some_and(|e| e == "rs") {
-            files.push(path);
-        }
-    }
-    files
-}
-
-#[test]
-fn every_dead_letter_class_is_reported_from_the_start() {
-    // The dead-letter alert takes increase(): a class whose series appeared at 1 would never fire
-    // it. So every class a service can set aside records with is pre-registered at zero.
-    let mut classes = BTreeSet::new();
-    for file in rust_files(&repo().join("services")) {
-        let source = read(&file);
-        for (at, _) in source.match_indices("Poison::new(\"") {
-            let rest = &source[at + "Poison::new(\"".len()..];
-            let class = rest.split('"').next().unwrap_or_default().to_owned();
-            classes.insert((class, file.display().to_string()));
-        }
-    }
-    assert!(classes.len() >= 3, "the services set records aside: {classes:?}");
-    for (class, file) in classes {
-        assert!(
-            metrics::DEAD_LETTER_CLASSES.contains(&class.as_str()),
-            "{file} dead-letters with class {class:?}, missing from metrics::DEAD_LETTER_CLASSES"
-        );
-    }
-}
 
 /// `deploy/kafka/server.properties` as a map (comments and blank lines left out).
 fn local_kafka_properties() -> BTreeMap<String, String> {

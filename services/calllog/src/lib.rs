@@ -36,7 +36,7 @@ use switchboard_core::rdkafka::consumer::{Consumer, StreamConsumer};
 use switchboard_core::rdkafka::producer::FutureProducer;
 use switchboard_core::retry::Backoff;
 use switchboard_core::service::{self, ServiceError};
-use switchboard_core::stage::{DeadLetterTarget, Inbound, Poison};
+use switchboard_core::stage::{DeadLetterTarget, Inbound, Poison, PoisonClass};
 use switchboard_core::{metrics, pg};
 use tokio::net::TcpListener;
 use tokio::sync::{Notify, oneshot};
@@ -315,7 +315,7 @@ impl Writer {
                     events.push(StoredEvent { event, partition: record.partition, offset: record.offset });
                     sources.push(record);
                 }
-                Err(error) => poisoned.push((record, Poison::new("decode", error.to_string()))),
+                Err(error) => poisoned.push((record, Poison::new(PoisonClass::Decode, error.to_string()))),
             }
         }
         match self.write_with_retry(&events, cancel).await {
@@ -327,7 +327,7 @@ impl Writer {
                     match self.write_with_retry(std::slice::from_ref(event), cancel).await {
                         Some(Ok(())) => {}
                         Some(Err(error)) => {
-                            poisoned.push((record, Poison::new("rejected", error.to_string())))
+                            poisoned.push((record, Poison::new(PoisonClass::Rejected, error.to_string())))
                         }
                         None => return Ok(false),
                     }
@@ -344,7 +344,7 @@ impl Writer {
             max_backoff: self.max_backoff,
         };
         for (record, poison) in &poisoned {
-            metrics::EVENTS_FAILED.with_label_values(&[STAGE, poison.class]).inc();
+            metrics::EVENTS_FAILED.with_label_values(&[STAGE, poison.class.as_str()]).inc();
             tracing::warn!(
                 partition = record.partition, offset = record.offset, reason = %poison.reason,
                 "Record sent to the dead-letter topic."

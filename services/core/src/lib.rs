@@ -18,6 +18,7 @@ pub mod http;
 pub mod kafka;
 pub mod metrics;
 pub mod pg;
+pub mod poison;
 pub mod retry;
 pub mod runtime;
 pub mod service;

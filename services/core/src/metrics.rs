@@ -89,7 +89,7 @@ pub static EVENTS_OUT: LazyLock<IntCounterVec> = LazyLock::new(|| {
 /// from the start, at zero: an alert on `increase()` cannot see a series that appears at 1, so
 /// the first dead letter of a class would go unnoticed. A new class belongs here (the deploy test
 /// checks every `Poison::new` of the services against this list).
-pub const DEAD_LETTER_CLASSES: &[&str] = &["decode", "adapter", "encode", "produce", "rejected"];
+use crate::poison::PoisonClass;
 
 /// The dead-letter count: every record set aside goes to the dead-letter topic, with its class.
 pub static EVENTS_FAILED: LazyLock<IntCounterVec> = LazyLock::new(|| {
@@ -468,7 +468,7 @@ pub fn init(service: &str) {
     }
     // Not the assigned partitions: a broker that does not report assignments leaves that absent.
     let _ = GROUP_MEMBERS.with_label_values(&[service]);
-    for class in DEAD_LETTER_CLASSES {
+    for class in PoisonClass::ALL.map(PoisonClass::as_str) {
         let _ = EVENTS_FAILED.with_label_values(&[service, class]);
     }
     let _ = TRANSIENT_RETRIES.with_label_values(&[service, "kafka"]);

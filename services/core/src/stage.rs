@@ -14,6 +14,7 @@
 //! the call, so a call's events stay in order. Only a produce that fails and is retried can be
 //! overtaken by a later record of the same partition; the call log does not depend on order.
 
+pub use crate::poison::PoisonClass;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -56,13 +57,12 @@ impl Inbound {
 /// Why a record can never be processed. It goes to the dead-letter topic with this reason.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Poison {
-    /// A short, bounded name (`decode`, `adapter`, `validation`), used as a metric label.
-    pub class: &'static str,
+    pub class: PoisonClass,
     pub reason: String,
 }
 
 impl Poison {
-    pub fn new(class: &'static str, reason: impl Into<String>) -> Self {
+    pub fn new(class: PoisonClass, reason: impl Into<String>) -> Self {
         Self { class, reason: reason.into() }
     }
 }
@@ -107,7 +107,7 @@ fn dead_letter(
     let letter = DeadLetter {
         stage: stage.to_owned(),
         reason: poison.reason.clone(),
-        error_class: poison.class.to_owned(),
+        error_class: poison.class.as_str().to_owned(),
         topic: record.topic.clone(),
         partition: record.partition,
         offset: record.offset,
@@ -266,16 +266,16 @@ async fn handle<P: Processor>(
                 // than stop the stage on it forever. Outputs already written stay; they are
                 // idempotent downstream.
                 Some(ProduceError::Permanent(error)) => {
-                    Poison::new("produce", format!("Kafka refused an output record: {error}"))
+                    Poison::new(PoisonClass::Produce, format!("Kafka refused an output record: {error}"))
                 }
             }
         }
         Err(poison) => poison,
     };
-    metrics::EVENTS_FAILED.with_label_values(&[ctx.stage, poison.class]).inc();
+    metrics::EVENTS_FAILED.with_label_values(&[ctx.stage, poison.class.as_str()]).inc();
     tracing::warn!(
         topic = %record.topic, partition = record.partition, offset = record.offset,
-        class = poison.class, reason = %poison.reason,
+        class = %poison.class, reason = %poison.reason,
         "Record sent to the dead-letter topic."
     );
     let letter = DeadLetterTarget {

@@ -20,7 +20,7 @@ use switchboard_core::config::{Service, Settings};
 use switchboard_core::kafka::Outbound;
 use switchboard_core::model::{AgentMatch, CallEvent, ContactMatch};
 use switchboard_core::service::{self, ServiceError};
-use switchboard_core::stage::{Inbound, Poison, Processor};
+use switchboard_core::stage::{Inbound, Poison, PoisonClass, Processor};
 use switchboard_core::{metrics, pg};
 use switchboard_directory::{Directory, SharedDirectory};
 use tokio::net::TcpListener;
@@ -61,7 +61,7 @@ impl Processor for Matcher {
             .codecs
             .call_event
             .decode(&record.payload)
-            .map_err(|e| Poison::new("decode", e.to_string()))?;
+            .map_err(|e| Poison::new(PoisonClass::Decode, e.to_string()))?;
         // Until the first snapshot loads (PostgreSQL down at start-up) records wait here, which
         // the stage's in-flight bound turns into backpressure; matching against nothing would
         // publish wrong "no match" answers.
@@ -71,8 +71,11 @@ impl Processor for Matcher {
             return std::future::pending().await;
         };
         Self::enrich(&directory, &mut event);
-        let payload =
-            self.codecs.call_event.encode(&event).map_err(|e| Poison::new("encode", e.to_string()))?;
+        let payload = self
+            .codecs
+            .call_event
+            .encode(&event)
+            .map_err(|e| Poison::new(PoisonClass::Encode, e.to_string()))?;
         Ok(vec![Outbound {
             topic: self.output_topic.clone(),
             key: Some(event.partition_key().into_bytes()),

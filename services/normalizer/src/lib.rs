@@ -18,7 +18,7 @@ use switchboard_core::config::{Service, Settings};
 use switchboard_core::kafka::Outbound;
 use switchboard_core::metrics;
 use switchboard_core::service::{self, ServiceError};
-use switchboard_core::stage::{Inbound, Poison, Processor};
+use switchboard_core::stage::{Inbound, Poison, PoisonClass, Processor};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -35,12 +35,15 @@ impl Normalizer {
 
     /// Reads one raw record into encoded call events.
     pub fn normalize(&self, payload: &[u8]) -> Result<Vec<Outbound>, Poison> {
-        let raw =
-            self.codecs.raw_webhook.decode(payload).map_err(|e| Poison::new("decode", e.to_string()))?;
+        let raw = self
+            .codecs
+            .raw_webhook
+            .decode(payload)
+            .map_err(|e| Poison::new(PoisonClass::Decode, e.to_string()))?;
         let vendor = raw.vendor.as_str();
         let events = adapter_for(raw.vendor).normalize(&raw).map_err(|e| {
             metrics::NORMALIZED.with_label_values(&[vendor, "parse_failure"]).inc();
-            Poison::new("adapter", format!("{vendor} adapter: {e}"))
+            Poison::new(PoisonClass::Adapter, format!("{vendor} adapter: {e}"))
         })?;
         // A webhook about no call (an agent logging in, a tag added) is valid and yields nothing;
         // counting it keeps it from looking like a silent drop.
@@ -56,7 +59,7 @@ impl Normalizer {
                         .codecs
                         .call_event
                         .encode(event)
-                        .map_err(|e| Poison::new("encode", e.to_string()))?,
+                        .map_err(|e| Poison::new(PoisonClass::Encode, e.to_string()))?,
                 })
             })
             .collect()

@@ -24,7 +24,7 @@ use switchboard_core::kafka::Outbound;
 use switchboard_core::metrics;
 use switchboard_core::model::{CallEvent, RecordingStatus};
 use switchboard_core::retry::Backoff;
-use switchboard_core::stage::{Inbound, Poison, Processor};
+use switchboard_core::stage::{Inbound, Poison, PoisonClass, Processor};
 use tokio::sync::Notify;
 
 use crate::link::LinkSigner;
@@ -50,7 +50,7 @@ impl Registrar {
         loop {
             match store::register(&self.pool, new).await {
                 Ok(registered) => return Ok(registered),
-                Err(StoreError::Rejected(reason)) => return Err(Poison::new("rejected", reason)),
+                Err(StoreError::Rejected(reason)) => return Err(Poison::new(PoisonClass::Rejected, reason)),
                 Err(StoreError::Transient(error)) => {
                     metrics::TRANSIENT_RETRIES.with_label_values(&[STAGE, "postgres"]).inc();
                     let delay = backoff.next_delay();
@@ -80,7 +80,7 @@ impl Processor for Registrar {
             .codecs
             .call_event
             .decode(&record.payload)
-            .map_err(|e| Poison::new("decode", e.to_string()))?;
+            .map_err(|e| Poison::new(PoisonClass::Decode, e.to_string()))?;
         let key = Some(event.partition_key().into_bytes());
         let Some(new) = NewRecording::from_event(&event) else {
             return Ok(vec![Outbound {
@@ -108,8 +108,11 @@ impl Processor for Registrar {
             }
         }
         let event = with_link(event, &registered, &self.signer);
-        let payload =
-            self.codecs.call_event.encode(&event).map_err(|e| Poison::new("encode", e.to_string()))?;
+        let payload = self
+            .codecs
+            .call_event
+            .encode(&event)
+            .map_err(|e| Poison::new(PoisonClass::Encode, e.to_string()))?;
         Ok(vec![Outbound { topic: self.output_topic.clone(), key, payload }])
     }
 }
