@@ -15,6 +15,7 @@
 pub mod avro;
 pub mod config;
 pub mod http;
+pub mod http_service;
 pub mod kafka;
 pub mod metrics;
 pub mod pg;

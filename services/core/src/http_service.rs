@@ -1,0 +1,107 @@
+//! The life of an HTTP service (ingress, the query API, the router, and those to come), written
+//! once: serve at once (probes answer, requests get the service's own "starting" answer), bring
+//! the dependencies up, mark ready, run until cancelled, then drain — not ready first, in-flight
+//! requests finished, background tasks stopped — and return.
+//!
+//! The ops endpoints (`/metrics`, `/healthz`, `/readyz`) are served on their own port when the
+//! service's settings give it one (ingress keeps them off the webhook port), else the handler
+//! answers them itself (`http::ops_response`).
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper::Request;
+use hyper::body::Incoming;
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Settings;
+use crate::http::{self, Body, Health};
+use crate::metrics;
+use crate::service::ServiceError;
+use crate::topology::Service;
+
+/// What [`run`] needs besides the handler.
+#[derive(Debug)]
+pub struct HttpService<'a> {
+    pub service: Service,
+    pub settings: &'a Settings,
+    /// The public port, bound by the caller before anything else (`service::bind`).
+    pub listener: TcpListener,
+    pub health: Arc<Health>,
+    pub cancel: CancellationToken,
+}
+
+/// Background work a started service runs until it stops (a cache refresher, a directory
+/// watcher); aborted once the requests have drained, since none of it has anything to finish.
+pub type Background = Vec<JoinHandle<()>>;
+
+/// Serves `handler` until `cancel` fires. `start` brings the dependencies up and returns the
+/// service's background tasks, or `None` when cancelled first; the service is ready once it has
+/// returned. An error from `start` stops the server and is returned.
+pub async fn run<F, Fut, S>(spec: HttpService<'_>, handler: F, start: S) -> Result<(), ServiceError>
+where
+    F: Fn(Request<Incoming>, SocketAddr) -> Fut + Clone + Send + Sync + 'static,
+    Fut: Future<Output = hyper::Response<Body>> + Send + 'static,
+    S: Future<Output = Result<Option<Background>, ServiceError>>,
+{
+    let HttpService { service, settings, listener, health, cancel } = spec;
+    metrics::init(service.name());
+    let addr = listener
+        .local_addr()
+        .map_err(|source| ServiceError::Bind { addr: settings.listen_addr(service), source })?;
+
+    // The ops port outlives the public port's drain, so that probes and metrics answer to the end.
+    let ops_cancel = CancellationToken::new();
+    let ops_addr = settings.ops_listen_addr(service);
+    let ops = if ops_addr.port() != addr.port() {
+        let ops_listener = TcpListener::bind(ops_addr)
+            .await
+            .map_err(|source| ServiceError::Bind { addr: ops_addr, source })?;
+        tracing::info!(addr = %ops_addr, "Ops endpoints (/metrics, /healthz, /readyz) listening.");
+        Some(tokio::spawn(http::serve_ops(ops_listener, health.clone(), ops_cancel.clone())))
+    } else {
+        None
+    };
+
+    let drain = Duration::from_millis(settings.http.drain_timeout_ms.unwrap_or(10_000));
+    let server = tokio::spawn(http::serve(listener, drain, cancel.clone(), handler));
+    // Not ready from the moment shutdown begins, while requests still drain.
+    let draining = tokio::spawn({
+        let (health, cancel) = (health.clone(), cancel.clone());
+        async move {
+            cancel.cancelled().await;
+            health.drain();
+        }
+    });
+
+    let outcome = match start.await {
+        Ok(Some(background)) => {
+            health.set_ready(true);
+            tracing::info!(service = service.name(), %addr, "Ready.");
+            cancel.cancelled().await;
+            Ok(background)
+        }
+        Ok(None) => Ok(Vec::new()),
+        Err(error) => {
+            cancel.cancel();
+            Err(error)
+        }
+    };
+    health.drain();
+    let _ = server.await;
+    draining.abort();
+    ops_cancel.cancel();
+    if let Some(ops) = ops {
+        let _ = ops.await;
+    }
+    let background = outcome?;
+    for task in background {
+        task.abort();
+    }
+    tracing::info!(service = service.name(), "Stopped.");
+    Ok(())
+}
