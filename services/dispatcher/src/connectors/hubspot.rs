@@ -1,0 +1,104 @@
+//! HubSpot: one call engagement per completed call, `POST /crm/v3/objects/calls` with the call in
+//! `properties` (developers.hubspot.com/docs/api/crm/calls), authenticated with a private app's
+//! access token (`Authorization: Bearer`).
+//!
+//! Properties, as documented: `hs_timestamp` (required; UTC ISO 8601 or ms), `hs_call_direction`
+//! (`INBOUND`/`OUTBOUND`; internal calls are not sent), `hs_call_duration` (milliseconds; the talk
+//! time, so 0 for an unanswered call), `hs_call_status` (`COMPLETED`, `NO_ANSWER`, `BUSY`,
+//! `FAILED`...), `hs_call_from_number`, `hs_call_to_number`, `hs_call_recording_url`,
+//! `hs_call_disposition` (the GUID of one of HubSpot's default call outcomes) and
+//! `hubspot_owner_id` (the agent's HubSpot user, from the user mapping). Properties without a
+//! value are left out rather than sent empty. The request waits (up to a day) while the
+//! recording is pending, since the link goes in the same request.
+
+use serde::Deserialize;
+use switchboard_model::Secret;
+
+use super::{ConnectorError, finish, https_base};
+use crate::criteria::{Criterion, Trigger};
+use crate::flow::StepCondition;
+use crate::profile::{Extract, HttpMethod, Param, Profile, ProfileSpec, ProfileState, RequestTemplate, Step};
+use crate::values::{CallDirection, UserMap};
+
+pub const DEFAULT_BASE_URL: &str = "https://api.hubapi.com";
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    /// A private app's access token with the `crm.objects.contacts.write` scope.
+    pub access_token: Secret,
+    #[serde(default)]
+    pub base_url: Option<String>,
+    /// Agent (directory id, extension, email or number) → HubSpot owner id.
+    #[serde(default)]
+    pub users: UserMap,
+}
+
+/// HubSpot's default call outcomes (`hs_call_disposition` takes their GUIDs): Connected, No
+/// answer, Busy, Left voicemail. A portal can add its own outcomes; these always exist.
+const BODY: &str = r#"{% set status = {"answered": "COMPLETED", "busy": "BUSY", "failed": "FAILED",
+  "missed": "NO_ANSWER", "no_answer": "NO_ANSWER", "abandoned_in_queue": "NO_ANSWER",
+  "abandoned_in_ivr": "NO_ANSWER", "rejected": "NO_ANSWER", "voicemail": "NO_ANSWER"} %}
+{% set outcome_guid = {"answered": "f240bbac-87c9-4f6e-bf70-924b57d47db7",
+  "busy": "9d9162e7-6cf3-4944-bf63-4dff82258764", "voicemail": "b2cf5968-551e-4856-9783-52b3da59a7d0",
+  "missed": "73a0d17f-1163-4015-bdd5-ec830791da20", "no_answer": "73a0d17f-1163-4015-bdd5-ec830791da20",
+  "abandoned_in_queue": "73a0d17f-1163-4015-bdd5-ec830791da20",
+  "abandoned_in_ivr": "73a0d17f-1163-4015-bdd5-ec830791da20",
+  "rejected": "73a0d17f-1163-4015-bdd5-ec830791da20"} %}
+{"properties": {
+{% if outcome_guid[outcome] is defined %}
+  "hs_call_disposition": {{ outcome_guid[outcome] }},
+{% endif %}
+{% if recording_url %}
+  "hs_call_recording_url": {{ recording_url }},
+{% endif %}
+{% if crm_user_id %}
+  "hubspot_owner_id": {{ crm_user_id }},
+{% endif %}
+{% if from_number %}
+  "hs_call_from_number": {{ from_number }},
+{% endif %}
+{% if to_number %}
+  "hs_call_to_number": {{ to_number }},
+{% endif %}
+  "hs_timestamp": {{ started_at|iso8601 }},
+  "hs_call_direction": {{ direction|upper }},
+  "hs_call_duration": {{ (talk_ms or 0)|string }},
+  "hs_call_status": {{ status[outcome]|default("COMPLETED") }}
+}}"#;
+
+pub fn profile(settings: &Settings) -> Result<Profile, ConnectorError> {
+    let base = https_base("hubspot", settings.base_url.as_deref().unwrap_or(DEFAULT_BASE_URL))?;
+    let request = RequestTemplate {
+        method: HttpMethod::Post,
+        url: format!("{base}/crm/v3/objects/calls"),
+        headers: vec![Param::secret(
+            "authorization",
+            Secret::new(format!("Bearer {}", settings.access_token.expose())),
+        )],
+        url_params: Vec::new(),
+        form_params: Vec::new(),
+        json_body: Some(BODY.to_owned()),
+    };
+    let spec = ProfileSpec {
+        name: "HubSpot calls".into(),
+        trigger: Trigger::CallRecordCompleted,
+        criteria: vec![Criterion::Direction {
+            any_of: vec![CallDirection::Inbound, CallDirection::Outbound],
+        }],
+        steps: vec![Step {
+            name: "create".into(),
+            request,
+            extract: vec![Extract { name: "id".into(), pointer: "/id".into() }],
+            when: StepCondition::RecordingSettled,
+        }],
+        users: settings.users.clone(),
+        retry: None,
+        // Under HubSpot's burst limit for private apps on the lowest tiers (100 per 10 s).
+        rate_limit: Some(crate::profile::RateLimit { requests: 100, per_seconds: 10 }),
+        max_concurrency: Some(4),
+        state: ProfileState::Enabled,
+        signing_secrets: Vec::new(),
+    };
+    finish("hubspot", spec)
+}

@@ -1,0 +1,280 @@
+//! Each connector rendered for an answered call (outbound, no recording), a missed call and a
+//! recorded call (inbound), compared with the request the CRM's documentation describes.
+
+use serde_json::{Value, json};
+use switchboard_model::{CallRecord, Direction};
+
+use super::*;
+use crate::criteria::{Subject, fires};
+use crate::fixtures::{answered_inbound, answered_outbound, missed_inbound};
+use crate::flow::{DEFAULT_WAIT_LIMIT, FlowState, Next};
+use crate::request::{RenderedRequest, render_step};
+use crate::values::CallValues;
+
+const CALL_UUID_OF_C1001: &str = "call-uuid-of-c-1001";
+
+fn answered() -> CallRecord {
+    CallRecord { recording_status: None, ..answered_outbound() }
+}
+
+fn missed() -> CallRecord {
+    missed_inbound()
+}
+
+fn recorded() -> CallRecord {
+    answered_inbound()
+}
+
+fn users() -> Value {
+    json!({"users": {"101": "42"}})
+}
+
+/// Runs every due step of `profile` for `record`, answering each with the next of `responses`.
+fn run(profile: &Profile, record: &CallRecord, responses: &[&[u8]]) -> Vec<RenderedRequest> {
+    assert!(fires(profile.trigger, &profile.criteria, &Subject::Record { record, previous: None }));
+    let values = CallValues::from_record(record).with_crm_user(&profile.users);
+    let now = record.completed_at.unwrap_or(record.started_at);
+    let mut state = FlowState::default();
+    let mut sent = Vec::new();
+    let mut responses = responses.iter();
+    loop {
+        match state.next(profile, &values, now, now, DEFAULT_WAIT_LIMIT) {
+            Next::Run(step) => {
+                sent.push(render_step(step, &values, &state.extracted).expect("renders"));
+                state.complete(step, responses.next().copied().unwrap_or(b"{}")).expect("extracts");
+            }
+            Next::Skip(step) => state.skip(step),
+            Next::Wait { step, .. } => panic!("step {} waits", step.name),
+            Next::Finished => return sent,
+        }
+    }
+}
+
+fn json_body(request: &RenderedRequest) -> Value {
+    let text = request
+        .body_text()
+        .replace(&crate::values::call_uuid("acme-pbx", "c-1001").to_string(), CALL_UUID_OF_C1001);
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}: {}", request.body_text()))
+}
+
+fn form(request: &RenderedRequest) -> Vec<(String, String)> {
+    form_urlencoded::parse(&request.body).into_owned().collect()
+}
+
+fn pairs(list: &[(&str, &str)]) -> Vec<(String, String)> {
+    list.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect()
+}
+
+fn assert_head(r: &RenderedRequest, path: &str, headers: &[(&str, &str)]) {
+    assert_eq!(r.method, http::Method::POST);
+    assert_eq!(r.uri.scheme_str(), Some("https"));
+    assert_eq!(r.path_and_query(), path);
+    for (name, value) in headers {
+        assert_eq!(r.headers.get(*name).and_then(|v| v.to_str().ok()), Some(*value), "{name}");
+    }
+}
+
+#[test]
+fn hubspot_calls() {
+    let mut settings = json!({"access_token": "pat-na1-123"});
+    settings["users"] = users();
+    let profile = by_name("hubspot", settings).expect("a profile");
+    let head = [("authorization", "Bearer pat-na1-123"), ("content-type", "application/json")];
+
+    let created: &[u8] = br#"{"id": "512", "properties": {}}"#;
+    let [r] = run(&profile, &answered(), &[created]).try_into().expect("one request");
+    assert_head(&r, "/crm/v3/objects/calls", &head);
+    assert_eq!(r.uri.host(), Some("api.hubapi.com"));
+    assert_eq!(
+        json_body(&r),
+        json!({"properties": {
+        "hs_timestamp": "2024-05-01T10:00:00Z", "hs_call_direction": "OUTBOUND", "hs_call_duration": "42000",
+        "hs_call_status": "COMPLETED", "hs_call_disposition": "f240bbac-87c9-4f6e-bf70-924b57d47db7",
+        "hs_call_from_number": "101", "hs_call_to_number": "+14155550123", "hubspot_owner_id": "42"}})
+    );
+
+    let [r] = run(&profile, &missed(), &[created]).try_into().expect("one request");
+    assert_eq!(
+        json_body(&r),
+        json!({"properties": {
+        "hs_timestamp": "2024-05-01T10:00:00Z", "hs_call_direction": "INBOUND", "hs_call_duration": "0",
+        "hs_call_status": "NO_ANSWER", "hs_call_disposition": "73a0d17f-1163-4015-bdd5-ec830791da20",
+        "hs_call_from_number": "+442079460000", "hs_call_to_number": "+442079460999"}})
+    );
+
+    let [r] = run(&profile, &recorded(), &[created]).try_into().expect("one request");
+    assert_eq!(
+        json_body(&r),
+        json!({"properties": {
+        "hs_timestamp": "2024-05-01T10:00:00Z", "hs_call_direction": "INBOUND", "hs_call_duration": "95000",
+        "hs_call_status": "COMPLETED", "hs_call_disposition": "f240bbac-87c9-4f6e-bf70-924b57d47db7",
+        "hs_call_from_number": "+442079460000", "hs_call_to_number": "+442079460999",
+        "hs_call_recording_url": "https://sb.example.com/v1/recordings/r1?token=t", "hubspot_owner_id": "42"}})
+    );
+}
+
+#[test]
+fn pipedrive_call_logs() {
+    let settings =
+        json!({"base_url": "https://acme.pipedrive.com/", "api_token": "tok123", "users": users()});
+    let profile = by_name("pipedrive", settings).expect("a profile");
+    let head = [("x-api-token", "tok123"), ("content-type", "application/json")];
+
+    let [r] = run(&profile, &answered(), &[]).try_into().expect("one request");
+    assert_head(&r, "/api/v1/callLogs", &head);
+    assert_eq!(r.uri.host(), Some("acme.pipedrive.com"));
+    assert_eq!(
+        json_body(&r),
+        json!({"user_id": 42, "outcome": "connected", "from_phone_number": "101",
+        "to_phone_number": "+14155550123", "start_time": "2024-05-01 10:00:00", "end_time": "2024-05-01 10:00:47",
+        "duration": "42"})
+    );
+
+    let [r] = run(&profile, &missed(), &[]).try_into().expect("one request");
+    assert_eq!(
+        json_body(&r),
+        json!({"outcome": "no_answer", "from_phone_number": "+442079460000",
+        "to_phone_number": "+442079460999", "start_time": "2024-05-01 10:00:00", "end_time": "2024-05-01 10:00:30",
+        "duration": "0"})
+    );
+
+    let [r] = run(&profile, &recorded(), &[]).try_into().expect("one request");
+    assert_eq!(
+        json_body(&r),
+        json!({"user_id": 42, "outcome": "connected", "from_phone_number": "+442079460000",
+        "to_phone_number": "+442079460999", "start_time": "2024-05-01 10:00:00", "end_time": "2024-05-01 10:01:45",
+        "duration": "95"})
+    );
+}
+
+#[test]
+fn bitrix24_register_finish_attach() {
+    let mut settings = json!({"webhook_url": "https://acme.bitrix24.ru/rest/1/k3y/"});
+    settings["users"] = json!({"users": {"101": "42"}, "default_user": "1"});
+    let profile = by_name("bitrix24", settings).expect("a profile");
+    let registered: &[u8] =
+        br#"{"result": {"CALL_ID": "externalCall.abc", "CRM_CREATED_LEAD": null}, "time": {}}"#;
+    let form_type = [("content-type", "application/x-www-form-urlencoded")];
+    let call_uuid = crate::values::call_uuid("acme-pbx", "c-1001").to_string();
+
+    let [register, finish, record] =
+        run(&profile, &recorded(), &[registered]).try_into().expect("three steps");
+    assert_head(&register, "/rest/1/k3y/telephony.externalcall.register.json", &form_type);
+    assert_eq!(register.uri.host(), Some("acme.bitrix24.ru"));
+    assert_eq!(
+        form(&register),
+        pairs(&[
+            ("USER_ID", "42"),
+            ("PHONE_NUMBER", "+442079460000"),
+            ("TYPE", "2"),
+            ("CALL_START_DATE", "2024-05-01T10:00:00+00:00"),
+            ("CRM_CREATE", "1"),
+            ("SHOW", "0")
+        ])
+    );
+    assert_head(&finish, "/rest/1/k3y/telephony.externalcall.finish.json", &form_type);
+    assert_eq!(
+        form(&finish),
+        pairs(&[
+            ("CALL_ID", "externalCall.abc"),
+            ("USER_ID", "42"),
+            ("DURATION", "95"),
+            ("STATUS_CODE", "200")
+        ])
+    );
+    assert_head(&record, "/rest/1/k3y/telephony.externalCall.attachRecord.json", &form_type);
+    assert_eq!(
+        form(&record),
+        pairs(&[
+            ("CALL_ID", "externalCall.abc"),
+            ("FILENAME", &format!("{call_uuid}.mp3")),
+            ("RECORD_URL", "https://sb.example.com/v1/recordings/r1?token=t")
+        ])
+    );
+
+    let [register, finish] = run(&profile, &missed(), &[registered]).try_into().expect("no recording step");
+    assert_eq!(form(&register)[0], ("USER_ID".to_owned(), "1".to_owned()), "the default user");
+    assert_eq!(
+        form(&finish),
+        pairs(&[
+            ("CALL_ID", "externalCall.abc"),
+            ("USER_ID", "1"),
+            ("DURATION", "0"),
+            ("STATUS_CODE", "304")
+        ])
+    );
+
+    let [register, finish] = run(&profile, &answered(), &[registered]).try_into().expect("no recording step");
+    assert_eq!(form(&register)[1..3], pairs(&[("PHONE_NUMBER", "+14155550123"), ("TYPE", "1")]));
+    assert_eq!(form(&finish)[2..], pairs(&[("DURATION", "42"), ("STATUS_CODE", "200")]));
+}
+
+#[test]
+fn amocrm_calls() {
+    let settings = json!({"base_url": "https://acme.amocrm.ru", "access_token": "eyJ0", "users": users()});
+    let profile = by_name("amocrm", settings).expect("a profile");
+    let head = [("authorization", "Bearer eyJ0"), ("content-type", "application/json")];
+
+    let [r] = run(&profile, &recorded(), &[]).try_into().expect("one request");
+    assert_head(&r, "/api/v4/calls", &head);
+    assert_eq!(
+        json_body(&r),
+        json!([{"direction": "inbound", "uniq": CALL_UUID_OF_C1001, "duration": 95,
+        "source": "Switchboard", "phone": "+442079460000", "link": "https://sb.example.com/v1/recordings/r1?token=t",
+        "call_status": 4, "responsible_user_id": 42, "created_at": 1_714_557_600}])
+    );
+
+    let [r] = run(&profile, &missed(), &[]).try_into().expect("one request");
+    let body = json_body(&r);
+    assert_eq!(body[0]["call_status"], 6);
+    assert_eq!(body[0]["duration"], 0);
+    assert!(body[0].get("link").is_none() && body[0].get("responsible_user_id").is_none(), "{body}");
+
+    let [r] = run(&profile, &answered(), &[]).try_into().expect("one request");
+    let body = json_body(&r);
+    assert_eq!(
+        (&body[0]["direction"], &body[0]["phone"], &body[0]["duration"]),
+        (&json!("outbound"), &json!("+14155550123"), &json!(42))
+    );
+}
+
+#[test]
+fn internal_calls_are_not_sent_to_crms() {
+    let mut internal = answered_inbound();
+    internal.direction = Direction::Internal;
+    let profile = by_name("amocrm", json!({"base_url": "https://acme.amocrm.ru", "access_token": "t"}))
+        .expect("a profile");
+    assert!(!fires(
+        profile.trigger,
+        &profile.criteria,
+        &Subject::Record { record: &internal, previous: None }
+    ));
+}
+
+#[test]
+fn a_pending_recording_holds_the_hubspot_request() {
+    let profile = by_name("hubspot", json!({"access_token": "t"})).expect("a profile");
+    let values = CallValues::from_record(&answered_outbound());
+    let now = answered_outbound().started_at;
+    assert!(matches!(
+        FlowState::default().next(&profile, &values, now, now, DEFAULT_WAIT_LIMIT),
+        Next::Wait { .. }
+    ));
+}
+
+#[test]
+fn bad_settings_are_refused() {
+    assert!(matches!(by_name("salesforce", json!({})), Err(ConnectorError::Unknown(_))));
+    assert!(matches!(by_name("hubspot", json!({"token": "t"})), Err(ConnectorError::Settings { .. })));
+    let http = json!({"base_url": "http://acme.pipedrive.com", "api_token": "t"});
+    assert!(matches!(by_name("pipedrive", http), Err(ConnectorError::Setting { .. })));
+    let words = json!({"base_url": "https://acme.pipedrive.com", "api_token": "t", "users": {"users": {"101": "ann"}}});
+    assert!(matches!(by_name("pipedrive", words), Err(ConnectorError::Setting { .. })));
+    let no_default = json!({"webhook_url": "https://acme.bitrix24.ru/rest/1/k/", "users": {}});
+    assert!(matches!(by_name("bitrix24", no_default), Err(ConnectorError::Setting { .. })));
+    let braces = json!({"base_url": "https://acme.amocrm.ru", "access_token": "t", "source": "{{ x }}"});
+    assert!(matches!(by_name("amocrm", braces), Err(ConnectorError::Setting { .. })));
+    for name in NAMES {
+        assert!(!matches!(by_name(name, json!({})), Err(ConnectorError::Unknown(_))), "{name}");
+    }
+}

@@ -1,0 +1,177 @@
+//! The checks [`Profile::new`](crate::profile::Profile::new) runs, one function per part.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use http::header::HeaderName;
+use http::uri::{Scheme, Uri};
+
+use crate::profile::{
+    HttpMethod, Param, ParamValue, ProfileError, ProfileSpec, Step, check_template, known_value,
+};
+use crate::signature::SigningSecret;
+use crate::template::Dialect;
+
+/// Headers the dispatcher writes itself: the signature and body framing must match what is sent.
+const RESERVED_HEADERS: &[&str] = &[
+    "host",
+    "content-length",
+    "transfer-encoding",
+    "connection",
+    "webhook-id",
+    "webhook-timestamp",
+    "webhook-signature",
+];
+
+pub(crate) fn validate(spec: &ProfileSpec) -> Result<(), ProfileError> {
+    let name = spec.name.trim();
+    if name.is_empty() || spec.name.chars().count() > 200 || spec.name.chars().any(char::is_control) {
+        return Err(ProfileError::Name);
+    }
+    if spec.steps.is_empty() {
+        return Err(ProfileError::NoSteps);
+    }
+    // What each step extracts, for the later steps' `steps.<name>.<value>`.
+    let mut earlier: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for step in &spec.steps {
+        let valid_name = !step.name.is_empty()
+            && step.name.len() <= 64
+            && step.name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
+        if !valid_name || earlier.contains_key(&step.name) {
+            return Err(ProfileError::StepName(step.name.clone()));
+        }
+        check_step(step, &earlier)?;
+        earlier.insert(step.name.clone(), step.extract.iter().map(|e| e.name.clone()).collect());
+    }
+    for (index, criterion) in spec.criteria.iter().enumerate() {
+        if let Some(reason) = criterion.problem() {
+            return Err(ProfileError::Criterion { index, reason });
+        }
+    }
+    if let Some(retry) = &spec.retry {
+        retry.check().map_err(ProfileError::Limits)?;
+    }
+    if spec.rate_limit.is_some_and(|r| r.requests == 0 || r.per_seconds == 0) {
+        return Err(ProfileError::Limits("a rate limit needs at least one request per at least one second"));
+    }
+    if spec.max_concurrency == Some(0) {
+        return Err(ProfileError::Limits("max_concurrency must be at least 1"));
+    }
+    for (index, secret) in spec.signing_secrets.iter().enumerate() {
+        SigningSecret::parse(secret.expose())
+            .map_err(|source| ProfileError::SigningSecret { index, source })?;
+    }
+    Ok(())
+}
+
+fn check_step(step: &Step, earlier: &BTreeMap<String, BTreeSet<String>>) -> Result<(), ProfileError> {
+    let request = &step.request;
+    check_url(&step.name, &request.url)?;
+    let has_body = request.json_body.is_some() || !request.form_params.is_empty();
+    if request.json_body.is_some() && !request.form_params.is_empty() {
+        return Err(request_error(step, "a request has form parameters or a JSON body, not both"));
+    }
+    if has_body && matches!(request.method, HttpMethod::Get | HttpMethod::Delete) {
+        return Err(request_error(step, "GET and DELETE requests carry no body"));
+    }
+    for header in &request.headers {
+        let name = HeaderName::from_bytes(header.name.as_bytes()).map_err(|source| {
+            ProfileError::HeaderName { step: step.name.clone(), name: header.name.clone(), source }
+        })?;
+        if RESERVED_HEADERS.contains(&name.as_str()) {
+            return Err(ProfileError::ReservedHeader { step: step.name.clone(), name: header.name.clone() });
+        }
+    }
+    check_params(step, "headers", &request.headers, earlier)?;
+    check_params(step, "url_params", &request.url_params, earlier)?;
+    check_params(step, "form_params", &request.form_params, earlier)?;
+    if let Some(body) = &request.json_body {
+        check_template(&step.name, "json_body".into(), body, Dialect::Json, earlier)?;
+    }
+    let mut names = BTreeSet::new();
+    for extract in &step.extract {
+        let reason = if extract.name.is_empty()
+            || !extract.name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+        {
+            Some("names are letters, digits and '_'")
+        } else if !extract.pointer.starts_with('/') {
+            Some("the pointer is a JSON pointer, starting with '/'")
+        } else if !names.insert(extract.name.as_str()) {
+            Some("extracted twice")
+        } else {
+            None
+        };
+        if let Some(reason) = reason {
+            return Err(ProfileError::Extract {
+                step: step.name.clone(),
+                name: extract.name.clone(),
+                reason,
+            });
+        }
+    }
+    Ok(())
+}
+
+fn request_error(step: &Step, reason: &'static str) -> ProfileError {
+    ProfileError::Request { step: step.name.clone(), reason }
+}
+
+/// An absolute http(s) URL with a host and no credentials (they belong in a header, where they
+/// are a secret, not in a URL that ends up in logs).
+fn check_url(step: &str, url: &str) -> Result<(), ProfileError> {
+    let refuse = |reason| ProfileError::Url { step: step.into(), url: url.into(), reason };
+    if url.contains(['{', '}']) {
+        return Err(refuse("the URL is literal; put call values in url_params"));
+    }
+    let uri: Uri = url.parse().map_err(|source| ProfileError::UrlSyntax {
+        step: step.into(),
+        url: url.into(),
+        source,
+    })?;
+    let scheme = uri.scheme().ok_or_else(|| refuse("not absolute (no http:// or https://)"))?;
+    if *scheme != Scheme::HTTP && *scheme != Scheme::HTTPS {
+        return Err(refuse("only http and https are allowed"));
+    }
+    let authority = uri.authority().ok_or_else(|| refuse("no host"))?;
+    if authority.host().is_empty() {
+        return Err(refuse("no host"));
+    }
+    if authority.as_str().contains('@') {
+        return Err(refuse("credentials in a URL; send them in a header"));
+    }
+    Ok(())
+}
+
+fn check_params(
+    step: &Step,
+    field: &'static str,
+    params: &[Param],
+    earlier: &BTreeMap<String, BTreeSet<String>>,
+) -> Result<(), ProfileError> {
+    for param in params {
+        if param.name.trim().is_empty() {
+            return Err(ProfileError::ParamName { step: step.name.clone(), field, name: param.name.clone() });
+        }
+        match &param.value {
+            ParamValue::Text(_) | ParamValue::Secret(_) => {}
+            ParamValue::Value(value) if known_value(value) => {}
+            ParamValue::Value(value) => {
+                return Err(ProfileError::UnknownValue {
+                    step: step.name.clone(),
+                    field,
+                    name: param.name.clone(),
+                    value: value.clone(),
+                });
+            }
+            ParamValue::Template(source) => {
+                check_template(
+                    &step.name,
+                    format!("{field}.{}", param.name),
+                    source,
+                    Dialect::Text,
+                    earlier,
+                )?;
+            }
+        }
+    }
+    Ok(())
+}
