@@ -89,7 +89,7 @@ pub async fn run(
         }
         let store = Arc::new(
             CallLog::with_fold_cache(pool.clone(), settings.calllog.fold_cache_calls)
-                .map_err(|e| ServiceError::Other(e.to_string()))?,
+                .map_err(|e| ServiceError::Setup { what: "the call-log writer", source: Box::new(e) })?,
         );
         let publish = Arc::new(Notify::new());
         let max_backoff = Duration::from_millis(settings.pipeline.max_backoff_ms);
@@ -220,7 +220,7 @@ impl Writer {
                         break 'batches;
                     }
                     Err(join) => {
-                        outcome = Err(ServiceError::Other(format!("call-log batch task failed: {join}")));
+                        outcome = Err(ServiceError::Task { what: "a call-log batch", source: join });
                         break 'batches;
                     }
                 }
@@ -250,7 +250,7 @@ impl Writer {
                 Ok(Err(error)) if outcome.is_ok() => outcome = Err(error),
                 Ok(Err(_)) => {}
                 Err(join) if outcome.is_ok() => {
-                    outcome = Err(ServiceError::Other(format!("call-log batch task failed: {join}")));
+                    outcome = Err(ServiceError::Task { what: "a call-log batch", source: join });
                 }
                 Err(_) => {}
             }

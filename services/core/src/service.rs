@@ -29,6 +29,30 @@ pub enum ServiceError {
     Pg(#[from] crate::pg::PgError),
     #[error(transparent)]
     Stage(#[from] stage::StageError),
+    /// Settings the service cannot run with (checked again by the service itself).
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+    /// A setting that parses as the configuration but not as the value the service needs.
+    #[error("setting {setting}: {source}")]
+    Setting {
+        setting: &'static str,
+        #[source]
+        source: crate::model::InvalidValue,
+    },
+    /// A task of the service's own panicked or was cancelled.
+    #[error("{what} failed")]
+    Task {
+        what: &'static str,
+        #[source]
+        source: tokio::task::JoinError,
+    },
+    /// A part of the service could not be set up; the source says why.
+    #[error("{what}")]
+    Setup {
+        what: &'static str,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
     #[error("{0}")]
     Other(String),
 }

@@ -35,7 +35,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use switchboard_core::avro::Codecs;
-use switchboard_core::config::{Service, Settings};
+use switchboard_core::config::{ConfigError, Service, Settings};
 use switchboard_core::model::Vendor;
 use switchboard_core::service::{self, ServiceError};
 use switchboard_core::stage::StageContext;
@@ -58,9 +58,10 @@ pub async fn run(
     listener: TcpListener,
     cancel: CancellationToken,
 ) -> Result<(), ServiceError> {
-    settings.validate_for(Service::Recordings).map_err(|e| ServiceError::Other(e.to_string()))?;
+    settings.validate_for(Service::Recordings)?;
+    // validate_for refuses an empty key, so this is only a second line of defence.
     let Some(signer) = LinkSigner::from_settings(&settings) else {
-        return Err(ServiceError::Other("recordings.link_key is not set".into()));
+        return Err(ServiceError::Config(ConfigError::Invalid("recordings.link_key is not set".into())));
     };
     service::with_probes(Service::Recordings, listener, &cancel.clone(), |health, watcher| async move {
         // Every vendor and result from the start, at zero: the failure-ratio alert uses
