@@ -1,0 +1,16 @@
+//! The end-to-end tests, one test binary (linking librdkafka once instead of once per file):
+//! each module is an area, run against the real binary, a real Apache Kafka and a real
+//! PostgreSQL, every test on its own topics, groups and database (`support/lib.rs`).
+
+#[path = "calllog.rs"]
+mod calllog;
+#[path = "directory.rs"]
+mod directory;
+#[path = "operations.rs"]
+mod operations;
+#[path = "pipeline.rs"]
+mod pipeline;
+#[path = "recordings.rs"]
+mod recordings;
+#[path = "vendors.rs"]
+mod vendors;
