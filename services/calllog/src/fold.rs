@@ -279,6 +279,208 @@ impl<'a> LegAcc<'a> {
         self.recording_id = e.recording_id.as_deref().or(self.recording_id);
         self.agent.see(e);
     }
+
+    /// At its first state event; a leg with none (only recordings) at its first event.
+    fn started_at(&self) -> DateTime<Utc> {
+        self.first_state.unwrap_or(self.first_any)
+    }
+
+    /// The leg's record. A leg still open when the call ended ends with it (Aircall never closes an
+    /// agent's ringing leg); `call_ended_at` is the call's end, `None` while it has not ended.
+    fn record(&self, agent: AgentRef, call_ended: bool, call_ended_at: Option<DateTime<Utc>>) -> LegRecord {
+        let status = if self.hung_up || call_ended {
+            CallStatus::Ended
+        } else if self.answered {
+            CallStatus::Answered
+        } else {
+            CallStatus::Ringing
+        };
+        LegRecord {
+            leg_id: self.leg_id.to_owned(),
+            status,
+            answered: self.answered,
+            agent,
+            started_at: self.started_at(),
+            rang_at: self.rang_at,
+            answered_at: self.answered_at,
+            ended_at: self.ended_at.or(call_ended_at),
+            disposition: if self.answered { Some(Disposition::Answered) } else { self.disposition },
+            hangup_cause: self.hangup_cause.map(str::to_owned),
+            recording_url: self.recording_url.map(str::to_owned),
+            recording_id: self.recording_id.map(str::to_owned),
+        }
+    }
+}
+
+/// One copy per event id (the first by content, so that the choice does not depend on which copy
+/// came first), in the call's total order.
+fn distinct_in_order(events: &[Event]) -> Vec<&Event> {
+    let mut distinct: Vec<&Event> = events.iter().collect();
+    distinct.sort_by(|a, b| {
+        (&a.event_id, order_key(a), a.received_at).cmp(&(&b.event_id, order_key(b), b.received_at))
+    });
+    distinct.dedup_by(|a, b| a.event_id == b.event_id);
+    distinct.sort_by(|a, b| order_key(a).cmp(&order_key(b)));
+    distinct
+}
+
+/// The call's recording as its events name it; each field is the latest event's that has it.
+#[derive(Default)]
+struct RecordingAcc<'a> {
+    /// The link of an event whose recording is ready (the stable link that works) wins over that
+    /// of a recording event, which wins over that of any other event.
+    ready_url: Option<&'a str>,
+    recording_event_url: Option<&'a str>,
+    other_url: Option<&'a str>,
+    /// The id of a recording event wins over that of any other event.
+    recording_event_id: Option<&'a str>,
+    other_id: Option<&'a str>,
+    /// The highest status any event gives.
+    status: Option<RecordingStatus>,
+    /// The reason of the latest failure.
+    error: Option<&'a str>,
+}
+
+impl<'a> RecordingAcc<'a> {
+    fn see(&mut self, e: &'a Event) {
+        let from_recording = e.kind == EventKind::Recording;
+        if let Some(value) = e.recording_id.as_deref() {
+            if from_recording {
+                self.recording_event_id = Some(value);
+            } else {
+                self.other_id = Some(value);
+            }
+        }
+        if let Some(value) = e.recording_url.as_deref() {
+            if e.recording_status == Some(RecordingStatus::Ready) {
+                self.ready_url = Some(value);
+            } else if from_recording {
+                self.recording_event_url = Some(value);
+            } else {
+                self.other_url = Some(value);
+            }
+        }
+        // The highest status wins whatever the order (ready over failed over pending); among
+        // failures the latest reason.
+        if let Some(status) = e.recording_status.filter(|s| *s != RecordingStatus::Unknown) {
+            if self.status.is_none_or(|best| status.precedence() > best.precedence()) {
+                self.status = Some(status);
+            }
+            if status == RecordingStatus::Failed {
+                self.error = e.recording_error.as_deref().or(self.error);
+            }
+        }
+    }
+
+    fn url(&self) -> Option<String> {
+        self.ready_url.or(self.recording_event_url).or(self.other_url).map(str::to_owned)
+    }
+
+    fn id(&self) -> Option<String> {
+        self.recording_event_id.or(self.other_id).map(str::to_owned)
+    }
+
+    /// The failure's reason while the recording stands failed: a ready one makes it moot.
+    fn error(&self) -> Option<String> {
+        self.error.filter(|_| self.status == Some(RecordingStatus::Failed)).map(str::to_owned)
+    }
+}
+
+/// One pass over a call's events, in order: its legs, and what the call-level rules read.
+#[derive(Default)]
+struct Scan<'a> {
+    /// The id of the call's main leg, which events without a leg id belong to.
+    main_leg: &'a str,
+    legs: Vec<LegAcc<'a>>,
+    /// Leg id → its position in `legs`.
+    index: HashMap<&'a str, usize>,
+    /// A hangup of the call itself arrived: the vendor's end marker.
+    end_marker: bool,
+    /// The latest known disposition of the call's own hangups.
+    call_disposition: Option<Disposition>,
+    /// The latest hangup cause of the call itself, and of any hangup.
+    call_cause: Option<&'a str>,
+    any_cause: Option<&'a str>,
+    voicemail: bool,
+    /// The latest event with a contact match.
+    contact: Option<&'a Event>,
+    recording: RecordingAcc<'a>,
+}
+
+impl<'a> Scan<'a> {
+    fn new(distinct: &[&'a Event], main_leg: &'a str) -> Self {
+        let mut scan = Scan { main_leg, ..Scan::default() };
+        for &e in distinct {
+            scan.see(e);
+        }
+        scan
+    }
+
+    fn see(&mut self, e: &'a Event) {
+        let leg_id = e.leg_id.as_deref().unwrap_or(self.main_leg);
+        let slot = *self.index.entry(leg_id).or_insert_with(|| {
+            self.legs.push(LegAcc::new(leg_id, e.occurred_at));
+            self.legs.len() - 1
+        });
+        self.legs[slot].see(e);
+        if e.kind == EventKind::Hangup {
+            if e.leg_id.is_none() {
+                self.end_marker = true;
+                self.call_disposition = known(e.disposition).or(self.call_disposition);
+                self.call_cause = e.hangup_cause.as_deref().or(self.call_cause);
+            }
+            self.any_cause = e.hangup_cause.as_deref().or(self.any_cause);
+        }
+        self.voicemail |= e.disposition == Some(Disposition::Voicemail);
+        if e.contact_match.is_some() {
+            self.contact = Some(e);
+        }
+        self.recording.see(e);
+    }
+
+    fn answered(&self) -> bool {
+        self.legs.iter().any(|l| l.answered)
+    }
+
+    /// Ended once the end marker arrived or every leg with a state has hung up; else answered
+    /// once any leg is; else ringing.
+    fn status(&self) -> CallStatus {
+        let stateful: Vec<&LegAcc<'_>> = self.legs.iter().filter(|l| l.first_state.is_some()).collect();
+        let all_hung_up = !stateful.is_empty() && stateful.iter().all(|l| l.hung_up);
+        if self.end_marker || all_hung_up {
+            CallStatus::Ended
+        } else if self.answered() {
+            CallStatus::Answered
+        } else {
+            CallStatus::Ringing
+        }
+    }
+
+    /// D: the call's own disposition, else the latest of a system leg (inbound) or of any leg
+    /// (outbound). `agents`: each leg's, parallel to `legs`.
+    fn disposition(
+        &self,
+        distinct: &[&Event],
+        agents: &[AgentRef],
+        outbound: bool,
+    ) -> Option<(Source, Disposition)> {
+        let leg_disposition = |system_only: bool| {
+            distinct
+                .iter()
+                .rev()
+                .filter(|e| e.kind == EventKind::Hangup && e.leg_id.is_some())
+                .filter(|e| {
+                    !system_only
+                        || !agents[self.index[e.leg_id.as_deref().unwrap_or(self.main_leg)]].is_known()
+                })
+                .find_map(|e| known(e.disposition))
+        };
+        match self.call_disposition {
+            Some(d) => Some((Source::Call, d)),
+            None if outbound => leg_disposition(false).map(|d| (Source::AnyLeg, d)),
+            None => leg_disposition(true).map(|d| (Source::SystemLeg, d)),
+        }
+    }
 }
 
 /// The first value `field` gives, preferring events of the call itself over those of a leg.
@@ -350,6 +552,29 @@ fn seconds_between(from: Option<DateTime<Utc>>, to: Option<DateTime<Utc>>) -> Op
     Some((to? - from?).num_seconds().max(0))
 }
 
+/// The call's agent: who answered first (legs with an answer time before those answered only by a
+/// hangup's disposition, whose time is unknown); for an outbound call without an answer, who
+/// placed it.
+fn call_agent(agent_legs: &[(&LegAcc<'_>, &AgentRef)], outbound: bool) -> Option<AgentRef> {
+    agent_legs
+        .iter()
+        .filter(|(leg, _)| leg.answered)
+        .min_by_key(|(leg, _)| {
+            (
+                leg.answered_at.is_none(),
+                leg.answered_at.unwrap_or_else(|| leg.started_at()),
+                leg.started_at(),
+                leg.leg_id,
+            )
+        })
+        .or_else(|| {
+            outbound
+                .then(|| agent_legs.iter().min_by_key(|(leg, _)| (leg.started_at(), leg.leg_id)))
+                .flatten()
+        })
+        .map(|(_, agent)| (*agent).clone())
+}
+
 /// Folds the events of one call. `settled` is the settle sweep's mark (no new event for the settle
 /// time): the call is then complete even without an end marker. Returns `None` for no events.
 pub fn fold(
@@ -359,190 +584,57 @@ pub fn fold(
     events: &[Event],
     settled: bool,
 ) -> Option<Folded> {
-    // One copy per event id (the first by content, so that the choice does not depend on which
-    // copy came first), then the call's total order.
-    let mut distinct: Vec<&Event> = events.iter().collect();
-    distinct.sort_by(|a, b| {
-        (&a.event_id, order_key(a), a.received_at).cmp(&(&b.event_id, order_key(b), b.received_at))
-    });
-    distinct.dedup_by(|a, b| a.event_id == b.event_id);
-    distinct.sort_by(|a, b| order_key(a).cmp(&order_key(b)));
+    let distinct = distinct_in_order(events);
     let first = *distinct.first()?;
+    let scan = Scan::new(&distinct, call_id.as_str());
+    let agents: Vec<AgentRef> = scan.legs.iter().map(|l| l.agent.build()).collect();
 
-    let main_leg = call_id.as_str();
-    let mut legs: Vec<LegAcc<'_>> = Vec::new();
-    let mut index: HashMap<&str, usize> = HashMap::new();
-    let mut end_marker = false;
-    let mut call_disposition = None;
-    let mut call_cause = None;
-    let mut any_cause = None;
-    let mut voicemail = false;
-    let mut contact: Option<&Event> = None;
-    // Recording links: the latest of an event whose recording is ready (the stable link that
-    // works), else of a recording event, else of any event.
-    let mut recording_url = (None, None, None);
-    let mut recording_id = (None, None);
-    let mut recording_status: Option<RecordingStatus> = None;
-    let mut recording_error = None;
-    for &e in &distinct {
-        let leg_id = e.leg_id.as_deref().unwrap_or(main_leg);
-        let slot = *index.entry(leg_id).or_insert_with(|| {
-            legs.push(LegAcc::new(leg_id, e.occurred_at));
-            legs.len() - 1
-        });
-        legs[slot].see(e);
-        if e.kind == EventKind::Hangup {
-            if e.leg_id.is_none() {
-                end_marker = true;
-                call_disposition = known(e.disposition).or(call_disposition);
-                call_cause = e.hangup_cause.as_deref().or(call_cause);
-            }
-            any_cause = e.hangup_cause.as_deref().or(any_cause);
-        }
-        voicemail |= e.disposition == Some(Disposition::Voicemail);
-        if e.contact_match.is_some() {
-            contact = Some(e);
-        }
-        let from_recording = e.kind == EventKind::Recording;
-        if let Some(value) = e.recording_id.as_deref() {
-            if from_recording {
-                recording_id.0 = Some(value);
-            } else {
-                recording_id.1 = Some(value);
-            }
-        }
-        if let Some(value) = e.recording_url.as_deref() {
-            if e.recording_status == Some(RecordingStatus::Ready) {
-                recording_url.0 = Some(value);
-            } else if from_recording {
-                recording_url.1 = Some(value);
-            } else {
-                recording_url.2 = Some(value);
-            }
-        }
-        // The highest status wins whatever the order (ready over failed over pending); among
-        // failures the latest reason.
-        if let Some(status) = e.recording_status.filter(|s| *s != RecordingStatus::Unknown) {
-            if recording_status.is_none_or(|best| status.precedence() > best.precedence()) {
-                recording_status = Some(status);
-            }
-            if status == RecordingStatus::Failed {
-                recording_error = e.recording_error.as_deref().or(recording_error);
-            }
-        }
-    }
-    let agents: Vec<AgentRef> = legs.iter().map(|l| l.agent.build()).collect();
-
-    let stateful: Vec<&LegAcc<'_>> = legs.iter().filter(|l| l.first_state.is_some()).collect();
-    let answered = legs.iter().any(|l| l.answered);
-    let all_hung_up = !stateful.is_empty() && stateful.iter().all(|l| l.hung_up);
-    let status = if end_marker || all_hung_up {
-        CallStatus::Ended
-    } else if answered {
-        CallStatus::Answered
-    } else {
-        CallStatus::Ringing
-    };
-    let ended_at = match status {
-        CallStatus::Ended => legs.iter().filter_map(|l| l.ended_at).max(),
-        _ => None,
-    };
-    let started_at =
-        legs.iter().map(|l| l.first_state.unwrap_or(l.first_any)).min().unwrap_or(first.occurred_at);
-    let answered_at = legs.iter().filter_map(|l| l.answered_at).min();
+    let status = scan.status();
+    let call_ended = status == CallStatus::Ended;
+    let ended_at = if call_ended { scan.legs.iter().filter_map(|l| l.ended_at).max() } else { None };
+    let started_at = scan.legs.iter().map(LegAcc::started_at).min().unwrap_or(first.occurred_at);
+    let answered_at = scan.legs.iter().filter_map(|l| l.answered_at).min();
     let direction = earliest(&distinct, |e| Some(e.direction).filter(|d| *d != Direction::Unknown))
         .unwrap_or(Direction::Unknown);
-
-    // D: the call's own disposition, else that of a system leg (inbound) or of any leg (outbound).
     let outbound = matches!(direction, Direction::Outbound | Direction::Internal);
-    let leg_disposition = |system_only: bool| {
-        distinct
-            .iter()
-            .rev()
-            .filter(|e| e.kind == EventKind::Hangup && e.leg_id.is_some())
-            .filter(|e| !system_only || !agents[index[e.leg_id.as_deref().unwrap_or(main_leg)]].is_known())
-            .find_map(|e| known(e.disposition))
-    };
-    let disposition = match call_disposition {
-        Some(d) => Some((Source::Call, d)),
-        None if outbound => leg_disposition(false).map(|d| (Source::AnyLeg, d)),
-        None => leg_disposition(true).map(|d| (Source::SystemLeg, d)),
-    };
+
+    let disposition = scan.disposition(&distinct, &agents, outbound);
     let agent_legs: Vec<(&LegAcc<'_>, &AgentRef)> =
-        legs.iter().zip(&agents).filter(|(_, agent)| agent.is_known()).collect();
+        scan.legs.iter().zip(&agents).filter(|(_, agent)| agent.is_known()).collect();
     let signals = Signals {
         vendor,
         direction,
-        answered,
-        voicemail,
+        answered: scan.answered(),
+        voicemail: scan.voicemail,
         disposition,
         agents_offered: !agent_legs.is_empty(),
         agent_leg_cut_short: agent_legs
             .iter()
             .any(|(leg, _)| leg.disposition == Some(Disposition::Cancelled) || !leg.hung_up),
     };
-    let outcome = (status == CallStatus::Ended || settled).then(|| outcome(&signals));
-    let completion = if end_marker {
+    let outcome = (call_ended || settled).then(|| outcome(&signals));
+    let completion = if scan.end_marker {
         Some(Completion::EndMarker)
     } else if settled {
         Some(Completion::Settled)
     } else {
         None
     };
+    let agent = call_agent(&agent_legs, outbound);
 
-    // Who answered first (legs with an answer time before those answered only by a hangup's
-    // disposition, whose time is unknown); for an outbound call without an answer, who placed it.
-    let leg_start = |leg: &LegAcc<'_>| leg.first_state.unwrap_or(leg.first_any);
-    let agent = agent_legs
-        .iter()
-        .filter(|(leg, _)| leg.answered)
-        .min_by_key(|(leg, _)| {
-            (
-                leg.answered_at.is_none(),
-                leg.answered_at.unwrap_or_else(|| leg_start(leg)),
-                leg_start(leg),
-                leg.leg_id,
-            )
-        })
-        .or_else(|| {
-            outbound.then(|| agent_legs.iter().min_by_key(|(leg, _)| (leg_start(leg), leg.leg_id))).flatten()
-        })
-        .map(|(_, agent)| (*agent).clone());
-
-    let call_ended = status == CallStatus::Ended;
-    let mut leg_records: Vec<(LegRecord, i32)> = legs
+    let mut legs: Vec<(LegRecord, i32)> = scan
+        .legs
         .iter()
         .zip(agents)
-        .map(|(leg, agent)| {
-            let leg_status = if leg.hung_up || call_ended {
-                CallStatus::Ended
-            } else if leg.answered {
-                CallStatus::Answered
-            } else {
-                CallStatus::Ringing
-            };
-            let record = LegRecord {
-                leg_id: leg.leg_id.to_owned(),
-                status: leg_status,
-                answered: leg.answered,
-                agent,
-                started_at: leg_start(leg),
-                rang_at: leg.rang_at,
-                answered_at: leg.answered_at,
-                ended_at: leg.ended_at.or(if call_ended { ended_at } else { None }),
-                disposition: if leg.answered { Some(Disposition::Answered) } else { leg.disposition },
-                hangup_cause: leg.hangup_cause.map(str::to_owned),
-                recording_url: leg.recording_url.map(str::to_owned),
-                recording_id: leg.recording_id.map(str::to_owned),
-            };
-            (record, leg.events)
-        })
+        .map(|(leg, agent)| (leg.record(agent, call_ended, ended_at), leg.events))
         .collect();
-    leg_records.sort_by(|(a, _), (b, _)| (a.started_at, &a.leg_id).cmp(&(b.started_at, &b.leg_id)));
+    legs.sort_by(|(a, _), (b, _)| (a.started_at, &a.leg_id).cmp(&(b.started_at, &b.leg_id)));
+    let (legs, leg_event_counts) = legs.into_iter().unzip();
 
     let number = |e164: fn(&Event) -> Option<&String>, raw: fn(&Event) -> Option<&String>| {
         earliest(&distinct, e164).or_else(|| earliest(&distinct, raw)).cloned()
     };
+    let contact = scan.contact;
     let record = CallRecord {
         source_id: source_id.clone(),
         vendor,
@@ -561,22 +653,19 @@ pub fn fold(
         duration_seconds: seconds_between(Some(started_at), ended_at),
         talk_seconds: seconds_between(answered_at, ended_at),
         disposition: disposition.map(|(_, d)| d),
-        hangup_cause: call_cause.or(any_cause).map(str::to_owned),
+        hangup_cause: scan.call_cause.or(scan.any_cause).map(str::to_owned),
         agent,
         contact_ids: contact.map(|e| e.contact_ids.clone()).unwrap_or_default(),
         contact_match: contact.and_then(|e| e.contact_match),
         responsible_agent_id: contact.and_then(|e| e.responsible_agent_id.clone()),
-        recording_url: recording_url.0.or(recording_url.1).or(recording_url.2).map(str::to_owned),
-        recording_id: recording_id.0.or(recording_id.1).map(str::to_owned),
-        legs: Vec::new(),
-        recording_status,
-        recording_error: recording_error
-            .filter(|_| recording_status == Some(RecordingStatus::Failed))
-            .map(str::to_owned),
+        recording_url: scan.recording.url(),
+        recording_id: scan.recording.id(),
+        legs,
+        recording_status: scan.recording.status,
+        recording_error: scan.recording.error(),
     };
-    let (legs, leg_event_counts) = leg_records.into_iter().unzip();
     Some(Folded {
-        record: CallRecord { legs, ..record },
+        record,
         event_count: distinct.len() as i32,
         leg_event_counts,
         first_received_at: distinct.iter().map(|e| e.received_at).min().unwrap_or(first.received_at),

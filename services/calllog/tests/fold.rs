@@ -12,6 +12,7 @@ use std::time::Duration;
 use switchboard_calllog::outbox;
 use switchboard_calllog::writer::{CallLog, StoredEvent};
 use switchboard_core::avro::Codecs;
+use switchboard_core::config::CalllogSettings;
 use switchboard_core::deadpool_postgres::Pool;
 use switchboard_core::model::*;
 use switchboard_core::pg;
@@ -19,6 +20,11 @@ use switchboard_core::pg;
 /// A fresh, migrated database of its own.
 async fn fresh_pool(name: &str) -> (Pool, String) {
     pg::scratch::database(&format!("sb_test_fold_{name}"), 4).await.expect("database")
+}
+
+/// A writer as the service makes it, with the default fold cache.
+fn call_log(pool: &Pool) -> CallLog {
+    CallLog::with_fold_cache(pool.clone(), CalllogSettings::default().fold_cache_calls).expect("log")
 }
 
 async fn drop_database(database: &str) {
@@ -99,7 +105,7 @@ async fn write_all(log: &CallLog, events: &[StoredEvent], batch: usize) {
 #[tokio::test]
 async fn any_order_duplication_or_batching_gives_the_same_call_log() {
     let (pool, database) = fresh_pool("order").await;
-    let log = CallLog::new(pool.clone()).expect("log");
+    let log = call_log(&pool);
     write_all(&log, &fixture_events("ref"), 1000).await;
     let reference = snapshot(&pool, "ref").await;
     let client = pool.get().await.expect("client");
@@ -137,7 +143,7 @@ async fn any_order_duplication_or_batching_gives_the_same_call_log() {
 #[tokio::test]
 async fn two_writers_at_once_give_what_one_gives() {
     let (pool, database) = fresh_pool("race").await;
-    let log = std::sync::Arc::new(CallLog::new(pool.clone()).expect("log"));
+    let log = std::sync::Arc::new(call_log(&pool));
     write_all(&log, &fixture_events("ref"), 1000).await;
     let reference = snapshot(&pool, "ref").await;
     for round in 0..3u64 {
@@ -175,12 +181,12 @@ async fn write_counting(log: &CallLog, events: &[StoredEvent], batch: usize) -> 
 #[tokio::test]
 async fn calls_in_progress_fold_from_memory_and_another_replicas_writes_are_read_back() {
     let (pool, database) = fresh_pool("cache").await;
-    let reference_log = CallLog::new(pool.clone()).expect("log");
+    let reference_log = call_log(&pool);
     write_all(&reference_log, &fixture_events("ref"), 1000).await;
     let reference = snapshot(&pool, "ref").await;
 
     // One replica, one event per batch: every call's next event finds the call in its cache.
-    let log = CallLog::new(pool.clone()).expect("log");
+    let log = call_log(&pool);
     let (from_cache, stale) = write_counting(&log, &fixture_events("one"), 1).await;
     assert!(from_cache > 100, "calls folded from memory: {from_cache}");
     assert_eq!(stale, 0);
@@ -194,7 +200,7 @@ async fn calls_in_progress_fold_from_memory_and_another_replicas_writes_are_read
 
     // Two replicas taking turns on the same calls (as after a rebalance): each finds the calls
     // it cached changed by the other, and must fold them from the database, not from memory.
-    let (a, b) = (CallLog::new(pool.clone()).expect("log"), CallLog::new(pool.clone()).expect("log"));
+    let (a, b) = (call_log(&pool), call_log(&pool));
     let mut stale = 0;
     for (i, chunk) in fixture_events("turns").chunks(2).enumerate() {
         stale += if i % 2 == 0 { &a } else { &b }.write_batch(chunk).await.expect("write").stale;
@@ -224,7 +230,7 @@ async fn digest(pool: &Pool) -> String {
 #[tokio::test]
 async fn writing_the_same_batch_again_changes_nothing() {
     let (pool, database) = fresh_pool("again").await;
-    let log = CallLog::new(pool.clone()).expect("log");
+    let log = call_log(&pool);
     let events = fixture_events("pbx");
     let first = log.write_batch(&events).await.expect("write");
     assert_eq!(first.new_events as usize, events.len());
@@ -263,7 +269,7 @@ async fn call_row(pool: &Pool, call_id: &str) -> (i64, i64, Option<String>, bool
 #[tokio::test]
 async fn a_call_without_end_marker_settles_and_a_late_event_makes_a_new_version() {
     let (pool, database) = fresh_pool("settle").await;
-    let log = CallLog::new(pool.clone()).expect("log");
+    let log = call_log(&pool);
     let codecs = Codecs::new().expect("codecs");
     // Telphin sends no call-level hangup: the legs end, the call waits for the settle time.
     let events = call_events("telphin/transfer-between-agents.json");
@@ -326,7 +332,7 @@ async fn a_call_without_end_marker_settles_and_a_late_event_makes_a_new_version(
 #[tokio::test]
 async fn a_call_telphin_reports_only_by_its_ivr_hangup_lasts_the_vendors_duration() {
     let (pool, database) = fresh_pool("ivr").await;
-    let log = CallLog::new(pool.clone()).expect("log");
+    let log = call_log(&pool);
     let codecs = Codecs::new().expect("codecs");
     // The caller hung up in the voice menu: one hangup of the IVR extension, `Duration=25`.
     let abandoned = call_events("telphin/inbound-abandoned-in-ivr.json");
@@ -368,7 +374,7 @@ async fn a_call_telphin_reports_only_by_its_ivr_hangup_lasts_the_vendors_duratio
 #[tokio::test]
 async fn an_end_marker_completes_at_once_and_a_ringing_call_waits_longer() {
     let (pool, database) = fresh_pool("marker").await;
-    let log = CallLog::new(pool.clone()).expect("log");
+    let log = call_log(&pool);
     let ring_all = call_events("asterisk/inbound-queue-ring-all.json");
     let written = log.write_batch(&ring_all).await.expect("write");
     assert!(written.publishable);
@@ -414,7 +420,7 @@ fn open_calls(count: usize) -> Vec<StoredEvent> {
 #[tokio::test]
 async fn concurrent_sweeps_and_publishers_share_the_work() {
     let (pool, database) = fresh_pool("share").await;
-    let log = std::sync::Arc::new(CallLog::new(pool.clone()).expect("log"));
+    let log = std::sync::Arc::new(call_log(&pool));
     let calls = 300;
     write_all(&log, &open_calls(calls), 100).await;
 
@@ -494,7 +500,7 @@ fn recording_events() -> Vec<StoredEvent> {
 #[tokio::test]
 async fn the_recording_status_and_its_link_reach_the_call_in_any_order() {
     let (pool, database) = fresh_pool("recording").await;
-    let log = CallLog::new(pool.clone()).expect("log");
+    let log = call_log(&pool);
     let client = pool.get().await.expect("client");
     let read = async || {
         let row = client

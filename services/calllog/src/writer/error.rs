@@ -1,0 +1,61 @@
+//! Why a write failed: for the service, whether retrying can help; within the writer, whether an
+//! attempt is to be made again with the calls read back.
+
+use switchboard_core::deadpool_postgres::PoolError;
+use switchboard_core::tokio_postgres;
+
+#[derive(Debug, thiserror::Error)]
+pub enum WriteError {
+    /// The data itself is refused (a value out of range, a constraint): retrying the same rows
+    /// cannot help.
+    #[error("rows refused by PostgreSQL: {0}")]
+    Rejected(#[source] tokio_postgres::Error),
+    /// The database is unreachable, restarting, or the transaction lost a race: retry.
+    #[error("PostgreSQL unavailable: {0}")]
+    Transient(String),
+    #[error("cannot encode a call record: {0}")]
+    Encode(#[from] switchboard_core::avro::CodecError),
+}
+
+impl From<tokio_postgres::Error> for WriteError {
+    fn from(error: tokio_postgres::Error) -> Self {
+        let class = error.code().map(|code| &code.code()[..2]);
+        match class {
+            // 22: data exception; 23: integrity constraint violation.
+            Some("22" | "23") => WriteError::Rejected(error),
+            _ => WriteError::Transient(error.to_string()),
+        }
+    }
+}
+
+impl From<PoolError> for WriteError {
+    fn from(error: PoolError) -> Self {
+        WriteError::Transient(error.to_string())
+    }
+}
+
+/// Why an attempt at a batch did not commit.
+pub(super) enum Attempt {
+    Failed(WriteError),
+    /// This many calls folded from the cache had been written by another writer since: rolled
+    /// back.
+    Stale(usize),
+}
+
+impl From<WriteError> for Attempt {
+    fn from(error: WriteError) -> Self {
+        Attempt::Failed(error)
+    }
+}
+
+impl From<tokio_postgres::Error> for Attempt {
+    fn from(error: tokio_postgres::Error) -> Self {
+        Attempt::Failed(error.into())
+    }
+}
+
+impl From<PoolError> for Attempt {
+    fn from(error: PoolError) -> Self {
+        Attempt::Failed(error.into())
+    }
+}

@@ -1,0 +1,3 @@
+INSERT INTO calls ({columns})
+SELECT {values}
+FROM {unnest}
