@@ -10,14 +10,12 @@
 //! - a recording that arrives after the call was published (Twilio) publishes a new version;
 //! - the query API over that call log: filters, keyset pages, 400s and 401s.
 
-#[path = "../services/adapters/tests/common/fixture.rs"]
-mod fixture;
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
 use anyhow::Context;
-use fixture::{Fixture, FixtureAuth, FixtureRequest};
+use crate::fixture::{self, Fixture, FixtureAuth, FixtureRequest};
 use switchboard_core::avro::Codecs;
 use switchboard_core::model::{CallRecord, CallStatus, Completion, Outcome};
 use switchboard_tests::*;

@@ -2,6 +2,10 @@
 //! each module is an area, run against the real binary, a real Apache Kafka and a real
 //! PostgreSQL, every test on its own topics, groups and database (`support/lib.rs`).
 
+/// The vendor fixture format, shared with the adapters' in-process tests.
+#[path = "../services/adapters/tests/common/fixture.rs"]
+mod fixture;
+
 #[path = "calllog.rs"]
 mod calllog;
 #[path = "directory.rs"]

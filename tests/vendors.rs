@@ -4,14 +4,12 @@
 //! the normalized topic, the dead letters from the dead-letter topic and the rows from the call
 //! log. The adapter tests run the same fixtures without Kafka (`services/adapters/tests`).
 
-#[path = "../services/adapters/tests/common/fixture.rs"]
-mod fixture;
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
 use anyhow::Context;
-use fixture::{Fixture, FixtureAuth};
+use crate::fixture::{self, Fixture, FixtureAuth};
 use switchboard_core::avro::Codecs;
 use switchboard_core::model::CallEvent;
 use switchboard_tests::*;
@@ -202,5 +200,87 @@ async fn every_vendor_fixture_runs_through_the_real_pipeline() -> anyhow::Result
     pipeline.shutdown().await?;
     env.cleanup().await;
     assert!(failures.is_empty(), "{} failure(s):\n{}", failures.len(), failures.join("\n"));
+    Ok(())
+}
+
+/// Whether `needle` occurs anywhere in `haystack` (an Avro record keeps strings and bytes as is).
+fn contains(haystack: &[u8], needle: &str) -> bool {
+    haystack.windows(needle.len()).any(|w| w == needle.as_bytes())
+}
+
+/// Credentials that authenticate a request reach no topic: Aircall's token inside the body is
+/// redacted (raw and dead-letter topics), and a URL token whose name is percent-encoded
+/// (`?%74oken=`) is removed from the stored query like a plain one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn credentials_reach_no_topic() -> anyhow::Result<()> {
+    const AIRCALL_TOKEN: &str = "45f1b7ac3c1e4a0bb3a9c2d7e8f60a12";
+    const REDACTED: &str = "[redacted]";
+    let env = TestEnv::new("credentials");
+    env.init().await?;
+    let args = ["sources", "add", "air", "--vendor", "aircall", "--region", "FR", "--json"];
+    let _ = env.cli(&[&args[..], &["--signing-secret", AIRCALL_TOKEN]].concat()).await?;
+    let generic = env.add_source("gen", "GB").await?;
+    let mut ingress = env.start("ingress").await?;
+    let mut normalizer = env.start("normalizer").await?;
+    let client = http_client();
+    let json = ("content-type", "application/json");
+
+    // Aircall: a call event, and an envelope without `event` that the normalizer dead-letters.
+    let now = chrono::Utc::now().timestamp();
+    let call = format!(
+        r#"{{"resource": "call", "event": "call.created", "timestamp": {now}, "token": "{AIRCALL_TOKEN}",
+            "data": {{"id": 4242, "direction": "inbound", "raw_digits": "+33 6 12 34 56 78"}}}}"#
+    );
+    let poison = format!(r#"{{"resource": "call", "token": "{AIRCALL_TOKEN}", "data": {{"id": 4243}}}}"#);
+    for body in [&call, &poison] {
+        let response = send(&client, "POST", &ingress.url("/v1/webhooks/air"), &[json], body.clone()).await?;
+        assert_eq!(response.status, 202, "{}", String::from_utf8_lossy(&response.body));
+    }
+    // The generic source's secret under an encoded parameter name: accepted, so it must go.
+    let url = ingress.url(&format!("/v1/webhooks/gen?a=1&%74oken={}&b=2", generic.secret));
+    let response = send(&client, "POST", &url, &[json], r#"{"call_id": "c1", "event": "ringing"}"#).await?;
+    assert_eq!(response.status, 202, "{}", String::from_utf8_lossy(&response.body));
+
+    let codecs = Codecs::new()?;
+    let raw = read_topic(&env.brokers, &env.topics().raw, Duration::from_secs(60), |r| r.len() >= 3).await?;
+    assert_eq!(raw.len(), 3);
+    for (_, payload) in &raw {
+        assert!(!contains(payload, AIRCALL_TOKEN), "Aircall's token on the raw topic");
+        assert!(!contains(payload, &generic.secret), "the URL token on the raw topic");
+        let record = codecs.raw_webhook.decode(payload)?;
+        match record.source_id.as_str() {
+            "gen" => {
+                assert_eq!(record.query.as_deref(), Some("a=1&b=2"), "neither the secret nor the parameter")
+            }
+            _ => assert!(contains(&record.body, REDACTED), "{}", String::from_utf8_lossy(&record.body)),
+        }
+    }
+    let stored_call = raw
+        .iter()
+        .filter_map(|(_, payload)| codecs.raw_webhook.decode(payload).ok())
+        .find(|r| contains(&r.body, "call.created"))
+        .context("the call's raw record")?;
+    assert_eq!(stored_call.body, call.replace(AIRCALL_TOKEN, REDACTED).as_bytes(), "only the token changes");
+
+    // The normalizer reads the redacted body, and dead-letters the poison without the token.
+    let normalized =
+        read_topic(&env.brokers, &env.topics().normalized, Duration::from_secs(60), |r| r.len() >= 2).await?;
+    let calls: Vec<String> = normalized
+        .iter()
+        .filter_map(|(_, payload)| codecs.call_event.decode(payload).ok())
+        .map(|e| e.call_id.to_string())
+        .collect();
+    assert!(calls.iter().any(|c| c == "4242"), "{calls:?}");
+    let dead =
+        read_topic(&env.brokers, &env.topics().dead_letter, Duration::from_secs(60), |r| !r.is_empty())
+            .await?;
+    assert_eq!(dead.len(), 1);
+    let letter = codecs.dead_letter.decode(&dead[0].1)?;
+    assert!(letter.reason.contains("event"), "{}", letter.reason);
+    assert!(!contains(&dead[0].1, AIRCALL_TOKEN), "Aircall's token on the dead-letter topic");
+
+    assert_eq!(ingress.terminate(Duration::from_secs(30)).await?, Some(0));
+    assert_eq!(normalizer.terminate(Duration::from_secs(30)).await?, Some(0));
+    env.cleanup().await;
     Ok(())
 }

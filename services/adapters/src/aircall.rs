@@ -12,7 +12,10 @@
 //!
 //! Authentication: Aircall does not sign its requests; the body's `token` must equal the
 //! source's `signing_secret` (compared in constant time). Missing or different is a 401. The
-//! reply is Switchboard's default; Aircall only needs a 2xx within 5 s.
+//! reply is Switchboard's default; Aircall only needs a 2xx within 5 s. Once authenticated, the
+//! token's value is replaced by `"[redacted]"` in the body the raw record keeps (every top-level
+//! `token` member, the rest of the JSON byte for byte), so that the credential is never on the
+//! raw or dead-letter topic; nothing below reads `token`, so event ids do not change.
 //!
 //! Mapping: `call.created` is the call ringing; `call.ringing_on_agent` is a `Ringing` leg per
 //! agent (`user-<user.id>`); `call.agent_declined` ends that agent's leg as `Rejected`;
@@ -37,6 +40,9 @@
 //! `timestamp`) plus the agent it concerns (`data.user.id`, `transferred_to.id`): a ring group
 //! rings several agents in the same second, which without the agent would collide. Each event of
 //! one envelope adds its kind and leg; recordings hash (call id, recording kind) only.
+
+use std::borrow::Cow;
+use std::ops::Range;
 
 use chrono::{DateTime, Utc};
 use serde_json::{Map, Value};
@@ -203,6 +209,136 @@ impl Envelope<'_> {
     }
 }
 
+/// The envelope member that carries the webhook's token.
+const TOKEN_FIELD: &str = "token";
+
+/// What the stored body says in place of the token.
+pub const REDACTED: &str = "[redacted]";
+
+/// The envelope with the value of every top-level `token` member replaced by [`REDACTED`].
+/// The rest keeps its bytes where the body can be scanned (always, for the JSON Aircall sends);
+/// otherwise the parsed envelope is written out again. A body that is not a JSON object has no
+/// token to hide and is kept as it is.
+fn redact_token(body: &[u8]) -> Cow<'_, [u8]> {
+    let Ok(mut envelope) = support::json_object(body) else {
+        return Cow::Borrowed(body);
+    };
+    if !envelope.contains_key(TOKEN_FIELD) {
+        return Cow::Borrowed(body);
+    }
+    let _ = envelope.insert(TOKEN_FIELD.into(), Value::String(REDACTED.into()));
+    if let Some(spans) = member_values(body, TOKEN_FIELD) {
+        let replacement = format!("\"{REDACTED}\"");
+        let mut out = Vec::with_capacity(body.len());
+        let mut copied = 0;
+        for span in spans {
+            out.extend_from_slice(body.get(copied..span.start).unwrap_or_default());
+            out.extend_from_slice(replacement.as_bytes());
+            copied = span.end;
+        }
+        out.extend_from_slice(body.get(copied..).unwrap_or_default());
+        // The scan is checked against the parser: the normalizer must read exactly the envelope
+        // it would have read, token aside.
+        if support::json_object(&out).is_ok_and(|redacted| redacted == envelope) {
+            return Cow::Owned(out);
+        }
+    }
+    serde_json::to_vec(&Value::Object(envelope)).map_or(Cow::Borrowed(body), Cow::Owned)
+}
+
+/// The byte ranges of the values of the top-level members of a JSON object named `name` (by
+/// their decoded name, as the parser compares them), in order; `None` when `body` cannot be
+/// scanned as one JSON object.
+fn member_values(body: &[u8], name: &str) -> Option<Vec<Range<usize>>> {
+    let mut at = skip_space(body, 0);
+    if body.get(at) != Some(&b'{') {
+        return None;
+    }
+    at = skip_space(body, at + 1);
+    let mut found = Vec::new();
+    if body.get(at) == Some(&b'}') {
+        return Some(found);
+    }
+    loop {
+        let key_end = string_end(body, at)?;
+        let key: String = serde_json::from_slice(body.get(at..key_end)?).ok()?;
+        at = skip_space(body, key_end);
+        if body.get(at) != Some(&b':') {
+            return None;
+        }
+        let value_start = skip_space(body, at + 1);
+        let value_end = value_end(body, value_start)?;
+        if key == name {
+            found.push(value_start..value_end);
+        }
+        at = skip_space(body, value_end);
+        match body.get(at) {
+            Some(b',') => at = skip_space(body, at + 1),
+            Some(b'}') => return Some(found),
+            _ => return None,
+        }
+    }
+}
+
+fn skip_space(body: &[u8], mut at: usize) -> usize {
+    while body.get(at).is_some_and(|b| matches!(b, b' ' | b'\t' | b'\n' | b'\r')) {
+        at += 1;
+    }
+    at
+}
+
+/// Where the JSON string starting at `at` (its opening quote) ends: just past its closing quote.
+fn string_end(body: &[u8], at: usize) -> Option<usize> {
+    if body.get(at) != Some(&b'"') {
+        return None;
+    }
+    let mut i = at + 1;
+    loop {
+        match body.get(i)? {
+            b'\\' => i += 2,
+            b'"' => return Some(i + 1),
+            _ => i += 1,
+        }
+    }
+}
+
+/// Where the JSON value starting at `at` ends.
+fn value_end(body: &[u8], at: usize) -> Option<usize> {
+    match body.get(at)? {
+        b'"' => string_end(body, at),
+        b'{' | b'[' => {
+            let mut depth = 0usize;
+            let mut i = at;
+            loop {
+                match body.get(i)? {
+                    b'"' => {
+                        i = string_end(body, i)?;
+                        continue;
+                    }
+                    b'{' | b'[' => depth += 1,
+                    b'}' | b']' => {
+                        depth = depth.checked_sub(1)?;
+                        if depth == 0 {
+                            return Some(i + 1);
+                        }
+                    }
+                    _ => {}
+                }
+                i += 1;
+            }
+        }
+        // A number, `true`, `false` or `null`: up to the next delimiter.
+        _ => {
+            let rest = body.get(at..)?;
+            let len = rest
+                .iter()
+                .position(|b| matches!(b, b',' | b'}' | b']' | b' ' | b'\t' | b'\n' | b'\r'))
+                .unwrap_or(rest.len());
+            (len > 0).then_some(at + len)
+        }
+    }
+}
+
 fn data_call_id(envelope: &Map<String, Value>) -> Option<String> {
     envelope.get("data").and_then(Value::as_object).and_then(|d| support::json_id(d.get("id")))
 }
@@ -213,6 +349,10 @@ impl Adapter for Aircall {
         let envelope = support::json_object(request.body).map_err(|_| AuthFailure::Missing)?;
         let token = envelope.get("token").and_then(Value::as_str).ok_or(AuthFailure::Missing)?;
         auth::ct_eq(token.as_bytes(), secret.as_bytes()).then_some(()).ok_or(AuthFailure::Wrong)
+    }
+
+    fn stored_body<'a>(&self, request: &Request<'a>) -> Cow<'a, [u8]> {
+        redact_token(request.body)
     }
 
     fn check(&self, request: &Request<'_>) -> Result<Option<String>, Rejection> {
@@ -323,6 +463,41 @@ mod tests {
         assert_eq!(run(None, &good), Err(AuthFailure::NotConfigured("signing_secret")));
         assert_eq!(run(Some(TOKEN), r#"{"resource": "call", "data": {"id": 1}}"#), Err(AuthFailure::Missing));
         assert_eq!(run(Some(TOKEN), "not json"), Err(AuthFailure::Missing));
+    }
+
+    #[test]
+    fn the_stored_body_hides_the_token_and_keeps_the_event_ids() {
+        let data = format!(r#"{{{INBOUND}, "user": {{"id": 7}}, "recording": "https://rec.aircall.io/1"}}"#);
+        let original = envelope("call.ended", &data);
+        let stored = Aircall.stored_body(&request("POST", None, Some(JSON), original.as_bytes()));
+        let stored = std::str::from_utf8(&stored).expect("text");
+        assert!(!stored.contains(TOKEN), "{stored}");
+        // Byte for byte but for the token's value.
+        assert_eq!(stored, original.replace(TOKEN, REDACTED));
+        let ids = |body: &str| -> Vec<String> {
+            Aircall.normalize(&raw(body)).expect("valid").iter().map(|e| e.event_id.to_string()).collect()
+        };
+        assert_eq!(ids(stored), ids(&original), "a redacted delivery is the same events");
+        assert_eq!(ids(stored).len(), 2);
+    }
+
+    #[test]
+    fn redaction_finds_every_top_level_token_however_it_is_written() {
+        let redact =
+            |body: &str| String::from_utf8(redact_token(body.as_bytes()).into_owned()).expect("text");
+        // Escaped names and values, nested `token`s (not the credential), duplicates, odd spacing.
+        let body = "{ \"data\" : {\"token\": \"keep\", \"list\": [1, \"}\", {\"a\": null}]},\n\
+                    \"t\\u006fken\":\"S\\\"1\", \"n\": -1.5e3 , \"token\" : true }";
+        let redacted = redact(body);
+        assert_eq!(
+            redacted,
+            body.replace("\"S\\\"1\"", "\"[redacted]\"").replace(": true }", ": \"[redacted]\" }")
+        );
+        assert!(redacted.contains(r#""token": "keep""#), "only the envelope's token goes");
+        // Nothing to hide: the very same bytes.
+        for body in [r#"{"resource": "user"}"#, "not json", "[]", ""] {
+            assert!(matches!(redact_token(body.as_bytes()), Cow::Borrowed(_)), "{body}");
+        }
     }
 
     #[test]

@@ -60,6 +60,12 @@ pub struct SourceSettings {
     /// Aircall API token. Stored like the signing secret; never shown by `Debug`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub api_client_secret: Option<Secret>,
+    /// Also require the source's generated secret as `?token=` on every request, in addition to
+    /// the vendor's own check. Recommended for Zadarma: its signature covers only three fields,
+    /// so one captured `NOTIFY_START` would otherwise let anyone mint that call's `NOTIFY_END`
+    /// or recording notifications.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub require_token: Option<bool>,
 }
 
 impl SourceSettings {
@@ -134,9 +140,24 @@ pub fn basic_or_token(request: &Request<'_>, source: &SourceAuth<'_>) -> Result<
     if let Some(header) = request.header("authorization") {
         return basic(header, source);
     }
+    url_token(request, source)
+}
+
+/// The source's secret as the `token` query parameter, found by its decoded name exactly as
+/// [`query_without_token`] finds it, so that whatever authenticates is also what is removed.
+pub fn url_token(request: &Request<'_>, source: &SourceAuth<'_>) -> Result<(), AuthFailure> {
     match query_param(request.query, TOKEN_PARAM) {
         Some(token) => source.secret_matches(token.as_bytes()).then_some(()).ok_or(AuthFailure::Wrong),
         None => Err(AuthFailure::Missing),
+    }
+}
+
+/// The URL token a source with `require_token` demands on top of its vendor's own check; `Ok`
+/// for every other source.
+pub fn required_token(request: &Request<'_>, source: &SourceAuth<'_>) -> Result<(), AuthFailure> {
+    match source.settings.require_token {
+        Some(true) => url_token(request, source),
+        _ => Ok(()),
     }
 }
 
@@ -152,19 +173,27 @@ fn basic(header: &str, source: &SourceAuth<'_>) -> Result<(), AuthFailure> {
     (user_ok & secret_ok).then_some(()).ok_or(AuthFailure::Wrong)
 }
 
-/// The first value of a query parameter, percent-decoded.
+/// The first value of a query parameter, percent-decoded; names are compared decoded too, so
+/// `%74oken` is `token`.
 pub fn query_param(query: Option<&str>, name: &str) -> Option<String> {
     form_urlencoded::parse(query?.as_bytes()).find(|(k, _)| k == name).map(|(_, v)| v.into_owned())
 }
 
-/// The query without the `token` parameter, so the secret never reaches a raw record.
+/// Whether one `name=value` pair of a query is the `token` parameter. The name is decoded by the
+/// same parser [`query_param`] uses: comparing the raw text instead would let `?%74oken=<secret>`
+/// authenticate and still be stored.
+fn is_token_pair(pair: &str) -> bool {
+    form_urlencoded::parse(pair.as_bytes()).next().is_some_and(|(name, _)| name == TOKEN_PARAM)
+}
+
+/// The query without the `token` parameter (every occurrence, however its name is encoded), so
+/// the secret never reaches a raw record. Other parameters are kept byte for byte.
 pub fn query_without_token(query: Option<&str>) -> Option<String> {
     let query = query?;
-    if query_param(Some(query), TOKEN_PARAM).is_none() {
+    if !query.split('&').any(is_token_pair) {
         return Some(query.to_owned());
     }
-    let kept: Vec<&str> =
-        query.split('&').filter(|pair| pair.split('=').next() != Some(TOKEN_PARAM)).collect();
+    let kept: Vec<&str> = query.split('&').filter(|pair| !pair.is_empty() && !is_token_pair(pair)).collect();
     (!kept.is_empty()).then(|| kept.join("&"))
 }
 
@@ -256,7 +285,50 @@ mod tests {
         assert_eq!(query_without_token(Some("token=x")), None);
         assert_eq!(query_without_token(Some("a=1&token=x&b=2")).as_deref(), Some("a=1&b=2"));
         assert_eq!(query_without_token(Some("a=1")).as_deref(), Some("a=1"));
+        assert_eq!(query_without_token(Some("a=%20&tokens=1")).as_deref(), Some("a=%20&tokens=1"));
         assert_eq!(query_without_token(None), None);
+    }
+
+    #[test]
+    fn an_encoded_token_name_authenticates_only_if_it_is_also_removed() {
+        let hash: [u8; 32] = Sha256::digest(b"S").into();
+        let settings = SourceSettings::default();
+        let source =
+            SourceAuth { source_id: "acme", secret_sha256: &hash, signing_secret: None, settings: &settings };
+        let none = BTreeMap::new();
+        for query in ["%74oken=S", "a=1&%74%6F%6B%65%6E=S", "%74oken=S&token=S&b=2", "token=S&&"] {
+            // Whatever the lookup accepts as the token...
+            assert_eq!(basic_or_token(&request(&none, Some(query)), &source), Ok(()), "{query}");
+            // ...is gone from what is stored.
+            let stored = query_without_token(Some(query)).unwrap_or_default();
+            assert!(!stored.contains('S'), "{query} kept as {stored}");
+            assert_eq!(query_param(Some(&stored), TOKEN_PARAM), None, "{query} kept as {stored}");
+        }
+        assert_eq!(query_without_token(Some("a=1&%74oken=S&b=2")).as_deref(), Some("a=1&b=2"));
+        // `+` decodes to a space: not the token, so neither accepted nor removed.
+        assert_eq!(basic_or_token(&request(&none, Some("tok+en=S")), &source), Err(AuthFailure::Missing));
+        assert_eq!(query_without_token(Some("tok+en=S")).as_deref(), Some("tok+en=S"));
+    }
+
+    #[test]
+    fn require_token_demands_the_url_token_on_top() {
+        let hash: [u8; 32] = Sha256::digest(b"S").into();
+        let (default, required) = (
+            SourceSettings::default(),
+            SourceSettings { require_token: Some(true), ..SourceSettings::default() },
+        );
+        let source =
+            |settings| SourceAuth { source_id: "acme", secret_sha256: &hash, signing_secret: None, settings };
+        let none = BTreeMap::new();
+        assert_eq!(required_token(&request(&none, None), &source(&default)), Ok(()));
+        assert_eq!(required_token(&request(&none, None), &source(&required)), Err(AuthFailure::Missing));
+        assert_eq!(
+            required_token(&request(&none, Some("token=T")), &source(&required)),
+            Err(AuthFailure::Wrong)
+        );
+        assert_eq!(required_token(&request(&none, Some("token=S")), &source(&required)), Ok(()));
+        let parsed: SourceSettings = serde_json::from_str(r#"{"require_token": true}"#).expect("parses");
+        assert_eq!(parsed, required);
     }
 
     #[test]

@@ -126,7 +126,7 @@ fn parse_time(
     // A PBX clock can be off by minutes, not by years: anything outside this window is a bug in
     // the sender, and would corrupt the call's times.
     let earliest = DateTime::from_timestamp(946_684_800, 0).unwrap_or(DateTime::<Utc>::MIN_UTC);
-    if parsed < earliest || parsed > received_at + chrono::Duration::days(1) {
+    if parsed < earliest || parsed > support::latest_plausible(received_at) {
         return Err(AdapterError::new(format!(
             "timestamp {parsed} is before 2000 or more than a day after it was received"
         )));

@@ -22,6 +22,7 @@
 //!    calls with the events they must normalise to. They run here (`tests/fixtures.rs`) and end
 //!    to end through the real pipeline (`tests/vendors.rs` in `switchboard-tests`).
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 
 use switchboard_model::{CallEvent, RawWebhook, Vendor};
@@ -165,6 +166,14 @@ pub trait Adapter: Send + Sync {
     /// becomes the partition key. Must be cheap: it runs while the PBX waits.
     fn check(&self, request: &Request<'_>) -> Result<Option<String>, Rejection>;
 
+    /// The body as the raw record keeps it, once the request is authenticated: byte for byte by
+    /// default. A vendor whose credential travels inside the body (Aircall's `token`) redacts it
+    /// here, so that the secret reaches neither the raw nor the dead-letter topic. Whatever is
+    /// returned must normalise to the same events, with the same event ids, as the original.
+    fn stored_body<'a>(&self, request: &Request<'a>) -> Cow<'a, [u8]> {
+        Cow::Borrowed(request.body)
+    }
+
     /// The answer once the raw record is stored.
     fn reply(&self, raw_id: &str) -> Reply {
         Reply::accepted_json(raw_id)
@@ -191,8 +200,9 @@ pub enum Decision {
 }
 
 /// The checks every webhook passes before it is published, in order: a handshake is answered
-/// first (vendors send it unsigned), then the method, the vendor's authentication, and the
-/// adapter's cheap check of the body. Ingress and the fixture tests both go through here.
+/// first (vendors send it unsigned), then the method, the vendor's authentication (plus the URL
+/// token when the source sets `require_token`), and the adapter's cheap check of the body.
+/// Ingress and the fixture tests both go through here.
 pub fn decide(adapter: &dyn Adapter, request: &Request<'_>, source: &SourceAuth<'_>) -> Decision {
     if let Some(reply) = adapter.handshake(request) {
         return Decision::Handshake(reply);
@@ -200,7 +210,10 @@ pub fn decide(adapter: &dyn Adapter, request: &Request<'_>, source: &SourceAuth<
     if !adapter.methods().contains(&request.method) {
         return Decision::MethodNotAllowed;
     }
-    if let Err(failure) = adapter.authenticate(request, source) {
+    // Both checks always run, so the answer's timing does not tell which one failed.
+    let vendor = adapter.authenticate(request, source);
+    let token = auth::required_token(request, source);
+    if let Err(failure) = vendor.and(token) {
         return Decision::Unauthorized(failure);
     }
     match adapter.check(request) {

@@ -233,9 +233,13 @@ pub fn unix_time(text: &str) -> Option<DateTime<Utc>> {
             let nanos = if frac.is_empty() {
                 0
             } else {
-                let digits: String = frac.chars().take(9).collect();
-                let scale = 10u32.pow(9 - digits.len() as u32);
-                digits.parse::<u32>().ok()? * scale
+                // At most 9 ASCII digits, so neither the scale nor the product can overflow.
+                let digits = frac.get(..frac.len().min(9))?;
+                if !digits.bytes().all(|b| b.is_ascii_digit()) {
+                    return None;
+                }
+                let scale = 10u32.checked_pow(9u32.checked_sub(u32::try_from(digits.len()).ok()?)?)?;
+                digits.parse::<u32>().ok()?.checked_mul(scale)?
             };
             DateTime::from_timestamp(n, nanos)?
         }
@@ -292,7 +296,13 @@ pub fn parse_time(text: &str, tz: Tz) -> Option<DateTime<Utc>> {
 /// event from the future would corrupt the call's times.
 pub fn plausible(t: DateTime<Utc>, received_at: DateTime<Utc>) -> bool {
     let earliest = DateTime::from_timestamp(946_684_800, 0).unwrap_or(DateTime::<Utc>::MIN_UTC);
-    t >= earliest && t <= received_at + chrono::Duration::days(1)
+    t >= earliest && t <= latest_plausible(received_at)
+}
+
+/// A day after `received_at`: the latest vendor time believed. Checked, because the receive time
+/// comes from a stored record, and a corrupt one at the end of time must not panic an adapter.
+pub fn latest_plausible(received_at: DateTime<Utc>) -> DateTime<Utc> {
+    received_at.checked_add_signed(chrono::Duration::days(1)).unwrap_or(DateTime::<Utc>::MAX_UTC)
 }
 
 /// The vendor's time when it parses and is plausible, else the receive time: a bad date never
@@ -338,6 +348,23 @@ mod tests {
         assert_eq!(time_or_received(Some("1999-01-01 00:00:00"), Tz::UTC, received), received);
         assert_eq!(time_or_received(Some("2030-01-01 00:00:00"), Tz::UTC, received), received);
         assert_eq!(time_or_received(None, Tz::UTC, received), received);
+    }
+
+    #[test]
+    fn extreme_times_are_refused_not_a_panic() {
+        // A receive time at the end of time: "a day later" does not exist, and must not panic.
+        let end = DateTime::<Utc>::MAX_UTC;
+        assert!(plausible(end, end));
+        assert!(!plausible(DateTime::<Utc>::MIN_UTC, end));
+        assert_eq!(time_or_received(Some("1795244400"), Tz::UTC, end).timestamp(), 1_795_244_400);
+        assert_eq!(unix_time("1795244400.5").map(|t| t.timestamp_subsec_millis()), Some(500));
+        assert_eq!(
+            unix_time("1795244400.1234567890123").map(|t| t.timestamp_subsec_nanos()),
+            Some(123_456_789)
+        );
+        assert_eq!(unix_time("1795244400.ééééé"), None);
+        assert_eq!(unix_time("1795244400.+1"), None);
+        assert_eq!(unix_time("99999999999999999999"), None);
     }
 
     #[test]

@@ -110,7 +110,9 @@ fn leg_start(
     let mut start = hangup.clone();
     start.event_id = support::event_id(support::stable_text_id(&[hangup_id, "start"]))?;
     start.kind = EventKind::Ringing;
-    start.occurred_at = hangup.occurred_at - length;
+    // Checked: a hangup dated at the start of time has no earlier instant (the leg then starts
+    // with its hangup).
+    start.occurred_at = hangup.occurred_at.checked_sub_signed(length).unwrap_or(hangup.occurred_at);
     (start.disposition, start.hangup_cause) = (None, None);
     (start.recording_id, start.recording_url) = (None, None);
     Ok(start)

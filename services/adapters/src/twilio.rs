@@ -41,10 +41,11 @@
 //! `Recording` event when `RecordingStatus=completed` and nothing otherwise (`in-progress`,
 //! `absent`, `failed`).
 //!
-//! Dedupe key: the `I-Twilio-Idempotency-Token` header when present (assumption from Twilio's
-//! description of the header: a retry of one webhook repeats its token), else a hash of
-//! `CallSid`, `CallStatus`, `SequenceNumber`, `CallbackSource` and `RecordingSid`; with the kind
-//! appended, so the two events of one request differ.
+//! Dedupe key: a hash of `CallSid`, `CallStatus`, `SequenceNumber`, `CallbackSource` and
+//! `RecordingSid`, with the kind appended, so the two events of one request differ. Only signed
+//! content goes into it (the form body, the query of a GET, a JSON body through `bodySHA256`):
+//! the `I-Twilio-Idempotency-Token` header is not signed, so an id taken from it would let a
+//! replay with a new header value be stored as a new event.
 
 use switchboard_model::{CallEvent, Direction, Disposition, EventKind, RawWebhook};
 
@@ -56,7 +57,6 @@ use crate::{Adapter, AdapterError, Rejection, Reply, Request};
 pub struct Twilio;
 
 const SIGNATURE_HEADER: &str = "x-twilio-signature";
-const IDEMPOTENCY_HEADER: &str = "i-twilio-idempotency-token";
 const BODY_HASH_PARAM: &str = "bodySHA256";
 const FORM: &str = "application/x-www-form-urlencoded";
 
@@ -269,21 +269,15 @@ impl Adapter for Twilio {
         let recording_status = params.get("RecordingStatus");
         let call_status = params.get("CallStatus");
 
-        let base_id = match raw.headers.get(IDEMPOTENCY_HEADER).map(|t| t.trim()).filter(|t| !t.is_empty()) {
-            Some(token) if token.len() <= 200 && !token.chars().any(char::is_control) => {
-                format!("twilio:{token}")
-            }
-            // Not something to put in an id as is; its hash dedupes just as well.
-            Some(token) => support::stable_text_id(&["twilio-token", token]),
-            None => support::stable_text_id(&[
-                "twilio",
-                call_sid.unwrap_or(""),
-                call_status.unwrap_or(""),
-                params.get("SequenceNumber").unwrap_or(""),
-                params.get("CallbackSource").unwrap_or(""),
-                recording_sid.unwrap_or(""),
-            ]),
-        };
+        // Signed fields only (the module doc says why the idempotency header is not one of them).
+        let base_id = support::stable_text_id(&[
+            "twilio",
+            call_sid.unwrap_or(""),
+            call_status.unwrap_or(""),
+            params.get("SequenceNumber").unwrap_or(""),
+            params.get("CallbackSource").unwrap_or(""),
+            recording_sid.unwrap_or(""),
+        ]);
         let event = |kind: EventKind| -> Result<CallEvent, AdapterError> {
             let id = support::event_id(format!("{base_id}:{}", kind.as_str()))?;
             let mut event = CallEvent::new(raw, id, call_id.clone(), kind, occurred_at);
@@ -611,13 +605,17 @@ mod tests {
     #[test]
     fn dedupe_keys() {
         let body = "CallSid=CA1&CallStatus=ringing&SequenceNumber=1&CallbackSource=call-progress-events";
-        let token = [(IDEMPOTENCY_HEADER, "0e9a8f2b-token")];
-        let first = Twilio.normalize(&raw(body, &token)).expect("valid");
-        assert_eq!(first[0].event_id.as_str(), "twilio:0e9a8f2b-token:ringing");
-        let long = "t".repeat(300);
-        let hashed =
-            Twilio.normalize(&raw(body, &[(IDEMPOTENCY_HEADER, &long)])).expect("a long token is hashed");
-        assert!(hashed[0].event_id.as_str().starts_with("sha256:"));
+        // python3: "sha256:" + hashlib.sha256(b"\x1f".join([b"twilio", b"CA1", b"ringing", b"1",
+        //   b"call-progress-events", b""])).hexdigest()[:32] + ":ringing"
+        let first = Twilio.normalize(&raw(body, &[])).expect("valid");
+        assert_eq!(first[0].event_id.as_str(), "sha256:e6eeca12338ab4b9a276a9c42c427f08:ringing");
+        // The unsigned idempotency header is not part of the id: a replay under a new header
+        // value is the same event.
+        const IDEMPOTENCY_HEADER: &str = "i-twilio-idempotency-token";
+        for token in ["0e9a8f2b-token", "replayed-with-another-token", &"t".repeat(300)] {
+            let replayed = Twilio.normalize(&raw(body, &[(IDEMPOTENCY_HEADER, token)])).expect("valid");
+            assert_eq!(replayed[0].event_id, first[0].event_id, "{token}");
+        }
         let a = Twilio.normalize(&raw(body, &[])).expect("valid");
         let b = Twilio.normalize(&raw(body, &[])).expect("valid");
         assert_eq!(a[0].event_id, b[0].event_id);

@@ -20,7 +20,12 @@
 //! SPEECH_RECOGNITION: `result`. Absent fields concatenate as empty text, as PHP does. Values are
 //! taken exactly as sent from the body (first occurrence of a name, the same one the mapping reads).
 //! An unknown `event` cannot be verified and is refused. Zadarma signs only these few fields;
-//! that is the vendor's scheme. URL validation: a `GET` with `?zd_echo=X` is answered `200` with
+//! that is the vendor's scheme, and it means that one captured `NOTIFY_START` signs a
+//! `NOTIFY_END` (or `NOTIFY_INTERNAL`, `NOTIFY_IVR`) of that call with any `pbx_call_id`,
+//! `disposition` or `call_id_with_rec`. A source with `require_token: true` in its settings
+//! also needs the source's secret as `?token=` in the notification URL (checked by
+//! [`crate::decide`]), which a captured request does not reveal once ingress strips it; that is
+//! the recommended set-up (`docs/vendors.md`). URL validation: a `GET` with `?zd_echo=X` is answered `200` with
 //! body `X`, unauthenticated and never published, but only for a short value of safe characters
 //! (letters, digits, `-`, `_`, `.`), so the endpoint never reflects arbitrary text.
 //!
@@ -454,6 +459,43 @@ mod tests {
         // Unknown events cannot be verified.
         assert_eq!(authenticate("event=NOTIFY_NEW", Some(good), Some(SECRET)), Err(AuthFailure::Wrong));
         assert_eq!(authenticate("caller_id=1", Some(good), Some(SECRET)), Err(AuthFailure::Missing));
+    }
+
+    #[test]
+    fn require_token_stops_an_end_forged_from_a_start_signature() {
+        use sha2::Digest;
+        let start_signature = "ZjBlMTcyODkwM2RkMTk1ZWI2NzYxY2FiNDE0M2VlNjUxMmI4NTRkYw==";
+        // The START's signed fields, with what a forger wants: the call ended, recorded.
+        let forged_end = "event=NOTIFY_END&call_start=2026-11-01+12%3A00%3A00&pbx_call_id=in_1\
+                          &caller_id=79161234567&called_did=74951234567&disposition=answered\
+                          &is_recorded=1&call_id_with_rec=1762000000.99999";
+        let headers = BTreeMap::from([("signature".to_owned(), start_signature.to_owned())]);
+        let secret_sha256: [u8; 32] = sha2::Sha256::digest(b"url-secret").into();
+        let decide = |settings: &SourceSettings, query: Option<&str>| {
+            let request =
+                Request { headers: &headers, ..request("POST", query, Some(FORM), forged_end.as_bytes()) };
+            let source =
+                SourceAuth { secret_sha256: &secret_sha256, ..signed_source(Some(SECRET), settings) };
+            crate::decide(&Zadarma, &request, &source)
+        };
+        let published = crate::Decision::Publish { call_id: Some("in_1".into()) };
+        // The vendor's scheme alone accepts the forgery: the signature covers none of what changed.
+        assert_eq!(decide(&SourceSettings::default(), None), published);
+        let required = SourceSettings { require_token: Some(true), ..SourceSettings::default() };
+        assert_eq!(decide(&required, None), crate::Decision::Unauthorized(AuthFailure::Missing));
+        assert_eq!(decide(&required, Some("token=guess")), crate::Decision::Unauthorized(AuthFailure::Wrong));
+        // Zadarma itself, posting to the URL with the token, still gets through.
+        assert_eq!(decide(&required, Some("token=url-secret")), published);
+        // The token does not replace the signature.
+        let unsigned = Request {
+            headers: &BTreeMap::new(),
+            ..request("POST", Some("token=url-secret"), Some(FORM), forged_end.as_bytes())
+        };
+        let source = SourceAuth { secret_sha256: &secret_sha256, ..signed_source(Some(SECRET), &required) };
+        assert_eq!(
+            crate::decide(&Zadarma, &unsigned, &source),
+            crate::Decision::Unauthorized(AuthFailure::Missing)
+        );
     }
 
     #[test]

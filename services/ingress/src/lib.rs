@@ -5,8 +5,10 @@
 //! a `token` query parameter with the source's secret, or the vendor's own signature). Output: one
 //! Avro `RawWebhook` per accepted request on `<prefix>raw`, holding the body byte for byte with
 //! its content type, selected headers, source, vendor, receive time and remote address (never
-//! the credentials). Delivery: the PBX gets its vendor's success answer (`202 {"id": ...}` by
-//! default, an empty 200 for Telphin or Twilio, `{"success":true}` for Sipuni) only after Kafka
+//! the credentials: no `Authorization`, no `token` parameter however its name is encoded, and
+//! a credential inside the body redacted by the vendor's adapter, Aircall's `token`). Delivery:
+//! the PBX gets its vendor's success answer (`202 {"id": ...}` by default, an empty 200 for
+//! Telphin or Twilio, `{"success":true}` for Sipuni) only after Kafka
 //! acknowledged the record (acks=all, idempotent producer); if Kafka does not acknowledge within
 //! `kafka.produce_timeout_ms` the answer is 503 with `Retry-After`, so the PBX retries and nothing
 //! is acknowledged that was not stored. A vendor's URL-validation handshake (Zadarma `zd_echo`)
@@ -42,6 +44,7 @@ use switchboard_core::avro::Codecs;
 use switchboard_core::config::{Service, Settings};
 use switchboard_core::deadpool_postgres::Pool;
 use switchboard_core::http::{self as ops, Body, Health};
+use switchboard_core::http_service::{self, HttpService};
 use switchboard_core::model::{RawWebhook, call_partition_key};
 use switchboard_core::rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use switchboard_core::rdkafka::producer::{FutureProducer, FutureRecord};
@@ -91,15 +94,7 @@ pub async fn run(
     listener: TcpListener,
     cancel: CancellationToken,
 ) -> Result<(), ServiceError> {
-    metrics::init(Service::Ingress.name());
-    let ops_addr = settings.ops_listen_addr(Service::Ingress);
-    let ops_listener =
-        TcpListener::bind(ops_addr).await.map_err(|source| ServiceError::Bind { addr: ops_addr, source })?;
-    tracing::info!(addr = %ops_addr, "Ops endpoints (/metrics, /healthz, /readyz) listening.");
     let health = Health::new();
-    // The ops port outlives the webhook port's drain, so that probes and metrics answer to the end.
-    let ops_cancel = CancellationToken::new();
-    let ops_server = tokio::spawn(ops::serve_ops(ops_listener, health.clone(), ops_cancel.clone()));
     let topics = settings.kafka.topics();
     let produce_timeout = Duration::from_millis(settings.kafka.produce_timeout_ms);
     let sources = SourceCache::default();
@@ -114,49 +109,37 @@ pub async fn run(
         retry_after_secs: settings.ingress.retry_after_secs,
         health: health.clone(),
     });
-
-    // Serve at once: probes answer and webhooks get 503 until the dependencies are up.
-    let addr = listener.local_addr().map_err(|e| ServiceError::Other(e.to_string()))?;
-    let drain = Duration::from_millis(settings.http.drain_timeout_ms.unwrap_or(10_000));
-    let handler_state = ingress.clone();
-    let server = tokio::spawn(ops::serve(listener, drain, cancel.clone(), move |req, remote| {
-        let ingress = handler_state.clone();
-        async move { ingress.handle(req, remote).await }
-    }));
-
-    let refresher = match pg::connect_and_migrate(&settings.postgres, &cancel).await {
-        Ok(Some(pool))
-            if kafka::ensure_topics(&settings.kafka, &topics.all(), &cancel).await
-                && first_source_load(&sources, &pool, &cancel).await =>
-        {
-            health.set_ready(true);
-            tracing::info!(%addr, topic = %topics.raw, "Ingress accepting webhooks.");
-            let every = Duration::from_millis(settings.ingress.sources_refresh_ms);
-            Some(tokio::spawn(keep_sources_fresh(sources, pool, every, cancel.clone())))
-        }
-        Ok(_) => None,
-        Err(error) => {
-            cancel.cancel();
-            let _ = server.await;
-            ops_cancel.cancel();
-            let _ = ops_server.await;
-            return Err(error.into());
+    let spec = HttpService {
+        service: Service::Ingress,
+        settings: &settings,
+        listener,
+        health,
+        cancel: cancel.clone(),
+    };
+    let handler = {
+        let ingress = ingress.clone();
+        move |req, remote| {
+            let ingress = ingress.clone();
+            async move { ingress.handle(req, remote).await }
         }
     };
-
-    cancel.cancelled().await;
-    health.set_ready(false);
-    let _ = server.await;
-    ops_cancel.cancel();
-    let _ = ops_server.await;
-    if let Some(refresher) = refresher {
-        // A refresh may be stuck on the database; it has nothing to finish.
-        refresher.abort();
-    }
+    // Webhooks get 503 until the database, the topics and the sources are there.
+    let start = async {
+        let Some(pool) = pg::connect_and_migrate(&settings.postgres, &cancel).await? else {
+            return Ok(None);
+        };
+        if !(kafka::ensure_topics(&settings.kafka, &topics.all(), &cancel).await
+            && first_source_load(&sources, &pool, &cancel).await)
+        {
+            return Ok(None);
+        }
+        let every = Duration::from_millis(settings.ingress.sources_refresh_ms);
+        Ok(Some(vec![tokio::spawn(keep_sources_fresh(sources.clone(), pool, every, cancel.clone()))]))
+    };
+    let outcome = http_service::run(spec, handler, start).await;
     // Every 202 already waited for its ack; this only settles records whose requests timed out.
     kafka::flush(&ingress.producer, Duration::from_secs(5));
-    tracing::info!("Ingress stopped.");
-    Ok(())
+    outcome
 }
 
 /// Loads the sources once, retrying until it works: serving before that would answer 404 to
@@ -353,6 +336,9 @@ impl Ingress {
             }
         };
 
+        // Authenticated: a credential the vendor puts in the body (Aircall's token) goes now, so
+        // that it is on no topic; the query loses its `token` the same way below.
+        let stored_body = adapter.stored_body(&request).into_owned();
         let raw = RawWebhook {
             id: uuid::Uuid::now_v7().to_string(),
             source_id: source.id.clone(),
@@ -366,7 +352,7 @@ impl Ingress {
             query: query_without_token(parts.uri.query()),
             content_type: content_type.map(str::to_owned),
             headers: kept_headers(headers),
-            body: body.to_vec(),
+            body: stored_body,
         };
         metrics::INGRESS_BODY_BYTES.with_label_values(&[source.vendor.as_str()]).observe(body.len() as f64);
         let key = match call_id {

@@ -2,7 +2,7 @@
 //!
 //! | vendor | asks | with |
 //! |---|---|---|
-//! | Telphin | `GET {api}/client/@me/record/{RecID}/storage_url/` → `{"record_url"}` (temporary) | OAuth2 client credentials at `{token_url}` (`api_client_id`, `api_client_secret`), bearer token cached until shortly before it expires |
+//! | Telphin | `GET {api}/client/@me/record/{RecID}/storage_url/` → `{"record_url"}` (temporary) | OAuth2 client credentials at `{token_url}` (`api_client_id`, `api_client_secret`), bearer token cached until shortly before it expires (a day at most, whatever `expires_in` says) |
 //! | Zadarma | `GET {api}/v1/pbx/record/request/?call_id={call_id_with_rec}` → `{"status":"success","link"}` (temporary) | `Authorization: <api_client_id>:base64(hex(HMAC-SHA1(secret, method + query + md5(query))))`, the secret being `api_client_secret`, else the signing secret (Zadarma's API secret signs webhooks too) |
 //! | Mango Office | `POST {api}/queries/recording/post` (`vpbx_api_key`, `sign`, `json={"recording_id","action":"download"}`) → `302`, the one-time link in `Location` | `sign = sha256(api_key + json + salt)`: `api_key` setting, signing secret as the salt |
 //! | Twilio | only a `RecordingSid`: `{api}/2010-04-01/Accounts/{api_client_id}/Recordings/{sid}.mp3`, no call needed; with a `RecordingUrl` that URL | — |
@@ -112,6 +112,11 @@ pub fn zadarma_authorization(key: &str, secret: &str, method: &str, sorted_query
 pub fn mango_sign(api_key: &str, json: &str, salt: &str) -> String {
     hex(&Sha256::digest(format!("{api_key}{json}{salt}").as_bytes()))
 }
+
+/// Longest a token is cached, whatever `expires_in` says: the number is the vendor's, and a
+/// huge one (2^64-1) must neither overflow the clock nor pin a token for ever; a day costs one
+/// token request a day.
+const MAX_TOKEN_LIFETIME_SECS: u64 = 24 * 60 * 60;
 
 /// An OAuth2 bearer token and when to stop using it.
 struct Token {
@@ -274,14 +279,18 @@ impl Resolver {
         // `expires_in` is seconds, as a number or text; an hour when absent (Telphin's lifetime).
         let lifetime = json["expires_in"]
             .as_u64()
-            .or_else(|| json["expires_in"].as_str().and_then(|s| s.parse().ok()))
-            .unwrap_or(3600);
+            .or_else(|| json["expires_in"].as_str().and_then(|s| s.trim().parse().ok()))
+            .unwrap_or(3600)
+            .min(MAX_TOKEN_LIFETIME_SECS);
         // Stop a minute early (half the lifetime for short ones), so a token never expires on
         // its way to the API.
         let margin = (lifetime / 2).min(60);
+        let now = Instant::now();
         let token = Token {
             value: Secret::new(value),
-            use_until: Instant::now() + Duration::from_secs(lifetime.saturating_sub(margin)),
+            // Checked even though clamped: a clock near its end must not panic the stage; such a
+            // token is simply not reused.
+            use_until: now.checked_add(Duration::from_secs(lifetime.saturating_sub(margin))).unwrap_or(now),
         };
         let value = token.value.clone();
         *cached = Some(token);
@@ -628,6 +637,47 @@ mod tests {
         assert_eq!(lookups[0].method, "GET");
         assert_eq!(lookups[0].authorization.as_deref(), Some("Bearer tok-1"));
         assert_eq!(lookups[3].authorization.as_deref(), Some("Bearer tok-2"));
+    }
+
+    #[tokio::test]
+    async fn an_absurd_token_lifetime_is_clamped_not_a_panic() {
+        for expires_in in ["18446744073709551615", r#""18446744073709551615""#, "1e400", "-1"] {
+            let vendor = FakeVendor::start(vec![
+                (
+                    "/oauth/token",
+                    vec![answer(200, &format!(r#"{{"access_token":"t","expires_in":{expires_in}}}"#))],
+                ),
+                ("/api/ver1.0/client/@me/record/", vec![answer(200, r#"{"record_url":"https://s/1"}"#)]),
+            ])
+            .await;
+            let resolver = resolver(2000);
+            let (source, rec) = (telphin_access(&vendor), recording(Vendor::Telphin, Some("r1"), None));
+            let first = resolver.resolve(&rec, &source).await;
+            if expires_in == "1e400" {
+                // Not a number serde reads: no token, a transient failure, retried later.
+                assert!(matches!(first, Err(ResolveError::Transient(_))), "{expires_in}: {first:?}");
+                continue;
+            }
+            assert_eq!(first, Ok("https://s/1".into()), "{expires_in}");
+            assert_eq!(resolver.resolve(&rec, &source).await, Ok("https://s/1".into()), "{expires_in}");
+            assert_eq!(vendor.count("/oauth/token"), 1, "{expires_in}: the token is cached");
+        }
+        // The clamp itself: a day at most, a minute early.
+        let vendor = FakeVendor::start(vec![(
+            "/oauth/token",
+            vec![answer(200, r#"{"access_token":"t","expires_in":18446744073709551615}"#)],
+        )])
+        .await;
+        let resolver = resolver(2000);
+        let source = telphin_access(&vendor);
+        let client = client(&source, None).expect("credentials");
+        let url = vendor.url("/oauth/token");
+        let before = Instant::now();
+        let _ = resolver.token(Vendor::Telphin, &url, &client).await.expect("token");
+        let slot = resolver.tokens.slot(&url, client.id);
+        let until = slot.lock().await.as_ref().map(|t| t.use_until).expect("cached");
+        assert!(until >= before + Duration::from_secs(MAX_TOKEN_LIFETIME_SECS - 60));
+        assert!(until <= Instant::now() + Duration::from_secs(MAX_TOKEN_LIFETIME_SECS - 60));
     }
 
     #[tokio::test]
