@@ -21,11 +21,13 @@ use std::net::SocketAddr;
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
+use chrono::Datelike;
 use http::{HeaderValue, Method, Request, Response, StatusCode, header};
 use hyper::body::Incoming;
 use switchboard_core::config::{ApiSettings, Service, Settings};
 use switchboard_core::deadpool_postgres::Pool;
 use switchboard_core::http::{self as ops, Body, Health};
+use switchboard_core::model::{CallId, SourceId};
 use switchboard_core::service::ServiceError;
 use switchboard_core::{metrics, pg};
 use tokio::net::TcpListener;
@@ -244,18 +246,36 @@ fn bad_request(message: String) -> Response<Body> {
 }
 
 fn read_failed(error: calls::ReadError) -> Response<Body> {
-    tracing::warn!(%error, "Call-log query failed.");
+    tracing::warn!(error = %switchboard_core::pg::error_chain(&error), "Call-log query failed.");
     unavailable()
 }
 
+/// What the filters can hold that no call can: PostgreSQL text never holds NUL, and a cursor
+/// this API issued names a stored call (a valid source and call id, a time PostgreSQL can hold).
+/// Refused here, so that they are a 400 and never a database error.
+fn impossible_filter(filters: &ListQuery) -> Option<String> {
+    for (name, value) in [("agent", &filters.agent), ("contact", &filters.contact)] {
+        if value.as_deref().is_some_and(|v| v.contains('\0')) {
+            return Some(format!("{name}: NUL characters are not allowed"));
+        }
+    }
+    let cursor = filters.cursor.as_ref()?;
+    let year = cursor.started_at.year();
+    let issued = SourceId::parse(cursor.source_id.as_str()).is_ok()
+        && CallId::parse(cursor.call_id.as_str()).is_ok()
+        && (1..=9999).contains(&year);
+    (!issued).then(|| "cursor: not a cursor this API issued (pass next_cursor unchanged)".to_owned())
+}
+
 async fn list(pool: &Pool, query: Option<&str>) -> Response<Body> {
-    // The source's own region reads national numbers filtered within one source.
+    // The source's own region reads national numbers filtered within one source; a source id
+    // that is not one is left to the filter's 400.
     let source = filter::form_pairs(query.unwrap_or(""))
         .into_iter()
         .find(|(name, _)| name == "source")
-        .map(|(_, v)| v);
+        .and_then(|(_, v)| SourceId::parse(v).ok());
     let region = match &source {
-        Some(source) => match calls::source_region(pool, source).await {
+        Some(source) => match calls::source_region(pool, source.as_str()).await {
             Ok(region) => region,
             Err(error) => return read_failed(error),
         },
@@ -265,6 +285,9 @@ async fn list(pool: &Pool, query: Option<&str>) -> Response<Body> {
         Ok(filters) => filters,
         Err(error) => return bad_request(error.0),
     };
+    if let Some(message) = impossible_filter(&filters) {
+        return bad_request(message);
+    }
     match calls::list(pool, &filters).await {
         Ok(page) => ops::json(StatusCode::OK, &page),
         Err(error) => read_failed(error),
@@ -282,7 +305,8 @@ async fn get(pool: &Pool, key: &str) -> Response<Body> {
     let (Ok(source), Ok(call)) = (decode(source), decode(call)) else {
         return bad_request("the call's path is not valid percent-encoded UTF-8".into());
     };
-    if call.is_empty() {
+    // PostgreSQL text holds no NUL: no such call can exist.
+    if call.is_empty() || call.contains('\0') || source.contains('\0') {
         return not_found();
     }
     match calls::get(pool, &source, &call).await {

@@ -24,6 +24,7 @@ const MIGRATIONS: &[(i32, &str, &str)] = &[
     (6, "call_revision", include_str!("../migrations/0006_call_revision.sql")),
     (7, "hot_call_updates", include_str!("../migrations/0007_hot_call_updates.sql")),
     (8, "unparsed_numbers", include_str!("../migrations/0008_unparsed_numbers.sql")),
+    (9, "dispatcher", include_str!("../migrations/0009_dispatcher.sql")),
 ];
 
 /// Any advisory-lock key unique to Switchboard's migrator.
@@ -199,5 +200,33 @@ pub mod scratch {
         let (client, connection) = tokio_postgres::connect(&admin_url(), tokio_postgres::NoTls).await?;
         let _driver = tokio::spawn(connection);
         client.batch_execute(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)")).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("db error")]
+    struct Driver(#[source] Server);
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("ERROR: invalid byte sequence for encoding \"UTF8\": 0x00")]
+    struct Server;
+
+    #[derive(Debug, thiserror::Error)]
+    enum Wrapper {
+        #[error("database: {0}")]
+        Db(#[from] Driver),
+    }
+
+    #[test]
+    fn the_error_chain_names_the_cause_once() {
+        let error = Wrapper::from(Driver(Server));
+        assert_eq!(
+            error_chain(&error),
+            "database: db error: ERROR: invalid byte sequence for encoding \"UTF8\": 0x00"
+        );
     }
 }

@@ -176,27 +176,62 @@ fn text(value: Option<String>) -> Option<String> {
     value.map(|v| v.trim().to_owned()).filter(|v| !v.is_empty())
 }
 
+/// PostgreSQL text (and jsonb) cannot hold NUL: a field with one is refused, never a database
+/// error.
+fn no_nul<'a>(field: &str, values: impl IntoIterator<Item = &'a str>) -> Result<(), String> {
+    match values.into_iter().any(|v| v.contains('\0')) {
+        true => Err(format!("{field}: NUL characters are not allowed")),
+        false => Ok(()),
+    }
+}
+
+/// The longest email address (RFC 5321), in characters.
+const MAX_EMAIL: usize = 254;
+/// The longest extension, in characters.
+const MAX_EXTENSION: usize = 32;
+
+/// An email as the table's CHECK wants it (`LIKE '%_@_%'`): an `@` with something on each side.
+fn email(raw: Option<String>) -> Result<Option<String>, String> {
+    let Some(raw) = raw else { return Ok(None) };
+    no_nul("email", [raw.as_str()])?;
+    if raw.chars().count() > MAX_EMAIL {
+        return Err(format!("email is longer than {MAX_EMAIL} characters"));
+    }
+    let Some(email) = text(Some(raw)) else { return Ok(None) };
+    let chars: Vec<char> = email.chars().collect();
+    let inner = chars.get(1..chars.len().saturating_sub(1)).unwrap_or_default();
+    if !inner.contains(&'@') {
+        return Err(format!("email {email:?} is not an email address"));
+    }
+    Ok(Some(email))
+}
+
 impl AgentInput {
     /// Checks and normalises; `id` comes from the URL or the row.
     pub fn into_agent(self, id: Option<&str>, region: Region) -> Result<Agent, String> {
         let id = id.map(str::to_owned).or(text(self.id)).ok_or("id is missing")?;
         valid_id(&id)?;
+        no_nul("name", [self.name.as_str()])?;
         let name = text(Some(self.name)).ok_or("name is empty")?;
-        let email = text(self.email);
-        if let Some(email) = &email
-            && !(email.contains('@') && email.len() <= 254)
-        {
-            return Err(format!("email {email:?} is not an email address"));
-        }
+        let email = email(self.email)?;
+        no_nul("extensions", self.extensions.iter().map(String::as_str))?;
         let mut extensions: Vec<String> = self.extensions.into_iter().filter_map(|e| text(Some(e))).collect();
         extensions.dedup();
-        if let Some(bad) = extensions.iter().find(|e| e.len() > 32 || e.chars().any(char::is_whitespace)) {
-            return Err(format!("extension {bad:?} is longer than 32 characters or has spaces"));
+        if let Some(bad) = extensions
+            .iter()
+            .find(|e| e.chars().count() > MAX_EXTENSION || e.chars().any(char::is_whitespace))
+        {
+            return Err(format!("extension {bad:?} is longer than {MAX_EXTENSION} characters or has spaces"));
         }
         let external_ids = self.external_ids.unwrap_or_else(|| serde_json::json!({}));
-        if !external_ids.is_object() {
+        let Some(ids) = external_ids.as_object() else {
             return Err("external_ids must be an object of source id to PBX id".into());
+        };
+        if !ids.values().all(serde_json::Value::is_string) {
+            return Err("external_ids: every PBX id must be a string".into());
         }
+        no_nul("external_ids", ids.iter().flat_map(|(k, v)| [k.as_str(), v.as_str().unwrap_or_default()]))?;
+        no_nul("phone_numbers", self.phone_numbers.iter().map(String::as_str))?;
         Ok(Agent {
             id,
             name,
@@ -212,13 +247,20 @@ impl ContactInput {
     pub fn into_contact(self, id: Option<&str>, region: Region) -> Result<Contact, String> {
         let id = id.map(str::to_owned).or(text(self.id)).ok_or("id is missing")?;
         valid_id(&id)?;
+        no_nul("name", [self.name.as_str()])?;
         let name = text(Some(self.name)).ok_or("name is empty")?;
+        no_nul("company", self.company.as_deref())?;
+        let responsible_agent_id = text(self.responsible_agent_id);
+        if let Some(agent) = &responsible_agent_id {
+            valid_id(agent).map_err(|e| format!("responsible_agent_id: {e}"))?;
+        }
+        no_nul("phone_numbers", self.phone_numbers.iter().map(String::as_str))?;
         Ok(Contact {
             id,
             name,
             company: text(self.company),
             phone_numbers: e164_all(&self.phone_numbers, region)?,
-            responsible_agent_id: text(self.responsible_agent_id),
+            responsible_agent_id,
         })
     }
 }
@@ -316,5 +358,33 @@ mod tests {
         assert!(agent.into_agent(Some("ann"), gb()).expect_err("email").contains("email"));
         let agent = AgentInput { name: "Ann".into(), extensions: vec!["1 01".into()], ..Default::default() };
         assert!(agent.into_agent(Some("ann"), gb()).is_err());
+    }
+
+    #[test]
+    fn what_postgresql_would_refuse_is_refused_here() {
+        let agent = |f: &dyn Fn(&mut AgentInput)| {
+            let mut input = AgentInput { name: "Ann".into(), ..Default::default() };
+            f(&mut input);
+            input.into_agent(Some("ann"), gb())
+        };
+        assert!(agent(&|a| a.name = "A\0nn".into()).expect_err("NUL").contains("NUL"));
+        assert!(agent(&|a| a.extensions = vec!["1\0".into()]).is_err());
+        assert!(agent(&|a| a.external_ids = Some(serde_json::json!({"pbx": "a\0"}))).is_err());
+        assert!(agent(&|a| a.external_ids = Some(serde_json::json!({"pbx": 5}))).is_err());
+        assert!(agent(&|a| a.external_ids = Some(serde_json::json!({"pbx": "5"}))).is_ok());
+        // The table's CHECK: something on each side of the `@`.
+        for bad in ["a@", "@a", " @a ", "a@ "] {
+            assert!(agent(&|a| a.email = Some(bad.into())).is_err(), "{bad:?}");
+        }
+        for good in ["a@b", " a@b ", "@@a", "  "] {
+            assert!(agent(&|a| a.email = Some(good.into())).is_ok(), "{good:?}");
+        }
+        assert!(
+            agent(&|a| a.email = Some(format!("{}@b", "é".repeat(252)))).is_ok(),
+            "characters, not bytes"
+        );
+        assert!(agent(&|a| a.extensions = vec!["é".repeat(32)]).is_ok(), "characters, not bytes");
+        let contact = ContactInput { name: "X".into(), company: Some("\0".into()), ..Default::default() };
+        assert!(contact.into_contact(Some("x"), gb()).is_err());
     }
 }

@@ -15,8 +15,11 @@ use serde::de::DeserializeOwned;
 use switchboard_core::deadpool_postgres::Pool;
 use switchboard_core::http::{self as ops, Body};
 use switchboard_core::model::{PhoneNumber, Region};
+use switchboard_core::pg::error_chain;
+use switchboard_core::tokio_postgres::error::SqlState;
 use switchboard_directory::store::{
     AgentInput, ContactInput, StoreError, agent_from_row, contact_from_row, upsert_agents, upsert_contacts,
+    valid_id,
 };
 use switchboard_directory::{Agent, Contact};
 
@@ -34,13 +37,29 @@ type Answer = Result<Response<Body>, Failure>;
 
 impl From<StoreError> for Failure {
     fn from(error: StoreError) -> Self {
-        match error.constraint() {
-            Some(message) => Failure(StatusCode::UNPROCESSABLE_ENTITY, "constraint", message),
-            None => {
-                tracing::warn!(%error, "Directory admin request failed.");
-                Failure(StatusCode::SERVICE_UNAVAILABLE, "database_unavailable", error.to_string())
-            }
+        if let Some(message) = error.constraint() {
+            // 23505: another entry already has this value (an agent's email).
+            let conflict =
+                matches!(&error, StoreError::Db(e) if e.code() == Some(&SqlState::UNIQUE_VIOLATION));
+            return match conflict {
+                true => Failure(StatusCode::CONFLICT, "conflict", message),
+                false => Failure(StatusCode::UNPROCESSABLE_ENTITY, "constraint", message),
+            };
         }
+        // Class 22, data exceptions: a value PostgreSQL cannot take is the request's fault.
+        if let StoreError::Db(e) = &error
+            && let Some(db) = e.as_db_error()
+            && db.code().code().starts_with("22")
+        {
+            tracing::info!(error = %error_chain(&error), "Directory admin request refused by PostgreSQL.");
+            return bad_request(db.message().to_owned());
+        }
+        tracing::warn!(error = %error_chain(&error), "Directory admin request failed.");
+        Failure(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "database_unavailable",
+            "the directory database is not reachable".into(),
+        )
     }
 }
 
@@ -71,6 +90,66 @@ pub fn owns(path: &str) -> bool {
         .any(|prefix| path == *prefix || path.strip_prefix(prefix).is_some_and(|rest| rest.starts_with('/')))
 }
 
+/// Agents or contacts: the two kinds of directory entry, whose endpoints mirror each other.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Agents,
+    Contacts,
+}
+
+/// What a path names, whatever the method.
+#[derive(Debug, PartialEq, Eq)]
+enum Resource {
+    /// `/v1/agents`, `/v1/contacts`.
+    List(Kind),
+    /// `/v1/agents/import`, `/v1/contacts/import`: the path is the import, never an entry's.
+    Import(Kind),
+    /// `/v1/agents/{id}`, `/v1/contacts/{id}`, the id percent-decoded.
+    Entry(Kind, String),
+    /// `/v1/own-numbers`.
+    OwnNumbers,
+    /// `/v1/own-numbers/{number}`, the number as written in the path.
+    OwnNumber(String),
+}
+
+impl Resource {
+    fn of(path: &str) -> Option<Self> {
+        let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+        let kind = |name: &str| match name {
+            "agents" => Some(Kind::Agents),
+            "contacts" => Some(Kind::Contacts),
+            _ => None,
+        };
+        Some(match segments.as_slice() {
+            ["v1", "own-numbers"] => Resource::OwnNumbers,
+            ["v1", "own-numbers", number] if !number.is_empty() => Resource::OwnNumber((*number).to_owned()),
+            ["v1", name] => Resource::List(kind(name)?),
+            ["v1", name, "import"] => Resource::Import(kind(name)?),
+            ["v1", name, id] if !id.is_empty() => {
+                let id = percent_encoding::percent_decode_str(id).decode_utf8().ok()?;
+                Resource::Entry(kind(name)?, id.into_owned())
+            }
+            _ => return None,
+        })
+    }
+
+    /// The methods the path serves, as the `Allow` header of a 405 lists them.
+    fn allow(&self) -> &'static str {
+        match self {
+            Resource::List(_) | Resource::OwnNumbers => "GET, HEAD",
+            Resource::Import(_) => "POST",
+            Resource::Entry(..) => "GET, HEAD, PUT, DELETE",
+            Resource::OwnNumber(_) => "PUT, DELETE",
+        }
+    }
+}
+
+fn unavailable(code: &'static str, message: &'static str) -> Response<Body> {
+    let mut response = ops::error(StatusCode::SERVICE_UNAVAILABLE, code, message);
+    let _ = response.headers_mut().insert(header::RETRY_AFTER, http::HeaderValue::from_static("1"));
+    response
+}
+
 pub async fn handle(router: &Router, req: Request<Incoming>) -> Response<Body> {
     let authorization = req.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
     if !router.settings.api.authorizes(authorization) {
@@ -80,48 +159,76 @@ pub async fn handle(router: &Router, req: Request<Incoming>) -> Response<Body> {
             response.headers_mut().insert(header::WWW_AUTHENTICATE, http::HeaderValue::from_static("Bearer"));
         return response;
     }
-    let Some(pool) = router.pool.get() else {
-        return ops::error(StatusCode::SERVICE_UNAVAILABLE, "starting", "the database is not connected yet");
+    let Some(resource) = Resource::of(req.uri().path()) else {
+        return ops::error(StatusCode::NOT_FOUND, "not_found", "no such endpoint");
     };
-    match dispatch(router, pool, req).await {
+    // HEAD is GET without the body (hyper leaves the body out).
+    let method = if req.method() == Method::HEAD { Method::GET } else { req.method().clone() };
+    let served = resource.allow().split(", ").any(|m| m == method.as_str());
+    if !served {
+        return ops::method_not_allowed(resource.allow());
+    }
+    let Some(pool) = router.pool.get() else {
+        return unavailable("starting", "the database is not connected yet");
+    };
+    match dispatch(router, pool, method, resource, req).await {
         Ok(response) => response,
+        Err(Failure(StatusCode::SERVICE_UNAVAILABLE, code, _)) => {
+            unavailable(code, "the directory database is not reachable")
+        }
         Err(Failure(status, code, message)) => ops::error(status, code, message),
     }
 }
 
-async fn dispatch(router: &Router, pool: &Pool, req: Request<Incoming>) -> Answer {
-    let path = req.uri().path().to_owned();
+/// The `?region=` national numbers are read in, else `router.region`.
+fn region(router: &Router, query: &HashMap<String, String>) -> Result<Region, Failure> {
+    match query.get("region") {
+        Some(r) => r.parse::<Region>().map_err(|e| bad_request(e.to_string())),
+        None => Ok(router.region),
+    }
+}
+
+async fn dispatch(
+    router: &Router,
+    pool: &Pool,
+    method: Method,
+    resource: Resource,
+    req: Request<Incoming>,
+) -> Answer {
     let query: HashMap<String, String> = req
         .uri()
         .query()
         .map(|q| form_urlencoded::parse(q.as_bytes()).into_owned().collect())
         .unwrap_or_default();
-    let region = match query.get("region") {
-        Some(r) => r.parse::<Region>().map_err(|e| bad_request(e.to_string()))?,
-        None => router.region,
-    };
-    let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
-    let method = req.method().clone();
-    match (method, segments.as_slice()) {
-        (Method::GET, ["v1", "agents"]) => list_agents(pool, &query).await,
-        (Method::POST, ["v1", "agents", "import"]) => import_agents(pool, req, region).await,
-        (Method::GET, ["v1", "agents", id]) => get_agent(pool, id).await,
-        (Method::PUT, ["v1", "agents", id]) => {
+    match (method, resource) {
+        (Method::GET, Resource::List(Kind::Agents)) => list_agents(pool, &query).await,
+        (Method::GET, Resource::List(Kind::Contacts)) => {
+            list_contacts(pool, &query, region(router, &query)?).await
+        }
+        (Method::POST, Resource::Import(Kind::Agents)) => {
+            import_agents(pool, req, region(router, &query)?).await
+        }
+        (Method::POST, Resource::Import(Kind::Contacts)) => {
+            import_contacts(pool, req, region(router, &query)?).await
+        }
+        // An id that is not one could never have been stored.
+        (Method::GET | Method::DELETE, Resource::Entry(_, id)) if valid_id(&id).is_err() => Err(not_found()),
+        (Method::GET, Resource::Entry(Kind::Agents, id)) => get_agent(pool, &id).await,
+        (Method::GET, Resource::Entry(Kind::Contacts, id)) => get_contact(pool, &id).await,
+        (Method::PUT, Resource::Entry(Kind::Agents, id)) => {
+            let region = region(router, &query)?;
             let input: AgentInput = read_json(req).await?;
-            let agent = input.into_agent(Some(id), region).map_err(bad_request)?;
+            let agent = input.into_agent(Some(&id), region).map_err(bad_request)?;
             write(pool, |tx| {
                 Box::pin(async move { upsert_agents(tx, std::slice::from_ref(&agent)).await.map(|_| agent) })
             })
             .await
             .map(|agent| ops::json(StatusCode::OK, &serde_json::json!(agent)))
         }
-        (Method::DELETE, ["v1", "agents", id]) => delete(pool, "DELETE FROM agents WHERE id = $1", id).await,
-        (Method::GET, ["v1", "contacts"]) => list_contacts(pool, &query, region).await,
-        (Method::POST, ["v1", "contacts", "import"]) => import_contacts(pool, req, region).await,
-        (Method::GET, ["v1", "contacts", id]) => get_contact(pool, id).await,
-        (Method::PUT, ["v1", "contacts", id]) => {
+        (Method::PUT, Resource::Entry(Kind::Contacts, id)) => {
+            let region = region(router, &query)?;
             let input: ContactInput = read_json(req).await?;
-            let contact = input.into_contact(Some(id), region).map_err(bad_request)?;
+            let contact = input.into_contact(Some(&id), region).map_err(bad_request)?;
             write(pool, |tx| {
                 Box::pin(
                     async move { upsert_contacts(tx, std::slice::from_ref(&contact)).await.map(|_| contact) },
@@ -130,10 +237,14 @@ async fn dispatch(router: &Router, pool: &Pool, req: Request<Incoming>) -> Answe
             .await
             .map(|contact| ops::json(StatusCode::OK, &serde_json::json!(contact)))
         }
-        (Method::DELETE, ["v1", "contacts", id]) => {
-            delete(pool, "DELETE FROM contacts WHERE id = $1", id).await
+        (Method::DELETE, Resource::Entry(kind, id)) => {
+            let sql = match kind {
+                Kind::Agents => "DELETE FROM agents WHERE id = $1",
+                Kind::Contacts => "DELETE FROM contacts WHERE id = $1",
+            };
+            delete(pool, sql, &id).await
         }
-        (Method::GET, ["v1", "own-numbers"]) => {
+        (Method::GET, Resource::OwnNumbers) => {
             let client = pool.get().await?;
             let rows = client.query("SELECT number, label FROM own_numbers ORDER BY number", &[]).await?;
             let numbers: Vec<serde_json::Value> = rows
@@ -142,10 +253,18 @@ async fn dispatch(router: &Router, pool: &Pool, req: Request<Incoming>) -> Answe
                 .collect();
             Ok(ops::json(StatusCode::OK, &serde_json::json!({ "own_numbers": numbers })))
         }
-        (Method::PUT, ["v1", "own-numbers", number]) => {
-            let number = parse_number(number, region)?;
-            let body: serde_json::Value = read_json(req).await.unwrap_or(serde_json::Value::Null);
-            let label = body.get("label").and_then(|l| l.as_str()).map(str::to_owned);
+        (Method::PUT, Resource::OwnNumber(number)) => {
+            let number = parse_number(&number, region(router, &query)?)?;
+            let body = read_body(req, MAX_ONE_BYTES).await?;
+            let input: OwnNumberInput = if body.iter().all(u8::is_ascii_whitespace) {
+                OwnNumberInput::default()
+            } else {
+                json_object(&body).map_err(|e| bad_request(format!("invalid JSON: {e}")))?
+            };
+            if input.label.as_deref().is_some_and(|l| l.contains('\0')) {
+                return Err(bad_request("label: NUL characters are not allowed"));
+            }
+            let label = input.label;
             let client = pool.get().await?;
             let _ = client
                 .execute(
@@ -156,25 +275,34 @@ async fn dispatch(router: &Router, pool: &Pool, req: Request<Incoming>) -> Answe
                 .await?;
             Ok(ops::json(StatusCode::OK, &serde_json::json!({"number": number, "label": label})))
         }
-        (Method::DELETE, ["v1", "own-numbers", number]) => {
-            let number = parse_number(number, region)?;
+        (Method::DELETE, Resource::OwnNumber(number)) => {
+            let number = parse_number(&number, region(router, &query)?)?;
             delete(pool, "DELETE FROM own_numbers WHERE number = $1", &number).await
         }
-        (_, ["v1", "agents" | "contacts" | "own-numbers", ..]) => {
-            Err(Failure(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "see docs/openapi.yaml".into()))
-        }
+        // `handle` answers 405 for every other method first.
         _ => Err(not_found()),
     }
 }
 
-fn parse_number(text: &str, region: Region) -> Result<String, Failure> {
-    let decoded: String = form_urlencoded::parse(format!("n={text}").replace('+', "%2B").as_bytes())
-        .next()
-        .map(|(_, v)| v.into_owned())
-        .unwrap_or_default();
-    PhoneNumber::parse_lenient(&decoded, region)
+/// The body of `PUT /v1/own-numbers/{number}`, which may also be empty.
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct OwnNumberInput {
+    #[serde(default)]
+    label: Option<String>,
+}
+
+/// A number as a path segment writes it: percent-encoded, `+` kept as itself.
+fn parse_number(segment: &str, region: Region) -> Result<String, Failure> {
+    let decoded = percent_encoding::percent_decode_str(segment).decode_utf8_lossy();
+    number(&decoded, region)
+}
+
+/// A number in any format, to E.164.
+fn number(text: &str, region: Region) -> Result<String, Failure> {
+    PhoneNumber::parse_lenient(text, region)
         .map(String::from)
-        .ok_or_else(|| bad_request(format!("{decoded:?} is not a valid phone number")))
+        .ok_or_else(|| bad_request(format!("{text:?} is not a valid phone number")))
 }
 
 async fn read_body(req: Request<Incoming>, limit: usize) -> Result<Bytes, Failure> {
@@ -189,7 +317,21 @@ async fn read_body(req: Request<Incoming>, limit: usize) -> Result<Bytes, Failur
 
 async fn read_json<T: DeserializeOwned>(req: Request<Incoming>) -> Result<T, Failure> {
     let body = read_body(req, MAX_ONE_BYTES).await?;
-    serde_json::from_slice(&body).map_err(|e| bad_request(format!("invalid JSON: {e}")))
+    json_object(&body).map_err(|e| bad_request(format!("invalid JSON: {e}")))
+}
+
+/// A JSON object read into `T`. serde would also read a struct from an array of its fields in
+/// order, which is not what the API takes.
+fn json_object<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, String> {
+    let value: serde_json::Value = serde_json::from_slice(bytes).map_err(|e| e.to_string())?;
+    object(value)
+}
+
+fn object<T: DeserializeOwned>(value: serde_json::Value) -> Result<T, String> {
+    if !value.is_object() {
+        return Err(format!("expected an object, found {value}"));
+    }
+    serde_json::from_value(value).map_err(|e| e.to_string())
 }
 
 /// Runs `work` in one transaction and commits it.
@@ -226,7 +368,12 @@ fn page(query: &HashMap<String, String>) -> Result<(String, i64), Failure> {
             .ok_or_else(|| bad_request(format!("limit must be 1..={MAX_PAGE}")))?,
         None => DEFAULT_PAGE,
     };
-    Ok((query.get("after").cloned().unwrap_or_default(), limit))
+    // `after` is the `next` of a page, an id; empty is the first page.
+    let after = query.get("after").cloned().unwrap_or_default();
+    if !after.is_empty() {
+        valid_id(&after).map_err(|e| bad_request(format!("after: {e}")))?;
+    }
+    Ok((after, limit))
 }
 
 /// A keyset page: `next` is the `after` of the following page, absent on the last one.
@@ -257,7 +404,7 @@ async fn list_agents(pool: &Pool, query: &HashMap<String, String>) -> Answer {
 
 async fn list_contacts(pool: &Pool, query: &HashMap<String, String>, region: Region) -> Answer {
     let (after, limit) = page(query)?;
-    let number = query.get("number").map(|n| parse_number(n, region)).transpose()?;
+    let number = query.get("number").map(|n| number(n, region)).transpose()?;
     let client = pool.get().await?;
     let rows = client
         .query(
@@ -314,10 +461,7 @@ fn import_rows<T: DeserializeOwned>(
     if content_type.starts_with("application/json") {
         let rows: Vec<serde_json::Value> = serde_json::from_slice(body)
             .map_err(|e| bad_request(format!("a JSON import is an array of objects: {e}")))?;
-        return Ok(rows
-            .into_iter()
-            .map(|row| serde_json::from_value(row).map_err(|e| e.to_string()))
-            .collect());
+        return Ok(rows.into_iter().map(object).collect());
     }
     if !content_type.starts_with("text/csv") {
         return Err(Failure(
@@ -488,12 +632,33 @@ mod tests {
         assert!(rows[0].is_ok());
         assert!(rows[1].as_ref().expect_err("unknown field").contains("nme"));
         assert!(import_rows::<ContactInput>("text/plain", b"", row).is_err());
+        // serde reads a struct from an array of its fields; the API takes objects only.
+        let rows = import_rows::<ContactInput>("application/json", br#"[["alice", "Alice"]]"#, row)
+            .ok()
+            .expect("json");
+        assert!(rows[0].is_err());
+        assert!(json_object::<OwnNumberInput>(b"[]").is_err());
+        assert!(json_object::<OwnNumberInput>(br#"{"label": "main"}"#).is_ok());
     }
 
     #[test]
     fn admin_paths_are_recognised_exactly() {
         assert!(owns("/v1/agents") && owns("/v1/agents/ann") && owns("/v1/own-numbers/%2B44"));
         assert!(!owns("/v1/agentsx") && !owns("/v1/route"));
+    }
+
+    #[test]
+    fn each_path_names_one_resource_and_the_methods_it_serves() {
+        let of = |path: &str| Resource::of(path);
+        assert_eq!(of("/v1/agents"), Some(Resource::List(Kind::Agents)));
+        assert_eq!(of("/v1/contacts/import"), Some(Resource::Import(Kind::Contacts)));
+        assert_eq!(of("/v1/agents/ann%40example"), Some(Resource::Entry(Kind::Agents, "ann@example".into())));
+        assert_eq!(of("/v1/own-numbers/%2B44"), Some(Resource::OwnNumber("%2B44".into())));
+        for path in ["/v1/agents/", "/v1/agents/a/b", "/v1/own-numbers/", "/v1/numbers", "/v1/agents/%FF"] {
+            assert_eq!(of(path), None, "{path}");
+        }
+        assert_eq!(Resource::Import(Kind::Agents).allow(), "POST");
+        assert_eq!(Resource::OwnNumber(String::new()).allow(), "PUT, DELETE");
     }
 
     #[test]

@@ -129,6 +129,9 @@ impl Router {
             _ if admin::owns(path) => return admin::handle(self, req).await,
             _ => return ops::error(StatusCode::NOT_FOUND, "not_found", "no such endpoint"),
         };
+        if !matches!(*req.method(), Method::GET | Method::HEAD | Method::POST) {
+            return ops::method_not_allowed("GET, HEAD, POST");
+        }
         self.route(req, format).await
     }
 
