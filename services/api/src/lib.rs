@@ -19,7 +19,7 @@ pub mod filter;
 
 use std::net::SocketAddr;
 use std::sync::{Arc, OnceLock};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use chrono::Datelike;
 use http::{HeaderValue, Method, Request, Response, StatusCode, header};
@@ -27,6 +27,7 @@ use hyper::body::Incoming;
 use switchboard_core::config::{ApiSettings, Service, Settings};
 use switchboard_core::deadpool_postgres::Pool;
 use switchboard_core::http::{self as ops, Body, Health};
+use switchboard_core::http_service::{self, HttpService};
 use switchboard_core::model::{CallId, SourceId};
 use switchboard_core::service::ServiceError;
 use switchboard_core::{metrics, pg};
@@ -71,7 +72,6 @@ pub async fn run(
     listener: TcpListener,
     cancel: CancellationToken,
 ) -> Result<(), ServiceError> {
-    metrics::init(Service::Api.name());
     Links::init_metrics();
     for endpoint in [Endpoint::ListCalls, Endpoint::GetCall, Endpoint::RecordingLink] {
         let _ = metrics::API_SECONDS.with_label_values(&[endpoint.label()]);
@@ -87,33 +87,24 @@ pub async fn run(
     }
     let api =
         Arc::new(Api { auth: settings.api.clone(), pool: OnceLock::new(), health: health.clone(), links });
-
-    // Serve at once: probes answer, and /v1 answers 503, until the database is up.
-    let addr = listener.local_addr().map_err(|e| ServiceError::Other(e.to_string()))?;
-    let drain = Duration::from_millis(settings.http.drain_timeout_ms.unwrap_or(10_000));
-    let state = api.clone();
-    let server = tokio::spawn(ops::serve(listener, drain, cancel.clone(), move |req, remote| {
-        let api = state.clone();
-        async move { api.handle(req, remote).await }
-    }));
-    match pg::connect_and_migrate(&settings.postgres, &cancel).await {
-        Ok(Some(pool)) => {
-            let _ = api.pool.set(pool);
-            health.set_ready(true);
-            tracing::info!(%addr, "Query API answering.");
+    let spec =
+        HttpService { service: Service::Api, settings: &settings, listener, health, cancel: cancel.clone() };
+    let handler = {
+        let api = api.clone();
+        move |req, remote| {
+            let api = api.clone();
+            async move { api.handle(req, remote).await }
         }
-        Ok(None) => {}
-        Err(error) => {
-            cancel.cancel();
-            let _ = server.await;
-            return Err(error.into());
-        }
-    }
-    cancel.cancelled().await;
-    health.set_ready(false);
-    let _ = server.await;
-    tracing::info!("Query API stopped.");
-    Ok(())
+    };
+    // Probes answer, and /v1 answers 503, until the database is up.
+    let start = async {
+        let Some(pool) = pg::connect_and_migrate(&settings.postgres, &cancel).await? else {
+            return Ok(None);
+        };
+        let _ = api.pool.set(pool);
+        Ok(Some(Vec::new()))
+    };
+    http_service::run(spec, handler, start).await
 }
 
 fn unavailable() -> Response<Body> {

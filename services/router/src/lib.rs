@@ -26,9 +26,10 @@ use hyper::body::Incoming;
 use switchboard_core::config::{Service, Settings};
 use switchboard_core::deadpool_postgres::Pool;
 use switchboard_core::http::{self as ops, Body, Health};
+use switchboard_core::http_service::{self, HttpService};
 use switchboard_core::model::Region;
+use switchboard_core::pg;
 use switchboard_core::service::ServiceError;
-use switchboard_core::{metrics, pg};
 use switchboard_directory::SharedDirectory;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -57,12 +58,11 @@ pub async fn run(
     listener: TcpListener,
     cancel: CancellationToken,
 ) -> Result<(), ServiceError> {
-    metrics::init(Service::Router.name());
     let region: Region = settings
         .router
         .region
         .parse()
-        .map_err(|e: switchboard_core::model::InvalidValue| ServiceError::Other(e.to_string()))?;
+        .map_err(|source| ServiceError::Setting { setting: "router.region", source })?;
     // The phone-number metadata loads on first use (hundreds of milliseconds in a debug build);
     // pay that before the first IVR waits for it.
     let _ = switchboard_core::model::PhoneNumber::parse_lenient("+14155550123", region);
@@ -75,45 +75,41 @@ pub async fn run(
         pool: OnceLock::new(),
         health: Health::new(),
     });
-    let drain = Duration::from_millis(settings.http.drain_timeout_ms.unwrap_or(10_000));
-    let state = router.clone();
-    let server = tokio::spawn(ops::serve(listener, drain, cancel.clone(), move |req, remote| {
-        let router = state.clone();
-        async move { router.handle(req, remote).await }
-    }));
-
-    let watcher = match pg::connect_and_migrate(&settings.postgres, &cancel).await {
-        Ok(Some(pool)) => {
-            let _ = router.pool.set(pool.clone());
-            let watcher = tokio::spawn(switchboard_directory::watch(
-                pool,
-                settings.postgres.url.clone(),
-                router.directory.clone(),
-                Duration::from_millis(50),
-                Duration::from_secs(60),
-                cancel.clone(),
-            ));
-            if router.directory.wait_loaded(&cancel).await.is_some() {
-                router.health.set_ready(true);
-                tracing::info!("Router answering from the directory.");
-            }
-            Some(watcher)
-        }
-        Ok(None) => None,
-        Err(error) => {
-            cancel.cancel();
-            let _ = server.await;
-            return Err(error.into());
+    let spec = HttpService {
+        service: Service::Router,
+        settings: &settings,
+        listener,
+        health: router.health.clone(),
+        cancel: cancel.clone(),
+    };
+    let handler = {
+        let router = router.clone();
+        move |req, remote| {
+            let router = router.clone();
+            async move { router.handle(req, remote).await }
         }
     };
-    cancel.cancelled().await;
-    router.health.set_ready(false);
-    let _ = server.await;
-    if let Some(watcher) = watcher {
-        let _ = watcher.await;
-    }
-    tracing::info!("Router stopped.");
-    Ok(())
+    // Lookups get the fallback, and the admin API 503, until the directory is loaded.
+    let start = async {
+        let Some(pool) = pg::connect_and_migrate(&settings.postgres, &cancel).await? else {
+            return Ok(None);
+        };
+        let _ = router.pool.set(pool.clone());
+        let watcher = tokio::spawn(switchboard_directory::watch(
+            pool,
+            settings.postgres.url.clone(),
+            router.directory.clone(),
+            Duration::from_millis(50),
+            Duration::from_secs(60),
+            cancel.clone(),
+        ));
+        if router.directory.wait_loaded(&cancel).await.is_none() {
+            watcher.abort();
+            return Ok(None);
+        }
+        Ok(Some(vec![watcher]))
+    };
+    http_service::run(spec, handler, start).await
 }
 
 impl Router {
