@@ -10,12 +10,11 @@
 //! - a recording that arrives after the call was published (Twilio) publishes a new version;
 //! - the query API over that call log: filters, keyset pages, 400s and 401s.
 
-
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use anyhow::Context;
 use crate::fixture::{self, Fixture, FixtureAuth, FixtureRequest};
+use anyhow::Context;
 use switchboard_core::avro::Codecs;
 use switchboard_core::model::{CallRecord, CallStatus, Completion, Outcome};
 use switchboard_tests::*;
@@ -392,5 +391,47 @@ async fn the_query_api_serves_the_pipelines_call_log() -> anyhow::Result<()> {
     assert_eq!(api.terminate(Duration::from_secs(30)).await?, Some(0), "the API drains and exits 0");
     pipeline.shutdown().await?;
     env.cleanup().await;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_database_gets_503_within_two_seconds_and_the_api_recovers() -> anyhow::Result<()> {
+    let mut env = TestEnv::new("pgstall");
+    let postgres = PrivatePostgres::start(&env).await?;
+    env.set("SWITCHBOARD_POSTGRES__URL", postgres.url(&env.database));
+    env.set("SWITCHBOARD_API__TOKENS", format!("[\"{TOKEN}\"]"));
+    let api = env.start("api").await?;
+    let client = http_client();
+    let auth = format!("Bearer {TOKEN}");
+    let calls = api.url("/v1/calls");
+    let before = send(&client, "GET", &calls, &[("authorization", &auth)], "").await?;
+    assert_eq!(before.status, 200, "{:?}", before.body);
+
+    postgres.pause().await?;
+    // Several requests at once, as a CRM's users would send them: each answered promptly.
+    let asked = std::time::Instant::now();
+    let headers = [("authorization", auth.as_str())];
+    let during = tokio::time::timeout(
+        Duration::from_secs(10),
+        futures_util::future::join_all((0..8).map(|_| send(&client, "GET", &calls, &headers, ""))),
+    )
+    .await;
+    let took = asked.elapsed();
+    postgres.resume().await?;
+    let during = during.map_err(|_| anyhow::anyhow!("requests hung while PostgreSQL was paused"))?;
+    for response in during {
+        let response = response?;
+        assert_eq!(response.status, 503, "{:?}", response.body);
+        assert!(response.headers.contains_key("retry-after"));
+    }
+    assert!(took < Duration::from_secs(2), "answered 503 in {took:?}");
+
+    wait_until(Duration::from_secs(15), async || {
+        Ok(send(&client, "GET", &calls, &[("authorization", &auth)], "").await?.status == 200)
+    })
+    .await?;
+    let mut api = api;
+    assert_eq!(api.terminate(Duration::from_secs(30)).await?, Some(0));
+    postgres.stop().await;
     Ok(())
 }

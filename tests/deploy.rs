@@ -665,7 +665,6 @@ fn the_catalogue_and_every_alert_are_documented_and_rules_use_only_real_metrics(
     assert!(readme.contains("docs/operations.md"), "the README links the operations doc");
 }
 
-
 /// `deploy/kafka/server.properties` as a map (comments and blank lines left out).
 fn local_kafka_properties() -> BTreeMap<String, String> {
     read(&repo().join("deploy/kafka/server.properties"))

@@ -261,7 +261,12 @@ async fn seed_directory(router: &ServiceProcess) -> anyhow::Result<()> {
 /// with a recording, missed, outbound, still ringing, one whose id needs percent-encoding.
 async fn seed_calls(env: &TestEnv) -> anyhow::Result<()> {
     let _ = env.add_source("pbx-gb", "GB").await?;
-    let settings = PostgresSettings { url: env.database_url(), pool_size: 2, create_database: false };
+    let settings = PostgresSettings {
+        url: env.database_url(),
+        pool_size: 2,
+        create_database: false,
+        ..PostgresSettings::default()
+    };
     let pool = switchboard_core::pg::connect_and_migrate(&settings, &CancellationToken::new())
         .await?
         .context("cancelled")?;

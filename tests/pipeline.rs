@@ -591,3 +591,109 @@ async fn a_broker_restart_mid_stream_loses_no_acknowledged_webhook() -> anyhow::
     env.cleanup().await;
     Ok(())
 }
+
+/// One client that sends a webhook's headers and then its body a byte every 2 s; returns how
+/// long the server let it hold the connection.
+async fn drip(port: u16, path: String, auth: String) -> anyhow::Result<Duration> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
+    let started = std::time::Instant::now();
+    let head = format!(
+        "POST {path} HTTP/1.1\r\nhost: x\r\nauthorization: {auth}\r\ncontent-type: application/json\r\ncontent-length: 4096\r\n\r\n{{"
+    );
+    stream.write_all(head.as_bytes()).await?;
+    let mut buffer = [0_u8; 512];
+    loop {
+        tokio::select! {
+            read = stream.read(&mut buffer) => match read {
+                // Answered (408) or closed: either way the server let go.
+                Ok(0) | Err(_) => return Ok(started.elapsed()),
+                Ok(_) => {}
+            },
+            _ = tokio::time::sleep(Duration::from_secs(2)) => {
+                if stream.write_all(b" ").await.is_err() {
+                    return Ok(started.elapsed());
+                }
+            }
+        }
+        anyhow::ensure!(
+            started.elapsed() < Duration::from_secs(60),
+            "a dripping client was held for a minute"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn five_thousand_dripping_clients_hold_nothing_and_a_webhook_still_gets_through() -> anyhow::Result<()>
+{
+    let env = TestEnv::new("drip");
+    env.init().await?;
+    let credentials = env.add_source("pbx-d", "GB").await?;
+    let ingress = env.start("ingress").await?;
+    let path = format!("/v1/webhooks/{}", credentials.user);
+
+    let drippers: Vec<_> =
+        (0..5000).map(|_| tokio::spawn(drip(ingress.port, path.clone(), credentials.basic()))).collect();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+
+    // A PBX's webhook meanwhile: answered at once.
+    let asked = std::time::Instant::now();
+    let response = post_webhook(
+        &http_client(),
+        &ingress.url(""),
+        &credentials,
+        r#"{"call_id":"drip-1","event":"ringing"}"#,
+    )
+    .await?;
+    assert_eq!(response.status, 202, "{:?}", response.body);
+    assert!(asked.elapsed() < Duration::from_secs(1), "answered in {:?}", asked.elapsed());
+    let rss = ingress.rss_bytes()?;
+    assert!(rss < 512 * 1024 * 1024, "ingress holds {} MiB with 5,000 slow clients", rss / (1024 * 1024));
+
+    let mut longest = Duration::ZERO;
+    for dripper in drippers {
+        longest = longest.max(dripper.await??);
+    }
+    assert!(longest < Duration::from_secs(15), "a dripping client was held {longest:?}");
+    let mut ingress = ingress;
+    assert_eq!(ingress.terminate(Duration::from_secs(30)).await?, Some(0));
+    env.cleanup().await;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_beyond_the_limit_gets_503_and_the_limit_frees_up() -> anyhow::Result<()> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let env = TestEnv::new("connlimit");
+    env.init().await?;
+    let credentials = env.add_source("pbx-l", "GB").await?;
+    let ingress = env.start_with("ingress", &[("SWITCHBOARD_HTTP__MAX_CONNECTIONS", "8")]).await?;
+    // Eight idle connections take every slot.
+    let mut idle = Vec::new();
+    for _ in 0..8 {
+        idle.push(tokio::net::TcpStream::connect(("127.0.0.1", ingress.port)).await?);
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let mut ninth = tokio::net::TcpStream::connect(("127.0.0.1", ingress.port)).await?;
+    ninth.write_all(b"GET /v1/webhooks/x HTTP/1.1\r\nhost: x\r\n\r\n").await?;
+    let mut answer = String::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), ninth.read_to_string(&mut answer)).await?;
+    assert!(answer.starts_with("HTTP/1.1 503"), "beyond the limit: {answer:?}");
+    let refused = metric_value(&ingress.metrics().await?, "switchboard_http_connections_refused_total");
+    assert!(refused >= 1.0, "counted: {refused}");
+
+    drop(idle);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let response = post_webhook(
+        &http_client(),
+        &ingress.url(""),
+        &credentials,
+        r#"{"call_id":"l-1","event":"ringing"}"#,
+    )
+    .await?;
+    assert_eq!(response.status, 202, "slots free again once the idle clients left");
+    let mut ingress = ingress;
+    assert_eq!(ingress.terminate(Duration::from_secs(30)).await?, Some(0));
+    env.cleanup().await;
+    Ok(())
+}

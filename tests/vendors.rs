@@ -4,12 +4,11 @@
 //! the normalized topic, the dead letters from the dead-letter topic and the rows from the call
 //! log. The adapter tests run the same fixtures without Kafka (`services/adapters/tests`).
 
-
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use anyhow::Context;
 use crate::fixture::{self, Fixture, FixtureAuth};
+use anyhow::Context;
 use switchboard_core::avro::Codecs;
 use switchboard_core::model::CallEvent;
 use switchboard_tests::*;

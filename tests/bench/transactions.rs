@@ -171,7 +171,7 @@ async fn exactly_once(
                         Ok(()) => break,
                         Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
                             base = back;
-                            let _ = producer.poll(Duration::from_millis(5));
+                            producer.poll(Duration::from_millis(5));
                         }
                         Err((error, _)) => return Err(error.into()),
                     }

@@ -108,6 +108,8 @@ impl TestEnv {
         set("SWITCHBOARD_PIPELINE__DRAIN_TIMEOUT_MS", "5000".into());
         // The recordings service signs links with it (and refuses to start without one).
         set("SWITCHBOARD_RECORDINGS__LINK_KEY", format!("test-link-key-of-{id}-0123456789abcdef"));
+        // The dispatcher seals profile secrets with it (and refuses to start without one).
+        set("SWITCHBOARD_DISPATCHER__SECRETS_KEY", format!("test-secrets-key-of-{id}-0123456789abcdef"));
         set("RUST_LOG", "info".into());
         Self { id, database, brokers, settings, log_dir }
     }
@@ -171,11 +173,11 @@ impl TestEnv {
         Ok(process)
     }
 
-    /// Starts one service without waiting for it. Ingress gets a second free port for its ops
-    /// endpoints; the consumers serve them on their only port.
+    /// Starts one service without waiting for it. Ingress and the dispatcher get a second free
+    /// port for their ops endpoints; the other consumers serve them on their only port.
     pub fn spawn(&self, service: &str, overrides: &[(&str, &str)]) -> anyhow::Result<ServiceProcess> {
         let port = free_port();
-        let ops_port = if service == "ingress" { free_port() } else { port };
+        let ops_port = if ["ingress", "dispatcher"].contains(&service) { free_port() } else { port };
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -279,6 +281,24 @@ impl ServiceProcess {
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
+    }
+
+    /// The process id, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.id()
+    }
+
+    /// Resident memory of the process, from `/proc`, in bytes.
+    pub fn rss_bytes(&self) -> anyhow::Result<u64> {
+        let pid = self.pid().context("not running")?;
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+        let kib: u64 = status
+            .lines()
+            .find_map(|line| line.strip_prefix("VmRSS:"))
+            .and_then(|rest| rest.split_whitespace().next())
+            .context("VmRSS in /proc/<pid>/status")?
+            .parse()?;
+        Ok(kib * 1024)
     }
 
     /// SIGKILL: no drain, no commit, no flush.
@@ -669,6 +689,113 @@ impl PrivateBroker {
         let _ = self.stop().await;
         let _ = std::fs::remove_dir_all(self.dir.join("data"));
     }
+}
+
+/// A PostgreSQL server of the test's own (Debian's binaries, a fresh cluster in the test's log
+/// folder, trusting local connections), to pause with SIGSTOP without stalling other tests.
+#[derive(Debug)]
+pub struct PrivatePostgres {
+    pub port: u16,
+    dir: PathBuf,
+}
+
+impl PrivatePostgres {
+    pub async fn start(env: &TestEnv) -> anyhow::Result<Self> {
+        let bin = std::fs::read_dir("/usr/lib/postgresql")?
+            .filter_map(|entry| entry.ok().map(|e| e.path().join("bin")))
+            .filter(|bin| bin.join("initdb").exists())
+            .max()
+            .context("no /usr/lib/postgresql/*/bin/initdb (Debian's postgresql package)")?;
+        let dir = env.log_dir.join("postgres");
+        std::fs::create_dir_all(&dir)?;
+        let port = free_port();
+        // PostgreSQL refuses to run as root: as root, run it as the postgres user.
+        let as_owner = |program: &str| {
+            let program = bin.join(program);
+            if nix_is_root() {
+                let mut command = Command::new("runuser");
+                let _ = command.args(["-u", "postgres", "--"]).arg(program);
+                command
+            } else {
+                Command::new(program)
+            }
+        };
+        if nix_is_root() {
+            let status = Command::new("chown").args(["-R", "postgres"]).arg(&dir).status().await?;
+            anyhow::ensure!(status.success(), "chown {} to postgres", dir.display());
+        }
+        let data = dir.join("data");
+        let initdb = as_owner("initdb")
+            .arg("-D")
+            .arg(&data)
+            .args(["-A", "trust", "-U", "switchboard", "--no-sync", "-E", "UTF8"])
+            .output()
+            .await?;
+        anyhow::ensure!(initdb.status.success(), "initdb: {}", String::from_utf8_lossy(&initdb.stderr));
+        let options = format!("-p {port} -k {} -c listen_addresses=127.0.0.1 -c fsync=off", dir.display());
+        let started = as_owner("pg_ctl")
+            .arg("-D")
+            .arg(&data)
+            .arg("-l")
+            .arg(dir.join("postgres.log"))
+            .args(["-o", &options, "-w", "start"])
+            .output()
+            .await?;
+        anyhow::ensure!(
+            started.status.success(),
+            "pg_ctl start: {}",
+            String::from_utf8_lossy(&started.stderr)
+        );
+        Ok(Self { port, dir })
+    }
+
+    /// A URL of database `name` on this server (created by the services on first use).
+    pub fn url(&self, name: &str) -> String {
+        format!("postgres://switchboard@127.0.0.1:{}/{name}", self.port)
+    }
+
+    /// The postmaster and every backend.
+    async fn processes(&self) -> anyhow::Result<Vec<String>> {
+        let pid_file = std::fs::read_to_string(self.dir.join("data/postmaster.pid"))?;
+        let postmaster = pid_file.lines().next().context("postmaster.pid")?.trim().to_owned();
+        let children = Command::new("pgrep").args(["-P", &postmaster]).output().await?;
+        let mut all = vec![postmaster];
+        all.extend(String::from_utf8_lossy(&children.stdout).split_whitespace().map(str::to_owned));
+        Ok(all)
+    }
+
+    async fn signal(&self, signal: &str) -> anyhow::Result<()> {
+        let processes = self.processes().await?;
+        let status = Command::new("kill").arg(signal).args(&processes).status().await?;
+        anyhow::ensure!(status.success(), "kill {signal} {processes:?}");
+        Ok(())
+    }
+
+    /// Freezes the server (SIGSTOP): connections stay open, nothing answers.
+    pub async fn pause(&self) -> anyhow::Result<()> {
+        self.signal("-STOP").await
+    }
+
+    pub async fn resume(&self) -> anyhow::Result<()> {
+        self.signal("-CONT").await
+    }
+
+    pub async fn stop(self) {
+        let _ = self.resume().await;
+        if let Ok(processes) = self.processes().await
+            && let Some(postmaster) = processes.first()
+        {
+            let _ = Command::new("kill").args(["-QUIT", postmaster]).status().await;
+        }
+    }
+}
+
+fn nix_is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|status| status.lines().find_map(|l| l.strip_prefix("Uid:")).map(str::to_owned))
+        .and_then(|uids| uids.split_whitespace().next().map(|uid| uid == "0"))
+        .unwrap_or(false)
 }
 
 /// `java` with the cached Kafka jars on the class path, in `dir`.

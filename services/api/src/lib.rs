@@ -19,7 +19,7 @@ pub mod filter;
 
 use std::net::SocketAddr;
 use std::sync::{Arc, OnceLock};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use chrono::Datelike;
 use http::{HeaderValue, Method, Request, Response, StatusCode, header};
@@ -89,13 +89,6 @@ pub async fn run(
         Arc::new(Api { auth: settings.api.clone(), pool: OnceLock::new(), health: health.clone(), links });
     let spec =
         HttpService { service: Service::Api, settings: &settings, listener, health, cancel: cancel.clone() };
-    let handler = {
-        let api = api.clone();
-        move |req, remote| {
-            let api = api.clone();
-            async move { api.handle(req, remote).await }
-        }
-    };
     // Probes answer, and /v1 answers 503, until the database is up.
     let start = async {
         let Some(pool) = pg::connect_and_migrate(&settings.postgres, &cancel).await? else {
@@ -104,7 +97,7 @@ pub async fn run(
         let _ = api.pool.set(pool);
         Ok(Some(Vec::new()))
     };
-    http_service::run(spec, handler, start).await
+    http_service::run(spec, api.clone(), start).await
 }
 
 fn unavailable() -> Response<Body> {
@@ -124,7 +117,7 @@ fn unauthorized() -> Response<Body> {
     response
 }
 
-impl Api {
+impl http_service::Handler for Api {
     async fn handle(&self, req: Request<Incoming>, _remote: SocketAddr) -> Response<Body> {
         if let Some(response) = ops::ops_response(&req, &self.health) {
             return response;
@@ -135,7 +128,9 @@ impl Api {
         metrics::API_SECONDS.with_label_values(&[endpoint.label()]).observe(started.elapsed().as_secs_f64());
         response
     }
+}
 
+impl Api {
     async fn route(&self, req: &Request<Incoming>) -> (Endpoint, Response<Body>) {
         let path = req.uri().path();
         // Before the bearer check: a recording link's own token is its credential.
@@ -162,10 +157,18 @@ impl Api {
         let Some(pool) = self.pool.get() else {
             return (endpoint, unavailable());
         };
-        let response = match endpoint {
-            Endpoint::ListCalls => list(pool, req.uri().query()).await,
-            _ => get(pool, rest.trim_start_matches('/')).await,
+        // A stalled database answers nothing: past the deadline the client hears so at once.
+        let deadline = Duration::from_millis(self.auth.query_timeout_ms);
+        let query = async {
+            match endpoint {
+                Endpoint::ListCalls => list(pool, req.uri().query()).await,
+                _ => get(pool, rest.trim_start_matches('/')).await,
+            }
         };
+        let response = tokio::time::timeout(deadline, query).await.unwrap_or_else(|_| {
+            tracing::warn!(?deadline, "A call-log query took longer than api.query_timeout_ms.");
+            unavailable()
+        });
         (endpoint, response)
     }
 }

@@ -165,8 +165,9 @@ impl Fixture {
                 url: pg::scratch::url_of(&database),
                 pool_size: 4,
                 create_database: false,
+                ..PostgresSettings::default()
             },
-            api: switchboard_core::config::ApiSettings { tokens: vec![TOKEN.into()] },
+            api: switchboard_core::config::ApiSettings { tokens: vec![TOKEN.into()], ..Default::default() },
             ..Settings::default()
         };
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
@@ -235,6 +236,7 @@ impl Fixture {
             url: pg::scratch::url_of(&self.database),
             pool_size: 1,
             create_database: false,
+            ..PostgresSettings::default()
         };
         pg::connect_and_migrate(&settings, &CancellationToken::new()).await.expect("db").expect("pool")
     }
@@ -345,6 +347,7 @@ async fn keyset_pages_cover_every_call_once() {
                     url: pg::scratch::url_of(&api.database),
                     pool_size: 1,
                     create_database: false,
+                    ..PostgresSettings::default()
                 },
                 &CancellationToken::new(),
             )

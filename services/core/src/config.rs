@@ -9,6 +9,7 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::str::FromStr;
+use std::time::Duration;
 
 use crate::model::Secret;
 /// The topology is its own module (it imports nothing); configuration refers to it.
@@ -29,6 +30,7 @@ pub struct Settings {
     pub api: ApiSettings,
     pub router: RouterSettings,
     pub recordings: RecordingsSettings,
+    pub dispatcher: DispatcherSettings,
     pub log: LogSettings,
 }
 
@@ -134,6 +136,9 @@ pub struct PostgresSettings {
     pub pool_size: usize,
     /// Create the database named in `url` when it does not exist (needs CREATEDB).
     pub create_database: bool,
+    /// How long a request waits for a pooled connection (or a new one) before it is told the
+    /// database is unavailable: with PostgreSQL stalled, requests fail fast instead of piling up.
+    pub pool_wait_ms: u64,
 }
 
 impl Default for PostgresSettings {
@@ -142,6 +147,7 @@ impl Default for PostgresSettings {
             url: "postgres://postgres@127.0.0.1:5432/switchboard".into(),
             pool_size: 8,
             create_database: true,
+            pool_wait_ms: 1500,
         }
     }
 }
@@ -151,11 +157,32 @@ impl Default for PostgresSettings {
 pub struct HttpSettings {
     /// Where the service listens; defaults to 0.0.0.0 on the service's own port.
     pub listen: Option<SocketAddr>,
-    /// Ingress only: where its ops endpoints (`/metrics`, `/healthz`, `/readyz`) listen, apart
-    /// from the webhook port; defaults to 0.0.0.0:9100. The consumers serve them on `listen`.
+    /// Ingress and the dispatcher only: where their ops endpoints (`/metrics`, `/healthz`,
+    /// `/readyz`) listen, apart from their public port; defaults to 0.0.0.0:9100 (ingress) and
+    /// 0.0.0.0:9105 (dispatcher). The other consumers serve them on `listen`.
     pub ops_listen: Option<SocketAddr>,
     /// How long in-flight requests may take to finish after a shutdown signal.
     pub drain_timeout_ms: Option<u64>,
+    /// Connections one HTTP service serves at once; beyond them: 503 and closed (default 10,000).
+    pub max_connections: Option<usize>,
+    /// How long one request may take from its headers to its answer, the body's upload included;
+    /// past it: 408 and closed, so that a client dripping its body holds nothing for long
+    /// (default 10 s).
+    pub request_timeout_ms: Option<u64>,
+}
+
+impl HttpSettings {
+    /// The limits of the service's public HTTP server.
+    pub fn limits(&self) -> crate::http::Limits {
+        let defaults = crate::http::Limits::default();
+        crate::http::Limits {
+            max_connections: self.max_connections.unwrap_or(defaults.max_connections),
+            request_timeout: self
+                .request_timeout_ms
+                .map_or(defaults.request_timeout, std::time::Duration::from_millis),
+            ..defaults
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -229,15 +256,27 @@ impl Default for CalllogSettings {
 
 /// Who may call the HTTP APIs (call-log queries, directory admin): bearer tokens, compared in
 /// constant time. Empty means the APIs refuse every request.
-#[derive(Clone, Default, Serialize, Deserialize)]
+#[derive(Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ApiSettings {
     pub tokens: Vec<String>,
+    /// The longest one query of the API may take before the client gets 503 (a stalled database
+    /// answers nothing; an indexed call-log page takes milliseconds).
+    pub query_timeout_ms: u64,
+}
+
+impl Default for ApiSettings {
+    fn default() -> Self {
+        Self { tokens: Vec::new(), query_timeout_ms: 1500 }
+    }
 }
 
 impl std::fmt::Debug for ApiSettings {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ApiSettings").field("tokens", &format!("{} configured", self.tokens.len())).finish()
+        f.debug_struct("ApiSettings")
+            .field("tokens", &format!("{} configured", self.tokens.len()))
+            .field("query_timeout_ms", &self.query_timeout_ms)
+            .finish()
     }
 }
 
@@ -346,8 +385,58 @@ impl Default for RecordingsSettings {
     }
 }
 
+/// Outbound delivery to CRMs (the dispatcher service).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DispatcherSettings {
+    /// Key that seals the profiles' secrets (signing secrets, tokens) in PostgreSQL, at least 32
+    /// bytes; the dispatcher refuses to start without it. Changing it makes the stored profiles
+    /// unreadable until they are saved again.
+    #[serde(deserialize_with = "secret_scalar")]
+    pub secrets_key: Secret,
+    /// Non-public networks deliveries may reach anyway, as CIDRs (`10.1.2.0/24`): a CRM on the
+    /// office network, or the loopback receivers of tests. Public addresses are always allowed.
+    pub allow_networks: Vec<String>,
+    /// How often a dispatcher replica looks for due deliveries when it has nothing in hand.
+    pub poll_interval_ms: u64,
+    /// Requests one replica has in flight at once (each profile also has its own limit).
+    pub concurrency: usize,
+    /// How long a receiver has to answer when the profile sets no timeout of its own.
+    pub attempt_timeout_ms: u64,
+    /// How much of an answer is read (and kept in the attempt log); the rest is dropped.
+    pub max_response_bytes: usize,
+    /// A profile whose every delivery has failed for this long is disabled (0: never).
+    pub disable_after_hours: u64,
+    /// How soon a changed profile is used by every replica.
+    pub profiles_refresh_ms: u64,
+}
+
+impl Default for DispatcherSettings {
+    fn default() -> Self {
+        Self {
+            secrets_key: Secret::default(),
+            allow_networks: Vec::new(),
+            poll_interval_ms: 500,
+            concurrency: 32,
+            attempt_timeout_ms: 15_000,
+            max_response_bytes: 64 * 1024,
+            disable_after_hours: 72,
+            profiles_refresh_ms: 1_000,
+        }
+    }
+}
+
 /// Shortest link key accepted: 256 bits, the HMAC-SHA256 output size.
 pub const MIN_LINK_KEY_BYTES: usize = 32;
+
+/// Whether `text` is an IPv4 or IPv6 network (`10.0.0.0/8`) or a bare address; the dispatcher
+/// parses it again with its own type, this keeps a typo from starting.
+fn is_cidr(text: &str) -> bool {
+    let (addr, prefix) = text.trim().split_once('/').map_or((text.trim(), None), |(a, p)| (a, Some(p)));
+    let Ok(addr) = addr.parse::<std::net::IpAddr>() else { return false };
+    let max = if addr.is_ipv4() { 32 } else { 128 };
+    prefix.is_none_or(|p| p.parse::<u8>().is_ok_and(|p| p <= max))
+}
 
 /// A secret setting given as any scalar (a key of digits reads as a number from the environment).
 fn secret_scalar<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Secret, D::Error> {
@@ -522,6 +611,16 @@ impl Settings {
         if self.kafka.produce_timeout_ms < 100 {
             return fail("kafka.produce_timeout_ms must be at least 100".into());
         }
+        if self.http.max_connections == Some(0) {
+            return fail("http.max_connections must be at least 1".into());
+        }
+        if self.http.request_timeout_ms.is_some_and(|ms| ms < 100) {
+            return fail("http.request_timeout_ms must be at least 100".into());
+        }
+        // A webhook waits for Kafka inside its request: the request deadline must leave it room.
+        if self.http.limits().request_timeout < Duration::from_millis(self.kafka.produce_timeout_ms) {
+            return fail("http.request_timeout_ms must be at least kafka.produce_timeout_ms".into());
+        }
         if self.kafka.monitor_interval_ms < 100 {
             return fail("kafka.monitor_interval_ms must be at least 100".into());
         }
@@ -530,6 +629,9 @@ impl Settings {
         }
         if let Err(e) = tokio_postgres::Config::from_str(&self.postgres.url) {
             return fail(format!("postgres.url does not parse: {e}"));
+        }
+        if self.postgres.pool_wait_ms < 100 || self.api.query_timeout_ms < 100 {
+            return fail("postgres.pool_wait_ms and api.query_timeout_ms must be at least 100".into());
         }
         if self.postgres.pool_size == 0 {
             return fail("postgres.pool_size must be at least 1".into());
@@ -594,6 +696,25 @@ impl Settings {
         if r.poll_interval_ms < 10 || r.concurrency == 0 {
             return fail("recordings.poll_interval_ms must be at least 10 and concurrency at least 1".into());
         }
+        let d = &self.dispatcher;
+        if !d.secrets_key.is_empty() && d.secrets_key.expose().len() < MIN_LINK_KEY_BYTES {
+            return fail(format!("dispatcher.secrets_key must be at least {MIN_LINK_KEY_BYTES} bytes"));
+        }
+        if let Some(bad) = d.allow_networks.iter().find(|n| !is_cidr(n)) {
+            return fail(format!("dispatcher.allow_networks: {bad:?} is not a CIDR (10.0.0.0/8, fd00::/8)"));
+        }
+        if d.poll_interval_ms < 10 || d.concurrency == 0 || d.profiles_refresh_ms < 10 {
+            return fail(
+                "dispatcher.poll_interval_ms and profiles_refresh_ms must be at least 10, concurrency at least 1"
+                    .into(),
+            );
+        }
+        if !(100..=120_000).contains(&d.attempt_timeout_ms) {
+            return fail("dispatcher.attempt_timeout_ms must be 100..=120000".into());
+        }
+        if !(1024..=16 * 1024 * 1024).contains(&d.max_response_bytes) {
+            return fail("dispatcher.max_response_bytes must be 1024..=16777216".into());
+        }
         if !matches!(self.log.format.as_str(), "text" | "json") {
             return fail(format!("log.format must be text or json, got {:?}", self.log.format));
         }
@@ -606,6 +727,11 @@ impl Settings {
         if service == Service::Recordings && self.recordings.link_key.is_empty() {
             return Err(ConfigError::Invalid(format!(
                 "recordings.link_key (SWITCHBOARD_RECORDINGS__LINK_KEY) must be set, at least {MIN_LINK_KEY_BYTES} bytes"
+            )));
+        }
+        if service == Service::Dispatcher && self.dispatcher.secrets_key.is_empty() {
+            return Err(ConfigError::Invalid(format!(
+                "dispatcher.secrets_key (SWITCHBOARD_DISPATCHER__SECRETS_KEY) must be set, at least {MIN_LINK_KEY_BYTES} bytes"
             )));
         }
         Ok(())
@@ -623,7 +749,7 @@ impl Settings {
     /// Where the service's ops endpoints listen: ingress's own ops port, the consumers' only port.
     pub fn ops_listen_addr(&self, service: Service) -> SocketAddr {
         match service {
-            Service::Ingress => self
+            Service::Ingress | Service::Dispatcher => self
                 .http
                 .ops_listen
                 .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], service.default_ops_port()))),
@@ -735,6 +861,34 @@ mod tests {
         let with_token =
             Settings::from_vars([("SWITCHBOARD_ROUTER__LOOKUP_TOKENS", "[\"pbx-secret\"]")]).expect("valid");
         assert!(!format!("{with_token:?}").contains("pbx-secret"), "tokens never show in Debug output");
+    }
+
+    #[test]
+    fn dispatcher_settings_are_validated_and_the_key_is_required_to_start() {
+        let key = "a-dispatcher-secrets-key-of-32-bytes-or-more";
+        let settings = Settings::from_vars([
+            ("SWITCHBOARD_DISPATCHER__SECRETS_KEY", key),
+            ("SWITCHBOARD_DISPATCHER__ALLOW_NETWORKS", r#"["10.1.2.0/24", "fd00::/8", "127.0.0.1"]"#),
+        ])
+        .expect("valid");
+        assert_eq!(settings.dispatcher.allow_networks.len(), 3);
+        assert!(settings.validate_for(Service::Dispatcher).is_ok());
+        assert!(!format!("{settings:?}").contains(key), "the key stays out of Debug");
+        assert_eq!(settings.dispatcher.attempt_timeout_ms, 15_000);
+        assert_eq!(settings.dispatcher.max_response_bytes, 64 * 1024);
+        assert_eq!(settings.ops_listen_addr(Service::Dispatcher).port(), 9105);
+        assert_eq!(settings.listen_addr(Service::Dispatcher).port(), 8083);
+        assert!(
+            Settings::from_vars(Vec::<(String, String)>::new())
+                .expect("defaults")
+                .validate_for(Service::Dispatcher)
+                .is_err()
+        );
+        assert!(Settings::from_vars([("SWITCHBOARD_DISPATCHER__SECRETS_KEY", "short")]).is_err());
+        assert!(
+            Settings::from_vars([("SWITCHBOARD_DISPATCHER__ALLOW_NETWORKS", r#"["10.0.0.0/33"]"#)]).is_err()
+        );
+        assert!(Settings::from_vars([("SWITCHBOARD_DISPATCHER__ALLOW_NETWORKS", r#"["office"]"#)]).is_err());
     }
 
     #[test]

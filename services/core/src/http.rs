@@ -23,7 +23,9 @@ use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use hyper_util::server::graceful::GracefulShutdown;
-use tokio::net::TcpListener;
+use tokio::io::AsyncWriteExt;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
 pub type Body = Full<Bytes>;
@@ -146,9 +148,17 @@ pub fn ops_response<B>(req: &Request<B>, health: &Health) -> Option<Response<Bod
     probe_response(req, health)
 }
 
+/// A connection beyond the limit: a 503 without reading its request, and closed.
+async fn refuse_connection(mut stream: TcpStream) {
+    const BUSY: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\nretry-after: 1\r\nconnection: close\r\n\
+                          content-length: 0\r\n\r\n";
+    let _ = tokio::time::timeout(Duration::from_secs(1), stream.write_all(BUSY)).await;
+    let _ = stream.shutdown().await;
+}
+
 /// Serves only the operational endpoints (the consumer services).
 pub async fn serve_ops(listener: TcpListener, health: Arc<Health>, cancel: CancellationToken) {
-    serve(listener, Duration::from_secs(2), cancel, move |req, _| {
+    serve_with(listener, Limits::OPS, Duration::from_secs(2), cancel, move |req, _| {
         let health = health.clone();
         async move {
             ops_response(&req, &health)
@@ -158,14 +168,62 @@ pub async fn serve_ops(listener: TcpListener, health: Arc<Health>, cancel: Cance
     .await;
 }
 
+/// What one HTTP server grants its clients, so that none can hold more than its share: a slow or
+/// hostile client (headers, then a byte every few seconds) is cut off by the deadlines, and a
+/// flood of connections beyond the limit gets an immediate 503 instead of a task and a buffer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Connections served at once; one more is answered 503 and closed.
+    pub max_connections: usize,
+    /// How long a client may take to send its request headers.
+    pub header_timeout: Duration,
+    /// How long one request may take from its headers to the end of its answer, reading the
+    /// body included; past it the client gets 408 and the connection is closed.
+    pub request_timeout: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_connections: 10_000,
+            header_timeout: Duration::from_secs(10),
+            request_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+impl Limits {
+    /// The ops endpoints: a scraper and a few probes.
+    pub const OPS: Limits = Limits {
+        max_connections: 64,
+        header_timeout: Duration::from_secs(5),
+        request_timeout: Duration::from_secs(10),
+    };
+}
+
 /// Accepts connections until `cancel` fires, then lets in-flight requests finish for up to
-/// `drain` before returning.
+/// `drain` before returning. [`Limits::default`] applies; see [`serve_with`].
 pub async fn serve<F, Fut>(listener: TcpListener, drain: Duration, cancel: CancellationToken, handler: F)
 where
     F: Fn(Request<Incoming>, SocketAddr) -> Fut + Clone + Send + Sync + 'static,
     Fut: Future<Output = Response<Body>> + Send + 'static,
 {
+    serve_with(listener, Limits::default(), drain, cancel, handler).await;
+}
+
+/// [`serve`] with the given limits.
+pub async fn serve_with<F, Fut>(
+    listener: TcpListener,
+    limits: Limits,
+    drain: Duration,
+    cancel: CancellationToken,
+    handler: F,
+) where
+    F: Fn(Request<Incoming>, SocketAddr) -> Fut + Clone + Send + Sync + 'static,
+    Fut: Future<Output = Response<Body>> + Send + 'static,
+{
     let graceful = GracefulShutdown::new();
+    let slots = Arc::new(Semaphore::new(limits.max_connections));
     loop {
         let (stream, remote) = tokio::select! {
             _ = cancel.cancelled() => break,
@@ -180,20 +238,37 @@ where
             },
         };
         let _ = stream.set_nodelay(true);
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            crate::metrics::HTTP_CONNECTIONS_REFUSED.inc();
+            tokio::spawn(refuse_connection(stream));
+            continue;
+        };
         let handler = handler.clone();
         let service = service_fn(move |req| {
-            let response = handler(req, remote);
-            async move { Ok::<_, Infallible>(response.await) }
+            let response = tokio::time::timeout(limits.request_timeout, handler(req, remote));
+            async move {
+                Ok::<_, Infallible>(response.await.unwrap_or_else(|_| {
+                    let mut response = error(
+                        StatusCode::REQUEST_TIMEOUT,
+                        "request_timeout",
+                        format!("the request took longer than {:?}", limits.request_timeout),
+                    );
+                    let _ =
+                        response.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+                    response
+                }))
+            }
         });
         let connection = http1::Builder::new()
             .timer(hyper_util::rt::TokioTimer::new())
-            .header_read_timeout(Duration::from_secs(10))
+            .header_read_timeout(limits.header_timeout)
             .serve_connection(TokioIo::new(stream), service);
         let connection = graceful.watch(connection);
         tokio::spawn(async move {
             if let Err(error) = connection.await {
                 tracing::debug!(%error, "Connection ended with an error.");
             }
+            drop(slot);
         });
     }
     drop(listener);

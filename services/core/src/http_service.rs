@@ -12,8 +12,8 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use hyper::Request;
 use hyper::body::Incoming;
+use hyper::{Request, Response};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -35,6 +35,15 @@ pub struct HttpService<'a> {
     pub cancel: CancellationToken,
 }
 
+/// What serves a service's requests: its shared state, answering one request at a time.
+pub trait Handler: Send + Sync + 'static {
+    fn handle(
+        &self,
+        req: Request<Incoming>,
+        remote: SocketAddr,
+    ) -> impl Future<Output = Response<Body>> + Send;
+}
+
 /// Background work a started service runs until it stops (a cache refresher, a directory
 /// watcher); aborted once the requests have drained, since none of it has anything to finish.
 pub type Background = Vec<JoinHandle<()>>;
@@ -42,10 +51,9 @@ pub type Background = Vec<JoinHandle<()>>;
 /// Serves `handler` until `cancel` fires. `start` brings the dependencies up and returns the
 /// service's background tasks, or `None` when cancelled first; the service is ready once it has
 /// returned. An error from `start` stops the server and is returned.
-pub async fn run<F, Fut, S>(spec: HttpService<'_>, handler: F, start: S) -> Result<(), ServiceError>
+pub async fn run<H, S>(spec: HttpService<'_>, handler: Arc<H>, start: S) -> Result<(), ServiceError>
 where
-    F: Fn(Request<Incoming>, SocketAddr) -> Fut + Clone + Send + Sync + 'static,
-    Fut: Future<Output = hyper::Response<Body>> + Send + 'static,
+    H: Handler,
     S: Future<Output = Result<Option<Background>, ServiceError>>,
 {
     let HttpService { service, settings, listener, health, cancel } = spec;
@@ -68,7 +76,12 @@ where
     };
 
     let drain = Duration::from_millis(settings.http.drain_timeout_ms.unwrap_or(10_000));
-    let server = tokio::spawn(http::serve(listener, drain, cancel.clone(), handler));
+    let serve = move |req, remote| {
+        let handler = handler.clone();
+        async move { handler.handle(req, remote).await }
+    };
+    let server =
+        tokio::spawn(http::serve_with(listener, settings.http.limits(), drain, cancel.clone(), serve));
     // Not ready from the moment shutdown begins, while requests still drain.
     let draining = tokio::spawn({
         let (health, cancel) = (health.clone(), cancel.clone());

@@ -20,7 +20,8 @@ use std::sync::LazyLock;
 
 use prometheus::core::Collector;
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
+    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+    TextEncoder,
 };
 
 pub static REGISTRY: LazyLock<Registry> = LazyLock::new(Registry::new);
@@ -69,6 +70,16 @@ pub static READY: LazyLock<IntGauge> = LazyLock::new(|| {
     register(
         IntGauge::new("switchboard_ready", "1 while the service answers /readyz with 200, else 0.")
             .expect("valid metric"),
+    )
+});
+
+pub static HTTP_CONNECTIONS_REFUSED: LazyLock<IntCounter> = LazyLock::new(|| {
+    register(
+        IntCounter::new(
+            "switchboard_http_connections_refused_total",
+            "HTTP connections answered 503 and closed because the server already served its maximum.",
+        )
+        .expect("valid metric"),
     )
 });
 
@@ -391,11 +402,67 @@ pub struct MetricInfo {
     pub labels: Vec<String>,
 }
 
+// ---- dispatcher (issue #15) --------------------------------------------------------------------
+
+/// `result`: `scheduled` (a delivery stored for an enabled profile), `discarded` (stored for a
+/// paused or disabled profile, kept for replay), `delivered`, `retry` (an attempt failed, another
+/// is scheduled), `failed` (the schedule is spent or the receiver aborted), `gone` (410: the
+/// profile is disabled).
+pub static DISPATCHER_DELIVERIES: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    counter(
+        "switchboard_dispatcher_deliveries_total",
+        "Deliveries to CRMs, by result (scheduled, discarded, delivered, retry, failed, gone).",
+        &["result"],
+    )
+});
+
+/// `result`: `delivered` (a 2xx in time) or `failed` (anything else, the SSRF guard's refusals
+/// included).
+pub static DISPATCHER_ATTEMPT_SECONDS: LazyLock<HistogramVec> = LazyLock::new(|| {
+    histogram(
+        "switchboard_dispatcher_attempt_seconds",
+        "Time one delivery attempt took, from connecting to the end of the answer, by result.",
+        &["result"],
+        latency_buckets(),
+    )
+});
+
+/// Counted over the whole table by every dispatcher replica every 10 s: aggregate with `max`.
+pub static DISPATCHER_PENDING: LazyLock<IntGauge> = LazyLock::new(|| {
+    register(
+        IntGauge::new(
+            "switchboard_dispatcher_pending",
+            "Deliveries waiting for their next attempt (all replicas' work, as this replica last counted it).",
+        )
+        .expect("valid metric"),
+    )
+});
+
+pub static DISPATCHER_OLDEST_PENDING: LazyLock<IntGauge> = LazyLock::new(|| {
+    register(
+        IntGauge::new(
+            "switchboard_dispatcher_oldest_pending_seconds",
+            "Age of the oldest pending delivery, in seconds (0 when none waits).",
+        )
+        .expect("valid metric"),
+    )
+});
+
+/// `state`: `enabled`, `paused`, `disabled`.
+pub static DISPATCHER_PROFILES: LazyLock<IntGaugeVec> = LazyLock::new(|| {
+    gauge(
+        "switchboard_dispatcher_profiles",
+        "Delivery profiles, by state (enabled, paused, disabled).",
+        &["state"],
+    )
+});
+
 /// Every metric Switchboard defines, whether or not this process has observed it yet.
 pub fn catalogue() -> Vec<MetricInfo> {
-    let all: [(&dyn Collector, &'static str); 35] = [
+    let all: [(&dyn Collector, &'static str); 41] = [
         (&*BUILD_INFO, "gauge"),
         (&*READY, "gauge"),
+        (&*HTTP_CONNECTIONS_REFUSED, "counter"),
         (&*EVENTS_IN, "counter"),
         (&*EVENTS_OUT, "counter"),
         (&*EVENTS_FAILED, "counter"),
@@ -429,6 +496,11 @@ pub fn catalogue() -> Vec<MetricInfo> {
         (&*CALL_RECORDS_PUBLISHED, "counter"),
         (&*API_REQUESTS, "counter"),
         (&*API_SECONDS, "histogram"),
+        (&*DISPATCHER_DELIVERIES, "counter"),
+        (&*DISPATCHER_ATTEMPT_SECONDS, "histogram"),
+        (&*DISPATCHER_PENDING, "gauge"),
+        (&*DISPATCHER_OLDEST_PENDING, "gauge"),
+        (&*DISPATCHER_PROFILES, "gauge"),
     ];
     all.iter()
         .flat_map(|(collector, kind)| collector.desc().into_iter().map(move |desc| (desc, *kind)))

@@ -104,8 +104,14 @@ async fn try_connect_and_migrate(settings: &PostgresSettings) -> Result<Pool, Pg
     }
     let manager =
         Manager::from_config(config, NoTls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
+    let wait = Duration::from_millis(settings.pool_wait_ms);
     let pool = Pool::builder(manager)
         .max_size(settings.pool_size)
+        // Without these a request waits for a connection as long as PostgreSQL stalls.
+        .runtime(deadpool_postgres::Runtime::Tokio1)
+        .wait_timeout(Some(wait))
+        .create_timeout(Some(Duration::from_secs(5)))
+        .recycle_timeout(Some(wait))
         .build()
         .map_err(|e| PgError::Build(e.to_string()))?;
     let mut client = pool.get().await?;
@@ -188,7 +194,7 @@ pub mod scratch {
     /// A database of its own, `<prefix>_<random>`, created and migrated; returns its pool and name.
     pub async fn database(prefix: &str, pool_size: usize) -> Result<(Pool, String), PgError> {
         let name = format!("{prefix}_{}", &uuid::Uuid::now_v7().simple().to_string()[24..]);
-        let settings = PostgresSettings { url: url_of(&name), pool_size, create_database: true };
+        let settings = PostgresSettings { url: url_of(&name), pool_size, ..PostgresSettings::default() };
         let pool = super::connect_and_migrate(&settings, &CancellationToken::new())
             .await?
             .ok_or_else(|| PgError::Build("cancelled".into()))?;

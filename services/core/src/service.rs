@@ -53,8 +53,6 @@ pub enum ServiceError {
         #[source]
         source: Box<dyn std::error::Error + Send + Sync>,
     },
-    #[error("{0}")]
-    Other(String),
 }
 
 /// Binds the service's HTTP port. Done before anything else so that probes answer (not ready)

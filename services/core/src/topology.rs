@@ -22,10 +22,13 @@ pub enum Service {
     /// Synchronous lookups for PBX IVRs ("which extension owns this caller?") and the directory
     /// admin API.
     Router,
+    /// Outbound delivery of calls and call events to CRMs (delivery profiles), with its own
+    /// HTTP API for the profiles and deliveries.
+    Dispatcher,
 }
 
 impl Service {
-    pub const ALL: [Service; 7] = [
+    pub const ALL: [Service; 8] = [
         Service::Ingress,
         Service::Normalizer,
         Service::Matcher,
@@ -33,6 +36,7 @@ impl Service {
         Service::Calllog,
         Service::Api,
         Service::Router,
+        Service::Dispatcher,
     ];
 
     pub fn name(self) -> &'static str {
@@ -44,6 +48,7 @@ impl Service {
             Service::Calllog => "calllog",
             Service::Api => "api",
             Service::Router => "router",
+            Service::Dispatcher => "dispatcher",
         }
     }
 
@@ -57,6 +62,7 @@ impl Service {
             Service::Calllog => "Write the call log to PostgreSQL",
             Service::Api => "Answer call-log queries over HTTP (the query API)",
             Service::Router => "Answer IVR routing lookups and serve the directory admin API",
+            Service::Dispatcher => "Deliver calls to CRMs per delivery profile, and serve the profiles API",
         }
     }
 
@@ -68,15 +74,24 @@ impl Service {
     /// Whether the service reads a Kafka topic in a consumer group, and so scales by partitions
     /// (the others are HTTP services that scale behind a load balancer).
     pub fn is_consumer(self) -> bool {
-        matches!(self, Service::Normalizer | Service::Matcher | Service::Recordings | Service::Calllog)
+        matches!(
+            self,
+            Service::Normalizer
+                | Service::Matcher
+                | Service::Recordings
+                | Service::Calllog
+                | Service::Dispatcher
+        )
     }
 
     /// Default port of the ops endpoints (`/metrics`, `/healthz`, `/readyz`). Ingress serves them
-    /// on a port of its own, 9100, so that the webhook port PBXs reach shows no metrics; every
-    /// other service serves them on its one port.
+    /// on a port of its own, 9100, so that the webhook port PBXs reach shows no metrics, and the
+    /// dispatcher, a consumer with an API, on 9105 beside its API port; every other service
+    /// serves them on its one port.
     pub fn default_ops_port(self) -> u16 {
         match self {
             Service::Ingress => 9100,
+            Service::Dispatcher => 9105,
             other => other.default_port(),
         }
     }
@@ -92,6 +107,7 @@ impl Service {
             Service::Calllog => 9104,
             Service::Api => 8081,
             Service::Router => 8082,
+            Service::Dispatcher => 8083,
         }
     }
 }

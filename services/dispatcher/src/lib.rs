@@ -12,8 +12,10 @@
 //!
 //! This crate is the pure half of the service: no Kafka, no PostgreSQL, no clock and no
 //! randomness of its own (the caller passes `now` and random numbers), so every rule here is
-//! tested fast and exactly. The service (later) consumes the topics, stores the due deliveries
-//! and their [`flow::FlowState`] in PostgreSQL before committing offsets, and runs the attempts:
+//! tested fast and exactly. The service ([`service`]) consumes the topics ([`consume`]), stores
+//! the due deliveries and their [`flow::FlowState`] in PostgreSQL ([`store`]) before committing
+//! offsets, runs the attempts ([`worker`], [`send`]) and serves the profiles API ([`api`]). The
+//! pure modules:
 //! - [`criteria`]: whether a profile fires on an event or a record ([`criteria::fires`]);
 //! - [`values`]: the call values a profile can send ([`values::CallValues`]);
 //! - [`profile`]: the profile and its validation ([`profile::Profile::new`]);
@@ -24,17 +26,27 @@
 //! - [`ssrf`]: which addresses a request may reach ([`ssrf::EgressPolicy`]);
 //! - [`connectors`]: ready-made profiles for HubSpot, Pipedrive, Bitrix24 and amoCRM.
 
+pub mod api;
+pub mod cache;
 pub mod connectors;
+pub mod consume;
 pub mod criteria;
 pub mod flow;
 pub mod profile;
 mod profile_check;
 pub mod request;
 pub mod retry;
+pub mod seal;
+pub mod send;
+pub mod service;
 pub mod signature;
 pub mod ssrf;
+pub mod store;
 pub mod template;
 pub mod values;
+pub mod worker;
+
+pub use service::run;
 
 #[cfg(test)]
 mod fixtures;

@@ -116,13 +116,6 @@ pub async fn run(
         health,
         cancel: cancel.clone(),
     };
-    let handler = {
-        let ingress = ingress.clone();
-        move |req, remote| {
-            let ingress = ingress.clone();
-            async move { ingress.handle(req, remote).await }
-        }
-    };
     // Webhooks get 503 until the database, the topics and the sources are there.
     let start = async {
         let Some(pool) = pg::connect_and_migrate(&settings.postgres, &cancel).await? else {
@@ -136,7 +129,7 @@ pub async fn run(
         let every = Duration::from_millis(settings.ingress.sources_refresh_ms);
         Ok(Some(vec![tokio::spawn(keep_sources_fresh(sources.clone(), pool, every, cancel.clone()))]))
     };
-    let outcome = http_service::run(spec, handler, start).await;
+    let outcome = http_service::run(spec, ingress.clone(), start).await;
     // Every 202 already waited for its ack; this only settles records whose requests timed out.
     kafka::flush(&ingress.producer, Duration::from_secs(5));
     outcome
@@ -180,7 +173,7 @@ async fn keep_sources_fresh(sources: SourceCache, pool: Pool, every: Duration, c
     }
 }
 
-impl Ingress {
+impl http_service::Handler for Ingress {
     async fn handle(&self, req: Request<Incoming>, remote: SocketAddr) -> Response<Body> {
         if let Some(response) = ops::probe_response(&req, &self.health) {
             return response;
@@ -236,7 +229,9 @@ impl Ingress {
         count_request(&source_label, vendor_label, &response);
         response
     }
+}
 
+impl Ingress {
     /// Runs every check, publishes, and returns the vendor's answer once Kafka has the record.
     async fn accept(
         &self,

@@ -82,13 +82,6 @@ pub async fn run(
         health: router.health.clone(),
         cancel: cancel.clone(),
     };
-    let handler = {
-        let router = router.clone();
-        move |req, remote| {
-            let router = router.clone();
-            async move { router.handle(req, remote).await }
-        }
-    };
     // Lookups get the fallback, and the admin API 503, until the directory is loaded.
     let start = async {
         let Some(pool) = pg::connect_and_migrate(&settings.postgres, &cancel).await? else {
@@ -109,10 +102,10 @@ pub async fn run(
         }
         Ok(Some(vec![watcher]))
     };
-    http_service::run(spec, handler, start).await
+    http_service::run(spec, router.clone(), start).await
 }
 
-impl Router {
+impl http_service::Handler for Router {
     async fn handle(&self, req: Request<Incoming>, _remote: SocketAddr) -> Response<Body> {
         if let Some(response) = ops::ops_response(&req, &self.health) {
             return response;
@@ -130,7 +123,9 @@ impl Router {
         }
         self.route(req, format).await
     }
+}
 
+impl Router {
     /// Answers a lookup, always `200` in the PBX's format, within `router.lookup_timeout_ms`.
     async fn route(&self, req: Request<Incoming>, format: Option<Format>) -> Response<Body> {
         let started = Instant::now();

@@ -3,7 +3,8 @@
 //! `switchboard ingress` (or normalizer, matcher, recordings, calllog) runs that service until
 //! SIGINT/SIGTERM, then drains, commits and exits 0. Configuration errors exit 64 before any port
 //! is bound. `switchboard init` creates topics and applies migrations; `switchboard sources`
-//! manages PBX sources and their credentials.
+//! manages PBX sources and their credentials; `switchboard profiles` the dispatcher's delivery
+//! profiles.
 
 use std::process::ExitCode;
 
@@ -35,6 +36,25 @@ enum Command {
         #[command(subcommand)]
         action: SourcesAction,
     },
+    /// Manage the dispatcher's delivery profiles (the same as its API's /v1/profiles).
+    Profiles {
+        #[command(subcommand)]
+        action: ProfilesAction,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum ProfilesAction {
+    /// Create or replace a profile from a JSON file (`-` for standard input), validated first.
+    Put {
+        /// 1 to 64 of A-Z, a-z, 0-9, '-' and '_'.
+        id: String,
+        file: std::path::PathBuf,
+    },
+    /// List profiles: id, state, name.
+    List,
+    /// Delete a profile with its deliveries.
+    Delete { id: String },
 }
 
 #[derive(Debug, Subcommand)]
@@ -142,6 +162,14 @@ enum Admin {
         json: bool,
     },
     ListSources,
+    PutProfile {
+        id: String,
+        profile: Box<switchboard_dispatcher::profile::Profile>,
+    },
+    ListProfiles,
+    DeleteProfile {
+        id: String,
+    },
 }
 
 impl Parsed {
@@ -149,6 +177,25 @@ impl Parsed {
         Ok(match command {
             Command::Init => Parsed::Admin(Admin::Init),
             Command::Sources { action: SourcesAction::List } => Parsed::Admin(Admin::ListSources),
+            Command::Profiles { action: ProfilesAction::List } => Parsed::Admin(Admin::ListProfiles),
+            Command::Profiles { action: ProfilesAction::Delete { id } } => {
+                Parsed::Admin(Admin::DeleteProfile { id })
+            }
+            Command::Profiles { action: ProfilesAction::Put { id, file } } => {
+                anyhow::ensure!(
+                    (1..=64).contains(&id.len())
+                        && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'),
+                    "a profile id is 1 to 64 of A-Z, a-z, 0-9, '-' and '_'"
+                );
+                let json = if file.as_os_str() == "-" {
+                    std::io::read_to_string(std::io::stdin()).context("reading the profile")?
+                } else {
+                    std::fs::read_to_string(&file).with_context(|| format!("reading {}", file.display()))?
+                };
+                let profile =
+                    switchboard_dispatcher::profile::Profile::from_json(&json).context("the profile")?;
+                Parsed::Admin(Admin::PutProfile { id, profile: Box::new(profile) })
+            }
             Command::Sources {
                 action:
                     SourcesAction::Add {
@@ -222,6 +269,7 @@ async fn run_service(service: Service, settings: Settings, cancel: CancellationT
         Service::Calllog => switchboard_calllog::run(settings, listener, cancel).await,
         Service::Router => switchboard_router::run(settings, listener, cancel).await,
         Service::Api => switchboard_api::run(settings, listener, cancel).await,
+        Service::Dispatcher => switchboard_dispatcher::run(settings, listener, cancel).await,
     };
     match outcome {
         Ok(()) => ExitCode::SUCCESS,
@@ -280,6 +328,25 @@ async fn admin(command: Admin, settings: &Settings, cancel: &CancellationToken) 
                 let state = if enabled { "enabled" } else { "disabled" };
                 println!("{id}\t{vendor}\t{region}\t{state}");
             }
+        }
+        Admin::PutProfile { id, profile } => {
+            settings.validate_for(Service::Dispatcher)?;
+            let sealer = switchboard_dispatcher::seal::Sealer::new(settings.dispatcher.secrets_key.expose())?;
+            let created = switchboard_dispatcher::store::put_profile(&pool, &sealer, &id, &profile).await?;
+            println!("Profile {id} {}.", if created { "created" } else { "replaced" });
+        }
+        Admin::ListProfiles => {
+            for profile in switchboard_dispatcher::store::list_profiles(&pool).await? {
+                let field = |name: &str| profile[name].as_str().unwrap_or_default().to_owned();
+                println!("{}\t{}\t{}", field("id"), field("state"), field("name"));
+            }
+        }
+        Admin::DeleteProfile { id } => {
+            anyhow::ensure!(
+                switchboard_dispatcher::store::delete_profile(&pool, &id).await?,
+                "no profile {id}"
+            );
+            println!("Profile {id} deleted, with its deliveries.");
         }
     }
     Ok(())

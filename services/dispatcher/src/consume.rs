@@ -1,0 +1,312 @@
+//! The dispatcher's consumer: reads call records (`<prefix>calls`) and enriched call events
+//! (`<prefix>enriched`) in its own group, evaluates every profile's trigger and criteria on each,
+//! and stores the due deliveries.
+//!
+//! Inputs: the two topics; the profiles ([`ProfileCache`]). Output: rows of `deliveries`, one per
+//! (profile, event or record version), `pending` for an enabled profile and `discarded` (kept,
+//! replayable) for a paused or disabled one. A newer record of a call also becomes the subject of
+//! that call's pending deliveries whose next step waits for the recording (a Bitrix24-style
+//! "attach the recording" step), which are then due at once.
+//!
+//! Delivery guarantee: at least once, with idempotent effects. Records are taken in batches; a
+//! batch's deliveries (and the record versions seen) are written in one transaction, and only
+//! after it commits are the batch's offsets stored. A crash re-reads the batch, whose deliveries
+//! are already there (`ON CONFLICT DO NOTHING` on the derived id) and whose record versions are
+//! already seen, so nothing is scheduled twice. Ordering: the order of each partition; the worker
+//! keeps each (profile, call)'s deliveries in insertion order.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::Value;
+use switchboard_core::avro::Codecs;
+use switchboard_core::deadpool_postgres::Pool;
+use switchboard_core::model::{CallEvent, CallRecord};
+use switchboard_core::rdkafka::Message;
+use switchboard_core::rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
+use switchboard_core::retry::Backoff;
+use switchboard_core::stage::PoisonClass;
+use switchboard_core::{metrics, tokio_postgres};
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+use crate::cache::ProfileCache;
+use crate::criteria::{self, Subject};
+use crate::store::{self, NewDelivery, State};
+
+const STAGE: &str = "dispatcher";
+/// Records per transaction, and how long a batch waits to fill once it has one.
+const BATCH_MAX: usize = 500;
+const BATCH_LINGER: Duration = Duration::from_millis(20);
+
+/// One consumed record, decoded.
+#[derive(Debug)]
+enum Input {
+    Event(Box<CallEvent>),
+    Record(Box<CallRecord>),
+    /// Not readable: skipped with a log line (the stages before the dispatcher dead-letter what
+    /// they cannot read; the dispatcher is a reader of their output, not its keeper).
+    Unreadable,
+}
+
+pub struct Scheduler {
+    pub consumer: StreamConsumer,
+    pub pool: Pool,
+    pub codecs: Arc<Codecs>,
+    pub profiles: ProfileCache,
+    pub calls_topic: String,
+    pub max_backoff: Duration,
+    /// Rung when a batch scheduled pending deliveries, so this replica's worker looks at once.
+    pub scheduled: Arc<Notify>,
+}
+
+/// The deliveries `input` makes for `profiles`, given the previous record version seen of its
+/// call (records only).
+pub fn deliveries_for(
+    profiles: &[store::StoredProfile],
+    event: Option<&CallEvent>,
+    record: Option<(&CallRecord, Option<&CallRecord>)>,
+) -> Vec<NewDelivery> {
+    let (subject, kind, json, source, call, subject_id) = match (event, record) {
+        (Some(e), _) => (
+            Subject::Event(e),
+            "event",
+            serde_json::to_value(e).unwrap_or(Value::Null),
+            e.source_id.as_str().to_owned(),
+            e.call_id.as_str().to_owned(),
+            e.event_id.as_str().to_owned(),
+        ),
+        (None, Some((r, previous))) => (
+            Subject::Record { record: r, previous },
+            "record",
+            serde_json::to_value(r).unwrap_or(Value::Null),
+            r.source_id.as_str().to_owned(),
+            r.call_id.as_str().to_owned(),
+            format!("record:{}", r.version),
+        ),
+        (None, None) => return Vec::new(),
+    };
+    profiles
+        .iter()
+        .filter(|p| criteria::fires(p.profile.trigger, &p.profile.criteria, &subject))
+        .map(|p| NewDelivery {
+            id: crate::delivery_id(&p.id, &source, &call, &subject_id),
+            profile_id: p.id.clone(),
+            source_id: source.clone(),
+            call_id: call.clone(),
+            subject_id: subject_id.clone(),
+            trigger: serde_json::to_value(p.profile.trigger)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_owned))
+                .unwrap_or_default(),
+            subject_kind: kind,
+            subject: json.clone(),
+            status: if p.state == State::Enabled { "pending" } else { "discarded" },
+        })
+        .collect()
+}
+
+impl std::fmt::Debug for Scheduler {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Scheduler").field("calls_topic", &self.calls_topic).finish_non_exhaustive()
+    }
+}
+
+impl Scheduler {
+    fn decode(&self, topic: &str, payload: &[u8]) -> Input {
+        let decoded = if topic == self.calls_topic {
+            self.codecs.call_record.decode(payload).map(|r| Input::Record(Box::new(r)))
+        } else {
+            self.codecs.call_event.decode(payload).map(|e| Input::Event(Box::new(e)))
+        };
+        decoded.unwrap_or_else(|error| {
+            metrics::EVENTS_FAILED.with_label_values(&[STAGE, PoisonClass::Decode.as_str()]).inc();
+            tracing::warn!(%error, topic, "Unreadable record skipped.");
+            Input::Unreadable
+        })
+    }
+
+    /// Writes one batch's deliveries in one transaction; returns the statuses inserted, and
+    /// whether waiting deliveries became due.
+    async fn write(&self, inputs: &[Input]) -> Result<(Vec<&'static str>, bool), String> {
+        let profiles = self.profiles.all();
+        let mut client = self.pool.get().await.map_err(|e| e.to_string())?;
+        let tx = client.transaction().await.map_err(|e| pg(&e))?;
+        let mut inserted = Vec::new();
+        let mut refreshed_any = false;
+        for input in inputs {
+            let deliveries = match input {
+                Input::Event(event) => deliveries_for(&profiles, Some(event), None),
+                Input::Record(record) => {
+                    let seen = store::see_record(
+                        &tx,
+                        record.source_id.as_str(),
+                        record.call_id.as_str(),
+                        record.version,
+                    )
+                    .await
+                    .map_err(|e| pg(&e))?;
+                    if seen.is_none_or(|v| v < record.version) {
+                        // A flow waiting for the recording continues with the newer record.
+                        let json = serde_json::to_value(&**record).unwrap_or(Value::Null);
+                        let refreshed = store::refresh_waiting(
+                            &tx,
+                            record.source_id.as_str(),
+                            record.call_id.as_str(),
+                            record.version,
+                            &json,
+                        )
+                        .await
+                        .map_err(|e| pg(&e))?;
+                        refreshed_any |= refreshed > 0;
+                    }
+                    match seen {
+                        // Seen already (a re-read), or older than what was seen: nothing new.
+                        Some(version) if version >= record.version => continue,
+                        Some(version) => {
+                            // Only the version of the previous record matters to the triggers.
+                            let previous = CallRecord { version, ..(**record).clone() };
+                            deliveries_for(&profiles, None, Some((record, Some(&previous))))
+                        }
+                        None => deliveries_for(&profiles, None, Some((record, None))),
+                    }
+                }
+                Input::Unreadable => continue,
+            };
+            inserted.extend(store::insert_deliveries(&tx, &deliveries).await.map_err(|e| pg(&e))?);
+        }
+        tx.commit().await.map_err(|e| pg(&e))?;
+        Ok((inserted, refreshed_any))
+    }
+
+    /// Consumes until `cancel` fires, then commits the stored offsets.
+    pub async fn run(self, cancel: CancellationToken) {
+        loop {
+            let mut batch = Vec::new();
+            tokio::select! {
+                _ = cancel.cancelled() => break,
+                received = self.consumer.recv() => match received {
+                    Ok(message) => batch.push(message.detach()),
+                    Err(error) => {
+                        metrics::CONSUME_ERRORS.with_label_values(&[STAGE]).inc();
+                        tracing::warn!(%error, "Consumer error.");
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                        continue;
+                    }
+                },
+            }
+            let linger = tokio::time::sleep(BATCH_LINGER);
+            tokio::pin!(linger);
+            while batch.len() < BATCH_MAX {
+                tokio::select! {
+                    _ = &mut linger => break,
+                    received = self.consumer.recv() => match received {
+                        Ok(message) => batch.push(message.detach()),
+                        Err(_) => break,
+                    },
+                }
+            }
+            metrics::EVENTS_IN.with_label_values(&[STAGE]).inc_by(batch.len() as u64);
+            let inputs: Vec<Input> =
+                batch.iter().map(|m| self.decode(m.topic(), m.payload().unwrap_or_default())).collect();
+            let started = std::time::Instant::now();
+            let mut backoff = Backoff::new(Duration::from_millis(100), self.max_backoff);
+            let inserted = loop {
+                match self.write(&inputs).await {
+                    Ok(inserted) => break Some(inserted),
+                    Err(error) => {
+                        metrics::TRANSIENT_RETRIES.with_label_values(&[STAGE, "postgres"]).inc();
+                        let delay = backoff.next_delay();
+                        tracing::warn!(%error, ?delay, "Cannot store the batch's deliveries; retrying.");
+                        tokio::select! {
+                            _ = cancel.cancelled() => break None,
+                            _ = tokio::time::sleep(delay) => {}
+                        }
+                    }
+                }
+            };
+            // Cancelled before the batch was stored: its offsets stay unstored and it is read again.
+            let Some((inserted, refreshed)) = inserted else { break };
+            metrics::BATCH_SIZE.with_label_values(&[STAGE]).observe(batch.len() as f64);
+            metrics::PROCESSING_SECONDS.with_label_values(&[STAGE]).observe(started.elapsed().as_secs_f64());
+            for status in &inserted {
+                let result = if *status == "pending" { "scheduled" } else { "discarded" };
+                metrics::DISPATCHER_DELIVERIES.with_label_values(&[result]).inc();
+            }
+            if refreshed || inserted.contains(&"pending") {
+                self.scheduled.notify_one();
+            }
+            metrics::EVENTS_OUT.with_label_values(&[STAGE]).inc_by(inserted.len() as u64);
+            for message in &batch {
+                // Fails only when the partition was revoked meanwhile; its new owner reads the
+                // record again, which schedules nothing new.
+                if let Err(error) =
+                    self.consumer.store_offset(message.topic(), message.partition(), message.offset())
+                {
+                    tracing::debug!(%error, "Offset not stored (partition revoked).");
+                }
+            }
+        }
+        if let Err(error) = self.consumer.commit_consumer_state(CommitMode::Sync) {
+            tracing::debug!(%error, "Final commit.");
+        }
+    }
+}
+
+fn pg(error: &tokio_postgres::Error) -> String {
+    switchboard_core::pg::error_chain(error)
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+    use switchboard_core::model::{Direction, EventKind};
+
+    use super::*;
+    use crate::fixtures;
+    use crate::profile::Profile;
+    use crate::store::StoredProfile;
+
+    fn stored(id: &str, trigger: &str, state: State) -> StoredProfile {
+        let spec = json!({
+            "name": id,
+            "trigger": trigger,
+            "criteria": [{"type": "direction", "any_of": ["inbound"]}],
+            "steps": [{"name": "post", "request": {"method": "POST", "url": "https://crm.example.com/calls"}}],
+        });
+        StoredProfile { id: id.into(), profile: Profile::from_json(&spec.to_string()).expect("valid"), state }
+    }
+
+    #[test]
+    fn each_firing_profile_gets_one_delivery_with_a_stable_id_and_its_state() {
+        let profiles = [
+            stored("answered", "call_answered", State::Enabled),
+            stored("paused", "call_answered", State::Paused),
+            stored("completed", "call_record_completed", State::Enabled),
+        ];
+        let event = fixtures::event(EventKind::Answered, Direction::Inbound);
+        let made = deliveries_for(&profiles, Some(&event), None);
+        let summary: Vec<(&str, &str, &str)> =
+            made.iter().map(|d| (d.profile_id.as_str(), d.status, d.subject_kind)).collect();
+        assert_eq!(summary, [("answered", "pending", "event"), ("paused", "discarded", "event")]);
+        assert_eq!(made, deliveries_for(&profiles, Some(&event), None), "the same ids when read again");
+        assert_eq!(made[0].trigger, "call_answered");
+
+        let outbound = fixtures::event(EventKind::Answered, Direction::Outbound);
+        assert!(deliveries_for(&profiles, Some(&outbound), None).is_empty(), "criteria filter");
+
+        let record = fixtures::answered_inbound();
+        let first = deliveries_for(&profiles, None, Some((&record, None)));
+        assert_eq!(first.len(), 1);
+        assert_eq!(first[0].subject_id, format!("record:{}", record.version));
+        assert_eq!(
+            first[0].id,
+            crate::delivery_id("completed", "acme-pbx", "c-1001", &format!("record:{}", record.version))
+        );
+        let previous = CallRecord { version: record.version - 1, ..record.clone() };
+        assert!(
+            deliveries_for(&profiles, None, Some((&record, Some(&previous)))).is_empty(),
+            "not the first"
+        );
+    }
+}

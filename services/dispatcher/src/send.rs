@@ -1,0 +1,144 @@
+//! Sends one rendered request to a profile's target: the host is resolved once and every address
+//! checked by the SSRF guard, then the connection goes to exactly those addresses (a DNS answer
+//! that changes between check and connect cannot move it); redirects are not followed; the answer
+//! is read up to a cap; everything within a timeout.
+//!
+//! Input: a [`RenderedRequest`]. Output: the answer's status, headers and first bytes, or why
+//! there was none. One request per call, on its own connection: a CRM's keep-alive is not worth
+//! a pooled connection that would skip the address check.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::{HeaderMap, Request, Uri};
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use tokio::net::TcpStream;
+
+use crate::request::RenderedRequest;
+use crate::ssrf::EgressPolicy;
+
+/// What came back.
+#[derive(Debug, Clone)]
+pub struct Answer {
+    pub status: u16,
+    pub headers: HeaderMap,
+    /// At most the cap.
+    pub body: Bytes,
+    pub elapsed: Duration,
+}
+
+/// Why nothing came back.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SendError {
+    /// The SSRF guard refused the target (or it did not resolve).
+    Refused(String),
+    Timeout,
+    Failed(String),
+}
+
+impl std::fmt::Display for SendError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SendError::Refused(reason) => write!(f, "refused by the SSRF guard: {reason}"),
+            SendError::Timeout => f.write_str("no answer in time"),
+            SendError::Failed(reason) => f.write_str(reason),
+        }
+    }
+}
+
+/// Connects only to the addresses the guard checked, in order.
+#[derive(Clone, Debug)]
+struct Pinned(Vec<SocketAddr>);
+
+impl tower_service::Service<Uri> for Pinned {
+    type Response = TokioIo<TcpStream>;
+    type Error = std::io::Error;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Self::Error>> + Send>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, _: Uri) -> Self::Future {
+        let addrs = self.0.clone();
+        Box::pin(async move {
+            let stream = TcpStream::connect(addrs.as_slice()).await?;
+            let _ = stream.set_nodelay(true);
+            Ok(TokioIo::new(stream))
+        })
+    }
+}
+
+/// Sends `request` under `policy`, reading at most `cap` bytes of the answer, within `timeout`.
+pub async fn send(
+    policy: &EgressPolicy,
+    request: &RenderedRequest,
+    timeout: Duration,
+    cap: usize,
+) -> Result<Answer, SendError> {
+    let started = Instant::now();
+    let exchange = async {
+        let addrs = policy
+            .resolve_url(&request.uri.to_string())
+            .await
+            .map_err(|e| SendError::Refused(e.to_string()))?;
+        let connector = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_webpki_roots()
+            .https_or_http()
+            .enable_http1()
+            .wrap_connector(Pinned(addrs));
+        let client: Client<_, Full<Bytes>> =
+            Client::builder(TokioExecutor::new()).pool_max_idle_per_host(0).build(connector);
+        let mut builder = Request::builder().method(request.method.clone()).uri(request.uri.clone());
+        if let Some(headers) = builder.headers_mut() {
+            headers.extend(request.headers.clone());
+        }
+        let outgoing = builder
+            .body(Full::new(Bytes::from(request.body.clone())))
+            .map_err(|e| SendError::Failed(format!("cannot build the request: {e}")))?;
+        let response = client.request(outgoing).await.map_err(|e| SendError::Failed(describe(&e)))?;
+        let (parts, mut body) = response.into_parts();
+        // Read up to the cap, then stop: what a receiver sends beyond it is not our business.
+        let mut kept: Vec<u8> = Vec::new();
+        while kept.len() < cap {
+            match body.frame().await {
+                Some(Ok(frame)) => {
+                    if let Ok(data) = frame.into_data() {
+                        let room = cap - kept.len();
+                        kept.extend_from_slice(data.get(..room.min(data.len())).unwrap_or(&data));
+                    }
+                }
+                Some(Err(error)) => return Err(SendError::Failed(format!("reading the answer: {error}"))),
+                None => break,
+            }
+        }
+        Ok(Answer {
+            status: parts.status.as_u16(),
+            headers: parts.headers,
+            body: Bytes::from(kept),
+            elapsed: started.elapsed(),
+        })
+    };
+    tokio::time::timeout(timeout, exchange).await.unwrap_or(Err(SendError::Timeout))
+}
+
+/// The error and its causes on one line, without the request (whose URL may carry a token).
+fn describe(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.ends_with(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    text
+}

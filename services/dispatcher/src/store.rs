@@ -1,0 +1,651 @@
+//! The dispatcher's tables (migration 0009): profiles, deliveries (the retry schedule) and the
+//! attempt log.
+//!
+//! Inputs: what the consumer, the worker and the API ask for. Outputs: rows. Every write is
+//! idempotent where a retry can repeat it: deliveries are inserted `ON CONFLICT DO NOTHING` on
+//! their derived id, settling an attempt only changes a row this replica still leases, and an
+//! attempt's log row is keyed by (delivery, attempt number). Ordering: a delivery is claimed only
+//! when no earlier pending delivery of the same profile and call exists (`seq` order).
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde_json::{Value, json};
+use switchboard_core::deadpool_postgres::{GenericClient, Pool};
+use switchboard_core::tokio_postgres::{self, Row};
+
+use crate::profile::{Profile, ProfileState};
+use crate::seal::{SealError, Sealer};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("PostgreSQL: {}", switchboard_core::pg::error_chain(.0))]
+    Db(#[source] tokio_postgres::Error),
+    #[error("PostgreSQL pool: {0}")]
+    Pool(#[source] switchboard_core::deadpool_postgres::PoolError),
+    #[error("profile {id}: {source}")]
+    Seal {
+        id: String,
+        #[source]
+        source: SealError,
+    },
+}
+
+impl From<tokio_postgres::Error> for StoreError {
+    fn from(error: tokio_postgres::Error) -> Self {
+        StoreError::Db(error)
+    }
+}
+
+impl From<switchboard_core::deadpool_postgres::PoolError> for StoreError {
+    fn from(error: switchboard_core::deadpool_postgres::PoolError) -> Self {
+        StoreError::Pool(error)
+    }
+}
+
+/// A profile's state as stored (the column, which the API and the 410 rule change).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum State {
+    Enabled,
+    Paused,
+    Disabled,
+}
+
+impl State {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            State::Enabled => "enabled",
+            State::Paused => "paused",
+            State::Disabled => "disabled",
+        }
+    }
+
+    pub fn parse(text: &str) -> State {
+        match text {
+            "enabled" => State::Enabled,
+            "paused" => State::Paused,
+            _ => State::Disabled,
+        }
+    }
+}
+
+/// A profile as the consumer and the worker use it.
+#[derive(Debug, Clone)]
+pub struct StoredProfile {
+    pub id: String,
+    pub profile: Profile,
+    pub state: State,
+}
+
+/// The spec with every secret replaced by `***`, for the `spec` column and the API.
+pub fn redacted(profile: &Profile) -> Value {
+    let mut spec = serde_json::to_value(profile.spec()).unwrap_or(Value::Null);
+    if let Some(secrets) = spec.get_mut("signing_secrets").and_then(Value::as_array_mut) {
+        secrets.iter_mut().for_each(|s| *s = json!("***"));
+    }
+    if let Some(steps) = spec.get_mut("steps").and_then(Value::as_array_mut) {
+        for step in steps {
+            for field in ["headers", "url_params", "form_params"] {
+                let params =
+                    step.get_mut("request").and_then(|r| r.get_mut(field)).and_then(Value::as_array_mut);
+                for param in params.into_iter().flatten() {
+                    if let Some(secret) = param.get_mut("secret") {
+                        *secret = json!("***");
+                    }
+                }
+            }
+        }
+    }
+    spec
+}
+
+/// Creates or replaces profile `id`; its state is the spec's. Returns whether it was created.
+pub async fn put_profile(
+    pool: &Pool,
+    sealer: &Sealer,
+    id: &str,
+    profile: &Profile,
+) -> Result<bool, StoreError> {
+    let sealed = sealer
+        .seal(profile.to_json().as_bytes())
+        .map_err(|source| StoreError::Seal { id: id.to_owned(), source })?;
+    let (state, reason) = match &profile.state {
+        ProfileState::Enabled => (State::Enabled, None),
+        ProfileState::Paused => (State::Paused, None),
+        ProfileState::Disabled { reason } => (State::Disabled, reason.clone()),
+    };
+    let client = pool.get().await?;
+    let row = client
+        .query_one(
+            "INSERT INTO delivery_profiles (id, name, spec, sealed, state, disabled_reason)
+             VALUES ($1, $2, $3, $4, $5, $6)
+             ON CONFLICT (id) DO UPDATE SET name = $2, spec = $3, sealed = $4, state = $5,
+                 disabled_reason = $6, failing_since = NULL, updated_at = now()
+             RETURNING (xmax = 0) AS created",
+            &[&id, &profile.name, &redacted(profile), &sealed, &state.as_str(), &reason],
+        )
+        .await?;
+    Ok(row.get("created"))
+}
+
+/// Every profile, opened. A profile that cannot be opened (another key) is logged and left out.
+pub async fn load_profiles(pool: &Pool, sealer: &Sealer) -> Result<Vec<StoredProfile>, StoreError> {
+    let client = pool.get().await?;
+    let rows = client.query("SELECT id, sealed, state FROM delivery_profiles ORDER BY id", &[]).await?;
+    let mut profiles = Vec::with_capacity(rows.len());
+    for row in rows {
+        let id: String = row.get("id");
+        let sealed: Vec<u8> = row.get("sealed");
+        let opened = sealer
+            .open(&sealed)
+            .map_err(|e| e.to_string())
+            .and_then(|plain| String::from_utf8(plain).map_err(|e| e.to_string()))
+            .and_then(|json| Profile::from_json(&json).map_err(|e| e.to_string()));
+        match opened {
+            Ok(profile) => {
+                profiles.push(StoredProfile { id, profile, state: State::parse(row.get("state")) })
+            }
+            Err(error) => {
+                tracing::warn!(profile = %id, %error, "Cannot open a stored profile; it is skipped.")
+            }
+        }
+    }
+    Ok(profiles)
+}
+
+fn profile_json(row: &Row) -> Value {
+    let created: DateTime<Utc> = row.get("created_at");
+    let updated: DateTime<Utc> = row.get("updated_at");
+    let failing: Option<DateTime<Utc>> = row.get("failing_since");
+    json!({
+        "id": row.get::<_, String>("id"),
+        "name": row.get::<_, String>("name"),
+        "state": row.get::<_, String>("state"),
+        "disabled_reason": row.get::<_, Option<String>>("disabled_reason"),
+        "failing_since": failing,
+        "spec": row.get::<_, Value>("spec"),
+        "created_at": created,
+        "updated_at": updated,
+    })
+}
+
+const PROFILE_COLUMNS: &str = "id, name, state, disabled_reason, failing_since, spec, created_at, updated_at";
+
+pub async fn get_profile(pool: &Pool, id: &str) -> Result<Option<Value>, StoreError> {
+    let client = pool.get().await?;
+    let sql = format!("SELECT {PROFILE_COLUMNS} FROM delivery_profiles WHERE id = $1");
+    Ok(client.query_opt(&sql, &[&id]).await?.map(|row| profile_json(&row)))
+}
+
+pub async fn list_profiles(pool: &Pool) -> Result<Vec<Value>, StoreError> {
+    let client = pool.get().await?;
+    let sql = format!("SELECT {PROFILE_COLUMNS} FROM delivery_profiles ORDER BY id");
+    Ok(client.query(&sql, &[]).await?.iter().map(profile_json).collect())
+}
+
+/// Deletes the profile and (cascading) its deliveries and their attempts.
+pub async fn delete_profile(pool: &Pool, id: &str) -> Result<bool, StoreError> {
+    let client = pool.get().await?;
+    Ok(client.execute("DELETE FROM delivery_profiles WHERE id = $1", &[&id]).await? > 0)
+}
+
+/// Sets a profile's state; `reason` is kept for a disabled one. Returns whether it exists.
+pub async fn set_state(
+    pool: &Pool,
+    id: &str,
+    state: State,
+    reason: Option<&str>,
+) -> Result<bool, StoreError> {
+    let client = pool.get().await?;
+    let changed = client
+        .execute(
+            "UPDATE delivery_profiles SET state = $2, disabled_reason = $3,
+                 failing_since = CASE WHEN $2 = 'enabled' THEN NULL ELSE failing_since END, updated_at = now()
+             WHERE id = $1",
+            &[&id, &state.as_str(), &reason],
+        )
+        .await?;
+    Ok(changed > 0)
+}
+
+/// Profiles by state, for `switchboard_dispatcher_profiles`.
+pub async fn profile_counts(pool: &Pool) -> Result<HashMap<String, i64>, StoreError> {
+    let client = pool.get().await?;
+    let rows = client.query("SELECT state, count(*) AS n FROM delivery_profiles GROUP BY state", &[]).await?;
+    Ok(rows.iter().map(|r| (r.get("state"), r.get("n"))).collect())
+}
+
+/// A delivery to insert.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewDelivery {
+    pub id: String,
+    pub profile_id: String,
+    pub source_id: String,
+    pub call_id: String,
+    pub subject_id: String,
+    pub trigger: String,
+    pub subject_kind: &'static str,
+    pub subject: Value,
+    /// `pending` for an enabled profile, `discarded` otherwise.
+    pub status: &'static str,
+}
+
+/// Inserts `deliveries` (skipping those already there) within the caller's transaction; returns
+/// the statuses of those newly inserted.
+pub async fn insert_deliveries(
+    client: &impl GenericClient,
+    deliveries: &[NewDelivery],
+) -> Result<Vec<&'static str>, tokio_postgres::Error> {
+    let mut inserted = Vec::new();
+    for d in deliveries {
+        let n = client
+            .execute(
+                "INSERT INTO deliveries (id, profile_id, source_id, call_id, subject_id, trigger,
+                     subject_kind, subject, status)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT (id) DO NOTHING",
+                &[
+                    &d.id,
+                    &d.profile_id,
+                    &d.source_id,
+                    &d.call_id,
+                    &d.subject_id,
+                    &d.trigger,
+                    &d.subject_kind,
+                    &d.subject,
+                    &d.status,
+                ],
+            )
+            .await?;
+        if n > 0 {
+            inserted.push(d.status);
+        }
+    }
+    Ok(inserted)
+}
+
+/// The highest record version seen of a call, within the caller's transaction, and records
+/// `version` as seen (locking the row, so two replicas after a rebalance cannot both take a
+/// record as the call's first).
+pub async fn see_record(
+    client: &impl GenericClient,
+    source_id: &str,
+    call_id: &str,
+    version: i64,
+) -> Result<Option<i64>, tokio_postgres::Error> {
+    let previous = client
+        .query_opt(
+            "SELECT version FROM dispatcher_seen_records WHERE source_id = $1 AND call_id = $2 FOR UPDATE",
+            &[&source_id, &call_id],
+        )
+        .await?
+        .map(|r| r.get::<_, i64>("version"));
+    client
+        .execute(
+            "INSERT INTO dispatcher_seen_records (source_id, call_id, version) VALUES ($1, $2, $3)
+             ON CONFLICT (source_id, call_id) DO UPDATE
+                 SET version = GREATEST(dispatcher_seen_records.version, EXCLUDED.version)",
+            &[&source_id, &call_id, &version],
+        )
+        .await?;
+    Ok(previous)
+}
+
+/// Within the caller's transaction: the pending deliveries of a call whose next step waits for
+/// the recording, and whose subject is an older record than `version`, take `record` as their
+/// subject and are due at once. Returns how many.
+pub async fn refresh_waiting(
+    client: &impl GenericClient,
+    source_id: &str,
+    call_id: &str,
+    version: i64,
+    record: &Value,
+) -> Result<u64, tokio_postgres::Error> {
+    client
+        .execute(
+            "UPDATE deliveries SET subject = $4, next_attempt_at = now(), waiting = false, updated_at = now()
+             WHERE source_id = $1 AND call_id = $2 AND status = 'pending' AND waiting
+               AND subject_kind = 'record' AND (subject->>'version')::int8 < $3",
+            &[&source_id, &call_id, &version, record],
+        )
+        .await
+}
+
+/// A delivery claimed for one attempt.
+#[derive(Debug, Clone)]
+pub struct Claimed {
+    pub id: String,
+    pub profile_id: String,
+    pub subject_kind: String,
+    pub subject: Value,
+    /// Attempts made, this one included.
+    pub attempts: i32,
+    /// Attempts made before the delivery was last queued (a replay): this attempt is number
+    /// `attempts - schedule_base` of its schedule.
+    pub schedule_base: i32,
+    pub flow: Value,
+    pub created_at: DateTime<Utc>,
+}
+
+/// Claims up to `limit` due deliveries of enabled profiles not in `full` (profiles at their
+/// concurrency limit), counting the attempt and leasing each for `lease`.
+pub async fn claim_due(
+    pool: &Pool,
+    limit: usize,
+    lease: Duration,
+    full: &[String],
+) -> Result<Vec<Claimed>, StoreError> {
+    let client = pool.get().await?;
+    let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+    let lease_ms = i64::try_from(lease.as_millis()).unwrap_or(i64::MAX);
+    let rows = client
+        .query(
+            "WITH due AS (
+                 SELECT d.id FROM deliveries d
+                 JOIN delivery_profiles p ON p.id = d.profile_id AND p.state = 'enabled'
+                 WHERE d.status = 'pending' AND d.next_attempt_at <= now()
+                   AND (d.lease_until IS NULL OR d.lease_until < now())
+                   AND NOT (d.profile_id = ANY($3))
+                   AND NOT EXISTS (
+                       SELECT 1 FROM deliveries e
+                       WHERE e.profile_id = d.profile_id AND e.source_id = d.source_id
+                         AND e.call_id = d.call_id AND e.status = 'pending' AND e.seq < d.seq)
+                 ORDER BY d.next_attempt_at
+                 LIMIT $1
+                 FOR UPDATE OF d SKIP LOCKED)
+             UPDATE deliveries d
+             SET attempts = d.attempts + 1, lease_until = now() + $2::int8 * interval '1 millisecond',
+                 updated_at = now()
+             FROM due WHERE d.id = due.id
+             RETURNING d.id, d.profile_id, d.subject_kind, d.subject, d.attempts, d.schedule_base, d.flow,
+                 d.created_at",
+            &[&limit, &lease_ms, &full],
+        )
+        .await?;
+    Ok(rows
+        .iter()
+        .map(|r| Claimed {
+            id: r.get("id"),
+            profile_id: r.get("profile_id"),
+            subject_kind: r.get("subject_kind"),
+            subject: r.get("subject"),
+            attempts: r.get("attempts"),
+            schedule_base: r.get("schedule_base"),
+            flow: r.get("flow"),
+            created_at: r.get("created_at"),
+        })
+        .collect())
+}
+
+/// Gives a claim back untried (its profile reached its concurrency limit meanwhile).
+pub async fn unclaim(pool: &Pool, id: &str) -> Result<(), StoreError> {
+    let client = pool.get().await?;
+    client
+        .execute(
+            "UPDATE deliveries SET attempts = attempts - 1, lease_until = NULL WHERE id = $1 AND status = 'pending'",
+            &[&id],
+        )
+        .await?;
+    Ok(())
+}
+
+/// One attempt, for the log.
+#[derive(Debug, Clone)]
+pub struct AttemptLog {
+    pub n: i32,
+    pub step: String,
+    pub started_at: DateTime<Utc>,
+    pub request: Value,
+    pub status: Option<u16>,
+    pub body: Option<String>,
+    pub latency: Duration,
+    pub error: Option<String>,
+}
+
+pub async fn log_attempt(pool: &Pool, delivery_id: &str, log: &AttemptLog) -> Result<(), StoreError> {
+    let client = pool.get().await?;
+    let latency = i64::try_from(log.latency.as_millis()).unwrap_or(i64::MAX);
+    client
+        .execute(
+            "INSERT INTO delivery_attempts (delivery_id, n, step, started_at, request, response_status,
+                 response_body, latency_ms, error)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+             ON CONFLICT (delivery_id, n, step) DO UPDATE SET started_at = $4, request = $5,
+                 response_status = $6, response_body = $7, latency_ms = $8, error = $9",
+            &[
+                &delivery_id,
+                &log.n,
+                &log.step,
+                &log.started_at,
+                &log.request,
+                &log.status.map(i32::from),
+                &log.body,
+                &latency,
+                &log.error,
+            ],
+        )
+        .await?;
+    Ok(())
+}
+
+/// How an attempt settles its delivery.
+#[derive(Debug, Clone)]
+pub enum Settle {
+    Delivered,
+    RetryAt {
+        at: DateTime<Utc>,
+        error: String,
+    },
+    /// The next step waits for the call's recording: looked at again at `at`, or as soon as a
+    /// newer record of the call arrives. A look is not an attempt: it is not counted.
+    Wait {
+        at: DateTime<Utc>,
+        error: String,
+    },
+    Failed {
+        error: String,
+    },
+}
+
+/// Settles a delivery after an attempt and keeps its flow; also tracks the profile's failing
+/// streak. Changes nothing when the delivery is no longer pending (another replica settled it
+/// after this one's lease lapsed).
+pub async fn settle(pool: &Pool, claimed: &Claimed, settle: &Settle, flow: &Value) -> Result<(), StoreError> {
+    let mut client = pool.get().await?;
+    let tx = client.transaction().await?;
+    let (status, at, error): (&str, Option<DateTime<Utc>>, Option<&str>) = match settle {
+        Settle::Delivered => ("delivered", None, None),
+        Settle::RetryAt { at, error } | Settle::Wait { at, error } => ("pending", Some(*at), Some(error)),
+        Settle::Failed { error } => ("failed", None, Some(error)),
+    };
+    let waiting = matches!(settle, Settle::Wait { .. });
+    tx.execute(
+        "UPDATE deliveries SET status = $2, next_attempt_at = COALESCE($3, next_attempt_at), lease_until = NULL,
+             last_error = $4, flow = $5, updated_at = now(), waiting = $6,
+             attempts = CASE WHEN $6 THEN attempts - 1 ELSE attempts END,
+             delivered_at = CASE WHEN $2 = 'delivered' THEN now() END
+         WHERE id = $1 AND status = 'pending'",
+        &[&claimed.id, &status, &at, &error, flow, &waiting],
+    )
+    .await?;
+    if waiting {
+        // Waiting for a recording is not a failure of the receiver.
+        tx.commit().await?;
+        return Ok(());
+    }
+    let sql = if matches!(settle, Settle::Delivered) {
+        "UPDATE delivery_profiles SET failing_since = NULL WHERE id = $1 AND failing_since IS NOT NULL"
+    } else {
+        "UPDATE delivery_profiles SET failing_since = now() WHERE id = $1 AND failing_since IS NULL"
+    };
+    tx.execute(sql, &[&claimed.profile_id]).await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+/// Disables every enabled profile whose deliveries have all failed for longer than `after`;
+/// returns the ids disabled.
+pub async fn disable_failing(pool: &Pool, after: Duration) -> Result<Vec<String>, StoreError> {
+    let client = pool.get().await?;
+    let secs = i64::try_from(after.as_secs()).unwrap_or(i64::MAX);
+    let rows = client
+        .query(
+            "UPDATE delivery_profiles
+             SET state = 'disabled', updated_at = now(),
+                 disabled_reason = 'every delivery failed for ' || ($1::int8 / 3600) || ' hours'
+             WHERE state = 'enabled' AND failing_since < now() - $1::int8 * interval '1 second'
+             RETURNING id",
+            &[&secs],
+        )
+        .await?;
+    Ok(rows.iter().map(|r| r.get("id")).collect())
+}
+
+/// The number of pending deliveries and the age of the oldest, in seconds.
+pub async fn backlog(pool: &Pool) -> Result<(i64, i64), StoreError> {
+    let client = pool.get().await?;
+    let row = client
+        .query_one(
+            "SELECT count(*) AS n,
+                 COALESCE(EXTRACT(EPOCH FROM now() - min(created_at)), 0)::int8 AS oldest
+             FROM deliveries WHERE status = 'pending'",
+            &[],
+        )
+        .await?;
+    Ok((row.get("n"), row.get("oldest")))
+}
+
+fn delivery_json(row: &Row) -> Value {
+    let ts = |name: &str| row.get::<_, Option<DateTime<Utc>>>(name);
+    json!({
+        "id": row.get::<_, String>("id"),
+        "profile_id": row.get::<_, String>("profile_id"),
+        "source_id": row.get::<_, String>("source_id"),
+        "call_id": row.get::<_, String>("call_id"),
+        "subject_id": row.get::<_, String>("subject_id"),
+        "trigger": row.get::<_, String>("trigger"),
+        "status": row.get::<_, String>("status"),
+        "attempts": row.get::<_, i32>("attempts"),
+        "next_attempt_at": ts("next_attempt_at"),
+        "last_error": row.get::<_, Option<String>>("last_error"),
+        "created_at": ts("created_at"),
+        "delivered_at": ts("delivered_at"),
+    })
+}
+
+const DELIVERY_COLUMNS: &str = "id, profile_id, source_id, call_id, subject_id, trigger, status, attempts, \
+     next_attempt_at, last_error, created_at, delivered_at";
+
+/// Deliveries, newest first, filtered by profile and status.
+pub async fn list_deliveries(
+    pool: &Pool,
+    profile: Option<&str>,
+    status: Option<&str>,
+    limit: i64,
+) -> Result<Vec<Value>, StoreError> {
+    let client = pool.get().await?;
+    let sql = format!(
+        "SELECT {DELIVERY_COLUMNS} FROM deliveries
+         WHERE ($1::text IS NULL OR profile_id = $1) AND ($2::text IS NULL OR status = $2)
+         ORDER BY created_at DESC, seq DESC LIMIT $3"
+    );
+    Ok(client.query(&sql, &[&profile, &status, &limit]).await?.iter().map(delivery_json).collect())
+}
+
+/// One delivery with its subject and attempt log.
+pub async fn get_delivery(pool: &Pool, id: &str) -> Result<Option<Value>, StoreError> {
+    let client = pool.get().await?;
+    let sql = format!("SELECT {DELIVERY_COLUMNS}, subject_kind, subject FROM deliveries WHERE id = $1");
+    let Some(row) = client.query_opt(&sql, &[&id]).await? else { return Ok(None) };
+    let mut delivery = delivery_json(&row);
+    delivery["subject_kind"] = json!(row.get::<_, String>("subject_kind"));
+    delivery["subject"] = row.get("subject");
+    let attempts = client
+        .query(
+            "SELECT n, step, started_at, request, response_status, response_body, latency_ms, error
+             FROM delivery_attempts WHERE delivery_id = $1 ORDER BY n, started_at",
+            &[&id],
+        )
+        .await?;
+    delivery["attempt_log"] = attempts
+        .iter()
+        .map(|a| {
+            json!({
+                "n": a.get::<_, i32>("n"),
+                "step": a.get::<_, String>("step"),
+                "started_at": a.get::<_, DateTime<Utc>>("started_at"),
+                "request": a.get::<_, Value>("request"),
+                "response_status": a.get::<_, Option<i32>>("response_status"),
+                "response_body": a.get::<_, Option<String>>("response_body"),
+                "latency_ms": a.get::<_, i64>("latency_ms"),
+                "error": a.get::<_, Option<String>>("error"),
+            })
+        })
+        .collect();
+    Ok(Some(delivery))
+}
+
+/// The delivery's subject, for a test send of a stored call.
+pub async fn latest_subject(pool: &Pool, call_id: &str) -> Result<Option<(String, Value)>, StoreError> {
+    let client = pool.get().await?;
+    Ok(client
+        .query_opt(
+            "SELECT subject_kind, subject FROM deliveries WHERE call_id = $1 ORDER BY seq DESC LIMIT 1",
+            &[&call_id],
+        )
+        .await?
+        .map(|r| (r.get("subject_kind"), r.get("subject"))))
+}
+
+/// Queues deliveries again from the start of their schedule and their flow: `id` alone, or every
+/// delivery of `profile` created in `[from, to)` with `status` (failed or discarded). Returns how
+/// many were queued.
+pub async fn replay(
+    pool: &Pool,
+    id: Option<&str>,
+    profile: Option<&str>,
+    status: Option<&str>,
+    from: Option<DateTime<Utc>>,
+    to: Option<DateTime<Utc>>,
+) -> Result<u64, StoreError> {
+    let client = pool.get().await?;
+    Ok(client
+        .execute(
+            "UPDATE deliveries SET status = 'pending', schedule_base = attempts, next_attempt_at = now(),
+                 lease_until = NULL, flow = '{}', last_error = NULL, delivered_at = NULL, updated_at = now()
+             WHERE ($1::text IS NULL OR id = $1) AND ($2::text IS NULL OR profile_id = $2)
+               AND status <> 'pending'
+               AND ($3::text IS NULL OR status = $3)
+               AND ($4::timestamptz IS NULL OR created_at >= $4) AND ($5::timestamptz IS NULL OR created_at < $5)",
+            &[&id, &profile, &status, &from, &to],
+        )
+        .await?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redaction_hides_every_secret_and_keeps_the_rest() {
+        let spec = json!({
+            "name": "CRM",
+            "trigger": "call_answered",
+            "steps": [{"name": "post", "request": {
+                "method": "POST", "url": "https://crm.example.com/calls",
+                "headers": [{"name": "authorization", "secret": "Bearer t0ken"}, {"name": "x-src", "text": "sb"}],
+                "url_params": [{"name": "key", "secret": "k3y"}],
+            }}],
+            "signing_secrets": ["whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"],
+        });
+        let profile = Profile::from_json(&spec.to_string()).expect("valid");
+        let shown = redacted(&profile);
+        let text = shown.to_string();
+        for secret in ["t0ken", "k3y", "MfKQ9r8"] {
+            assert!(!text.contains(secret), "{secret} in {text}");
+        }
+        assert_eq!(shown["signing_secrets"], json!(["***"]));
+        assert_eq!(shown["steps"][0]["request"]["headers"][1]["text"], "sb");
+        assert_eq!(shown["name"], "CRM");
+    }
+}

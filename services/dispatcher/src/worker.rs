@@ -1,0 +1,491 @@
+//! The attempt worker: claims due deliveries from PostgreSQL, renders and signs each request with
+//! the library, sends it past the SSRF guard, logs the attempt and applies the library's verdict.
+//!
+//! Inputs: the `deliveries` table (due, pending, of enabled profiles, leased with `FOR UPDATE
+//! SKIP LOCKED` so that any replica can work any delivery); the profiles. Outputs: HTTP requests;
+//! rows of `delivery_attempts`; each delivery settled delivered, pending again at a later time,
+//! or failed; a profile disabled on 410 Gone (or after failing for `disable_after_hours`).
+//!
+//! Delivery guarantee: at least once. An attempt is counted when claimed; a replica that dies
+//! mid-attempt leaves the lease to lapse and the delivery is attempted again, with the same
+//! `webhook-id` (the delivery id), which is the receiver's idempotency key. Ordering: a delivery is
+//! claimed only once no earlier pending delivery of its profile and call exists; at most
+//! `max_concurrency` requests of one profile (and `dispatcher.concurrency` in all) run at once,
+//! and at most `rate_limit` start per window on one replica.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+use chrono::Utc;
+use serde_json::{Value, json};
+use switchboard_core::config::DispatcherSettings;
+use switchboard_core::deadpool_postgres::Pool;
+use switchboard_core::metrics;
+use switchboard_core::model::{CallEvent, CallRecord};
+use switchboard_core::retry::Backoff;
+use tokio::sync::Notify;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use crate::cache::ProfileCache;
+use crate::flow::{DEFAULT_WAIT_LIMIT, FlowState, Next};
+use crate::profile::Profile;
+use crate::request::{RenderedRequest, render_step};
+use crate::retry::{self, Attempt, Outcome, RetryPolicy, Verdict};
+use crate::seal::Sealer;
+use crate::send::{self, Answer, SendError};
+use crate::ssrf::EgressPolicy;
+use crate::store::{self, AttemptLog, Claimed, Settle, State};
+use crate::values::CallValues;
+
+/// How often a replica counts the backlog and looks for profiles failing too long.
+const COUNT_INTERVAL: Duration = Duration::from_secs(10);
+/// How long a step waiting for the call's recording waits before it is looked at again.
+const WAIT_RECHECK: Duration = Duration::from_secs(60);
+/// How much of an answer the attempt log keeps.
+const LOGGED_BODY: usize = 4096;
+
+#[derive(Debug)]
+pub struct Worker {
+    pub pool: Pool,
+    pub profiles: ProfileCache,
+    pub policy: EgressPolicy,
+    pub settings: DispatcherSettings,
+    pub sealer: Arc<Sealer>,
+    pub drain_timeout: Duration,
+    /// Rung by this replica's consumer when it scheduled deliveries.
+    pub scheduled: Arc<Notify>,
+    /// Requests in flight per profile.
+    in_flight: Mutex<HashMap<String, usize>>,
+    /// When this replica started each profile's recent attempts, for its `rate_limit` (per
+    /// replica: replicas share the deliveries, so the receiver sees at most replicas × the limit).
+    started: Mutex<HashMap<String, VecDeque<Instant>>>,
+}
+
+/// The call values of a stored subject.
+pub fn subject_values(kind: &str, subject: &Value) -> Result<CallValues, String> {
+    match kind {
+        "event" => serde_json::from_value::<CallEvent>(subject.clone())
+            .map(|e| CallValues::from_event(&e))
+            .map_err(|e| format!("stored event unreadable: {e}")),
+        _ => serde_json::from_value::<CallRecord>(subject.clone())
+            .map(|r| CallValues::from_record(&r))
+            .map_err(|e| format!("stored record unreadable: {e}")),
+    }
+}
+
+/// What the attempt log keeps of a request: no query (it may carry a token), no header values.
+pub fn request_summary(request: &RenderedRequest) -> Value {
+    let uri = &request.uri;
+    json!({
+        "method": request.method.as_str(),
+        "url": format!("{}://{}{}", uri.scheme_str().unwrap_or("http"),
+            uri.authority().map_or("", |a| a.as_str()), uri.path()),
+        "headers": request.headers.keys().map(|k| k.as_str()).collect::<Vec<_>>(),
+        "body_bytes": request.body.len(),
+        "webhook_id": request.headers.get("webhook-id").and_then(|v| v.to_str().ok()),
+    })
+}
+
+/// Renders a step and signs it with the profile's secrets, as `message_id`.
+pub fn prepare(
+    profile: &Profile,
+    step: &crate::profile::Step,
+    values: &CallValues,
+    flow: &FlowState,
+    message_id: &str,
+) -> Result<RenderedRequest, String> {
+    let mut request = render_step(step, values, &flow.extracted).map_err(|e| e.to_string())?;
+    let keys = profile.signing_keys();
+    if !keys.is_empty() {
+        request.sign(message_id, Utc::now().timestamp(), &keys).map_err(|e| e.to_string())?;
+    }
+    Ok(request)
+}
+
+impl Worker {
+    pub fn new(
+        pool: Pool,
+        profiles: ProfileCache,
+        policy: EgressPolicy,
+        settings: DispatcherSettings,
+        sealer: Arc<Sealer>,
+        drain_timeout: Duration,
+        scheduled: Arc<Notify>,
+    ) -> Self {
+        Self {
+            pool,
+            profiles,
+            policy,
+            settings,
+            sealer,
+            drain_timeout,
+            scheduled,
+            in_flight: Mutex::new(HashMap::new()),
+            started: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The longest an attempt can take: every step at the longest timeout, and the bookkeeping.
+    fn lease(&self) -> Duration {
+        Duration::from_millis(self.settings.attempt_timeout_ms).max(Duration::from_secs(120)) * 3
+            + Duration::from_secs(30)
+    }
+
+    fn limit_of(profile: &Profile) -> usize {
+        profile.max_concurrency.map_or(usize::MAX, |n| usize::try_from(n.max(1)).unwrap_or(usize::MAX))
+    }
+
+    /// Whether the profile has used its `rate_limit` within the last window (forgetting older
+    /// starts), and, when it has not and `take` is set, counts one more start.
+    fn rate_limited(&self, profile: &Profile, id: &str, take: bool) -> bool {
+        let Some(limit) = profile.rate_limit else { return false };
+        let Ok(mut started) = self.started.lock() else { return true };
+        let window = Duration::from_secs(u64::from(limit.per_seconds.max(1)));
+        let recent = started.entry(id.to_owned()).or_default();
+        while recent.front().is_some_and(|t| t.elapsed() >= window) {
+            recent.pop_front();
+        }
+        let limited = recent.len() >= usize::try_from(limit.requests.max(1)).unwrap_or(usize::MAX);
+        if !limited && take {
+            recent.push_back(Instant::now());
+        }
+        limited
+    }
+
+    /// Profiles at their concurrency or rate limit: claims skip them, so that their due
+    /// deliveries wait in the table, not in this process.
+    fn full(&self) -> Vec<String> {
+        let in_flight = self.in_flight.lock().map(|m| m.clone()).unwrap_or_default();
+        self.profiles
+            .all()
+            .iter()
+            .filter(|p| {
+                in_flight.get(&p.id).is_some_and(|n| *n >= Self::limit_of(&p.profile))
+                    || self.rate_limited(&p.profile, &p.id, false)
+            })
+            .map(|p| p.id.clone())
+            .collect()
+    }
+
+    /// Takes a slot of the profile, or `false` when it is at its concurrency or rate limit.
+    fn take_slot(&self, profile: &Profile, id: &str) -> bool {
+        let Ok(mut in_flight) = self.in_flight.lock() else { return false };
+        let count = in_flight.entry(id.to_owned()).or_default();
+        if *count >= Self::limit_of(profile) || self.rate_limited(profile, id, true) {
+            return false;
+        }
+        *count += 1;
+        true
+    }
+
+    fn release_slot(&self, id: &str) {
+        if let Ok(mut in_flight) = self.in_flight.lock()
+            && let Some(count) = in_flight.get_mut(id)
+        {
+            *count = count.saturating_sub(1);
+        }
+    }
+
+    /// Claims and attempts due deliveries until `cancel` fires, then waits (up to the drain
+    /// timeout) for the attempts in flight; those cut short come back when their lease lapses.
+    pub async fn run(self: Arc<Self>, cancel: CancellationToken) {
+        let mut attempts: JoinSet<()> = JoinSet::new();
+        let poll = Duration::from_millis(self.settings.poll_interval_ms);
+        let mut db_backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(5));
+        let mut next_count = Instant::now();
+        while !cancel.is_cancelled() {
+            while attempts.try_join_next().is_some() {}
+            if Instant::now() >= next_count {
+                next_count = Instant::now() + COUNT_INTERVAL;
+                self.housekeeping().await;
+            }
+            let room = self.settings.concurrency.saturating_sub(attempts.len());
+            let mut full = false;
+            if room > 0 {
+                match store::claim_due(&self.pool, room, self.lease(), &self.full()).await {
+                    Ok(claimed) => {
+                        db_backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(5));
+                        full = claimed.len() == room;
+                        for delivery in claimed {
+                            let worker = self.clone();
+                            attempts.spawn(async move { worker.attempt(delivery).await });
+                        }
+                    }
+                    Err(error) => {
+                        metrics::TRANSIENT_RETRIES.with_label_values(&["dispatcher", "postgres"]).inc();
+                        let delay = db_backoff.next_delay();
+                        tracing::warn!(%error, ?delay, "Cannot claim due deliveries; retrying.");
+                        tokio::select! {
+                            _ = cancel.cancelled() => break,
+                            _ = tokio::time::sleep(delay) => continue,
+                        }
+                    }
+                }
+            }
+            if full {
+                continue;
+            }
+            tokio::select! {
+                _ = cancel.cancelled() => break,
+                Some(_) = attempts.join_next(), if !attempts.is_empty() => {}
+                _ = self.scheduled.notified() => {}
+                _ = tokio::time::sleep(poll) => {}
+            }
+        }
+        let drained =
+            tokio::time::timeout(self.drain_timeout, async { while attempts.join_next().await.is_some() {} })
+                .await;
+        if drained.is_err() {
+            tracing::warn!(left = attempts.len(), "Delivery attempts cut short; their leases will lapse.");
+            attempts.abort_all();
+        }
+    }
+
+    /// Counts the backlog for the metrics and disables profiles that have failed for too long.
+    async fn housekeeping(&self) {
+        if let Ok((pending, oldest)) = store::backlog(&self.pool).await {
+            metrics::DISPATCHER_PENDING.set(pending);
+            metrics::DISPATCHER_OLDEST_PENDING.set(oldest);
+        }
+        if self.settings.disable_after_hours > 0 {
+            let after = Duration::from_secs(self.settings.disable_after_hours.saturating_mul(3600));
+            match store::disable_failing(&self.pool, after).await {
+                Ok(disabled) => {
+                    for id in disabled {
+                        tracing::warn!(profile = %id, hours = self.settings.disable_after_hours,
+                            "Profile disabled: every delivery failed for too long.");
+                    }
+                }
+                Err(error) => tracing::warn!(%error, "Cannot check for failing profiles."),
+            }
+        }
+    }
+
+    async fn attempt(&self, claimed: Claimed) {
+        let Some(stored) = self.profiles.get(&claimed.profile_id).filter(|p| p.state == State::Enabled)
+        else {
+            // Paused or disabled since the claim (this replica's cache lags): hand it back.
+            let _ = store::unclaim(&self.pool, &claimed.id).await;
+            return;
+        };
+        if !self.take_slot(&stored.profile, &stored.id) {
+            let _ = store::unclaim(&self.pool, &claimed.id).await;
+            return;
+        }
+        self.attempt_with(&claimed, &stored.profile).await;
+        self.release_slot(&stored.id);
+    }
+
+    async fn attempt_with(&self, claimed: &Claimed, profile: &Profile) {
+        let mut flow: FlowState = serde_json::from_value(claimed.flow.clone()).unwrap_or_default();
+        let policy = profile.retry.clone().unwrap_or_default();
+        let timeout = profile
+            .retry
+            .as_ref()
+            .and_then(|r| r.timeout_seconds)
+            .map_or(Duration::from_millis(self.settings.attempt_timeout_ms), Duration::from_secs);
+        let number =
+            usize::try_from(claimed.attempts.saturating_sub(claimed.schedule_base)).unwrap_or(1).max(1);
+        let settle = match subject_values(&claimed.subject_kind, &claimed.subject) {
+            Ok(values) => {
+                let values = values.with_crm_user(&profile.users);
+                self.run_flow(claimed, profile, &policy, timeout, number, &values, &mut flow).await
+            }
+            Err(error) => Settle::Failed { error },
+        };
+        let flow_json = serde_json::to_value(&flow).unwrap_or(Value::Null);
+        let result = match &settle {
+            Settle::Delivered => "delivered",
+            Settle::RetryAt { .. } => "retry",
+            Settle::Wait { .. } => "waiting",
+            Settle::Failed { .. } => "failed",
+        };
+        if result != "waiting" {
+            metrics::DISPATCHER_DELIVERIES.with_label_values(&[result]).inc();
+        }
+        match &settle {
+            Settle::Delivered => {
+                tracing::info!(delivery = %claimed.id, profile = %claimed.profile_id, attempt = claimed.attempts, "Delivered.");
+            }
+            Settle::Wait { at, error } => {
+                tracing::debug!(delivery = %claimed.id, profile = %claimed.profile_id, %at, %error, "Delivery waits.");
+            }
+            Settle::RetryAt { at, error } => {
+                tracing::info!(delivery = %claimed.id, profile = %claimed.profile_id, attempt = claimed.attempts,
+                    %at, %error, "Delivery attempt failed; trying again later.");
+            }
+            Settle::Failed { error } => {
+                tracing::warn!(delivery = %claimed.id, profile = %claimed.profile_id, attempt = claimed.attempts,
+                    %error, "Delivery failed for good.");
+            }
+        }
+        if let Err(error) = store::settle(&self.pool, claimed, &settle, &flow_json).await {
+            // The lease lapses and the delivery is attempted again, with the same id.
+            tracing::warn!(%error, delivery = %claimed.id, "Cannot record the attempt's result.");
+        }
+    }
+
+    /// Runs the remaining steps in order; the first that fails decides what follows.
+    #[allow(clippy::too_many_arguments)]
+    async fn run_flow(
+        &self,
+        claimed: &Claimed,
+        profile: &Profile,
+        policy: &RetryPolicy,
+        timeout: Duration,
+        number: usize,
+        values: &CallValues,
+        flow: &mut FlowState,
+    ) -> Settle {
+        loop {
+            let step = match flow.next(profile, values, claimed.created_at, Utc::now(), DEFAULT_WAIT_LIMIT) {
+                Next::Finished => return Settle::Delivered,
+                Next::Skip(step) => {
+                    flow.skip(step);
+                    continue;
+                }
+                Next::Wait { step, .. } => {
+                    let at = Utc::now() + chrono::Duration::from_std(WAIT_RECHECK).unwrap_or_default();
+                    return Settle::Wait {
+                        at,
+                        error: format!("step {:?} waits for the recording", step.name),
+                    };
+                }
+                Next::Run(step) => step,
+            };
+            // One step: the delivery id itself, as Standard Webhooks' idempotency key; several:
+            // each step its own message.
+            let message_id = if profile.steps.len() == 1 {
+                claimed.id.clone()
+            } else {
+                crate::step_message_id(&claimed.id, &step.name)
+            };
+            let started_at = Utc::now();
+            let request = match prepare(profile, step, values, flow, &message_id) {
+                Ok(request) => request,
+                Err(error) => {
+                    let error = format!("step {:?} cannot be rendered: {error}", step.name);
+                    self.log(claimed, &step.name, started_at, json!({}), None, Duration::ZERO, Some(&error))
+                        .await;
+                    return Settle::Failed { error };
+                }
+            };
+            let sent = send::send(&self.policy, &request, timeout, self.settings.max_response_bytes).await;
+            let latency = (Utc::now() - started_at).to_std().unwrap_or_default();
+            let summary = request_summary(&request);
+            let (outcome, error) = match &sent {
+                Ok(answer) => {
+                    let attempt = attempt_of(answer);
+                    (retry::classify(&attempt, timeout, SystemTime::now()), None)
+                }
+                Err(SendError::Timeout) => {
+                    (retry::classify(&Attempt::Timeout, timeout, SystemTime::now()), None)
+                }
+                Err(error) => {
+                    let text = error.to_string();
+                    (retry::classify(&Attempt::Error(&text), timeout, SystemTime::now()), Some(text))
+                }
+            };
+            let result = if outcome == Outcome::Delivered { "delivered" } else { "failed" };
+            metrics::DISPATCHER_ATTEMPT_SECONDS.with_label_values(&[result]).observe(latency.as_secs_f64());
+            let error = match (&outcome, error) {
+                (_, Some(error)) => Some(error),
+                (Outcome::Delivered, None) => None,
+                (Outcome::Failed { reason, .. } | Outcome::Aborted { reason }, None) => Some(reason.clone()),
+                (Outcome::Gone, None) => Some("HTTP 410 Gone".to_owned()),
+            };
+            let answer = sent.as_ref().ok();
+            self.log(claimed, &step.name, started_at, summary, answer, latency, error.as_deref()).await;
+            if outcome == Outcome::Delivered {
+                let body = answer.map(|a| a.body.as_ref()).unwrap_or_default();
+                match flow.complete(step, body) {
+                    Ok(()) => continue,
+                    Err(extract) => {
+                        let reason = extract.to_string();
+                        return self
+                            .verdict(claimed, policy, number, Outcome::Failed { reason, not_before: None })
+                            .await;
+                    }
+                }
+            }
+            return self.verdict(claimed, policy, number, outcome).await;
+        }
+    }
+
+    async fn verdict(
+        &self,
+        claimed: &Claimed,
+        policy: &RetryPolicy,
+        number: usize,
+        outcome: Outcome,
+    ) -> Settle {
+        let reason = match &outcome {
+            Outcome::Failed { reason, .. } | Outcome::Aborted { reason } => reason.clone(),
+            Outcome::Gone => "HTTP 410 Gone".to_owned(),
+            Outcome::Delivered => String::new(),
+        };
+        match retry::next(policy, number, outcome, Utc::now(), self.sealer.random_u32()) {
+            Verdict::Delivered => Settle::Delivered,
+            Verdict::RetryAt(at) => Settle::RetryAt { at, error: reason },
+            Verdict::GiveUp { reason } => Settle::Failed { error: reason },
+            Verdict::DisableProfile => {
+                let why = format!("the receiver answered 410 Gone to delivery {}", claimed.id);
+                match store::set_state(&self.pool, &claimed.profile_id, State::Disabled, Some(&why)).await {
+                    Ok(_) => {
+                        metrics::DISPATCHER_DELIVERIES.with_label_values(&["gone"]).inc();
+                        tracing::warn!(profile = %claimed.profile_id, delivery = %claimed.id,
+                            "Profile disabled: the receiver answered 410 Gone.");
+                    }
+                    Err(error) => {
+                        tracing::warn!(%error, profile = %claimed.profile_id, "Cannot disable the profile.")
+                    }
+                }
+                // Reloaded at once, so that this replica schedules the next records as discarded.
+                let _ = self.profiles.reload(&self.pool, &self.sealer).await;
+                Settle::Failed { error: "HTTP 410 Gone: the profile is disabled".into() }
+            }
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn log(
+        &self,
+        claimed: &Claimed,
+        step: &str,
+        started_at: chrono::DateTime<Utc>,
+        request: Value,
+        answer: Option<&Answer>,
+        latency: Duration,
+        error: Option<&str>,
+    ) {
+        let log = AttemptLog {
+            n: claimed.attempts,
+            step: step.to_owned(),
+            started_at,
+            request,
+            status: answer.map(|a| a.status),
+            body: answer.map(|a| {
+                let end = a.body.len().min(LOGGED_BODY);
+                String::from_utf8_lossy(a.body.get(..end).unwrap_or_default()).into_owned()
+            }),
+            latency,
+            error: error.map(str::to_owned),
+        };
+        if let Err(error) = store::log_attempt(&self.pool, &claimed.id, &log).await {
+            tracing::warn!(%error, delivery = %claimed.id, "Cannot log the attempt.");
+        }
+    }
+}
+
+/// The library's view of an answer.
+pub fn attempt_of(answer: &Answer) -> Attempt<'_> {
+    let header = |name: &str| answer.headers.get(name).and_then(|v| v.to_str().ok());
+    Attempt::Response {
+        status: answer.status,
+        retry_after: header("retry-after"),
+        delivery_control: header("webhook-delivery"),
+        elapsed: answer.elapsed,
+    }
+}
