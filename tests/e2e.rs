@@ -3,13 +3,15 @@
 //! PostgreSQL, every test on its own topics, groups and database (`support/lib.rs`).
 
 /// The vendor fixture format, shared with the adapters' in-process tests.
-#[path = "../services/adapters/tests/common/fixture.rs"]
+#[path = "../libs/adapters/tests/common/fixture.rs"]
 mod fixture;
 
 #[path = "calllog.rs"]
 mod calllog;
 #[path = "directory.rs"]
 mod directory;
+#[path = "dispatcher.rs"]
+mod dispatcher;
 #[path = "operations.rs"]
 mod operations;
 #[path = "pipeline.rs"]

@@ -2,7 +2,7 @@
 //! with the CLI (vendor, region, signing secret, settings), every request posted to the real
 //! ingress with the vendor's own authentication, the answer checked, and the events read back from
 //! the normalized topic, the dead letters from the dead-letter topic and the rows from the call
-//! log. The adapter tests run the same fixtures without Kafka (`services/adapters/tests`).
+//! log. The adapter tests run the same fixtures without Kafka (`libs/adapters/tests`).
 
 use std::collections::BTreeMap;
 use std::time::Duration;

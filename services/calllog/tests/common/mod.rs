@@ -3,7 +3,7 @@
 
 #![allow(dead_code, unreachable_pub)]
 
-#[path = "../../../adapters/tests/common/fixture.rs"]
+#[path = "../../../../libs/adapters/tests/common/fixture.rs"]
 pub mod fixture;
 
 use std::collections::BTreeMap;

@@ -1,6 +1,6 @@
 //! PostgreSQL: the connection pool, database creation and migrations.
 //!
-//! Migrations are the SQL files in `services/core/migrations/`, compiled in and applied at
+//! Migrations are the SQL files in `libs/core/migrations/`, compiled in and applied at
 //! start-up by every service that uses the database. A transaction-scoped advisory lock makes
 //! concurrent starts (several replicas at once) apply each migration exactly once.
 

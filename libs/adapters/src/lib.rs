@@ -12,7 +12,7 @@
 //! targets under `fuzz/` hold them to that.
 //!
 //! # Adding a vendor
-//! 1. A variant in `Vendor` (`services/model`), with its name in `Vendor::ALL` and `as_str`.
+//! 1. A variant in `Vendor` (`libs/model`), with its name in `Vendor::ALL` and `as_str`.
 //! 2. A module here implementing [`Adapter`]: `check` and `normalize` at least; `methods`,
 //!    `authenticate`, `handshake` and `reply` where the vendor differs from the defaults (POST,
 //!    HTTP Basic or a `token` query parameter, no handshake, `202` with JSON). Its unit tests
