@@ -65,7 +65,8 @@ where
     // The ops port outlives the public port's drain, so that probes and metrics answer to the end.
     let ops_cancel = CancellationToken::new();
     let ops_addr = settings.ops_listen_addr(service);
-    let ops = if ops_addr.port() != addr.port() {
+    // Decided by the settings, not by the bound port: a caller may bind the public port itself.
+    let ops = if ops_addr != settings.listen_addr(service) {
         let ops_listener = TcpListener::bind(ops_addr)
             .await
             .map_err(|source| ServiceError::Bind { addr: ops_addr, source })?;
