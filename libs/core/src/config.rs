@@ -34,7 +34,7 @@ pub struct Settings {
     pub log: LogSettings,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct KafkaSettings {
     /// Comma-separated bootstrap servers.
@@ -86,6 +86,52 @@ impl KafkaSettings {
     }
 }
 
+/// librdkafka properties whose values are credentials (`sasl.password`, `ssl.key.password`,
+/// `sasl.oauthbearer.client.secret`, ...): never printed.
+fn is_secret_property(key: &str) -> bool {
+    ["password", "secret", "ssl.key.pem", "sasl.oauthbearer.config"].iter().any(|word| key.contains(word))
+}
+
+impl std::fmt::Debug for KafkaSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let client: BTreeMap<&str, &str> = self
+            .client
+            .iter()
+            .map(|(k, v)| (k.as_str(), if is_secret_property(k) { "***" } else { v.as_str() }))
+            .collect();
+        f.debug_struct("KafkaSettings")
+            .field("brokers", &self.brokers)
+            .field("topic_prefix", &self.topic_prefix)
+            .field("group_prefix", &self.group_prefix)
+            .field("partitions", &self.partitions)
+            .field("replication_factor", &self.replication_factor)
+            .field("produce_timeout_ms", &self.produce_timeout_ms)
+            .field("client", &client)
+            .finish_non_exhaustive()
+    }
+}
+
+/// `url` with the password of its user info replaced by `***`.
+fn mask_url_password(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else { return url.to_owned() };
+    let Some((user_info, host)) = rest.split_once('@') else { return url.to_owned() };
+    match user_info.split_once(':') {
+        Some((user, _password)) => format!("{scheme}://{user}:***@{host}"),
+        None => url.to_owned(),
+    }
+}
+
+impl std::fmt::Debug for PostgresSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PostgresSettings")
+            .field("url", &mask_url_password(&self.url))
+            .field("pool_size", &self.pool_size)
+            .field("create_database", &self.create_database)
+            .field("pool_wait_ms", &self.pool_wait_ms)
+            .finish()
+    }
+}
+
 /// librdkafka takes every property as text, but the environment and TOML give `5000` as a
 /// number and `true` as a boolean; accept any scalar and keep its text.
 fn scalars_as_strings<'de, D: serde::Deserializer<'de>>(
@@ -129,7 +175,7 @@ fn scalar_as_string<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result
     })
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct PostgresSettings {
     pub url: String,
@@ -755,6 +801,31 @@ impl Settings {
                 .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], service.default_ops_port()))),
             other => self.listen_addr(other),
         }
+    }
+}
+
+#[cfg(test)]
+mod debug_tests {
+    use super::*;
+
+    #[test]
+    fn debug_output_keeps_credentials_out() {
+        let postgres = PostgresSettings {
+            url: "postgres://sb:hunter2@db:5432/switchboard".into(),
+            ..PostgresSettings::default()
+        };
+        let printed = format!("{postgres:?}");
+        assert!(
+            !printed.contains("hunter2") && printed.contains("postgres://sb:***@db:5432/switchboard"),
+            "{printed}"
+        );
+        let mut kafka = KafkaSettings::default();
+        let _ = kafka.client.insert("sasl.password".into(), "hunter2".into());
+        let _ = kafka.client.insert("linger.ms".into(), "5".into());
+        let printed = format!("{kafka:?}");
+        assert!(!printed.contains("hunter2") && printed.contains("linger.ms"), "{printed}");
+        let settings = Settings { postgres, kafka, ..Settings::default() };
+        assert!(!format!("{settings:?}").contains("hunter2"));
     }
 }
 

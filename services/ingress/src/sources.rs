@@ -30,8 +30,8 @@ pub enum SourceError {
     Settings(String),
 }
 
-/// What ingress needs to know about a source on every request.
-#[derive(Debug, Clone)]
+/// What ingress needs to know about a source on every request. Its `Debug` shows no secret.
+#[derive(Clone)]
 pub struct Source {
     pub id: SourceId,
     pub vendor: Vendor,
@@ -39,6 +39,17 @@ pub struct Source {
     pub settings: SourceSettings,
     secret_sha256: [u8; 32],
     signing_secret: Option<String>,
+}
+
+impl std::fmt::Debug for Source {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Source")
+            .field("id", &self.id)
+            .field("vendor", &self.vendor)
+            .field("default_region", &self.default_region)
+            .field("signing_secret", &self.signing_secret.as_ref().map(|_| "***"))
+            .finish_non_exhaustive()
+    }
 }
 
 impl Source {
