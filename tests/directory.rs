@@ -356,3 +356,41 @@ async fn the_matcher_enriches_events_and_follows_directory_changes() -> anyhow::
     env.cleanup().await;
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lookups_need_a_token_unless_explicitly_open() -> anyhow::Result<()> {
+    let mut env = router_env("lookuptokens");
+    env.init().await?;
+    // Neither tokens nor open lookups: refused before any port is bound.
+    env.set("SWITCHBOARD_ROUTER__OPEN_LOOKUPS", "false");
+    let mut refused = env.spawn("router", &[])?;
+    assert_eq!(refused.wait_exit(Duration::from_secs(10)).await?, Some(64));
+
+    env.set("SWITCHBOARD_ROUTER__LOOKUP_TOKENS", r#"["pbx-lookup-token-0123456789abcdef"]"#);
+    let router = env.start("router").await?;
+    let client = http_client();
+    let agents = r#"[{"id": "ann", "name": "Ann", "extensions": ["101"]}]"#;
+    let contacts = r#"[{"id": "alice", "name": "Alice", "phone_numbers": ["8 495 123-45-67"], "responsible_agent_id": "ann"}]"#;
+    assert_eq!(
+        admin(&client, &router, "POST", "/v1/agents/import", "application/json", agents).await?.status,
+        200
+    );
+    assert_eq!(
+        admin(&client, &router, "POST", "/v1/contacts/import", "application/json", contacts).await?.status,
+        200
+    );
+    let lookup =
+        |token: &str| router.url(&format!("/cid/807/getmanager/TLP55522?CallerIDNum=84951234567{token}"));
+    let to = |extension: &str| {
+        format!("<Response><SetVar name=\"transferDestination\">{extension}</SetVar></Response>")
+    };
+    let good = lookup("&token=pbx-lookup-token-0123456789abcdef");
+    wait_until(Duration::from_secs(5), async || Ok(text(&client, &good).await?.1 == to("101"))).await?;
+    // Without the token, or with another, a caller gets only the fallback: nothing of the directory.
+    assert_eq!(text(&client, &lookup("")).await?.1, to("700"));
+    assert_eq!(text(&client, &lookup("&token=guess")).await?.1, to("700"));
+    let mut router = router;
+    assert_eq!(router.terminate(Duration::from_secs(30)).await?, Some(0));
+    env.cleanup().await;
+    Ok(())
+}

@@ -110,6 +110,9 @@ impl TestEnv {
         set("SWITCHBOARD_RECORDINGS__LINK_KEY", format!("test-link-key-of-{id}-0123456789abcdef"));
         // The dispatcher seals profile secrets with it (and refuses to start without one).
         set("SWITCHBOARD_DISPATCHER__SECRETS_KEY", format!("test-secrets-key-of-{id}-0123456789abcdef"));
+        // Lookups without tokens, as a router reachable only from the PBX would answer them; a
+        // test of the tokens sets them.
+        set("SWITCHBOARD_ROUTER__OPEN_LOOKUPS", "true".into());
         set("RUST_LOG", "info".into());
         Self { id, database, brokers, settings, log_dir }
     }

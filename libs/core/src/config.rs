@@ -357,10 +357,12 @@ pub struct RouterSettings {
     /// ISO 3166 region for callers in national format, and for numbers the admin API imports
     /// (a request's `region` parameter overrides it).
     pub region: String,
-    /// Tokens a lookup must carry as `?token=` (PBXs cannot send headers); empty means lookups
-    /// are open, as in Telphin's own examples: then restrict the router port to the PBX's
-    /// addresses.
+    /// Tokens a lookup must carry as `?token=` (PBXs cannot send headers). A lookup without one
+    /// of them gets only the fallback answer. Required unless `open_lookups` says otherwise.
     pub lookup_tokens: Vec<String>,
+    /// Answer lookups without a token, as in Telphin's own examples: only where the router port
+    /// is reachable from the PBX's addresses alone. The router refuses to start with neither.
+    pub open_lookups: bool,
 }
 
 /// Written by hand so that the lookup tokens never reach a log.
@@ -372,6 +374,7 @@ impl std::fmt::Debug for RouterSettings {
             .field("lookup_timeout_ms", &self.lookup_timeout_ms)
             .field("region", &self.region)
             .field("lookup_tokens", &format!("{} configured", self.lookup_tokens.len()))
+            .field("open_lookups", &self.open_lookups)
             .finish()
     }
 }
@@ -384,6 +387,7 @@ impl Default for RouterSettings {
             lookup_timeout_ms: 300,
             region: "US".into(),
             lookup_tokens: Vec::new(),
+            open_lookups: false,
         }
     }
 }
@@ -774,6 +778,13 @@ impl Settings {
             return Err(ConfigError::Invalid(format!(
                 "recordings.link_key (SWITCHBOARD_RECORDINGS__LINK_KEY) must be set, at least {MIN_LINK_KEY_BYTES} bytes"
             )));
+        }
+        if service == Service::Router && self.router.lookup_tokens.is_empty() && !self.router.open_lookups {
+            return Err(ConfigError::Invalid(
+                "router.lookup_tokens (SWITCHBOARD_ROUTER__LOOKUP_TOKENS) is empty: set tokens for the PBXs' \
+                 lookups, or SWITCHBOARD_ROUTER__OPEN_LOOKUPS=true where only the PBX reaches the router"
+                    .into(),
+            ));
         }
         if service == Service::Dispatcher && self.dispatcher.secrets_key.is_empty() {
             return Err(ConfigError::Invalid(format!(
