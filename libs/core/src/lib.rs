@@ -14,6 +14,7 @@
 
 pub mod avro;
 pub mod config;
+pub mod errors;
 pub mod http;
 pub mod http_service;
 pub mod kafka;

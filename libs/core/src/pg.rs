@@ -4,6 +4,8 @@
 //! start-up by every service that uses the database. A transaction-scoped advisory lock makes
 //! concurrent starts (several replicas at once) apply each migration exactly once.
 
+/// Database errors name their cause only in their sources: log them with the whole chain.
+pub use crate::errors::chain as error_chain;
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -40,23 +42,6 @@ pub enum PgError {
     Pool(#[from] deadpool_postgres::PoolError),
     #[error("cannot build the connection pool: {0}")]
     Build(String),
-}
-
-/// An error with every cause on one line, for logs: `tokio_postgres::Error` says only "db error"
-/// and keeps the server's message in its source. A cause whose text the line already ends with
-/// (a wrapper that displays its source) is not repeated.
-pub fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        let cause_text = cause.to_string();
-        if !text.ends_with(&cause_text) {
-            text.push_str(": ");
-            text.push_str(&cause_text);
-        }
-        source = cause.source();
-    }
-    text
 }
 
 /// Creates the database when asked to, builds the pool and applies migrations, retrying while
@@ -206,33 +191,5 @@ pub mod scratch {
         let (client, connection) = tokio_postgres::connect(&admin_url(), tokio_postgres::NoTls).await?;
         let _driver = tokio::spawn(connection);
         client.batch_execute(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)")).await
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[derive(Debug, thiserror::Error)]
-    #[error("db error")]
-    struct Driver(#[source] Server);
-
-    #[derive(Debug, thiserror::Error)]
-    #[error("ERROR: invalid byte sequence for encoding \"UTF8\": 0x00")]
-    struct Server;
-
-    #[derive(Debug, thiserror::Error)]
-    enum Wrapper {
-        #[error("database: {0}")]
-        Db(#[from] Driver),
-    }
-
-    #[test]
-    fn the_error_chain_names_the_cause_once() {
-        let error = Wrapper::from(Driver(Server));
-        assert_eq!(
-            error_chain(&error),
-            "database: db error: ERROR: invalid byte sequence for encoding \"UTF8\": 0x00"
-        );
     }
 }

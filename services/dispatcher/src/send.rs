@@ -102,7 +102,11 @@ pub async fn send(
         let outgoing = builder
             .body(Full::new(Bytes::from(request.body.clone())))
             .map_err(|e| SendError::Failed(format!("cannot build the request: {e}")))?;
-        let response = client.request(outgoing).await.map_err(|e| SendError::Failed(describe(&e)))?;
+        let response = client
+            .request(outgoing)
+            .await
+            // The error's causes, not the request (whose URL may carry a token).
+            .map_err(|e| SendError::Failed(switchboard_core::errors::chain(&e)))?;
         let (parts, mut body) = response.into_parts();
         // Read up to the cap, then stop: what a receiver sends beyond it is not our business.
         let mut kept: Vec<u8> = Vec::new();
@@ -126,19 +130,4 @@ pub async fn send(
         })
     };
     tokio::time::timeout(timeout, exchange).await.unwrap_or(Err(SendError::Timeout))
-}
-
-/// The error and its causes on one line, without the request (whose URL may carry a token).
-fn describe(error: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        let cause_text = cause.to_string();
-        if !text.ends_with(&cause_text) {
-            text.push_str(": ");
-            text.push_str(&cause_text);
-        }
-        source = cause.source();
-    }
-    text
 }

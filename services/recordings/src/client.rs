@@ -78,7 +78,11 @@ impl HttpClient {
     /// Sends `request` and reads the answer, all within `timeout`.
     pub async fn call(&self, request: Request<Full<Bytes>>, timeout: Duration) -> Result<Reply, CallError> {
         let exchange = async {
-            let response = self.inner.request(request).await.map_err(|e| CallError::Failed(describe(&e)))?;
+            let response = self
+                .inner
+                .request(request)
+                .await
+                .map_err(|e| CallError::Failed(switchboard_core::errors::chain(&e)))?;
             let (parts, body) = response.into_parts();
             let body = Limited::new(body, MAX_BODY)
                 .collect()
@@ -95,17 +99,4 @@ impl Default for HttpClient {
     fn default() -> Self {
         Self::new()
     }
-}
-
-/// The error and its causes on one line ("client error (Connect): tcp connect error: Connection
-/// refused"), without the request (whose URL may carry credentials).
-fn describe(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }
