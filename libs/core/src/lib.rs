@@ -23,6 +23,7 @@ pub mod pg;
 pub mod poison;
 pub mod retry;
 pub mod runtime;
+pub mod schedule;
 pub mod service;
 pub mod stage;
 pub mod topology;

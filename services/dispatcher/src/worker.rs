@@ -23,9 +23,8 @@ use switchboard_core::config::DispatcherSettings;
 use switchboard_core::deadpool_postgres::Pool;
 use switchboard_core::metrics;
 use switchboard_core::model::{CallEvent, CallRecord};
-use switchboard_core::retry::Backoff;
+use switchboard_core::schedule;
 use tokio::sync::Notify;
-use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::cache::ProfileCache;
@@ -39,8 +38,6 @@ use crate::ssrf::EgressPolicy;
 use crate::store::{self, AttemptLog, Claimed, Settle, State};
 use crate::values::CallValues;
 
-/// How often a replica counts the backlog and looks for profiles failing too long.
-const COUNT_INTERVAL: Duration = Duration::from_secs(10);
 /// How long a step waiting for the call's recording waits before it is looked at again.
 const WAIT_RECHECK: Duration = Duration::from_secs(60);
 /// How much of an answer the attempt log keeps.
@@ -188,59 +185,17 @@ impl Worker {
         }
     }
 
-    /// Claims and attempts due deliveries until `cancel` fires, then waits (up to the drain
-    /// timeout) for the attempts in flight; those cut short come back when their lease lapses.
+    /// Claims and attempts due deliveries until `cancel` fires (`schedule::run`); attempts cut
+    /// short by a shutdown come back when their lease lapses.
     pub async fn run(self: Arc<Self>, cancel: CancellationToken) {
-        let mut attempts: JoinSet<()> = JoinSet::new();
-        let poll = Duration::from_millis(self.settings.poll_interval_ms);
-        let mut db_backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(5));
-        let mut next_count = Instant::now();
-        while !cancel.is_cancelled() {
-            while attempts.try_join_next().is_some() {}
-            if Instant::now() >= next_count {
-                next_count = Instant::now() + COUNT_INTERVAL;
-                self.housekeeping().await;
-            }
-            let room = self.settings.concurrency.saturating_sub(attempts.len());
-            let mut full = false;
-            if room > 0 {
-                match store::claim_due(&self.pool, room, self.lease(), &self.full()).await {
-                    Ok(claimed) => {
-                        db_backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(5));
-                        full = claimed.len() == room;
-                        for delivery in claimed {
-                            let worker = self.clone();
-                            attempts.spawn(async move { worker.attempt(delivery).await });
-                        }
-                    }
-                    Err(error) => {
-                        metrics::TRANSIENT_RETRIES.with_label_values(&["dispatcher", "postgres"]).inc();
-                        let delay = db_backoff.next_delay();
-                        tracing::warn!(%error, ?delay, "Cannot claim due deliveries; retrying.");
-                        tokio::select! {
-                            _ = cancel.cancelled() => break,
-                            _ = tokio::time::sleep(delay) => continue,
-                        }
-                    }
-                }
-            }
-            if full {
-                continue;
-            }
-            tokio::select! {
-                _ = cancel.cancelled() => break,
-                Some(_) = attempts.join_next(), if !attempts.is_empty() => {}
-                _ = self.scheduled.notified() => {}
-                _ = tokio::time::sleep(poll) => {}
-            }
-        }
-        let drained =
-            tokio::time::timeout(self.drain_timeout, async { while attempts.join_next().await.is_some() {} })
-                .await;
-        if drained.is_err() {
-            tracing::warn!(left = attempts.len(), "Delivery attempts cut short; their leases will lapse.");
-            attempts.abort_all();
-        }
+        let limits = schedule::Limits {
+            stage: "dispatcher",
+            concurrency: self.settings.concurrency,
+            poll: Duration::from_millis(self.settings.poll_interval_ms),
+            drain_timeout: self.drain_timeout,
+        };
+        let wake = self.scheduled.clone();
+        schedule::run(self, limits, wake, cancel).await;
     }
 
     /// Counts the backlog for the metrics and disables profiles that have failed for too long.
@@ -487,5 +442,22 @@ pub fn attempt_of(answer: &Answer) -> Attempt<'_> {
         retry_after: header("retry-after"),
         delivery_control: header("webhook-delivery"),
         elapsed: answer.elapsed,
+    }
+}
+
+impl schedule::LeasedWork for Worker {
+    type Item = Claimed;
+    type Error = store::StoreError;
+
+    async fn claim(&self, room: usize) -> Result<Vec<Claimed>, store::StoreError> {
+        store::claim_due(&self.pool, room, self.lease(), &self.full()).await
+    }
+
+    async fn attempt(&self, item: Claimed) {
+        Worker::attempt(self, item).await;
+    }
+
+    async fn housekeeping(&self) {
+        Worker::housekeeping(self).await;
     }
 }

@@ -25,7 +25,7 @@
 //! attempt, bounded by `recordings.resolve_timeout_ms`, and nothing else waits for it.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use chrono::Utc;
 use switchboard_core::avro::Codecs;
@@ -35,9 +35,8 @@ use switchboard_core::kafka::{self, Outbound};
 use switchboard_core::metrics;
 use switchboard_core::model::{CallEvent, EventId, EventKind, RecordingStatus};
 use switchboard_core::rdkafka::producer::FutureProducer;
-use switchboard_core::retry::Backoff;
+use switchboard_core::schedule;
 use tokio::sync::Notify;
-use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::link::LinkSigner;
@@ -45,8 +44,6 @@ use crate::store::{self, Recording};
 use crate::vendors::{ResolveError, Resolver};
 
 const STAGE: &str = "recordings";
-/// How often a replica counts the pending recordings for `switchboard_recordings_pending`.
-const COUNT_INTERVAL: Duration = Duration::from_secs(10);
 
 /// The wait after a failed attempt `attempts` (1 for the first): doubling from `initial`, at most
 /// `max`.
@@ -116,62 +113,16 @@ impl Scheduler {
         Duration::from_millis(self.settings.resolve_timeout_ms) * 3 + Duration::from_secs(30)
     }
 
-    /// Claims and attempts due recordings until `cancel` fires, then waits (up to the drain
-    /// timeout) for the attempts in flight; those cut short come back when their lease lapses.
+    /// Claims and attempts due work until `cancel` fires (`schedule::run`).
     pub async fn run(self: Arc<Self>, cancel: CancellationToken) {
-        let mut attempts: JoinSet<()> = JoinSet::new();
-        let poll = Duration::from_millis(self.settings.poll_interval_ms);
-        let mut db_backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(5));
-        let mut next_count = Instant::now();
-        while !cancel.is_cancelled() {
-            while attempts.try_join_next().is_some() {}
-            if Instant::now() >= next_count {
-                next_count = Instant::now() + COUNT_INTERVAL;
-                if let Ok(pending) = store::pending_count(&self.pool).await {
-                    metrics::RECORDINGS_PENDING.set(pending);
-                }
-            }
-            let room = self.settings.concurrency.saturating_sub(attempts.len());
-            let mut full = false;
-            if room > 0 {
-                match store::claim_due(&self.pool, room, self.lease()).await {
-                    Ok(claimed) => {
-                        db_backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(5));
-                        full = claimed.len() == room;
-                        for recording in claimed {
-                            let scheduler = self.clone();
-                            attempts.spawn(async move { scheduler.attempt(recording).await });
-                        }
-                    }
-                    Err(error) => {
-                        metrics::TRANSIENT_RETRIES.with_label_values(&[STAGE, "postgres"]).inc();
-                        let delay = db_backoff.next_delay();
-                        tracing::warn!(%error, ?delay, "Cannot claim due recordings; retrying.");
-                        tokio::select! {
-                            _ = cancel.cancelled() => break,
-                            _ = tokio::time::sleep(delay) => continue,
-                        }
-                    }
-                }
-            }
-            // A full claim may have left more due: look again at once.
-            if full {
-                continue;
-            }
-            tokio::select! {
-                _ = cancel.cancelled() => break,
-                Some(_) = attempts.join_next(), if !attempts.is_empty() => {}
-                _ = self.pending.notified() => {}
-                _ = tokio::time::sleep(poll) => {}
-            }
-        }
-        let drained =
-            tokio::time::timeout(self.drain_timeout, async { while attempts.join_next().await.is_some() {} })
-                .await;
-        if drained.is_err() {
-            tracing::warn!(left = attempts.len(), "Recording attempts cut short; their leases will lapse.");
-            attempts.abort_all();
-        }
+        let limits = schedule::Limits {
+            stage: STAGE,
+            concurrency: self.settings.concurrency,
+            poll: Duration::from_millis(self.settings.poll_interval_ms),
+            drain_timeout: self.drain_timeout,
+        };
+        let wake = self.pending.clone();
+        schedule::run(self, limits, wake, cancel).await;
     }
 
     /// One attempt at `recording` (already claimed and counted).
@@ -261,6 +212,25 @@ impl Scheduler {
                 tracing::error!(%error, recording = %recording.id, "Kafka refused the recording's event.");
                 false
             }
+        }
+    }
+}
+
+impl schedule::LeasedWork for Scheduler {
+    type Item = Recording;
+    type Error = store::StoreError;
+
+    async fn claim(&self, room: usize) -> Result<Vec<Self::Item>, Self::Error> {
+        store::claim_due(&self.pool, room, self.lease()).await
+    }
+
+    async fn attempt(&self, item: Self::Item) {
+        Scheduler::attempt(self, item).await;
+    }
+
+    async fn housekeeping(&self) {
+        if let Ok(pending) = store::pending_count(&self.pool).await {
+            metrics::RECORDINGS_PENDING.set(pending);
         }
     }
 }
