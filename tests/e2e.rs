@@ -8,6 +8,8 @@ mod fixture;
 
 #[path = "calllog.rs"]
 mod calllog;
+#[path = "desk.rs"]
+mod desk;
 #[path = "directory.rs"]
 mod directory;
 #[path = "dispatcher.rs"]

@@ -110,6 +110,8 @@ impl TestEnv {
         set("SWITCHBOARD_RECORDINGS__LINK_KEY", format!("test-link-key-of-{id}-0123456789abcdef"));
         // The dispatcher seals profile secrets with it (and refuses to start without one).
         set("SWITCHBOARD_DISPATCHER__SECRETS_KEY", format!("test-secrets-key-of-{id}-0123456789abcdef"));
+        // The desk derives session tokens with it (and refuses to start without one).
+        set("SWITCHBOARD_DESK__TOKEN_KEY", format!("test-token-key-of-{id}-0123456789abcdef"));
         // Lookups without tokens, as a router reachable only from the PBX would answer them; a
         // test of the tokens sets them.
         set("SWITCHBOARD_ROUTER__OPEN_LOOKUPS", "true".into());
@@ -176,11 +178,11 @@ impl TestEnv {
         Ok(process)
     }
 
-    /// Starts one service without waiting for it. Ingress and the dispatcher get a second free
+    /// Starts one service without waiting for it. Ingress, the dispatcher and the desk get a second free
     /// port for their ops endpoints; the other consumers serve them on their only port.
     pub fn spawn(&self, service: &str, overrides: &[(&str, &str)]) -> anyhow::Result<ServiceProcess> {
         let port = free_port();
-        let ops_port = if ["ingress", "dispatcher"].contains(&service) { free_port() } else { port };
+        let ops_port = if ["ingress", "dispatcher", "desk"].contains(&service) { free_port() } else { port };
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)

@@ -29,7 +29,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::{Map, Value};
 
-use crate::model::{CallEvent, CallRecord, DeadLetter, RawWebhook};
+use crate::model::{AgentStatus, CallEvent, CallRecord, DeadLetter, RawWebhook};
 
 const MAGIC: [u8; 2] = [0xC3, 0x01];
 const HEADER_LEN: usize = 10;
@@ -86,6 +86,8 @@ pub static DEAD_LETTER_SCHEMA: LazyLock<EmbeddedSchema> =
     LazyLock::new(|| parse_embedded(include_str!("../../../schemas/dead_letter.avsc")));
 pub static CALL_RECORD_SCHEMA: LazyLock<EmbeddedSchema> =
     LazyLock::new(|| parse_embedded(include_str!("../../../schemas/call_record.avsc")));
+pub static AGENT_STATUS_SCHEMA: LazyLock<EmbeddedSchema> =
+    LazyLock::new(|| parse_embedded(include_str!("../../../schemas/agent_status.avsc")));
 
 fn parse_embedded(text: &str) -> EmbeddedSchema {
     // The schemas are compiled into the binary and covered by unit tests, so a parse failure is
@@ -408,6 +410,8 @@ pub struct Codecs {
     pub dead_letter: Codec<DeadLetter>,
     /// Completed-call records on the calls topic (written by calllog).
     pub call_record: Codec<CallRecord>,
+    /// Agent status changes on the agent-status topic (written by the desk).
+    pub agent_status: Codec<AgentStatus>,
 }
 
 impl Codecs {
@@ -419,6 +423,7 @@ impl Codecs {
                 .accept_previous(&CALL_EVENT_V2_SCHEMA)?,
             dead_letter: Codec::new(&DEAD_LETTER_SCHEMA)?,
             call_record: Codec::new(&CALL_RECORD_SCHEMA)?.accept_previous(&CALL_RECORD_V1_SCHEMA)?,
+            agent_status: Codec::new(&AGENT_STATUS_SCHEMA)?,
         })
     }
 }

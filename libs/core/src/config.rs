@@ -31,6 +31,7 @@ pub struct Settings {
     pub router: RouterSettings,
     pub recordings: RecordingsSettings,
     pub dispatcher: DispatcherSettings,
+    pub desk: DeskSettings,
     pub log: LogSettings,
 }
 
@@ -476,6 +477,48 @@ impl Default for DispatcherSettings {
     }
 }
 
+/// The agent's desk (the desk service): sessions, the notification stream, the panel.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DeskSettings {
+    /// Key from which session tokens are derived (HMAC-SHA256 of the session id), at least 32
+    /// bytes; the desk refuses to start without it. Only token hashes are stored, so a copy of
+    /// the database alone gives no usable token; changing the key invalidates every session.
+    #[serde(deserialize_with = "secret_scalar")]
+    pub token_key: Secret,
+    /// How long a session lives; a session may ask for less, never more.
+    pub session_ttl_secs: u64,
+    /// Notifications kept per agent for clients that resume by last event id.
+    pub resume_window: usize,
+    /// Streams (WebSocket or SSE) one replica holds at once; one more is refused with 503.
+    pub max_streams: usize,
+    /// Notifications queued for one slow stream before it is closed (it resumes on reconnect).
+    pub stream_queue: usize,
+    /// How often an idle stream gets a keep-alive (WebSocket ping, SSE comment).
+    pub keepalive_secs: u64,
+    /// Who may embed the agent panel in a frame (CSP `frame-ancestors`), e.g.
+    /// `https://crm.example.com`; `*` allows every site (the panel still needs a token).
+    pub frame_ancestors: String,
+    /// Calls whose state the desk remembers at once (for "taken" and "missed"); the oldest are
+    /// forgotten first.
+    pub max_tracked_calls: usize,
+}
+
+impl Default for DeskSettings {
+    fn default() -> Self {
+        Self {
+            token_key: Secret::default(),
+            session_ttl_secs: 12 * 3600,
+            resume_window: 256,
+            max_streams: 20_000,
+            stream_queue: 256,
+            keepalive_secs: 15,
+            frame_ancestors: "*".into(),
+            max_tracked_calls: 100_000,
+        }
+    }
+}
+
 /// Shortest link key accepted: 256 bits, the HMAC-SHA256 output size.
 pub const MIN_LINK_KEY_BYTES: usize = 32;
 
@@ -765,6 +808,24 @@ impl Settings {
         if !(1024..=16 * 1024 * 1024).contains(&d.max_response_bytes) {
             return fail("dispatcher.max_response_bytes must be 1024..=16777216".into());
         }
+        let k = &self.desk;
+        if !k.token_key.is_empty() && k.token_key.expose().len() < MIN_LINK_KEY_BYTES {
+            return fail(format!("desk.token_key must be at least {MIN_LINK_KEY_BYTES} bytes"));
+        }
+        if !(60..=30 * 86_400).contains(&k.session_ttl_secs) {
+            return fail("desk.session_ttl_secs must be 60..=2592000".into());
+        }
+        if !(1..=100_000).contains(&k.resume_window) || k.max_streams == 0 || k.stream_queue == 0 {
+            return fail(
+                "desk.resume_window must be 1..=100000, max_streams and stream_queue at least 1".into(),
+            );
+        }
+        if !(1..=300).contains(&k.keepalive_secs) || k.max_tracked_calls < 100 {
+            return fail("desk.keepalive_secs must be 1..=300 and max_tracked_calls at least 100".into());
+        }
+        if k.frame_ancestors.trim().is_empty() || k.frame_ancestors.contains([';', ',', '\n', '\r']) {
+            return fail("desk.frame_ancestors must be CSP sources separated by spaces".into());
+        }
         if !matches!(self.log.format.as_str(), "text" | "json") {
             return fail(format!("log.format must be text or json, got {:?}", self.log.format));
         }
@@ -791,6 +852,11 @@ impl Settings {
                 "dispatcher.secrets_key (SWITCHBOARD_DISPATCHER__SECRETS_KEY) must be set, at least {MIN_LINK_KEY_BYTES} bytes"
             )));
         }
+        if service == Service::Desk && self.desk.token_key.is_empty() {
+            return Err(ConfigError::Invalid(format!(
+                "desk.token_key (SWITCHBOARD_DESK__TOKEN_KEY) must be set, at least {MIN_LINK_KEY_BYTES} bytes"
+            )));
+        }
         Ok(())
     }
 
@@ -806,7 +872,7 @@ impl Settings {
     /// Where the service's ops endpoints listen: ingress's own ops port, the consumers' only port.
     pub fn ops_listen_addr(&self, service: Service) -> SocketAddr {
         match service {
-            Service::Ingress | Service::Dispatcher => self
+            Service::Ingress | Service::Dispatcher | Service::Desk => self
                 .http
                 .ops_listen
                 .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], service.default_ops_port()))),

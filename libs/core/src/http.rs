@@ -22,7 +22,6 @@ use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
-use hyper_util::server::graceful::GracefulShutdown;
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
@@ -203,16 +202,63 @@ impl Limits {
 
 /// Accepts connections until `cancel` fires, then lets in-flight requests finish for up to
 /// `drain` before returning. [`Limits::default`] applies; see [`serve_with`].
-pub async fn serve<F, Fut>(listener: TcpListener, drain: Duration, cancel: CancellationToken, handler: F)
+pub async fn serve<F, Fut, B>(listener: TcpListener, drain: Duration, cancel: CancellationToken, handler: F)
 where
     F: Fn(Request<Incoming>, SocketAddr) -> Fut + Clone + Send + Sync + 'static,
-    Fut: Future<Output = Response<Body>> + Send + 'static,
+    Fut: Future<Output = Response<B>> + Send + 'static,
+    B: hyper::body::Body<Data = Bytes> + From<Body> + Send + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
     serve_with(listener, Limits::default(), drain, cancel, handler).await;
 }
 
-/// [`serve`] with the given limits.
-pub async fn serve_with<F, Fut>(
+/// A response body that is either whole or streamed (Server-Sent Events), for the services that
+/// stream; every answer built with [`json`] or [`error`] converts into it.
+#[derive(Debug)]
+pub struct StreamingBody(http_body_util::combinators::BoxBody<Bytes, Infallible>);
+
+impl StreamingBody {
+    /// A body of the frames `body` yields, as they come.
+    pub fn new<T>(body: T) -> Self
+    where
+        T: hyper::body::Body<Data = Bytes, Error = Infallible> + Send + Sync + 'static,
+    {
+        use http_body_util::BodyExt;
+        Self(body.boxed())
+    }
+}
+
+impl From<Body> for StreamingBody {
+    fn from(body: Body) -> Self {
+        Self::new(body)
+    }
+}
+
+impl hyper::body::Body for StreamingBody {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, Infallible>>> {
+        std::pin::Pin::new(&mut self.0).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.0.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.0.size_hint()
+    }
+}
+
+/// [`serve`] with the given limits. The body type `B` is the handler's: [`Body`] for whole
+/// answers, [`StreamingBody`] for a service that streams. Connections may be upgraded
+/// (WebSocket): the handler answers 101 and takes the connection with `hyper::upgrade::on`; an
+/// upgraded connection keeps its slot until it closes, and is the handler's to end on `cancel`.
+pub async fn serve_with<F, Fut, B>(
     listener: TcpListener,
     limits: Limits,
     drain: Duration,
@@ -220,9 +266,10 @@ pub async fn serve_with<F, Fut>(
     handler: F,
 ) where
     F: Fn(Request<Incoming>, SocketAddr) -> Fut + Clone + Send + Sync + 'static,
-    Fut: Future<Output = Response<Body>> + Send + 'static,
+    Fut: Future<Output = Response<B>> + Send + 'static,
+    B: hyper::body::Body<Data = Bytes> + From<Body> + Send + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
-    let graceful = GracefulShutdown::new();
     let slots = Arc::new(Semaphore::new(limits.max_connections));
     loop {
         let (stream, remote) = tokio::select! {
@@ -255,24 +302,37 @@ pub async fn serve_with<F, Fut>(
                     );
                     let _ =
                         response.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
-                    response
+                    response.map(B::from)
                 }))
             }
         });
         let connection = http1::Builder::new()
             .timer(hyper_util::rt::TokioTimer::new())
             .header_read_timeout(limits.header_timeout)
-            .serve_connection(TokioIo::new(stream), service);
-        let connection = graceful.watch(connection);
+            .serve_connection(TokioIo::new(stream), service)
+            .with_upgrades();
+        let cancel = cancel.clone();
         tokio::spawn(async move {
-            if let Err(error) = connection.await {
+            let mut connection = std::pin::pin!(connection);
+            // On shutdown the connection finishes the request in flight (if any), then closes;
+            // an idle keep-alive connection closes at once.
+            let ended = tokio::select! {
+                ended = connection.as_mut() => ended,
+                _ = cancel.cancelled() => {
+                    connection.as_mut().graceful_shutdown();
+                    connection.await
+                }
+            };
+            if let Err(error) = ended {
                 tracing::debug!(%error, "Connection ended with an error.");
             }
             drop(slot);
         });
     }
     drop(listener);
-    if tokio::time::timeout(drain, graceful.shutdown()).await.is_err() {
+    // Every connection gives its slot back when it ends: all slots free means all drained.
+    let all = u32::try_from(limits.max_connections).unwrap_or(u32::MAX);
+    if tokio::time::timeout(drain, slots.acquire_many(all)).await.is_err() {
         tracing::warn!(?drain, "Some HTTP connections did not finish in time.");
     }
 }

@@ -101,14 +101,37 @@ pub fn consumer(
     service: Service,
     topics: &[&str],
 ) -> Result<(StreamConsumer, ConsumerWatch), KafkaError> {
+    consumer_in_group(settings, service, settings.group_id(service), "earliest", topics)
+}
+
+/// A consumer in a group of its own, which reads every partition of `topics` from the latest
+/// record on: for a service whose every replica must see every record (the desk, whose replicas
+/// each hold their own agents' connections). The group is named after the service and this
+/// process (`<prefix><service>.<client id>`), so a restarted replica starts afresh.
+pub fn broadcast_consumer(
+    settings: &KafkaSettings,
+    service: Service,
+    topics: &[&str],
+) -> Result<(StreamConsumer, ConsumerWatch), KafkaError> {
+    let group = format!("{}.{}", settings.group_id(service), consumer_client_id(settings, service));
+    consumer_in_group(settings, service, group, "latest", topics)
+}
+
+fn consumer_in_group(
+    settings: &KafkaSettings,
+    service: Service,
+    group: String,
+    offset_reset: &str,
+    topics: &[&str],
+) -> Result<(StreamConsumer, ConsumerWatch), KafkaError> {
     let client_id = consumer_client_id(settings, service);
     let mut config = base_config(settings, &client_id);
     let _ = config
-        .set("group.id", settings.group_id(service))
+        .set("group.id", &group)
         .set("enable.auto.commit", "true")
         .set("auto.commit.interval.ms", "1000")
         .set("enable.auto.offset.store", "false")
-        .set("auto.offset.reset", "earliest")
+        .set("auto.offset.reset", offset_reset)
         .set("session.timeout.ms", settings.session_timeout_ms.to_string())
         .set("heartbeat.interval.ms", settings.heartbeat_interval_ms.to_string())
         .set("partition.assignment.strategy", "cooperative-sticky")
@@ -117,7 +140,7 @@ pub fn consumer(
     consumer.subscribe(topics)?;
     let watch = ConsumerWatch {
         stage: service.name(),
-        group: settings.group_id(service),
+        group,
         client_id,
         topics: topics.iter().map(|t| (*t).to_owned()).collect(),
         settings: settings.clone(),

@@ -457,9 +457,56 @@ pub static DISPATCHER_PROFILES: LazyLock<IntGaugeVec> = LazyLock::new(|| {
     )
 });
 
+// ---- desk (issue #16) --------------------------------------------------------------------------
+
+/// `transport`: `websocket` or `sse`.
+pub static DESK_STREAMS: LazyLock<IntGaugeVec> = LazyLock::new(|| {
+    gauge(
+        "switchboard_desk_streams",
+        "Agent streams this replica holds now, by transport (websocket, sse).",
+        &["transport"],
+    )
+});
+
+/// `type`: the notification type (incoming, outgoing, answered, taken, ended, missed, status).
+pub static DESK_NOTIFICATIONS: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    counter(
+        "switchboard_desk_notifications_total",
+        "Notifications written to agents' streams, by type (incoming, outgoing, answered, taken, ended, missed, status).",
+        &["type"],
+    )
+});
+
+pub static DESK_NOTIFICATION_SECONDS: LazyLock<HistogramVec> = LazyLock::new(|| {
+    histogram(
+        "switchboard_desk_notification_seconds",
+        "Time from ingress receiving a call's webhook to its notification being handed to an agent's stream, by transport.",
+        &["transport"],
+        latency_buckets(),
+    )
+});
+
+/// `transport`: `websocket` or `sse`.
+pub static DESK_RESUMES: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    counter(
+        "switchboard_desk_resumes_total",
+        "Streams opened with a last event id (a reconnect), by transport.",
+        &["transport"],
+    )
+});
+
+/// `reason`: `revoked`, `expired`, `slow` (the client did not keep up), `shutdown`.
+pub static DESK_STREAMS_CLOSED: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    counter(
+        "switchboard_desk_streams_closed_total",
+        "Streams the desk closed itself, by reason (revoked, expired, slow, shutdown).",
+        &["reason"],
+    )
+});
+
 /// Every metric Switchboard defines, whether or not this process has observed it yet.
 pub fn catalogue() -> Vec<MetricInfo> {
-    let all: [(&dyn Collector, &'static str); 41] = [
+    let all: [(&dyn Collector, &'static str); 46] = [
         (&*BUILD_INFO, "gauge"),
         (&*READY, "gauge"),
         (&*HTTP_CONNECTIONS_REFUSED, "counter"),
@@ -501,6 +548,11 @@ pub fn catalogue() -> Vec<MetricInfo> {
         (&*DISPATCHER_PENDING, "gauge"),
         (&*DISPATCHER_OLDEST_PENDING, "gauge"),
         (&*DISPATCHER_PROFILES, "gauge"),
+        (&*DESK_STREAMS, "gauge"),
+        (&*DESK_NOTIFICATIONS, "counter"),
+        (&*DESK_NOTIFICATION_SECONDS, "histogram"),
+        (&*DESK_RESUMES, "counter"),
+        (&*DESK_STREAMS_CLOSED, "counter"),
     ];
     all.iter()
         .flat_map(|(collector, kind)| collector.desc().into_iter().map(move |desc| (desc, *kind)))

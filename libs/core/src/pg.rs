@@ -27,6 +27,7 @@ const MIGRATIONS: &[(i32, &str, &str)] = &[
     (7, "hot_call_updates", include_str!("../migrations/0007_hot_call_updates.sql")),
     (8, "unparsed_numbers", include_str!("../migrations/0008_unparsed_numbers.sql")),
     (9, "dispatcher", include_str!("../migrations/0009_dispatcher.sql")),
+    (10, "desk", include_str!("../migrations/0010_desk.sql")),
 ];
 
 /// Any advisory-lock key unique to Switchboard's migrator.

@@ -25,10 +25,13 @@ pub enum Service {
     /// Outbound delivery of calls and call events to CRMs (delivery profiles), with its own
     /// HTTP API for the profiles and deliveries.
     Dispatcher,
+    /// The agent's desk: agent sessions, real-time call notifications (WebSocket, Server-Sent
+    /// Events), screen-pop, agent status, the JS SDK and the agent panel.
+    Desk,
 }
 
 impl Service {
-    pub const ALL: [Service; 8] = [
+    pub const ALL: [Service; 9] = [
         Service::Ingress,
         Service::Normalizer,
         Service::Matcher,
@@ -37,6 +40,7 @@ impl Service {
         Service::Api,
         Service::Router,
         Service::Dispatcher,
+        Service::Desk,
     ];
 
     pub fn name(self) -> &'static str {
@@ -49,6 +53,7 @@ impl Service {
             Service::Api => "api",
             Service::Router => "router",
             Service::Dispatcher => "dispatcher",
+            Service::Desk => "desk",
         }
     }
 
@@ -63,6 +68,9 @@ impl Service {
             Service::Api => "Answer call-log queries over HTTP (the query API)",
             Service::Router => "Answer IVR routing lookups and serve the directory admin API",
             Service::Dispatcher => "Deliver calls to CRMs per delivery profile, and serve the profiles API",
+            Service::Desk => {
+                "Notify agents of their calls in the browser: sessions, stream, screen-pop, SDK, panel"
+            }
         }
     }
 
@@ -86,12 +94,13 @@ impl Service {
 
     /// Default port of the ops endpoints (`/metrics`, `/healthz`, `/readyz`). Ingress serves them
     /// on a port of its own, 9100, so that the webhook port PBXs reach shows no metrics, and the
-    /// dispatcher, a consumer with an API, on 9105 beside its API port; every other service
-    /// serves them on its one port.
+    /// dispatcher and the desk, consumers with an API, on 9105 and 9106 beside their API ports;
+    /// every other service serves them on its one port.
     pub fn default_ops_port(self) -> u16 {
         match self {
             Service::Ingress => 9100,
             Service::Dispatcher => 9105,
+            Service::Desk => 9106,
             other => other.default_port(),
         }
     }
@@ -108,6 +117,7 @@ impl Service {
             Service::Api => 8081,
             Service::Router => 8082,
             Service::Dispatcher => 8083,
+            Service::Desk => 8084,
         }
     }
 }
@@ -128,6 +138,9 @@ pub struct Topics {
     /// Call records (one per call, re-published on every change), keyed by call: what CRMs
     /// subscribe to for the call log.
     pub calls: String,
+    /// Agent status changes (available, break, offline), keyed by agent: the desk writes them
+    /// and every desk replica reads them to tell supervisors.
+    pub agent_status: String,
 }
 
 impl Topics {
@@ -139,10 +152,19 @@ impl Topics {
             enriched: format!("{prefix}enriched"),
             dead_letter: format!("{prefix}deadletter"),
             calls: format!("{prefix}calls"),
+            agent_status: format!("{prefix}agent-status"),
         }
     }
 
-    pub fn all(&self) -> [&str; 6] {
-        [&self.raw, &self.normalized, &self.matched, &self.enriched, &self.dead_letter, &self.calls]
+    pub fn all(&self) -> [&str; 7] {
+        [
+            &self.raw,
+            &self.normalized,
+            &self.matched,
+            &self.enriched,
+            &self.dead_letter,
+            &self.calls,
+            &self.agent_status,
+        ]
     }
 }

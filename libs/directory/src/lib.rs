@@ -127,6 +127,11 @@ impl Directory {
             .unwrap_or(SourceOptions { region: Region::default(), match_agent_by_email: false })
     }
 
+    /// Every agent, in no particular order.
+    pub fn agents(&self) -> impl Iterator<Item = &Agent> {
+        self.agents.values()
+    }
+
     pub fn agent_count(&self) -> usize {
         self.agents.len()
     }
@@ -391,6 +396,7 @@ mod tests {
             extensions: vec![ext.into()],
             phone_numbers: vec![number.into()],
             external_ids: serde_json::json!({}),
+            groups: Vec::new(),
         }
     }
 

@@ -45,6 +45,10 @@ pub struct Agent {
     pub phone_numbers: Vec<String>,
     /// The agent's id per source: `{"telphin-main": "5123"}`.
     pub external_ids: serde_json::Value,
+    /// Groups or queues the agent works in (`sales`, `support`): a supervisor of a group sees its
+    /// agents' calls and status on the desk.
+    #[serde(default)]
+    pub groups: Vec<String>,
 }
 
 /// A customer contact, as stored.
@@ -68,7 +72,7 @@ pub async fn load(pool: &Pool) -> Result<Directory, StoreError> {
         .start()
         .await?;
     let agents = tx
-        .query("SELECT id, name, email, extensions, phone_numbers, external_ids FROM agents", &[])
+        .query("SELECT id, name, email, extensions, phone_numbers, external_ids, groups FROM agents", &[])
         .await?
         .iter()
         .map(agent_from_row)
@@ -104,6 +108,7 @@ pub fn agent_from_row(row: &tokio_postgres::Row) -> Agent {
         extensions: row.get(3),
         phone_numbers: row.get(4),
         external_ids: row.get(5),
+        groups: row.get(6),
     }
 }
 
@@ -132,6 +137,8 @@ pub struct AgentInput {
     pub phone_numbers: Vec<String>,
     #[serde(default)]
     pub external_ids: Option<serde_json::Value>,
+    #[serde(default)]
+    pub groups: Vec<String>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -232,6 +239,14 @@ impl AgentInput {
         }
         no_nul("external_ids", ids.iter().flat_map(|(k, v)| [k.as_str(), v.as_str().unwrap_or_default()]))?;
         no_nul("phone_numbers", self.phone_numbers.iter().map(String::as_str))?;
+        let mut groups: Vec<String> = self.groups.into_iter().filter_map(|g| text(Some(g))).collect();
+        groups.sort();
+        groups.dedup();
+        if let Some(bad) = groups.iter().find(|g| valid_id(g).is_err()) {
+            return Err(format!(
+                "group {bad:?} must be 1-128 letters, digits and _.:@- (starting with a letter or digit)"
+            ));
+        }
         Ok(Agent {
             id,
             name,
@@ -239,6 +254,7 @@ impl AgentInput {
             extensions,
             phone_numbers: e164_all(&self.phone_numbers, region)?,
             external_ids,
+            groups,
         })
     }
 }
@@ -280,20 +296,22 @@ pub async fn upsert_agents(
     let extensions: Vec<serde_json::Value> = agents.iter().map(|a| serde_json::json!(a.extensions)).collect();
     let numbers: Vec<serde_json::Value> = agents.iter().map(|a| serde_json::json!(a.phone_numbers)).collect();
     let external: Vec<&serde_json::Value> = agents.iter().map(|a| &a.external_ids).collect();
+    let groups: Vec<serde_json::Value> = agents.iter().map(|a| serde_json::json!(a.groups)).collect();
     Ok(tx
         .execute(
-            "INSERT INTO agents (id, name, email, extensions, phone_numbers, external_ids)
+            "INSERT INTO agents (id, name, email, extensions, phone_numbers, external_ids, groups)
              SELECT id, name, email,
                     ARRAY(SELECT jsonb_array_elements_text(ext)),
                     ARRAY(SELECT jsonb_array_elements_text(num)),
-                    external
-             FROM UNNEST($1::text[], $2::text[], $3::text[], $4::jsonb[], $5::jsonb[], $6::jsonb[])
-                  AS t(id, name, email, ext, num, external)
+                    external,
+                    ARRAY(SELECT jsonb_array_elements_text(grp))
+             FROM UNNEST($1::text[], $2::text[], $3::text[], $4::jsonb[], $5::jsonb[], $6::jsonb[], $7::jsonb[])
+                  AS t(id, name, email, ext, num, external, grp)
              ON CONFLICT (id) DO UPDATE SET
                  name = EXCLUDED.name, email = EXCLUDED.email, extensions = EXCLUDED.extensions,
                  phone_numbers = EXCLUDED.phone_numbers, external_ids = EXCLUDED.external_ids,
-                 updated_at = now()",
-            &[&ids, &names, &emails, &extensions, &numbers, &external],
+                 groups = EXCLUDED.groups, updated_at = now()",
+            &[&ids, &names, &emails, &extensions, &numbers, &external, &groups],
         )
         .await?)
 }

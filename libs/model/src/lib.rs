@@ -670,6 +670,47 @@ pub fn call_partition_key(source: &SourceId, call_id: &str) -> String {
     format!("{source}:{call_id}")
 }
 
+/// An agent's status on the desk. `Unknown` is the Avro enum default.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum AgentStatusValue {
+    Available,
+    Break,
+    Offline,
+    Unknown,
+}
+
+impl AgentStatusValue {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AgentStatusValue::Available => "available",
+            AgentStatusValue::Break => "break",
+            AgentStatusValue::Offline => "offline",
+            AgentStatusValue::Unknown => "unknown",
+        }
+    }
+
+    /// The status an agent may set (`available`, `break`, `offline`).
+    pub fn parse(text: &str) -> Option<Self> {
+        match text {
+            "available" => Some(AgentStatusValue::Available),
+            "break" => Some(AgentStatusValue::Break),
+            "offline" => Some(AgentStatusValue::Offline),
+            _ => None,
+        }
+    }
+}
+
+/// An agent's status changed (`schemas/agent_status.avsc`), keyed by agent id.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AgentStatus {
+    pub agent_id: String,
+    pub status: AgentStatusValue,
+    pub session_id: Option<String>,
+    #[serde(with = "micros")]
+    pub changed_at: DateTime<Utc>,
+}
+
 /// A record some stage could not process (`schemas/dead_letter.avsc`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct DeadLetter {

@@ -392,7 +392,7 @@ async fn list_agents(pool: &Pool, query: &HashMap<String, String>) -> Answer {
     let client = pool.get().await?;
     let rows = client
         .query(
-            "SELECT id, name, email, extensions, phone_numbers, external_ids FROM agents
+            "SELECT id, name, email, extensions, phone_numbers, external_ids, groups FROM agents
              WHERE id > $1 ORDER BY id LIMIT $2",
             &[&after, &limit],
         )
@@ -423,7 +423,7 @@ async fn get_agent(pool: &Pool, id: &str) -> Answer {
     let client = pool.get().await?;
     let row = client
         .query_opt(
-            "SELECT id, name, email, extensions, phone_numbers, external_ids FROM agents WHERE id = $1",
+            "SELECT id, name, email, extensions, phone_numbers, external_ids, groups FROM agents WHERE id = $1",
             &[&id],
         )
         .await?
@@ -536,6 +536,7 @@ async fn import_agents(pool: &Pool, req: Request<Incoming>, region: Region) -> A
         extensions: list(f, "extensions"),
         phone_numbers: list(f, "phone_numbers"),
         external_ids: None,
+        groups: list(f, "groups"),
     })?;
     let mut errors = Vec::new();
     let mut valid = Vec::new();

@@ -269,6 +269,7 @@ mod tests {
             extensions: ext.iter().map(|e| (*e).to_owned()).collect(),
             phone_numbers: vec![],
             external_ids: serde_json::json!({}),
+            groups: Vec::new(),
         };
         let contact = |id: &str, number: &str, agent: Option<&str>| Contact {
             id: id.into(),

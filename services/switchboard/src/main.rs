@@ -270,6 +270,7 @@ async fn run_service(service: Service, settings: Settings, cancel: CancellationT
         Service::Router => switchboard_router::run(settings, listener, cancel).await,
         Service::Api => switchboard_api::run(settings, listener, cancel).await,
         Service::Dispatcher => switchboard_dispatcher::run(settings, listener, cancel).await,
+        Service::Desk => switchboard_desk::run(settings, listener, cancel).await,
     };
     match outcome {
         Ok(()) => ExitCode::SUCCESS,

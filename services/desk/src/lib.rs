@@ -1,0 +1,33 @@
+//! desk: the agent's desk. Tells agents, in their browser, about their calls while they happen —
+//! who is calling (with the matched CRM contact) before they pick up, answered, taken by a
+//! colleague, ended, missed — pops the CRM's own page, and shows supervisors their groups.
+//!
+//! Inputs: matched call events (`<prefix>matched`, the earliest topic with the agent and the
+//! contact) and agent status changes (`<prefix>agent-status`), read by every replica in a
+//! consumer group of its own from the latest record (broadcast: each replica holds its own
+//! connections); sessions and screen-pop settings in PostgreSQL. Outputs: notifications on
+//! WebSocket or Server-Sent Events streams; status changes on `<prefix>agent-status`.
+//!
+//! Delivery: at most once per stream while connected, plus resume — a client that reconnects
+//! with the last event id it saw gets what it missed from the replica's per-agent buffer (the last
+//! `desk.resume_window` notifications; ids are the same on every replica). Notifications are
+//! live signals, not a log: a replica that restarts starts from the latest record, and the call
+//! log remains the record. Ordering: per call, as on the topic (keyed by call).
+//!
+//! Modules: [`token`] and [`sessions`] (who may connect), [`screen_pop`] (what to open),
+//! [`track`] (what a call means to each agent; pure), [`notify`] (the notification JSON),
+//! [`hub`] (streams and resume buffers), [`stream`] (WebSocket and SSE), [`desk`] (shared state,
+//! status, recent calls), [`api`] (HTTP), [`service`] (the process).
+
+pub mod api;
+pub mod desk;
+pub mod hub;
+pub mod notify;
+pub mod screen_pop;
+pub mod service;
+pub mod sessions;
+pub mod stream;
+pub mod token;
+pub mod track;
+
+pub use service::run;

@@ -1,0 +1,589 @@
+//! The agent's desk end to end: the real binary (ingress → normalizer → matcher → desk) on a
+//! real broker and database, agents connected over WebSocket and Server-Sent Events as a
+//! browser would, and the agent panel in a real headless Chromium (`tests/browser/desk.cjs`).
+
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail, ensure};
+use futures_util::{SinkExt, StreamExt};
+use http_body_util::BodyExt;
+use serde_json::{Value, json};
+use switchboard_tests::{Credentials, HttpClient, ServiceProcess, TestEnv, http_client, post_webhook, send};
+use tokio::net::TcpStream;
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::Message;
+
+const TOKEN: &str = "desk-test-api-token";
+const WAIT: Duration = Duration::from_secs(20);
+
+/// A desk with its directory: Ann (101) and Bea (102) in `sales`, Sue supervising `sales`, Tom
+/// (103) in `support`; Bob Smith calls from +44 20 7946 0001.
+struct Desk {
+    env: TestEnv,
+    client: HttpClient,
+    desk: ServiceProcess,
+    ingress: Option<ServiceProcess>,
+    others: Vec<ServiceProcess>,
+    source: Option<Credentials>,
+}
+
+impl Desk {
+    async fn start(name: &str, pipeline: &[&str]) -> anyhow::Result<Self> {
+        let mut env = TestEnv::new(name);
+        env.set("SWITCHBOARD_API__TOKENS", format!("[\"{TOKEN}\"]"));
+        env.init().await?;
+        let source = if pipeline.is_empty() { None } else { Some(env.add_source("pbx", "GB").await?) };
+        env.db()
+            .await?
+            .batch_execute(
+                "INSERT INTO agents (id, name, email, extensions, groups) VALUES
+                   ('ann', 'Ann Lee', 'ann@example.com', '{101}', '{sales}'),
+                   ('bea', 'Bea Ray', 'bea@example.com', '{102}', '{sales}'),
+                   ('tom', 'Tom Fox', 'tom@example.com', '{103}', '{support}'),
+                   ('sue', 'Sue Kim', 'sue@example.com', '{199}', '{sales}');
+                 INSERT INTO contacts (id, name, company, phone_numbers) VALUES
+                   ('bob', 'Bob Smith', 'Acme', '{+442079460001}');",
+            )
+            .await?;
+        let mut others = Vec::new();
+        let mut ingress = None;
+        for service in pipeline {
+            let process = env.start(service).await?;
+            if *service == "ingress" { ingress = Some(process) } else { others.push(process) }
+        }
+        let desk = env.start("desk").await?;
+        Ok(Self { env, client: http_client(), desk, ingress, others, source })
+    }
+
+    async fn api(&self, method: &str, path: &str, body: Value) -> anyhow::Result<(u16, Value)> {
+        let auth = format!("Bearer {TOKEN}");
+        let response = send(
+            &self.client,
+            method,
+            &self.desk.url(path),
+            &[("authorization", &auth), ("content-type", "application/json")],
+            if body.is_null() { String::new() } else { body.to_string() },
+        )
+        .await?;
+        Ok((response.status, response.json()))
+    }
+
+    async fn session(&self, body: Value) -> anyhow::Result<Value> {
+        let (status, value) = self.api("POST", "/v1/desk/sessions", body).await?;
+        ensure!(status == 201 || status == 200, "session: {status} {value}");
+        Ok(value)
+    }
+
+    async fn post(&self, body: Value) -> anyhow::Result<()> {
+        let ingress = self.ingress.as_ref().context("no ingress")?;
+        let source = self.source.as_ref().context("no source")?;
+        let response = post_webhook(&self.client, &ingress.url(""), source, &body.to_string()).await?;
+        ensure!(response.status == 202, "webhook answered {}", response.status);
+        Ok(())
+    }
+
+    async fn shutdown(mut self) -> anyhow::Result<()> {
+        let _ = self.desk.terminate(WAIT).await?;
+        if let Some(mut ingress) = self.ingress.take() {
+            let _ = ingress.terminate(WAIT).await?;
+        }
+        for mut other in self.others.drain(..) {
+            let _ = other.terminate(WAIT).await?;
+        }
+        self.env.cleanup().await;
+        Ok(())
+    }
+}
+
+/// A generic webhook of call `call`.
+fn event(call: &str, kind: &str, leg: Option<&str>, agent: Option<&str>, extra: Value) -> Value {
+    let mut body = json!({
+        "call_id": call,
+        "event": kind,
+        "direction": "inbound",
+        "from": "020 7946 0001",
+        "to": "+442071234567",
+        "timestamp": chrono::Utc::now().timestamp(),
+    });
+    if let Some(leg) = leg {
+        body["leg_id"] = json!(leg);
+    }
+    if let Some(agent) = agent {
+        body["agent"] = json!({"number": agent});
+    }
+    if let (Some(body), Some(extra)) = (body.as_object_mut(), extra.as_object()) {
+        body.extend(extra.clone());
+    }
+    body
+}
+
+type Ws = WebSocketStream<TcpStream>;
+
+/// A WebSocket stream of `token`, as the SDK opens it.
+async fn websocket(desk: &ServiceProcess, token: &str, last: Option<&str>) -> anyhow::Result<Ws> {
+    let stream = TcpStream::connect(("127.0.0.1", desk.port)).await?;
+    let mut url = format!("ws://127.0.0.1:{}/v1/desk/stream?token={token}", desk.port);
+    if let Some(last) = last {
+        url.push_str(&format!("&last_event_id={last}"));
+    }
+    let (ws, response) = tokio_tungstenite::client_async(url, stream).await?;
+    ensure!(response.status().as_u16() == 101);
+    Ok(ws)
+}
+
+/// The next JSON message of `ws` (skipping pings), or `None` when it closed.
+async fn next(ws: &mut Ws, within: Duration) -> anyhow::Result<Option<Value>> {
+    let deadline = Instant::now() + within;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match tokio::time::timeout(left, ws.next()).await.context("no message in time")? {
+            Some(Ok(Message::Text(text))) => return Ok(Some(serde_json::from_str(text.as_str())?)),
+            Some(Ok(Message::Close(frame))) => {
+                return Ok(Some(json!({"closed": frame.map(|f| (u16::from(f.code), f.reason.to_string()))})));
+            }
+            Some(Ok(_)) => {}
+            Some(Err(_)) | None => return Ok(None),
+        }
+    }
+}
+
+/// The notification types `ws` receives until `want` of them arrived.
+async fn collect(ws: &mut Ws, want: usize) -> anyhow::Result<Vec<Value>> {
+    let mut got = Vec::new();
+    while got.len() < want {
+        match next(ws, WAIT).await? {
+            Some(m) if m["type"] == "hello" => {}
+            Some(m) => got.push(m),
+            None => bail!("stream closed after {got:?}"),
+        }
+    }
+    Ok(got)
+}
+
+fn types(messages: &[Value]) -> Vec<String> {
+    messages.iter().map(|m| m["type"].as_str().unwrap_or("?").to_owned()).collect()
+}
+
+/// No message at all (other than keep-alives) for `quiet`.
+async fn silent(ws: &mut Ws, quiet: Duration) -> anyhow::Result<()> {
+    match tokio::time::timeout(quiet, async {
+        loop {
+            match ws.next().await {
+                Some(Ok(Message::Text(text))) => return Some(text.to_string()),
+                Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
+                _ => return None,
+            }
+        }
+    })
+    .await
+    {
+        Ok(Some(text)) => bail!("expected nothing, got {text}"),
+        _ => Ok(()),
+    }
+}
+
+#[tokio::test]
+async fn sessions_by_id_and_email_keep_revoke_expire_and_refuse_bad_tokens() -> anyhow::Result<()> {
+    let desk = Desk::start("desk-sessions", &[]).await?;
+    // By id, and by email (any case) as a supervisor (seed 003's `admin` too).
+    let ann = desk.session(json!({"agent_id": "ann"})).await?;
+    assert_eq!(ann["role"], "agent");
+    let token = ann["token"].as_str().context("token")?.to_owned();
+    assert!(token.starts_with("sbd_") && token.len() == 47, "{token}");
+    let sue = desk.session(json!({"email": "SUE@example.com", "role": "admin"})).await?;
+    assert_eq!((sue["agent_id"].as_str(), sue["role"].as_str()), (Some("sue"), Some("supervisor")));
+    // Keep: the same live token comes back (200); without keep a new one (201).
+    let (status, kept) =
+        desk.api("POST", "/v1/desk/sessions", json!({"agent_id": "ann", "keep": true})).await?;
+    assert_eq!((status, kept["token"].as_str()), (200, Some(token.as_str())));
+    let (status, fresh) = desk.api("POST", "/v1/desk/sessions", json!({"agent_id": "ann"})).await?;
+    assert_eq!(status, 201);
+    assert_ne!(fresh["token"], ann["token"]);
+    // Refusals: nobody, both, a bad role or ttl, no API token.
+    assert_eq!(desk.api("POST", "/v1/desk/sessions", json!({"agent_id": "nobody"})).await?.0, 404);
+    assert_eq!(
+        desk.api("POST", "/v1/desk/sessions", json!({"agent_id": "ann", "email": "a@b"})).await?.0,
+        400
+    );
+    assert_eq!(
+        desk.api("POST", "/v1/desk/sessions", json!({"agent_id": "ann", "role": "boss"})).await?.0,
+        400
+    );
+    assert_eq!(
+        desk.api("POST", "/v1/desk/sessions", json!({"agent_id": "ann", "ttl_secs": 5})).await?.0,
+        400
+    );
+    let anonymous =
+        send(&desk.client, "POST", &desk.desk.url("/v1/desk/sessions"), &[], r#"{"agent_id":"ann"}"#).await?;
+    assert_eq!(anonymous.status, 401);
+
+    // The session token opens the agent's endpoints; bad tokens are one 401 whatever they are.
+    let status_of = |token: String| {
+        let (client, url) = (desk.client.clone(), desk.desk.url("/v1/desk/status"));
+        async move {
+            let auth = format!("Bearer {token}");
+            send(&client, "GET", &url, &[("authorization", &auth)], "").await
+        }
+    };
+    let own = status_of(token.clone()).await?;
+    assert_eq!(own.status, 200, "{:?}", own.json());
+    assert_eq!(own.headers.get("access-control-allow-origin").map(|v| v.as_bytes()), Some(&b"*"[..]));
+    let forged = format!("sbd_{}", "A".repeat(43));
+    for bad in [String::new(), "junk".into(), forged, TOKEN.to_owned()] {
+        let refused = status_of(bad.clone()).await?;
+        assert_eq!((refused.status, refused.json()["error"].as_str()), (401, Some("auth_invalid")), "{bad}");
+    }
+    let refused = send(&desk.client, "GET", &desk.desk.url("/v1/desk/stream?token=junk"), &[], "").await?;
+    assert_eq!(refused.status, 401);
+
+    // Revoking ends the open stream with auth_invalid (close 4001), and the token is dead.
+    let mut ws = websocket(&desk.desk, &token, None).await?;
+    let hello = next(&mut ws, WAIT).await?.context("hello")?;
+    assert_eq!((hello["type"].as_str(), hello["agent"]["name"].as_str()), (Some("hello"), Some("Ann Lee")));
+    let session_id = ann["session_id"].as_str().context("id")?;
+    assert_eq!(desk.api("DELETE", &format!("/v1/desk/sessions/{session_id}"), Value::Null).await?.0, 204);
+    let invalid = next(&mut ws, WAIT).await?.context("auth_invalid")?;
+    assert_eq!(invalid, json!({"type": "auth_invalid", "reason": "revoked"}));
+    let closed = next(&mut ws, WAIT).await?.context("close")?;
+    assert_eq!(closed["closed"][0], 4001, "{closed}");
+    assert_eq!(status_of(token.clone()).await?.status, 401);
+    let (status, info) = desk.api("GET", &format!("/v1/desk/sessions/{session_id}"), Value::Null).await?;
+    assert_eq!((status, info["live"].as_bool()), (200, Some(false)));
+    // Keep never hands back a revoked token.
+    let (status, after) =
+        desk.api("POST", "/v1/desk/sessions", json!({"agent_id": "ann", "keep": true})).await?;
+    assert!(status == 200 && after["token"] != json!(token), "{after}");
+
+    // Expiry: a session that has run out ends its stream with auth_invalid (expired).
+    let short = desk.session(json!({"agent_id": "tom", "ttl_secs": 60})).await?;
+    let short_token = short["token"].as_str().context("token")?.to_owned();
+    let mut ws = websocket(&desk.desk, &short_token, None).await?;
+    let _ = next(&mut ws, WAIT).await?;
+    desk.env
+        .db()
+        .await?
+        .execute(
+            "UPDATE desk_sessions SET expires_at = now() WHERE id = $1",
+            &[&short["session_id"].as_str()],
+        )
+        .await?;
+    assert_eq!(status_of(short_token.clone()).await?.status, 401, "expired in the database");
+    // The open stream learns it at the expiry it was given (60 s): a new stream of a session
+    // ending in a second shows the timer.
+    let brief = desk.session(json!({"agent_id": "tom", "ttl_secs": 60})).await?;
+    desk.env
+        .db()
+        .await?
+        .execute(
+            "UPDATE desk_sessions SET expires_at = now() + interval '2 seconds' WHERE id = $1",
+            &[&brief["session_id"].as_str()],
+        )
+        .await?;
+    let mut ws = websocket(&desk.desk, brief["token"].as_str().context("token")?, None).await?;
+    let _ = next(&mut ws, WAIT).await?;
+    assert_eq!(next(&mut ws, WAIT).await?, Some(json!({"type": "auth_invalid", "reason": "expired"})));
+    desk.shutdown().await
+}
+
+#[tokio::test]
+async fn a_ringing_call_pops_the_right_agents_and_supervisor_and_a_reconnect_loses_nothing()
+-> anyhow::Result<()> {
+    let desk = Desk::start("desk-stream", &["ingress", "normalizer", "matcher"]).await?;
+    let (status, _) = desk
+        .api(
+            "PUT",
+            "/v1/desk/screen-pop/*",
+            json!({"url_template": "https://crm.example.com/pop?num={caller_id_num}&s={id_session}&op={id_op}&g={id_group}&a={action}&c={contact_id}", "mode": "open"}),
+        )
+        .await?;
+    assert_eq!(status, 201);
+    let (status, refused) = desk
+        .api(
+            "PUT",
+            "/v1/desk/screen-pop/pbx",
+            json!({"url_template": "https://crm/x?n={caller}", "mode": "open"}),
+        )
+        .await?;
+    assert_eq!((status, refused["position"].as_u64()), (422, Some(17)), "{refused}");
+
+    let ann = desk.session(json!({"agent_id": "ann"})).await?;
+    let bea = desk.session(json!({"agent_id": "bea"})).await?;
+    let tom = desk.session(json!({"agent_id": "tom"})).await?;
+    let sue = desk.session(json!({"agent_id": "sue", "role": "supervisor"})).await?;
+    let token = |s: &Value| s["token"].as_str().unwrap_or_default().to_owned();
+    let mut ann_ws = websocket(&desk.desk, &token(&ann), None).await?;
+    let mut bea_ws = websocket(&desk.desk, &token(&bea), None).await?;
+    let mut tom_ws = websocket(&desk.desk, &token(&tom), None).await?;
+    let mut sue_ws = websocket(&desk.desk, &token(&sue), None).await?;
+    for ws in [&mut ann_ws, &mut bea_ws, &mut tom_ws, &mut sue_ws] {
+        assert_eq!(next(ws, WAIT).await?.context("hello")?["type"], "hello");
+    }
+
+    // A ring-all call to Ann and Bea; Bea answers.
+    let started = Instant::now();
+    desk.post(event("c-1", "ringing", None, None, json!({}))).await?;
+    desk.post(event("c-1", "ringing", Some("c-1-ann"), Some("101"), json!({}))).await?;
+    let incoming = collect(&mut ann_ws, 1).await?;
+    let popped = started.elapsed();
+    let pop = &incoming[0];
+    assert_eq!(pop["type"], "incoming", "{pop}");
+    assert_eq!(pop["contact"]["match"], "unique");
+    assert_eq!(pop["contact"]["candidates"][0]["name"], "Bob Smith");
+    assert_eq!(pop["call"]["customer"]["e164"], "+442079460001");
+    assert_eq!(pop["call"]["customer"]["raw"], "020 7946 0001");
+    assert_eq!(pop["agent"]["groups"], json!(["sales"]));
+    assert_eq!(
+        pop["screen_pop"],
+        json!({
+            "url": format!("https://crm.example.com/pop?num=442079460001&s={}&op=ann&g=sales&a=in&c=bob", ann["session_id"].as_str().unwrap_or_default()),
+            "mode": "open",
+            "on": "ringing",
+        })
+    );
+    desk.post(event("c-1", "ringing", Some("c-1-bea"), Some("102"), json!({}))).await?;
+    desk.post(event("c-1", "answered", Some("c-1-bea"), Some("102"), json!({}))).await?;
+    desk.post(event("c-1", "hangup", Some("c-1-ann"), Some("101"), json!({}))).await?;
+    desk.post(event("c-1", "hangup", Some("c-1-bea"), Some("102"), json!({}))).await?;
+    desk.post(event("c-1", "hangup", None, None, json!({}))).await?;
+
+    let ann_rest = collect(&mut ann_ws, 1).await?;
+    assert_eq!(types(&ann_rest), ["taken"]);
+    assert_eq!(ann_rest[0]["taken_by"]["name"], "Bea Ray");
+    assert_eq!(ann_rest[0]["screen_pop"], Value::Null);
+    let bea_all = collect(&mut bea_ws, 3).await?;
+    assert_eq!(types(&bea_all), ["incoming", "answered", "ended"]);
+    // The supervisor of sales sees both agents' calls, never "taken", and no pop.
+    let sue_all = collect(&mut sue_ws, 4).await?;
+    assert_eq!(types(&sue_all), ["incoming", "incoming", "answered", "ended"]);
+    assert!(sue_all.iter().all(|m| m["screen_pop"].is_null()));
+    assert_eq!(sue_all[2]["agent"]["id"], "bea");
+
+    // A call nobody answers: missed, once per agent it rang.
+    desk.post(event("c-2", "ringing", Some("c-2-ann"), Some("101"), json!({}))).await?;
+    desk.post(event("c-2", "hangup", Some("c-2-ann"), Some("101"), json!({"hangup_cause": "no_answer"})))
+        .await?;
+    desk.post(event("c-2", "hangup", None, None, json!({}))).await?;
+    let missed = collect(&mut ann_ws, 2).await?;
+    assert_eq!(types(&missed), ["incoming", "missed"]);
+    // Tom (support) heard nothing of sales' calls.
+    silent(&mut tom_ws, Duration::from_millis(500)).await?;
+
+    // Ann's connection drops; a call comes meanwhile; she reconnects with the last id she saw.
+    let last_seen = missed[0]["id"].as_str().context("id")?.to_owned();
+    drop(ann_ws);
+    desk.post(event("c-3", "ringing", Some("c-3-ann"), Some("101"), json!({}))).await?;
+    // Bea's stream proves the event went through before Ann comes back.
+    desk.post(event("c-3", "ringing", Some("c-3-bea"), Some("102"), json!({}))).await?;
+    assert_eq!(types(&collect(&mut bea_ws, 1).await?), ["incoming"]);
+    let mut ann_ws = websocket(&desk.desk, &token(&ann), Some(&last_seen)).await?;
+    let hello = next(&mut ann_ws, WAIT).await?.context("hello")?;
+    assert_eq!(hello["resumed"], true);
+    let resumed = collect(&mut ann_ws, 2).await?;
+    assert_eq!(types(&resumed), ["missed", "incoming"], "what she missed, in order, nothing twice");
+    assert_eq!(resumed[1]["call"]["call_id"], "c-3");
+
+    // Status: Ann takes a break through the stream; she and her supervisor are told.
+    ann_ws.send(Message::text(json!({"type": "set_status", "status": "break"}).to_string())).await?;
+    let told = collect(&mut ann_ws, 1).await?;
+    assert_eq!((told[0]["type"].as_str(), told[0]["status"].as_str()), (Some("status"), Some("break")));
+    let sue_told = collect(&mut sue_ws, 5).await?;
+    assert_eq!(
+        types(&sue_told),
+        ["incoming", "missed", "incoming", "incoming", "status"],
+        "c-2 rang Ann and was missed, c-3 rang both, then Ann's status"
+    );
+    let (code, list) = {
+        let auth = format!("Bearer {}", token(&sue));
+        let r = send(&desk.client, "GET", &desk.desk.url("/v1/desk/status"), &[("authorization", &auth)], "")
+            .await?;
+        (r.status, r.json())
+    };
+    assert_eq!(code, 200);
+    let ann_status =
+        list["agents"].as_array().context("agents")?.iter().find(|a| a["agent_id"] == "ann").cloned();
+    assert_eq!(ann_status.context("ann listed")?["status"], "break");
+
+    // The SSE fallback carries the same notifications, with ids for Last-Event-ID.
+    let mut sse = Sse::open(&desk.desk, &token(&tom), None).await?;
+    assert_eq!(sse.next().await?.0, "hello");
+    let mut tom_call = event("c-4", "ringing", None, Some("103"), json!({}));
+    tom_call["direction"] = json!("outbound");
+    tom_call["from"] = json!("103");
+    tom_call["to"] = json!("020 7946 0001");
+    desk.post(tom_call).await?;
+    let (kind, id, data) = sse.next().await?;
+    assert_eq!(kind, "outgoing");
+    assert!(id.as_deref().is_some_and(|id| id.starts_with('m')), "{id:?}");
+    assert_eq!(data["call"]["customer"]["e164"], "+442079460001");
+    assert_eq!(data["screen_pop"]["url"].as_str().map(|u| u.contains("a=out")), Some(true));
+
+    let metrics = desk.desk.metrics().await?;
+    assert!(
+        switchboard_tests::metric_series(&metrics, r#"switchboard_desk_notifications_total{type="taken"}"#)
+            >= 1.0
+    );
+    assert!(
+        switchboard_tests::metric_series(&metrics, r#"switchboard_desk_streams{transport="sse"}"#) >= 1.0
+    );
+    println!("desk: webhook posted → pop received in {popped:?}");
+    desk.shutdown().await
+}
+
+/// A Server-Sent Events stream, read as EventSource reads it.
+struct Sse {
+    body: hyper::body::Incoming,
+    buffer: String,
+}
+
+impl Sse {
+    async fn open(desk: &ServiceProcess, token: &str, last: Option<&str>) -> anyhow::Result<Self> {
+        let client = http_client();
+        let mut request = http::Request::get(desk.url(&format!("/v1/desk/events?token={token}")));
+        if let Some(last) = last {
+            request = request.header("last-event-id", last);
+        }
+        let response = client.request(request.body(http_body_util::Full::new(bytes::Bytes::new()))?).await?;
+        ensure!(response.status() == 200, "SSE answered {}", response.status());
+        ensure!(
+            response.headers().get("content-type").map(|v| v.as_bytes()) == Some(&b"text/event-stream"[..])
+        );
+        Ok(Self { body: response.into_body(), buffer: String::new() })
+    }
+
+    /// The next event: its type, id and data.
+    async fn next(&mut self) -> anyhow::Result<(String, Option<String>, Value)> {
+        loop {
+            if let Some(end) = self.buffer.find("\n\n") {
+                let block: String = self.buffer.drain(..end + 2).collect();
+                let (mut kind, mut id, mut data) = (String::from("message"), None, None);
+                for line in block.lines() {
+                    if let Some(v) = line.strip_prefix("event: ") {
+                        kind = v.to_owned();
+                    } else if let Some(v) = line.strip_prefix("id: ") {
+                        id = Some(v.to_owned());
+                    } else if let Some(v) = line.strip_prefix("data: ") {
+                        data = Some(serde_json::from_str(v)?);
+                    }
+                }
+                match data {
+                    Some(data) => return Ok((kind, id, data)),
+                    None => continue, // retry: and keep-alive comments
+                }
+            }
+            let frame = tokio::time::timeout(WAIT, self.body.frame()).await.context("no SSE data in time")?;
+            let frame = frame.context("the SSE stream ended")??;
+            if let Ok(data) = frame.into_data() {
+                self.buffer.push_str(std::str::from_utf8(&data)?);
+            }
+        }
+    }
+}
+
+/// Serves the stand-in CRM: `/crm-page.html` (a CRM page that includes the SDK) and any other
+/// path as a small page (where the screen-pop lands).
+async fn crm_server() -> anyhow::Result<u16> {
+    use hyper::server::conn::http1;
+    use hyper::service::service_fn;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let port = listener.local_addr()?.port();
+    let page = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/browser/crm-page.html"))?;
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let page = page.clone();
+            tokio::spawn(async move {
+                let service = service_fn(move |req: http::Request<hyper::body::Incoming>| {
+                    let body = if req.uri().path() == "/crm-page.html" {
+                        page.clone()
+                    } else {
+                        format!("<!doctype html><title>CRM record</title><p>{}</p>", req.uri())
+                    };
+                    async move {
+                        let mut response = http::Response::new(http_body_util::Full::new(bytes::Bytes::from(body)));
+                        let _ = response.headers_mut().insert("content-type", http::HeaderValue::from_static("text/html"));
+                        Ok::<_, std::convert::Infallible>(response)
+                    }
+                });
+                let _ = http1::Builder::new().serve_connection(hyper_util::rt::TokioIo::new(stream), service).await;
+            });
+        }
+    });
+    Ok(port)
+}
+
+/// The agent panel in a real headless Chromium: it logs in with a token, shows the call card
+/// with the contact as the call rings, is answered and ends, shows a missed call, pops the CRM
+/// page itself (mode open) or offers it (mode notify), lists the agent's recent calls, and a CRM
+/// page with the SDK pops the caller too. The screenshot stays in the test's log folder.
+#[tokio::test]
+async fn the_agent_panel_and_the_sdk_pop_the_caller_in_a_real_browser() -> anyhow::Result<()> {
+    let Some(playwright) = std::env::var_os("SB_PLAYWRIGHT") else {
+        bail!("SB_PLAYWRIGHT is not set: run through ./test, which installs Chromium and playwright-core (scripts/browser.sh)");
+    };
+    let desk = Desk::start("desk-browser", &switchboard_tests::SERVICES).await?;
+    let crm = crm_server().await?;
+    let pop_template = format!("http://127.0.0.1:{crm}/crm/contact?num={{caller_id_num}}&agent={{id_op}}&call={{id_call}}");
+    let (status, _) = desk.api("PUT", "/v1/desk/screen-pop/pbx", json!({"url_template": pop_template, "mode": "open"})).await?;
+    ensure!(status == 201, "screen-pop: {status}");
+    let panel = desk.session(json!({"agent_id": "ann"})).await?;
+    let sdk = desk.session(json!({"agent_id": "ann"})).await?;
+    let token = |s: &Value| s["token"].as_str().unwrap_or_default().to_owned();
+    let pop_url = |call: &str| format!("http://127.0.0.1:{crm}/crm/contact?num=442079460001&agent=ann&call={call}");
+
+    let ingress = desk.ingress.as_ref().context("ingress")?.url("/v1/webhooks/pbx");
+    let auth = desk.source.as_ref().context("source")?.basic();
+    let post = |body: Value| {
+        json!({"url": ingress, "method": "POST", "headers": {"content-type": "application/json", "authorization": auth}, "body": body.to_string()})
+    };
+    let notify = json!({
+        "url": desk.desk.url("/v1/desk/screen-pop/pbx"), "method": "PUT",
+        "headers": {"content-type": "application/json", "authorization": format!("Bearer {TOKEN}")},
+        "body": json!({"url_template": pop_template, "mode": "notify"}).to_string(),
+    });
+    let screenshot = desk.env.log_dir.join("desk-panel.png");
+    let plan = json!({
+        "panel_url": desk.desk.url(&format!("/panel?token={}&fiche_num=%2B442079460001", token(&panel))),
+        "screenshot_path": screenshot,
+        "expect_dial_prefill": "+442079460001",
+        "sdk_page": {
+            "url": format!("http://127.0.0.1:{crm}/crm-page.html?desk={}&token={}", desk.desk.url(""), token(&sdk)),
+            "expect_event": "incoming",
+            "expect_contact_name": "Bob Smith",
+            "after_step": "ringing",
+        },
+        "steps": [
+            {"name": "ringing", "timeout_ms": 20000,
+             "post": [post(event("b-1", "ringing", None, None, json!({}))), post(event("b-1", "ringing", Some("b-1-ann"), Some("101"), json!({})))],
+             "expect": {"state": "ringing", "contact_name": "Bob Smith", "customer_number": "020 7946 0001", "popup_url": pop_url("b-1"), "agent_name": "Ann Lee"}},
+            {"name": "answered", "timeout_ms": 10000,
+             "post": post(event("b-1", "answered", Some("b-1-ann"), Some("101"), json!({}))),
+             "expect": {"state": "answered", "contact_name": "Bob Smith", "popup_url": null}},
+            {"name": "ended", "timeout_ms": 30000,
+             "post": [post(event("b-1", "hangup", Some("b-1-ann"), Some("101"), json!({}))), post(event("b-1", "hangup", None, None, json!({})))],
+             "expect": {"state": "ended", "recent_calls_min": 1}},
+            {"name": "missed", "timeout_ms": 10000,
+             "post": [post(event("b-2", "ringing", Some("b-2-ann"), Some("101"), json!({}))), post(event("b-2", "hangup", Some("b-2-ann"), Some("101"), json!({}))), post(event("b-2", "hangup", None, None, json!({})))],
+             "expect": {"state": "missed", "contact_name": "Bob Smith"}},
+            {"name": "notify mode", "timeout_ms": 10000,
+             "post": [notify, post(event("b-3", "ringing", Some("b-3-ann"), Some("101"), json!({})))],
+             "expect": {"state": "ringing", "pop_link": pop_url("b-3")}},
+            {"name": "click-to-call", "timeout_ms": 10000, "click": "dial-button",
+             "expect": {"dial_result": "not supported by this source"}},
+        ],
+    });
+    let plan_path = desk.env.log_dir.join("browser-plan.json");
+    std::fs::write(&plan_path, serde_json::to_vec_pretty(&plan)?)?;
+    // The screen-pop of a notify-mode setting reaches this replica through its listener.
+    let output = tokio::process::Command::new("node")
+        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/browser/desk.cjs"))
+        .arg(&plan_path)
+        .env("SB_PLAYWRIGHT", playwright)
+        .kill_on_drop(true)
+        .output();
+    let output = tokio::time::timeout(Duration::from_secs(180), output).await.context("the browser run took over 180 s")??;
+    let (stdout, stderr) = (String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
+    ensure!(output.status.success(), "browser run failed ({}):\n{stdout}\n{stderr}", output.status);
+    ensure!(stdout.contains("browser: 6 steps passed"), "{stdout}");
+    ensure!(std::fs::metadata(&screenshot)?.len() > 1000, "no screenshot at {}", screenshot.display());
+    println!("{}; screenshot: {}", stdout.trim(), screenshot.display());
+    desk.shutdown().await
+}
