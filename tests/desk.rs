@@ -498,12 +498,17 @@ async fn crm_server() -> anyhow::Result<u16> {
                         format!("<!doctype html><title>CRM record</title><p>{}</p>", req.uri())
                     };
                     async move {
-                        let mut response = http::Response::new(http_body_util::Full::new(bytes::Bytes::from(body)));
-                        let _ = response.headers_mut().insert("content-type", http::HeaderValue::from_static("text/html"));
+                        let mut response =
+                            http::Response::new(http_body_util::Full::new(bytes::Bytes::from(body)));
+                        let _ = response
+                            .headers_mut()
+                            .insert("content-type", http::HeaderValue::from_static("text/html"));
                         Ok::<_, std::convert::Infallible>(response)
                     }
                 });
-                let _ = http1::Builder::new().serve_connection(hyper_util::rt::TokioIo::new(stream), service).await;
+                let _ = http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                    .await;
             });
         }
     });
@@ -517,23 +522,27 @@ async fn crm_server() -> anyhow::Result<u16> {
 #[tokio::test]
 async fn the_agent_panel_and_the_sdk_pop_the_caller_in_a_real_browser() -> anyhow::Result<()> {
     let Some(playwright) = std::env::var_os("SB_PLAYWRIGHT") else {
-        bail!("SB_PLAYWRIGHT is not set: run through ./test, which installs Chromium and playwright-core (scripts/browser.sh)");
+        bail!(
+            "SB_PLAYWRIGHT is not set: run through ./test, which installs Chromium and playwright-core (scripts/browser.sh)"
+        );
     };
     let desk = Desk::start("desk-browser", &switchboard_tests::SERVICES).await?;
     let crm = crm_server().await?;
-    let pop_template = format!("http://127.0.0.1:{crm}/crm/contact?num={{caller_id_num}}&agent={{id_op}}&call={{id_call}}");
-    let (status, _) = desk.api("PUT", "/v1/desk/screen-pop/pbx", json!({"url_template": pop_template, "mode": "open"})).await?;
+    let pop_template =
+        format!("http://127.0.0.1:{crm}/crm/contact?num={{caller_id_num}}&agent={{id_op}}&call={{id_call}}");
+    let (status, _) = desk
+        .api("PUT", "/v1/desk/screen-pop/pbx", json!({"url_template": pop_template, "mode": "open"}))
+        .await?;
     ensure!(status == 201, "screen-pop: {status}");
     let panel = desk.session(json!({"agent_id": "ann"})).await?;
     let sdk = desk.session(json!({"agent_id": "ann"})).await?;
     let token = |s: &Value| s["token"].as_str().unwrap_or_default().to_owned();
-    let pop_url = |call: &str| format!("http://127.0.0.1:{crm}/crm/contact?num=442079460001&agent=ann&call={call}");
+    let pop_url =
+        |call: &str| format!("http://127.0.0.1:{crm}/crm/contact?num=442079460001&agent=ann&call={call}");
 
     let ingress = desk.ingress.as_ref().context("ingress")?.url("/v1/webhooks/pbx");
     let auth = desk.source.as_ref().context("source")?.basic();
-    let post = |body: Value| {
-        json!({"url": ingress, "method": "POST", "headers": {"content-type": "application/json", "authorization": auth}, "body": body.to_string()})
-    };
+    let post = |body: Value| json!({"url": ingress, "method": "POST", "headers": {"content-type": "application/json", "authorization": auth}, "body": body.to_string()});
     let notify = json!({
         "url": desk.desk.url("/v1/desk/screen-pop/pbx"), "method": "PUT",
         "headers": {"content-type": "application/json", "authorization": format!("Bearer {TOKEN}")},
@@ -579,11 +588,65 @@ async fn the_agent_panel_and_the_sdk_pop_the_caller_in_a_real_browser() -> anyho
         .env("SB_PLAYWRIGHT", playwright)
         .kill_on_drop(true)
         .output();
-    let output = tokio::time::timeout(Duration::from_secs(180), output).await.context("the browser run took over 180 s")??;
+    let output = tokio::time::timeout(Duration::from_secs(180), output)
+        .await
+        .context("the browser run took over 180 s")??;
     let (stdout, stderr) = (String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
     ensure!(output.status.success(), "browser run failed ({}):\n{stdout}\n{stderr}", output.status);
     ensure!(stdout.contains("browser: 6 steps passed"), "{stdout}");
     ensure!(std::fs::metadata(&screenshot)?.len() > 1000, "no screenshot at {}", screenshot.display());
     println!("{}; screenshot: {}", stdout.trim(), screenshot.display());
+    desk.shutdown().await
+}
+
+/// Two replicas behind a load balancer: each delivers to the connections it holds, a session
+/// revoked through one ends its stream on the other, and a client resumes on the other replica
+/// by the same event id.
+#[tokio::test]
+async fn every_replica_delivers_to_its_own_connections_and_revocation_reaches_all() -> anyhow::Result<()> {
+    let mut desk = Desk::start("desk-replicas", &["ingress", "normalizer", "matcher"]).await?;
+    let mut second = desk.env.start("desk").await?;
+    let ann = desk.session(json!({"agent_id": "ann"})).await?;
+    let bea = desk.session(json!({"agent_id": "bea"})).await?;
+    let token = |s: &Value| s["token"].as_str().unwrap_or_default().to_owned();
+    let mut ann_ws = websocket(&second, &token(&ann), None).await?;
+    let mut bea_ws = websocket(&desk.desk, &token(&bea), None).await?;
+    for ws in [&mut ann_ws, &mut bea_ws] {
+        assert_eq!(next(ws, WAIT).await?.context("hello")?["type"], "hello");
+    }
+    desk.post(event("r-1", "ringing", Some("r-1-ann"), Some("101"), json!({}))).await?;
+    desk.post(event("r-1", "ringing", Some("r-1-bea"), Some("102"), json!({}))).await?;
+    let on_second = collect(&mut ann_ws, 1).await?;
+    let on_first = collect(&mut bea_ws, 1).await?;
+    assert_eq!(
+        (on_second[0]["call"]["call_id"].as_str(), on_first[0]["call"]["call_id"].as_str()),
+        (Some("r-1"), Some("r-1"))
+    );
+
+    // Ann's replica goes away; she resumes on the first one from the id the second gave her.
+    let seen = on_second[0]["id"].as_str().context("id")?.to_owned();
+    let _ = second.terminate(WAIT).await?;
+    let closed = next(&mut ann_ws, WAIT).await?;
+    assert!(matches!(&closed, Some(m) if m["closed"][0] == 1001), "going away: {closed:?}");
+    desk.post(event("r-1", "answered", Some("r-1-bea"), Some("102"), json!({}))).await?;
+    assert_eq!(types(&collect(&mut bea_ws, 1).await?), ["answered"]);
+    let mut ann_ws = websocket(&desk.desk, &token(&ann), Some(&seen)).await?;
+    let _ = next(&mut ann_ws, WAIT).await?;
+    assert_eq!(types(&collect(&mut ann_ws, 1).await?), ["taken"], "nothing twice, nothing lost");
+
+    // Revoked through a replica that does not hold the stream: LISTEN/NOTIFY reaches the other.
+    let mut third = desk.env.start("desk").await?;
+    let mut bea_third = websocket(&third, &token(&bea), None).await?;
+    let _ = next(&mut bea_third, WAIT).await?;
+    let revoke = format!("/v1/desk/sessions/{}", bea["session_id"].as_str().unwrap_or_default());
+    let auth = format!("Bearer {TOKEN}");
+    let started = Instant::now();
+    let revoked =
+        send(&desk.client, "DELETE", &desk.desk.url(&revoke), &[("authorization", &auth)], "").await?;
+    assert_eq!(revoked.status, 204);
+    assert_eq!(next(&mut bea_third, WAIT).await?, Some(json!({"type": "auth_invalid", "reason": "revoked"})));
+    assert!(started.elapsed() < Duration::from_secs(1), "within a second: {:?}", started.elapsed());
+    assert_eq!(next(&mut bea_ws, WAIT).await?, Some(json!({"type": "auth_invalid", "reason": "revoked"})));
+    let _ = third.terminate(WAIT).await?;
     desk.shutdown().await
 }

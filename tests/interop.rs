@@ -147,6 +147,7 @@ async fn java_and_python_avro_decoders_read_every_record_of_every_topic() -> any
     let python = interop_setting("SB_INTEROP_PYTHON")?;
 
     let mut env = TestEnv::new("interop");
+    env.set("SWITCHBOARD_API__TOKENS", "[\"interop-token\"]");
     // Calls are published once complete: by the end marker, or at the latest 1.5 s after.
     env.set("SWITCHBOARD_CALLLOG__SETTLE_MS", "1500");
     let pipeline = env.start_pipeline().await?;
@@ -180,6 +181,17 @@ async fn java_and_python_avro_decoders_read_every_record_of_every_topic() -> any
     assert!(!calls.is_empty(), "no call record was published within {SETTLE:?}");
     let dead = read_topic(&env.brokers, &topics.dead_letter, SETTLE, |records| !records.is_empty()).await?;
     assert!(!dead.is_empty(), "no dead letter was published within {SETTLE:?}");
+    // An agent takes a break on the desk: a record on agent-status.
+    env.db().await?.batch_execute("INSERT INTO agents (id, name) VALUES ('ann', 'Ann')").await?;
+    let mut desk = env.start("desk").await?;
+    let api = [("authorization", "Bearer interop-token"), ("content-type", "application/json")];
+    let session =
+        send(&client, "POST", &desk.url("/v1/desk/sessions"), &api, r#"{"agent_id":"ann"}"#).await?;
+    let token = format!("Bearer {}", session.json()["token"].as_str().context("token")?);
+    let status = [("authorization", token.as_str()), ("content-type", "application/json")];
+    let set = send(&client, "PUT", &desk.url("/v1/desk/status"), &status, r#"{"status":"break"}"#).await?;
+    assert_eq!(set.status, 200, "{:?}", set.json());
+    let _ = desk.terminate(Duration::from_secs(20)).await?;
     // Stopped, the pipeline writes nothing more: the counts below are final.
     pipeline.shutdown().await?;
 
@@ -190,6 +202,7 @@ async fn java_and_python_avro_decoders_read_every_record_of_every_topic() -> any
         (topics.enriched.clone(), "CallEvent"),
         (topics.calls.clone(), "CallRecord"),
         (topics.dead_letter.clone(), "DeadLetter"),
+        (topics.agent_status.clone(), "AgentStatus"),
     ];
     let names: Vec<String> = by_topic.iter().map(|(topic, _)| topic.clone()).collect();
     let counts = record_counts(&env.brokers, &names).await?;

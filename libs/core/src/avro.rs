@@ -654,7 +654,7 @@ mod tests {
     }
 
     /// Every `.avsc` file, by name.
-    const SCHEMA_FILES: [(&str, &str); 8] = [
+    const SCHEMA_FILES: [(&str, &str); 9] = [
         ("raw_webhook.avsc", include_str!("../../../schemas/raw_webhook.avsc")),
         ("raw_webhook.v1.avsc", include_str!("../../../schemas/raw_webhook.v1.avsc")),
         ("call_event.avsc", include_str!("../../../schemas/call_event.avsc")),
@@ -663,6 +663,7 @@ mod tests {
         ("call_record.avsc", include_str!("../../../schemas/call_record.avsc")),
         ("call_record.v1.avsc", include_str!("../../../schemas/call_record.v1.avsc")),
         ("dead_letter.avsc", include_str!("../../../schemas/dead_letter.avsc")),
+        ("agent_status.avsc", include_str!("../../../schemas/agent_status.avsc")),
     ];
 
     #[test]
@@ -800,6 +801,7 @@ mod tests {
             (known(&codecs.call_event.previous, codecs.call_event.schema()), 3),
             (known(&codecs.call_record.previous, codecs.call_record.schema()), 2),
             (known(&codecs.dead_letter.previous, codecs.dead_letter.schema()), 1),
+            (known(&codecs.agent_status.previous, codecs.agent_status.schema()), 1),
         ];
         let mut seen = HashSet::new();
         for (schemas, versions) in families {
