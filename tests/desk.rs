@@ -604,7 +604,7 @@ async fn the_agent_panel_and_the_sdk_pop_the_caller_in_a_real_browser() -> anyho
 /// by the same event id.
 #[tokio::test]
 async fn every_replica_delivers_to_its_own_connections_and_revocation_reaches_all() -> anyhow::Result<()> {
-    let mut desk = Desk::start("desk-replicas", &["ingress", "normalizer", "matcher"]).await?;
+    let desk = Desk::start("desk-replicas", &["ingress", "normalizer", "matcher"]).await?;
     let mut second = desk.env.start("desk").await?;
     let ann = desk.session(json!({"agent_id": "ann"})).await?;
     let bea = desk.session(json!({"agent_id": "bea"})).await?;

@@ -1,14 +1,16 @@
-//! `docs/openapi.yaml` is the truth about both HTTP servers: schemathesis, a property-based tester
-//! nobody here wrote, reads the document and throws generated requests at the query API and at
-//! the router, valid and invalid, and checks every answer against it.
+//! `docs/openapi.yaml` is the truth about the HTTP servers: schemathesis, a property-based tester
+//! nobody here wrote, reads the document and throws generated requests at the query API, at the
+//! router and at the dispatcher, valid and invalid, and checks every answer against it.
 //!
 //! - one definition per name: the document has no duplicate key (a YAML parser keeps the last of
 //!   two, silently) and every `$ref` names something that exists;
-//! - both servers, started with a token, a seeded directory and a few calls (so that lists return
-//!   data whose shape is checked too), under every check schemathesis has: no 5xx; only
-//!   documented statuses, content types and headers; bodies matching their schemas; valid requests
-//!   accepted and invalid ones refused; 405 with `Allow` for a method a path does not serve; a
-//!   protected operation refusing a request without its token; after a DELETE, the entry gone.
+//! - the three servers, started with a token, a seeded directory, a few calls, a delivery profile
+//!   and a few deliveries (so that lists return data whose shape is checked too), under every
+//!   check schemathesis has: no 5xx; only documented statuses, content types and headers; bodies
+//!   matching their schemas; valid requests accepted and invalid ones refused; 405 with `Allow`
+//!   for a method a path does not serve (not for the dispatcher, which answers 404, as the
+//!   document says); a protected operation refusing a request without its token; after a DELETE,
+//!   the entry gone.
 //!
 //! The tester is `st` from `tests/interop/openapi/requirements.txt`, named by `SB_SCHEMATHESIS`
 //! (`./test` installs it and sets it: `scripts/openapi-check.sh`). Its hooks
@@ -32,8 +34,8 @@ use switchboard_tests::*;
 use tokio_util::sync::CancellationToken;
 
 const TOKEN: &str = "openapi-test-token";
-/// Examples per operation and phase: enough to find what is wrong, few enough that both servers
-/// are done in well under a minute on two cores.
+/// Examples per operation and phase: enough to find what is wrong, few enough that the servers
+/// are done in well under a minute or two on two cores.
 const EXAMPLES: &str = "40";
 
 fn repo() -> PathBuf {
@@ -100,42 +102,109 @@ fn collect_refs(value: &serde_json::Value, refs: &mut BTreeSet<String>) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn both_servers_answer_as_the_openapi_document_says() -> anyhow::Result<()> {
+async fn every_server_answers_as_the_openapi_document_says() -> anyhow::Result<()> {
     let st = schemathesis();
     let mut env = TestEnv::new("openapi");
     env.set("SWITCHBOARD_API__TOKENS", format!("[\"{TOKEN}\"]"));
     env.set("SWITCHBOARD_ROUTER__REGION", "GB");
     env.set("SWITCHBOARD_ROUTER__FALLBACK", "700");
+    // A test send (`dry_run: false`) to a generated host must end well within the server's own
+    // 10-second request limit (the default attempt timeout, 15 s, does not).
+    env.set("SWITCHBOARD_DISPATCHER__ATTEMPT_TIMEOUT_MS", "3000");
     // The router migrates the database, which the seeding below writes to.
     let router = env.start("router").await?;
     let api = env.start("api").await?;
+    let dispatcher = env.start("dispatcher").await?;
     seed_directory(&router).await?;
     seed_calls(&env).await?;
+    seed_deliveries(&env, &dispatcher).await?;
 
-    // Both at once: each is one Python process, mostly waiting for its server.
+    // Two at once: each is one Python process, mostly waiting for its server. A third at the same
+    // time loads two cores enough for the query API's own query deadline (1.5 s) to be missed.
     let (api_run, router_run) = tokio::join!(
-        run_schemathesis(&st, &env, "api", &api, "calls|recordings|operations"),
-        run_schemathesis(&st, &env, "router", &router, "directory|routing|operations"),
+        run_schemathesis(&st, &env, "api", &api, "calls|recordings|operations", &[]),
+        run_schemathesis(&st, &env, "router", &router, "directory|routing|operations", &[]),
     );
-    let failures: Vec<String> = [api_run?, router_run?].into_iter().flatten().collect();
+    // The dispatcher serves `/metrics` on its ops port only.
+    let dispatcher_run = run_schemathesis(
+        &st,
+        &env,
+        "dispatcher",
+        &dispatcher,
+        "profiles|deliveries|operations",
+        &["--exclude-path", "/metrics"],
+    )
+    .await;
+    drop(dispatcher);
+    // The desk: its API-token endpoints and assets, then an agent's endpoints with a session
+    // token (not logout, which would end the session under the run, nor the two streams, which
+    // never end; tests/desk.rs covers those).
+    let desk = env.start("desk").await?;
+    env.db()
+        .await?
+        .batch_execute(
+            "INSERT INTO agents (id, name, email, groups) VALUES ('desk-agent', 'Dee', 'dee@example.com', '{sales}')
+             ON CONFLICT (id) DO NOTHING",
+        )
+        .await?;
+    let desk_run = run_schemathesis(
+        &st,
+        &env,
+        "desk",
+        &desk,
+        "desk|desk-assets|operations",
+        &["--exclude-path", "/metrics"],
+    )
+    .await;
+    let session = send(
+        &http_client(),
+        "POST",
+        &desk.url("/v1/desk/sessions"),
+        &[("authorization", &format!("Bearer {TOKEN}")), ("content-type", "application/json")],
+        r#"{"agent_id": "desk-agent"}"#,
+    )
+    .await?;
+    anyhow::ensure!(session.status == 201, "desk session: {} {:?}", session.status, session.json());
+    let session_token = session.json()["token"].as_str().context("session token")?.to_owned();
+    // No links among these operations: no stateful phase.
+    let agent_phases = ["--phases", "examples,coverage,fuzzing"];
+    let agent_run =
+        run_schemathesis_as(&st, &env, "desk agent", &desk, "desk-agent", &agent_phases, &session_token)
+            .await;
+    let failures: Vec<String> =
+        [api_run?, router_run?, dispatcher_run?, desk_run?, agent_run?].into_iter().flatten().collect();
     assert!(failures.is_empty(), "{}", failures.join("\n\n"));
-    drop((api, router));
+    drop((api, router, desk));
     env.cleanup().await;
     Ok(())
 }
 
-/// Runs `st run` against one server, for the operations of `tags`; returns why it failed, if it
-/// did.
+/// Runs `st run` against one server, for the operations of `tags` (less those `extra` arguments
+/// exclude); returns why it failed, if it did.
 async fn run_schemathesis(
     st: &Path,
     env: &TestEnv,
     server: &str,
     process: &ServiceProcess,
     tags: &str,
+    extra: &[&str],
+) -> anyhow::Result<Option<String>> {
+    run_schemathesis_as(st, env, server, process, tags, extra, TOKEN).await
+}
+
+/// [`run_schemathesis`] with another bearer token (the desk's agent endpoints take a session's).
+async fn run_schemathesis_as(
+    st: &Path,
+    env: &TestEnv,
+    server: &str,
+    process: &ServiceProcess,
+    tags: &str,
+    extra: &[&str],
+    token: &str,
 ) -> anyhow::Result<Option<String>> {
     let examples = std::env::var("SB_SCHEMATHESIS_EXAMPLES").unwrap_or_else(|_| EXAMPLES.into());
     let url = process.url("");
-    let auth = format!("Authorization: Bearer {TOKEN}");
+    let auth = format!("Authorization: Bearer {token}");
     let tags = format!("^({tags})$");
     let config = repo().join("tests/interop/openapi/schemathesis.toml");
     let config = config.to_str().context("config path")?;
@@ -173,6 +242,7 @@ async fn run_schemathesis(
         "none",
         "--no-color",
     ];
+    args.extend(extra);
     let seed = std::env::var("SB_SCHEMATHESIS_SEED").ok();
     if let Some(seed) = &seed {
         args.extend(["--seed", seed]);
@@ -213,6 +283,85 @@ async fn run_schemathesis(
         output.status,
         log.display()
     )))
+}
+
+/// A delivery profile, through the dispatcher's API, and deliveries of it (failed with two
+/// attempts, delivered, pending), written as the dispatcher's consumer and worker write them.
+async fn seed_deliveries(env: &TestEnv, dispatcher: &ServiceProcess) -> anyhow::Result<()> {
+    let client = http_client();
+    let auth = format!("Bearer {TOKEN}");
+    let headers = [("authorization", auth.as_str()), ("content-type", "application/json")];
+    let profile = serde_json::json!({
+        "name": "CRM call log",
+        "trigger": "call_record_completed",
+        "criteria": [{"type": "direction", "any_of": ["inbound"]}],
+        "steps": [{"name": "post", "request": {
+            "method": "POST",
+            "url": "https://crm.example.com/api/calls",
+            "headers": [{"name": "authorization", "secret": "Bearer t0ken"}],
+            "json_body": "{\"call\": {{ call_id }}, \"from\": {{ from_number }}}",
+        }}],
+        "signing_secrets": ["whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"],
+    });
+    let response =
+        send(&client, "PUT", &dispatcher.url("/v1/profiles/crm"), &headers, profile.to_string()).await?;
+    anyhow::ensure!(response.status == 201, "profile: {} {:?}", response.status, response.body);
+
+    let record = serde_json::json!({
+        "source_id": "pbx-gb", "vendor": "generic", "call_id": "c-123", "version": 3,
+        "status": "ENDED", "outcome": "ANSWERED", "completion": "END_MARKER",
+        "completed_at": 1_795_251_697_000_000_i64, "direction": "INBOUND",
+        "from_number": "+442079460000", "to_number": "+442071234567",
+        "started_at": 1_795_251_600_000_000_i64, "answered_at": 1_795_251_605_000_000_i64,
+        "ended_at": 1_795_251_697_000_000_i64, "duration_seconds": 97, "talk_seconds": 92,
+        "disposition": "ANSWERED",
+        "agent": {"agent_id": "ann", "agent_match": "EXTENSION", "extension": "101"},
+        "contact_ids": ["alice"], "contact_match": "UNIQUE", "responsible_agent_id": "ann",
+        "legs": [{"leg_id": "c-123-ann", "status": "ENDED", "answered": true,
+            "agent": {"agent_id": "ann", "extension": "101"},
+            "started_at": 1_795_251_602_000_000_i64, "rang_at": 1_795_251_602_000_000_i64,
+            "answered_at": 1_795_251_605_000_000_i64, "ended_at": 1_795_251_697_000_000_i64}],
+    });
+    let _: CallRecord = serde_json::from_value(record.clone()).context("the seeded record")?;
+    let db = env.db().await?;
+    for (version, status, attempts, error) in [
+        (1, "failed", 2, Some("HTTP 500 Internal Server Error")),
+        (2, "delivered", 1, None),
+        (3, "pending", 0, None),
+    ] {
+        let subject_id = format!("record:{version}");
+        let id = switchboard_dispatcher::delivery_id("crm", "pbx-gb", "c-123", &subject_id);
+        let mut subject = record.clone();
+        subject["version"] = serde_json::json!(version);
+        let _ = db
+            .execute(
+                "INSERT INTO deliveries (id, profile_id, source_id, call_id, subject_id, trigger,
+                     subject_kind, subject, status, attempts, last_error, delivered_at,
+                     next_attempt_at)
+                 VALUES ($1, 'crm', 'pbx-gb', 'c-123', $2, 'call_record_completed', 'record', $3,
+                     $4, $5, $6, CASE WHEN $4 = 'delivered' THEN now() END,
+                     now() + interval '1 day')",
+                &[&id, &subject_id, &subject, &status, &attempts, &error],
+            )
+            .await?;
+        for n in 1..=attempts {
+            let request = serde_json::json!({
+                "method": "POST", "url": "https://crm.example.com/api/calls",
+                "headers": ["authorization", "content-type", "webhook-id", "webhook-timestamp", "webhook-signature"],
+                "body_bytes": 42, "webhook_id": id,
+            });
+            let answer = if status == "failed" { 500 } else { 200 };
+            let _ = db
+                .execute(
+                    "INSERT INTO delivery_attempts (delivery_id, n, step, started_at, request,
+                         response_status, response_body, latency_ms, error)
+                     VALUES ($1, $2, 'post', now(), $3, $4, '{\"ok\":false}', 12, $5)",
+                    &[&id, &n, &request, &answer, &error],
+                )
+                .await?;
+        }
+    }
+    Ok(())
 }
 
 /// Agents, contacts (one per kind of match) and an own number, through the admin API.

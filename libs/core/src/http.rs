@@ -108,7 +108,7 @@ fn text(status: StatusCode, content_type: &'static str, body: String) -> Respons
 /// them on its webhook port too, for load balancers that check the port they route to.
 pub fn probe_response<B>(req: &Request<B>, health: &Health) -> Option<Response<Body>> {
     if req.method() != Method::GET && req.method() != Method::HEAD {
-        return None;
+        return matches!(req.uri().path(), "/healthz" | "/readyz").then(|| method_not_allowed("GET, HEAD"));
     }
     match req.uri().path() {
         "/healthz" => Some(json(StatusCode::OK, &serde_json::json!({"status": "ok"}))),

@@ -111,7 +111,16 @@ async fn read_json<T: for<'de> Deserialize<'de>>(req: Request<Incoming>) -> Resu
             error(StatusCode::PAYLOAD_TOO_LARGE, "too_large", format!("the body is over {MAX_BODY} bytes"))
         })?
         .to_bytes();
-    serde_json::from_slice(&body).map_err(|e| error(StatusCode::BAD_REQUEST, "bad_request", e.to_string()))
+    let bad = |message: String| error(StatusCode::BAD_REQUEST, "bad_request", message);
+    // An object, whose fields are present or absent: serde would also read a struct from an
+    // array of its values, and an optional field from `null`.
+    let value: Value =
+        serde_json::from_slice(&body).map_err(|e| bad(format!("the body is not JSON: {e}")))?;
+    let Some(object) = value.as_object() else { return Err(bad("the body must be a JSON object".into())) };
+    if let Some((name, _)) = object.iter().find(|(_, v)| v.is_null()) {
+        return Err(bad(format!("{name}: null is not a value; leave the field out")));
+    }
+    serde_json::from_value(value).map_err(|e| bad(e.to_string()))
 }
 
 fn static_file(
@@ -142,8 +151,9 @@ struct SessionRequest {
     role: Option<String>,
     #[serde(default)]
     keep: bool,
+    /// A JSON number with no fraction (`3600` or `3600.0`, both integers to JSON Schema).
     #[serde(default)]
-    ttl_secs: Option<u64>,
+    ttl_secs: Option<f64>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -163,9 +173,23 @@ impl Api {
         if let Some(probe) = http::probe_response(&req, &self.health) {
             return answer(probe);
         }
-        let path = req.uri().path().to_owned();
-        let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
-        let method = req.method().clone();
+        // Each segment percent-decoded (`%2A` is the default screen-pop's `*`); one that does not
+        // decode to UTF-8 matches no route.
+        let segments: Vec<String> = req
+            .uri()
+            .path()
+            .trim_start_matches('/')
+            .split('/')
+            .map(|segment| percent_encoding::percent_decode_str(segment).decode_utf8_lossy().into_owned())
+            .collect();
+        if segments.iter().any(|s| s.contains('\0')) {
+            return error(StatusCode::NOT_FOUND, "not_found", "no such path");
+        }
+        let segments: Vec<&str> = segments.iter().map(String::as_str).collect();
+        // HEAD is GET without the body (hyper sends none for it).
+        let method = if req.method() == Method::HEAD { Method::GET } else { req.method().clone() };
+        let preflight_request =
+            method == Method::OPTIONS && req.headers().contains_key(header::ACCESS_CONTROL_REQUEST_METHOD);
         match (method, segments.as_slice()) {
             (Method::GET, ["sdk", "switchboard-desk.js"]) => static_file(
                 "application/javascript; charset=utf-8",
@@ -192,7 +216,9 @@ impl Api {
                     ],
                 )
             }
-            (Method::OPTIONS, ["v1", "desk", ..]) => preflight(),
+            (_, ["sdk", "switchboard-desk.js"] | ["panel"]) => answer(http::method_not_allowed("GET, HEAD")),
+            // A browser's CORS preflight of a session-token request from a CRM page.
+            (Method::OPTIONS, ["v1", "desk", ..]) if preflight_request => preflight(),
             (Method::POST, ["v1", "desk", "sessions"]) => self.api_token(req, Self::create_session).await,
             (Method::GET, ["v1", "desk", "sessions", id]) => {
                 let id = (*id).to_owned();
@@ -202,7 +228,8 @@ impl Api {
                 let id = (*id).to_owned();
                 self.api_token(req, move |api, _| async move { api.revoke(&id).await }).await
             }
-            (_, ["v1", "desk", "sessions", ..]) => answer(http::method_not_allowed("POST, GET, DELETE")),
+            (_, ["v1", "desk", "sessions"]) => answer(http::method_not_allowed("POST")),
+            (_, ["v1", "desk", "sessions", _]) => answer(http::method_not_allowed("GET, HEAD, DELETE")),
             (Method::GET, ["v1", "desk", "screen-pop", source]) => {
                 let source = (*source).to_owned();
                 self.api_token(req, move |api, _| async move { api.get_pop(&source) }).await
@@ -215,7 +242,9 @@ impl Api {
                 let source = (*source).to_owned();
                 self.api_token(req, move |api, _| async move { api.delete_pop(&source).await }).await
             }
-            (_, ["v1", "desk", "screen-pop", _]) => answer(http::method_not_allowed("GET, PUT, DELETE")),
+            (_, ["v1", "desk", "screen-pop", _]) => {
+                answer(http::method_not_allowed("GET, HEAD, PUT, DELETE"))
+            }
             (Method::GET, ["v1", "desk", "stream"]) => cors(self.open_stream(req, true).await),
             (Method::GET, ["v1", "desk", "events"]) => cors(self.open_stream(req, false).await),
             (Method::POST, ["v1", "desk", "logout"]) => cors(self.with_session(req, Self::logout).await),
@@ -264,6 +293,12 @@ impl Api {
             Ok(body) => body,
             Err(refused) => return refused,
         };
+        if [&body.agent_id, &body.email, &body.role]
+            .iter()
+            .any(|v| v.as_deref().is_some_and(|t| t.contains('\0')))
+        {
+            return error(StatusCode::BAD_REQUEST, "bad_request", "no field may hold a NUL character");
+        }
         let who = match (body.agent_id, body.email) {
             (Some(id), None) if !id.trim().is_empty() => Who::Id(id.trim().to_owned()),
             (None, Some(email)) if email.contains('@') => Who::Email(email.trim().to_owned()),
@@ -280,11 +315,15 @@ impl Api {
         };
         let max = self.desk.settings.desk.session_ttl_secs;
         let ttl = match body.ttl_secs {
-            Some(ttl) if !(60..=max).contains(&ttl) => {
-                return error(StatusCode::BAD_REQUEST, "bad_request", format!("ttl_secs must be 60..={max}"));
-            }
-            Some(ttl) => ttl,
             None => max,
+            Some(ttl) if ttl.fract() == 0.0 && (60.0..=max as f64).contains(&ttl) => ttl as u64,
+            Some(_) => {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    "bad_request",
+                    format!("ttl_secs must be an integer, 60..={max}"),
+                );
+            }
         };
         let key = self.desk.settings.desk.token_key.expose().as_bytes();
         match sessions::create(&self.desk.pool, key, &who, role, body.keep, ttl).await {
@@ -433,11 +472,17 @@ impl Api {
             Ok(body) => body,
             Err(refused) => return refused,
         };
-        if body.number.trim().is_empty() || body.number.len() > 64 {
+        if body.number.trim().is_empty() || body.number.chars().count() > 64 {
             return error(StatusCode::BAD_REQUEST, "bad_request", "number must be 1-64 characters");
         }
-        // Placing calls through the PBX is the call-control issue's (#17).
-        error(StatusCode::NOT_IMPLEMENTED, "not_supported", "click-to-call is not supported by this source")
+        // Placing calls through the PBX is the call-control issue's (#17). A 4xx, not a 501: the
+        // request is understood and refused for this source, as it will stay for a PBX whose
+        // vendor has no call API.
+        error(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "not_supported",
+            "click-to-call is not supported by this source",
+        )
     }
 
     /// Opens a WebSocket (`websocket`) or Server-Sent Events stream for the session of the

@@ -103,6 +103,17 @@ async fn read_body(req: Request<Incoming>) -> Option<Bytes> {
     Limited::new(req.into_body(), MAX_REQUEST_BYTES).collect().await.ok().map(|b| b.to_bytes())
 }
 
+/// Whether any text in `value` (keys included) holds a NUL, which PostgreSQL cannot store: such
+/// a request is refused as bad, not failed as a database error.
+fn has_nul(value: &Value) -> bool {
+    match value {
+        Value::String(text) => text.contains('\0'),
+        Value::Array(items) => items.iter().any(has_nul),
+        Value::Object(map) => map.iter().any(|(key, item)| key.contains('\0') || has_nul(item)),
+        _ => false,
+    }
+}
+
 fn too_large() -> Response<Body> {
     http::error(StatusCode::PAYLOAD_TOO_LARGE, "too_large", "the body is too large")
 }
@@ -118,7 +129,8 @@ impl Api {
         }
         let path = req.uri().path().to_owned();
         let parts: Vec<&str> = path.trim_matches('/').split('/').collect();
-        let method = req.method().clone();
+        // HEAD is GET without the body (hyper sends no body for it).
+        let method = if req.method() == Method::HEAD { Method::GET } else { req.method().clone() };
         match (method, parts.as_slice()) {
             (Method::GET, ["v1", "profiles"]) => match store::list_profiles(&self.pool).await {
                 Ok(list) => http::json(StatusCode::OK, &json!({ "profiles": list })),
@@ -190,15 +202,20 @@ impl Api {
             }
             (Method::GET, ["v1", "deliveries"]) => {
                 let q = query(&req);
-                let limit = q.get("limit").and_then(|l| l.parse::<i64>().ok()).unwrap_or(100).clamp(1, 1000);
-                let listed = store::list_deliveries(
-                    &self.pool,
-                    q.get("profile").map(String::as_str),
-                    q.get("status").map(String::as_str),
-                    limit,
-                )
-                .await;
-                match listed {
+                let limit = match q.get("limit").map(|l| l.parse::<i64>()) {
+                    None => 100,
+                    Some(Ok(limit)) if (1..=1000).contains(&limit) => limit,
+                    Some(_) => return bad_request("limit is an integer from 1 to 1000"),
+                };
+                let status = q.get("status").map(String::as_str);
+                if status.is_some_and(|s| !matches!(s, "pending" | "delivered" | "failed" | "discarded")) {
+                    return bad_request("status is pending, delivered, failed or discarded");
+                }
+                let profile = q.get("profile").map(String::as_str);
+                if profile.is_some_and(|p| !valid_id(p)) {
+                    return bad_request("a profile id is 1 to 64 of A-Z, a-z, 0-9, '-' and '_'");
+                }
+                match store::list_deliveries(&self.pool, profile, status, limit).await {
                     Ok(list) => http::json(StatusCode::OK, &json!({ "deliveries": list })),
                     Err(error) => unavailable(&error),
                 }
@@ -219,6 +236,13 @@ impl Api {
                     Err(error) => unavailable(&error),
                 }
             }
+            // Known paths with another method: 405 and what they serve (RFC 9110).
+            (_, ["v1", "profiles"] | ["v1", "deliveries"] | ["v1", "deliveries", _]) => {
+                http::method_not_allowed("GET, HEAD")
+            }
+            (_, ["v1", "profiles", _]) => http::method_not_allowed("GET, HEAD, PUT, DELETE"),
+            (_, ["v1", "profiles", _, "enable" | "pause" | "disable" | "replay" | "test"])
+            | (_, ["v1", "deliveries", _, "replay"]) => http::method_not_allowed("POST"),
             _ => not_found(),
         }
     }
@@ -229,6 +253,9 @@ impl Api {
         }
         let Some(body) = read_body(req).await else { return too_large() };
         let profile = match std::str::from_utf8(&body).map_err(|_| "the body is not UTF-8") {
+            Ok(text) if serde_json::from_str::<Value>(text).is_ok_and(|v| has_nul(&v)) => {
+                return bad_request("the profile holds a NUL character (\\u0000), which no field may");
+            }
             Ok(text) => match Profile::from_json(text) {
                 Ok(profile) => profile,
                 Err(error) => return refused(&error),
@@ -276,7 +303,14 @@ impl Api {
                 Err(error) => return bad_request(format!("the body is not JSON: {error}")),
             }
         };
-        let dry_run = input.get("dry_run").and_then(Value::as_bool).unwrap_or(true);
+        if has_nul(&input) {
+            return bad_request("the body holds a NUL character (\\u0000), which no field may");
+        }
+        let dry_run = match input.get("dry_run") {
+            None | Some(Value::Null) => true,
+            Some(Value::Bool(dry_run)) => *dry_run,
+            Some(_) => return bad_request("dry_run is true or false"),
+        };
         let values: CallValues = if let Some(record) = input.get("record") {
             match serde_json::from_value::<CallRecord>(record.clone()) {
                 Ok(record) => Subject::Record { record: &record, previous: None }.values(),
