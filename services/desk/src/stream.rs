@@ -84,7 +84,13 @@ pub async fn websocket(
     upgraded: Upgraded,
     cancel: CancellationToken,
 ) {
+    // Small buffers: thousands of mostly idle streams per replica, each message a few hundred
+    // bytes (the library's defaults, 128 KiB each way, cost 133 KiB per connection; BENCHMARKS.md).
+    // A client that lets 1 MiB pile up unsent is dropped (it resumes on reconnect).
     let config = tokio_tungstenite::tungstenite::protocol::WebSocketConfig::default()
+        .read_buffer_size(4096)
+        .write_buffer_size(0)
+        .max_write_buffer_size(1 << 20)
         .max_message_size(Some(MAX_CLIENT_MESSAGE))
         .max_frame_size(Some(MAX_CLIENT_MESSAGE));
     let mut ws = WebSocketStream::from_raw_socket(
