@@ -66,6 +66,45 @@ pub struct SourceSettings {
     /// or recording notifications.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub require_token: Option<bool>,
+    /// Base URL of the vendor's call API when it is not the public one (click-to-call; `libs/originate`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_url: Option<String>,
+    /// Click-to-call: the number presented to the destination when a request names none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub originate_caller_id: Option<String>,
+    /// Click-to-call: the dialplan context (Asterisk) or campaign (uContact).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub originate_context: Option<String>,
+    /// Click-to-call: digits the PBX wants before an outside number.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dial_prefix: Option<String>,
+    /// Click-to-call: the Telphin extension id whose callback API places calls.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub telphin_extension_id: Option<String>,
+    /// Click-to-call: uContact's `outqueue`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ucontact_outqueue: Option<String>,
+    /// Click-to-call: uContact's `tech` (`SIP` when absent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ucontact_tech: Option<String>,
+    /// Click-to-call: the TwiML Twilio fetches for the destination leg.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub twiml_url: Option<String>,
+    /// Click-to-call: the Asterisk Manager Interface host.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ami_host: Option<String>,
+    /// Click-to-call: its port (5038 when absent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ami_port: Option<u16>,
+    /// Click-to-call: the AMI user.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ami_username: Option<String>,
+    /// Click-to-call: the AMI user's secret; never shown by `Debug`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ami_secret: Option<Secret>,
+    /// Click-to-call: the agent's channel template (Asterisk, `PJSIP/{extension}` when absent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub originate_channel: Option<String>,
 }
 
 impl SourceSettings {
@@ -78,6 +117,8 @@ impl SourceSettings {
             ("public_url", &self.public_url),
             ("recording_api_url", &self.recording_api_url),
             ("api_token_url", &self.api_token_url),
+            ("api_url", &self.api_url),
+            ("twiml_url", &self.twiml_url),
         ];
         for (name, url) in urls {
             if let Some(url) = url
