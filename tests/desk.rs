@@ -650,3 +650,245 @@ async fn every_replica_delivers_to_its_own_connections_and_revocation_reaches_al
     let _ = third.terminate(WAIT).await?;
     desk.shutdown().await
 }
+
+/// A fake of Twilio's Calls API on loopback: records each request, answers 201 with the call's
+/// `sid` (or 503 when told to be down), as Twilio does.
+#[derive(Clone, Default)]
+struct FakeTwilio {
+    got: std::sync::Arc<std::sync::Mutex<Vec<(String, String, String)>>>,
+    down: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl FakeTwilio {
+    const SID: &'static str = "CA6b9c2d7f4a8c9b0d1e2536e7f8a9b0c1";
+
+    async fn start(&self) -> anyhow::Result<u16> {
+        use hyper::server::conn::http1;
+        use hyper::service::service_fn;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let port = listener.local_addr()?.port();
+        let fake = self.clone();
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                let fake = fake.clone();
+                tokio::spawn(async move {
+                    let service = service_fn(move |req: http::Request<hyper::body::Incoming>| {
+                        let fake = fake.clone();
+                        async move {
+                            let path = req.uri().path().to_owned();
+                            let auth = req
+                                .headers()
+                                .get("authorization")
+                                .and_then(|v| v.to_str().ok())
+                                .unwrap_or("")
+                                .to_owned();
+                            let body =
+                                req.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+                            fake.got.lock().expect("lock").push((
+                                path,
+                                auth,
+                                String::from_utf8_lossy(&body).into_owned(),
+                            ));
+                            let (status, body) = if fake.down.load(std::sync::atomic::Ordering::SeqCst) {
+                                (503, json!({"code": 20500, "message": "Service Unavailable", "status": 503}))
+                            } else {
+                                (201, json!({"sid": Self::SID, "status": "queued"}))
+                            };
+                            let mut response = http::Response::new(http_body_util::Full::new(
+                                bytes::Bytes::from(body.to_string()),
+                            ));
+                            *response.status_mut() = http::StatusCode::from_u16(status).unwrap_or_default();
+                            Ok::<_, std::convert::Infallible>(response)
+                        }
+                    });
+                    let _ = http1::Builder::new()
+                        .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+        });
+        Ok(port)
+    }
+
+    fn requests(&self) -> Vec<(String, String, String)> {
+        self.got.lock().expect("lock").clone()
+    }
+}
+
+/// Click-to-call against a faithful fake of Twilio's API: one call per idempotency key (a
+/// double click or a retried POST places one call), the same key with another request refused,
+/// a vendor that is down a clear 502, and the call's own webhooks linked to the request.
+#[tokio::test]
+async fn click_to_call_places_one_call_per_key_and_links_the_calls_webhooks() -> anyhow::Result<()> {
+    let desk = Desk::start("desk-originate", &switchboard_tests::SERVICES).await?;
+    let twilio = FakeTwilio::default();
+    let port = twilio.start().await?;
+    let fixture: Value = serde_json::from_str(&std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/fixtures/twilio/outbound-api.json"
+    ))?)?;
+    let mut settings = fixture["source"]["settings"].clone();
+    settings["api_url"] = json!(format!("http://127.0.0.1:{port}"));
+    settings["api_client_id"] = json!("AC3f0a8c2e1b7d4e9f6a5b4c3d2e1f0a9b");
+    settings["originate_caller_id"] = json!("+14155550100");
+    let auth_token = fixture["source"]["signing_secret"].as_str().context("token")?;
+    let _ = desk
+        .env
+        .cli(&[
+            "sources",
+            "add",
+            "acme-twilio",
+            "--vendor",
+            "twilio",
+            "--region",
+            "US",
+            "--settings",
+            &settings.to_string(),
+            "--signing-secret",
+            auth_token,
+            "--json",
+        ])
+        .await?;
+    desk.env
+        .db()
+        .await?
+        .batch_execute("UPDATE agents SET phone_numbers = '{+14155550123}' WHERE id = 'ann'")
+        .await?;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+
+    let originate = |key: &str, body: Value| {
+        let (client, url, key) = (desk.client.clone(), desk.desk.url("/v1/desk/originate"), key.to_owned());
+        async move {
+            let auth = format!("Bearer {TOKEN}");
+            let headers = [
+                ("authorization", auth.as_str()),
+                ("content-type", "application/json"),
+                ("idempotency-key", key.as_str()),
+            ];
+            let response = send(&client, "POST", &url, &headers, body.to_string()).await?;
+            anyhow::Ok((response.status, response.json()))
+        }
+    };
+    let call = json!({"source_id": "acme-twilio", "agent": {"id": "ann"}, "destination": "(415) 555-0187"});
+    let (status, placed) = originate("crm-click-1", call.clone()).await?;
+    assert_eq!(status, 201, "{placed}");
+    assert_eq!(
+        (placed["vendor_call_id"].as_str(), placed["destination"].as_str()),
+        (Some(FakeTwilio::SID), Some("+14155550187"))
+    );
+    let sent = twilio.requests();
+    assert_eq!(sent.len(), 1);
+    let (path, auth, form) = &sent[0];
+    assert_eq!(path, "/2010-04-01/Accounts/AC3f0a8c2e1b7d4e9f6a5b4c3d2e1f0a9b/Calls.json");
+    let expected_auth = format!("Basic {}", base64_basic("AC3f0a8c2e1b7d4e9f6a5b4c3d2e1f0a9b", auth_token));
+    assert_eq!(auth, &expected_auth, "HTTP Basic with the Account SID and auth token");
+    let fields: std::collections::BTreeMap<String, String> = form_urlencoded_pairs(form);
+    assert_eq!(
+        fields.get("To").map(String::as_str),
+        Some("+14155550123"),
+        "the agent's phone rings first: {form}"
+    );
+    assert_eq!(fields.get("From").map(String::as_str), Some("+14155550100"));
+    assert!(fields.get("Twiml").is_some_and(|t| t.contains("+14155550187")), "then the destination: {form}");
+
+    // A double click, a retried POST: the first answer again, no second call.
+    let (again_status, again) = originate("crm-click-1", call.clone()).await?;
+    assert_eq!((again_status, &again), (201, &placed));
+    assert_eq!(twilio.requests().len(), 1, "one call for one key");
+    let mut other = call.clone();
+    other["destination"] = json!("+14155550111");
+    let (status, reused) = originate("crm-click-1", other).await?;
+    assert_eq!((status, reused["error"].as_str()), (422, Some("idempotency_key_reused")));
+
+    // Twilio down: a clear 502 after one attempt, stored as failed; nothing half-done.
+    twilio.down.store(true, std::sync::atomic::Ordering::SeqCst);
+    let (status, failed) = originate("crm-click-2", call.clone()).await?;
+    assert_eq!((status, failed["error"].as_str()), (502, Some("vendor_unavailable")), "{failed}");
+    assert_eq!(twilio.requests().len(), 2, "no retry of a call that may have been placed");
+    let (status, shown) = desk
+        .api(
+            "GET",
+            &format!("/v1/desk/originate/{}", failed["request_id"].as_str().unwrap_or_default()),
+            Value::Null,
+        )
+        .await?;
+    assert_eq!((status, shown["state"].as_str(), shown["call"].is_null()), (200, Some("failed"), true));
+    twilio.down.store(false, std::sync::atomic::Ordering::SeqCst);
+
+    // The call's own webhooks arrive: the call log has it, and the request links to it.
+    let ingress = desk.ingress.as_ref().context("ingress")?.url("/v1/webhooks/acme-twilio");
+    for request in fixture["requests"].as_array().context("requests")? {
+        let mut headers: Vec<(String, String)> = request["headers"]
+            .as_object()
+            .map(|h| h.iter().map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_owned())).collect())
+            .unwrap_or_default();
+        headers
+            .push(("content-type".into(), request["content_type"].as_str().unwrap_or_default().to_owned()));
+        let headers: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        let url = format!("{ingress}{}", request["subpath"].as_str().unwrap_or_default());
+        let body = request["body"].as_str().unwrap_or_default().to_owned();
+        let answer = send(&desk.client, "POST", &url, &headers, body).await?;
+        ensure!(answer.status < 300, "webhook {}: {:?}", answer.status, answer.body);
+    }
+    let request_id = placed["request_id"].as_str().context("request_id")?.to_owned();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let linked = loop {
+        let (_, shown) = desk.api("GET", &format!("/v1/desk/originate/{request_id}"), Value::Null).await?;
+        if shown["call"]["status"] == "ended" {
+            break shown;
+        }
+        ensure!(Instant::now() < deadline, "the call never reached the call log: {shown}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(linked["call"]["call_id"], FakeTwilio::SID);
+    assert_eq!(linked["call"]["direction"], "outbound");
+    assert_eq!((linked["via"].as_str(), linked["agent_id"].as_str()), (Some("api"), Some("ann")));
+
+    // Hang-up through Twilio's API (Status=completed on the call).
+    let (status, _) =
+        desk.api("POST", &format!("/v1/desk/originate/{request_id}/hangup"), Value::Null).await?;
+    assert_eq!(status, 204);
+    let hang_up = twilio.requests().last().cloned().context("hang-up")?;
+    assert_eq!(
+        hang_up.0,
+        format!("/2010-04-01/Accounts/AC3f0a8c2e1b7d4e9f6a5b4c3d2e1f0a9b/Calls/{}.json", FakeTwilio::SID)
+    );
+    assert_eq!(hang_up.2, "Status=completed");
+
+    // From the agent's browser: a double click places one call, from the agent's own phone.
+    let ann = desk.session(json!({"agent_id": "ann"})).await?;
+    let click = || {
+        let (client, url) = (desk.client.clone(), desk.desk.url("/v1/desk/call"));
+        let auth = format!("Bearer {}", ann["token"].as_str().unwrap_or_default());
+        async move {
+            let headers = [("authorization", auth.as_str()), ("content-type", "application/json")];
+            let body = json!({"number": "+1 415 555 0199", "source_id": "acme-twilio"}).to_string();
+            let response = send(&client, "POST", &url, &headers, body).await?;
+            anyhow::Ok((response.status, response.json()))
+        }
+    };
+    let before = twilio.requests().len();
+    let (first, second) = tokio::join!(click(), click());
+    let ((s1, b1), (s2, b2)) = (first?, second?);
+    assert_eq!((s1, s2), (201, 201), "{b1} {b2}");
+    assert_eq!(b1["request_id"], b2["request_id"]);
+    assert_eq!(twilio.requests().len(), before + 1, "a double click is one call");
+    let metrics = desk.desk.metrics().await?;
+    assert!(
+        switchboard_tests::metric_series(
+            &metrics,
+            r#"switchboard_originate_requests_total{result="duplicate",vendor="twilio"}"#
+        ) >= 2.0,
+        "{metrics}"
+    );
+    desk.shutdown().await
+}
+
+fn base64_basic(user: &str, password: &str) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"))
+}
+
+fn form_urlencoded_pairs(body: &str) -> std::collections::BTreeMap<String, String> {
+    form_urlencoded::parse(body.as_bytes()).into_owned().collect()
+}

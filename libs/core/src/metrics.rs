@@ -504,9 +504,29 @@ pub static DESK_STREAMS_CLOSED: LazyLock<IntCounterVec> = LazyLock::new(|| {
     )
 });
 
+/// `vendor`: an adapter name; `result`: `placed`, `duplicate` (an idempotency key seen before:
+/// the first answer again, no call), `refused` (the vendor said no), `unavailable` (no answer in
+/// time, a 5xx), `not_configured`, `invalid`, `unsupported`.
+pub static ORIGINATE_REQUESTS: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    counter(
+        "switchboard_originate_requests_total",
+        "Click-to-call requests, by vendor and result (placed, duplicate, refused, unavailable, not_configured, invalid, unsupported).",
+        &["vendor", "result"],
+    )
+});
+
+pub static ORIGINATE_SECONDS: LazyLock<HistogramVec> = LazyLock::new(|| {
+    histogram(
+        "switchboard_originate_seconds",
+        "Time the vendor's API took to answer a click-to-call, by vendor.",
+        &["vendor"],
+        latency_buckets(),
+    )
+});
+
 /// Every metric Switchboard defines, whether or not this process has observed it yet.
 pub fn catalogue() -> Vec<MetricInfo> {
-    let all: [(&dyn Collector, &'static str); 46] = [
+    let all: [(&dyn Collector, &'static str); 48] = [
         (&*BUILD_INFO, "gauge"),
         (&*READY, "gauge"),
         (&*HTTP_CONNECTIONS_REFUSED, "counter"),
@@ -553,6 +573,8 @@ pub fn catalogue() -> Vec<MetricInfo> {
         (&*DESK_NOTIFICATION_SECONDS, "histogram"),
         (&*DESK_RESUMES, "counter"),
         (&*DESK_STREAMS_CLOSED, "counter"),
+        (&*ORIGINATE_REQUESTS, "counter"),
+        (&*ORIGINATE_SECONDS, "histogram"),
     ];
     all.iter()
         .flat_map(|(collector, kind)| collector.desc().into_iter().map(move |desc| (desc, *kind)))

@@ -28,6 +28,7 @@ const MIGRATIONS: &[(i32, &str, &str)] = &[
     (8, "unparsed_numbers", include_str!("../migrations/0008_unparsed_numbers.sql")),
     (9, "dispatcher", include_str!("../migrations/0009_dispatcher.sql")),
     (10, "desk", include_str!("../migrations/0010_desk.sql")),
+    (11, "click_to_call", include_str!("../migrations/0011_click_to_call.sql")),
 ];
 
 /// Any advisory-lock key unique to Switchboard's migrator.

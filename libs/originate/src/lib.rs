@@ -97,3 +97,30 @@ pub fn can_originate(vendor: Vendor) -> bool {
 pub fn can_hang_up(vendor: Vendor) -> bool {
     matches!(vendor, Vendor::Ucontact | Vendor::Mango | Vendor::Twilio | Vendor::Asterisk)
 }
+
+/// The futures are `Send`: services run them on a multi-threaded runtime.
+#[cfg(test)]
+mod send_tests {
+    fn is_send<T: Send>(_: &T) {}
+
+    #[test]
+    fn originate_and_hang_up_futures_are_send() {
+        let (settings, transport) =
+            (crate::VendorSettings::default(), crate::Transport::new(Default::default()));
+        let request = crate::OriginateRequest {
+            agent: crate::AgentEndpoint::default(),
+            destination: "+442079460000".into(),
+            caller_id: None,
+            request_id: "r".into(),
+        };
+        for vendor in crate::Vendor::ALL {
+            is_send(&crate::originate(*vendor, &settings, &request, &transport));
+        }
+        let hang_up = crate::HangUpRequest {
+            vendor_call_id: "c".into(),
+            agent: Default::default(),
+            request_id: "r".into(),
+        };
+        is_send(&crate::hang_up(crate::Vendor::Twilio, &settings, &hang_up, &transport));
+    }
+}

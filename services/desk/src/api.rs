@@ -20,7 +20,8 @@ use switchboard_model::AgentStatusValue;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
-use crate::desk::Desk;
+use crate::desk::{Desk, DeskError};
+use crate::originate;
 use crate::screen_pop::{self, ScreenPopInput};
 use crate::sessions::{self, Role, Session, Who};
 use crate::stream;
@@ -166,6 +167,12 @@ struct StatusRequest {
 #[serde(deny_unknown_fields)]
 struct CallRequest {
     number: String,
+    /// Which source's PBX places it; may be left out when the agent has an id at only one
+    /// source, or there is only one source.
+    #[serde(default)]
+    source_id: Option<String>,
+    #[serde(default)]
+    caller_id: Option<String>,
 }
 
 impl Api {
@@ -245,6 +252,19 @@ impl Api {
             (_, ["v1", "desk", "screen-pop", _]) => {
                 answer(http::method_not_allowed("GET, HEAD, PUT, DELETE"))
             }
+            (Method::POST, ["v1", "desk", "originate"]) => self.api_token(req, Self::originate).await,
+            (Method::GET, ["v1", "desk", "originate", id]) => {
+                let id = (*id).to_owned();
+                self.api_token(req, move |api, _| async move { api.originated(&id).await }).await
+            }
+            (Method::POST, ["v1", "desk", "originate", id, "hangup"]) => {
+                let id = (*id).to_owned();
+                self.api_token(req, move |api, _| async move { api.hang_up(&id).await }).await
+            }
+            (_, ["v1", "desk", "originate"] | ["v1", "desk", "originate", _, "hangup"]) => {
+                answer(http::method_not_allowed("POST"))
+            }
+            (_, ["v1", "desk", "originate", _]) => answer(http::method_not_allowed("GET, HEAD")),
             (Method::GET, ["v1", "desk", "stream"]) => cors(self.open_stream(req, true).await),
             (Method::GET, ["v1", "desk", "events"]) => cors(self.open_stream(req, false).await),
             (Method::POST, ["v1", "desk", "logout"]) => cors(self.with_session(req, Self::logout).await),
@@ -467,7 +487,11 @@ impl Api {
         }
     }
 
-    async fn call(self: Arc<Self>, _session: Session, req: Request<Incoming>) -> Answer {
+    async fn call(self: Arc<Self>, session: Session, req: Request<Incoming>) -> Answer {
+        let key = match idempotency_key(req.headers()) {
+            Ok(key) => key,
+            Err(reason) => return error(StatusCode::BAD_REQUEST, "bad_request", reason),
+        };
         let body: CallRequest = match read_json(req).await {
             Ok(body) => body,
             Err(refused) => return refused,
@@ -475,14 +499,98 @@ impl Api {
         if body.number.trim().is_empty() || body.number.chars().count() > 64 {
             return error(StatusCode::BAD_REQUEST, "bad_request", "number must be 1-64 characters");
         }
-        // Placing calls through the PBX is the call-control issue's (#17). A 4xx, not a 501: the
-        // request is understood and refused for this source, as it will stay for a PBX whose
-        // vendor has no call API.
-        error(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "not_supported",
-            "click-to-call is not supported by this source",
-        )
+        let source_id = match body.source_id {
+            Some(source) => source,
+            None => match self.only_source(&session).await {
+                Ok(Some(source)) => source,
+                Ok(None) => {
+                    return error(
+                        StatusCode::UNPROCESSABLE_ENTITY,
+                        "not_supported",
+                        "click-to-call is not supported by this source: name source_id (the agent works at several sources, or none places calls)",
+                    );
+                }
+                Err(e) => return unavailable(&e),
+            },
+        };
+        let input = originate::OriginateInput {
+            source_id,
+            agent: originate::AgentInput {
+                id: Some(session.agent_id.clone()),
+                extension: None,
+                number: None,
+            },
+            destination: body.number,
+            caller_id: body.caller_id,
+        };
+        match originate::place(&self.desk, originate::Via::Desk(&session), key.as_deref(), &input).await {
+            Ok((status, body)) => json(status, &body),
+            Err(e) => unavailable(&e),
+        }
+    }
+
+    /// The source an agent's click goes through when it names none: the one source where the
+    /// agent has a PBX id, else the only enabled source.
+    async fn only_source(&self, session: &Session) -> Result<Option<String>, DeskError> {
+        let directory = self.desk.directory.snapshot();
+        let own: Vec<String> = directory
+            .as_ref()
+            .and_then(|d| d.agent(&session.agent_id))
+            .and_then(|a| a.external_ids.as_object().map(|ids| ids.keys().cloned().collect()))
+            .unwrap_or_default();
+        if own.len() == 1 {
+            return Ok(own.into_iter().next());
+        }
+        let rows = self
+            .desk
+            .pool
+            .get()
+            .await
+            .map_err(sessions::SessionError::from)?
+            .query("SELECT id FROM sources WHERE disabled_at IS NULL LIMIT 2", &[])
+            .await?;
+        Ok((rows.len() == 1).then(|| rows[0].get(0)))
+    }
+
+    async fn originate(self: Arc<Self>, req: Request<Incoming>) -> Answer {
+        let key = match idempotency_key(req.headers()) {
+            Ok(key) => key,
+            Err(reason) => return error(StatusCode::BAD_REQUEST, "bad_request", reason),
+        };
+        let input: originate::OriginateInput = match read_json(req).await {
+            Ok(input) => input,
+            Err(refused) => return refused,
+        };
+        if has_nul(&[
+            Some(&input.source_id),
+            Some(&input.destination),
+            input.caller_id.as_ref(),
+            input.agent.id.as_ref(),
+            input.agent.extension.as_ref(),
+            input.agent.number.as_ref(),
+        ]) {
+            return error(StatusCode::BAD_REQUEST, "bad_request", "no field may hold a NUL character");
+        }
+        match originate::place(&self.desk, originate::Via::Api, key.as_deref(), &input).await {
+            Ok((status, body)) => json(status, &body),
+            Err(e) => unavailable(&e),
+        }
+    }
+
+    async fn originated(&self, request_id: &str) -> Answer {
+        match originate::get(&self.desk, request_id).await {
+            Ok(Some(value)) => json(StatusCode::OK, &value),
+            Ok(None) => error(StatusCode::NOT_FOUND, "not_found", "no such click-to-call request"),
+            Err(e) => unavailable(&e),
+        }
+    }
+
+    async fn hang_up(&self, request_id: &str) -> Answer {
+        match originate::hang_up(&self.desk, request_id).await {
+            Ok((StatusCode::NO_CONTENT, _)) => no_content(),
+            Ok((status, body)) => json(status, &body),
+            Err(e) => unavailable(&e),
+        }
     }
 
     /// Opens a WebSocket (`websocket`) or Server-Sent Events stream for the session of the
@@ -558,6 +666,21 @@ impl Api {
         let _ = headers.insert("x-accel-buffering", HeaderValue::from_static("no"));
         response
     }
+}
+
+/// The `Idempotency-Key` header (1 to 255 visible ASCII characters), if any.
+fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, &'static str> {
+    let Some(value) = headers.get("idempotency-key") else { return Ok(None) };
+    match value.to_str() {
+        Ok(key) if (1..=255).contains(&key.len()) && key.bytes().all(|b| b.is_ascii_graphic()) => {
+            Ok(Some(key.to_owned()))
+        }
+        _ => Err("Idempotency-Key must be 1 to 255 visible ASCII characters"),
+    }
+}
+
+fn has_nul(values: &[Option<&String>]) -> bool {
+    values.iter().flatten().any(|v| v.contains('\0'))
 }
 
 fn no_content() -> Answer {

@@ -29,6 +29,8 @@ pub struct Desk {
     pub codecs: Arc<Codecs>,
     pub status_topic: String,
     pub keepalive: Duration,
+    /// Click-to-call's client of the vendors' APIs.
+    pub transport: switchboard_originate::Transport,
 }
 
 impl std::fmt::Debug for Desk {

@@ -17,12 +17,14 @@
 //! Modules: [`token`] and [`sessions`] (who may connect), [`screen_pop`] (what to open),
 //! [`track`] (what a call means to each agent; pure), [`notify`] (the notification JSON),
 //! [`hub`] (streams and resume buffers), [`stream`] (WebSocket and SSE), [`desk`] (shared state,
-//! status, recent calls), [`api`] (HTTP), [`service`] (the process).
+//! status, recent calls), [`originate`] (click-to-call through the PBX, once per idempotency
+//! key), [`api`] (HTTP), [`service`] (the process).
 
 pub mod api;
 pub mod desk;
 pub mod hub;
 pub mod notify;
+pub mod originate;
 pub mod screen_pop;
 pub mod service;
 pub mod sessions;

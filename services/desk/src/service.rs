@@ -57,6 +57,9 @@ pub async fn run(
             let _ = metrics::DESK_NOTIFICATION_SECONDS.with_label_values(&[transport]);
             let _ = metrics::DESK_RESUMES.with_label_values(&[transport]);
         }
+        for vendor in switchboard_model::Vendor::ALL {
+            let _ = metrics::ORIGINATE_SECONDS.with_label_values(&[vendor.as_str()]);
+        }
         for reason in ["revoked", "expired", "slow", "shutdown"] {
             let _ = metrics::DESK_STREAMS_CLOSED.with_label_values(&[reason]);
         }
@@ -94,6 +97,14 @@ pub async fn run(
             codecs: codecs.clone(),
             status_topic: topics.agent_status.clone(),
             keepalive: Duration::from_secs(settings.desk.keepalive_secs),
+            // Within the server's own request deadline, so that a silent vendor is a 502 with the
+            // reason rather than a 408.
+            transport: switchboard_originate::Transport::new(switchboard_originate::TransportConfig {
+                timeout: Duration::from_millis(
+                    settings.http.limits().request_timeout.as_millis() as u64 * 4 / 5,
+                ),
+                ..switchboard_originate::TransportConfig::default()
+            }),
         });
         let listening = tokio::spawn(listen(desk.clone(), background.clone()));
 

@@ -47,15 +47,20 @@ pub(crate) async fn originate(
             ));
         }
     };
-    let mut form = form_urlencoded::Serializer::new(String::new());
-    form.append_pair("To", to).append_pair("From", from);
-    match settings.twiml_url.as_deref().filter(|u| !u.trim().is_empty()) {
-        Some(url) => form.append_pair("Url", url),
-        None => form.append_pair("Twiml", &dial_twiml(from, &request.destination)),
+    // Built in a block: the serializer holds a non-`Sync` encoder and must not live across the
+    // await below (callers run this future on a multi-threaded runtime).
+    let form = {
+        let mut form = form_urlencoded::Serializer::new(String::new());
+        form.append_pair("To", to).append_pair("From", from);
+        match settings.twiml_url.as_deref().filter(|u| !u.trim().is_empty()) {
+            Some(url) => form.append_pair("Url", url),
+            None => form.append_pair("Twiml", &dial_twiml(from, &request.destination)),
+        };
+        form.finish()
     };
     let base = base_url(settings, Some(API), NAME)?;
     let url = format!("{base}/2010-04-01/Accounts/{}/Calls.json", segment(account));
-    let reply = transport.send(&post(url, account, token, form.finish())?).await?;
+    let reply = transport.send(&post(url, account, token, form)?).await?;
     if !reply.status.is_success() {
         return Err(not_accepted(NAME, &reply, reason(&reply)));
     }
