@@ -499,6 +499,9 @@ impl Api {
         if body.number.trim().is_empty() || body.number.chars().count() > 64 {
             return error(StatusCode::BAD_REQUEST, "bad_request", "number must be 1-64 characters");
         }
+        if has_nul(&[Some(&body.number), body.source_id.as_ref(), body.caller_id.as_ref()]) {
+            return error(StatusCode::BAD_REQUEST, "bad_request", "no field may hold a NUL character");
+        }
         let source_id = match body.source_id {
             Some(source) => source,
             None => match self.only_source(&session).await {
