@@ -634,3 +634,35 @@ async fn a_dispatcher_killed_mid_stream_loses_nothing() -> anyhow::Result<()> {
     setup.done().await?;
     Ok(())
 }
+
+/// A record the dispatcher cannot read goes to the dead-letter topic with the reason, and the
+/// records around it are delivered as usual.
+#[tokio::test]
+async fn an_unreadable_record_is_dead_lettered_with_the_reason() -> anyhow::Result<()> {
+    let setup = setup("dsp-poison").await?;
+    let receiver = Receiver::start().await?;
+    setup.put_profile("crm", profile(&receiver.url(), &[0])).await?;
+    let topics = setup.env.topics();
+    setup
+        .producer
+        .send(
+            FutureRecord::to(&topics.calls).key("acme-pbx:garbage").payload(&b"not avro at all"[..]),
+            Duration::from_secs(10),
+        )
+        .await
+        .map_err(|(e, _)| e)?;
+    setup.produce(&answered("after-poison", Direction::Inbound)).await?;
+    let _ = receiver.wait_for(1).await?;
+    let letters = switchboard_tests::read_topic(&setup.env.brokers, &topics.dead_letter, WAIT, |records| {
+        !records.is_empty()
+    })
+    .await?;
+    let (key, payload) = letters.first().context("a dead letter")?;
+    let letter = setup.codecs.dead_letter.decode(payload)?;
+    ensure!(letter.stage == "dispatcher" && letter.error_class == "decode", "{letter:?}");
+    ensure!(letter.reason.contains("not a readable call record"), "{}", letter.reason);
+    ensure!(letter.topic == topics.calls && letter.payload == b"not avro at all", "{letter:?}");
+    ensure!(key.as_deref() == Some(&b"acme-pbx:garbage"[..]), "{key:?}");
+    setup.done().await?;
+    Ok(())
+}

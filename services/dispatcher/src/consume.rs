@@ -24,8 +24,9 @@ use switchboard_core::deadpool_postgres::Pool;
 use switchboard_core::model::{CallEvent, CallRecord};
 use switchboard_core::rdkafka::Message;
 use switchboard_core::rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
+use switchboard_core::rdkafka::producer::FutureProducer;
 use switchboard_core::retry::Backoff;
-use switchboard_core::stage::PoisonClass;
+use switchboard_core::stage::{DeadLetterTarget, Inbound, Poison, PoisonClass};
 use switchboard_core::{metrics, tokio_postgres};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
@@ -44,13 +45,16 @@ const BATCH_LINGER: Duration = Duration::from_millis(20);
 enum Input {
     Event(Box<CallEvent>),
     Record(Box<CallRecord>),
-    /// Not readable: skipped with a log line (the stages before the dispatcher dead-letter what
-    /// they cannot read; the dispatcher is a reader of their output, not its keeper).
-    Unreadable,
+    /// Not readable (why): sent to the dead-letter topic with the reason before its offset is
+    /// stored, and scheduled nothing.
+    Unreadable(String),
 }
 
 pub struct Scheduler {
     pub consumer: StreamConsumer,
+    /// Writes the dead letters of unreadable records.
+    pub producer: FutureProducer,
+    pub dead_letter_topic: String,
     pub pool: Pool,
     pub codecs: Arc<Codecs>,
     pub profiles: ProfileCache,
@@ -121,8 +125,11 @@ impl Scheduler {
         };
         decoded.unwrap_or_else(|error| {
             metrics::EVENTS_FAILED.with_label_values(&[STAGE, PoisonClass::Decode.as_str()]).inc();
-            tracing::warn!(%error, topic, "Unreadable record skipped.");
-            Input::Unreadable
+            tracing::warn!(%error, topic, "Unreadable record; to the dead-letter topic.");
+            Input::Unreadable(format!(
+                "not a readable {} record: {error}",
+                if topic == self.calls_topic { "call record" } else { "call event" }
+            ))
         })
     }
 
@@ -171,7 +178,7 @@ impl Scheduler {
                         None => deliveries_for(&profiles, None, Some((record, None))),
                     }
                 }
-                Input::Unreadable => continue,
+                Input::Unreadable(_) => continue,
             };
             inserted.extend(store::insert_deliveries(&tx, &deliveries).await.map_err(|e| pg(&e))?);
         }
@@ -209,6 +216,22 @@ impl Scheduler {
             metrics::EVENTS_IN.with_label_values(&[STAGE]).inc_by(batch.len() as u64);
             let inputs: Vec<Input> =
                 batch.iter().map(|m| self.decode(m.topic(), m.payload().unwrap_or_default())).collect();
+            // Dead letters first: acknowledged before any offset of the batch is stored.
+            let target = DeadLetterTarget {
+                producer: &self.producer,
+                codecs: &self.codecs,
+                stage: STAGE,
+                topic: &self.dead_letter_topic,
+                max_backoff: self.max_backoff,
+            };
+            for (message, input) in batch.iter().zip(&inputs) {
+                if let Input::Unreadable(reason) = input {
+                    let poison = Poison::new(PoisonClass::Decode, reason.clone());
+                    if let Err(error) = target.send(&Inbound::from_message(message), &poison).await {
+                        tracing::error!(%error, topic = message.topic(), offset = message.offset(), "Dead letter not written.");
+                    }
+                }
+            }
             let started = std::time::Instant::now();
             let mut backoff = Backoff::new(Duration::from_millis(100), self.max_backoff);
             let inserted = loop {

@@ -4,7 +4,8 @@
 //! Inputs: call records (`<prefix>calls`: completed, changed) and enriched call events
 //! (`<prefix>enriched`: ringing, answered, ended, recording ready), and the delivery profiles.
 //! Outputs: HTTP requests to each profile's target, rendered from the call's values, optionally
-//! signed per Standard Webhooks. Delivery: at least once per (profile, event or record version):
+//! signed per Standard Webhooks; a record it cannot read goes to `<prefix>deadletter` with the
+//! reason (acknowledged before its offset is stored). Delivery: at least once per (profile, event or record version):
 //! a failed attempt is retried on the profile's schedule until it succeeds, is aborted by the
 //! receiver, or the schedule is spent; every attempt of a delivery carries the same `webhook-id`,
 //! the receiver's idempotency key. Ordering: per (profile, call), a delivery waits while an

@@ -125,8 +125,15 @@ pub async fn run(
         let (consumer, watch) =
             kafka::consumer(&settings.kafka, Service::Dispatcher, &[&topics.calls, &topics.enriched])?;
         watcher.watch(watch);
+        let producer = kafka::producer(
+            &settings.kafka,
+            "switchboard-dispatcher",
+            Duration::from_millis(settings.kafka.produce_timeout_ms),
+        )?;
         let scheduler = Scheduler {
             consumer,
+            producer: producer.clone(),
+            dead_letter_topic: topics.dead_letter.clone(),
             pool,
             codecs,
             profiles,
@@ -137,6 +144,7 @@ pub async fn run(
         health.set_ready(true);
         tracing::info!(calls = %topics.calls, enriched = %topics.enriched, "Dispatcher running.");
         scheduler.run(cancel.clone()).await;
+        kafka::flush(&producer, Duration::from_secs(5));
 
         background.cancel();
         let _ = working.await;
