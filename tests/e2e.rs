@@ -8,6 +8,8 @@ mod fixture;
 
 #[path = "calllog.rs"]
 mod calllog;
+#[path = "connectors.rs"]
+mod connectors;
 #[path = "desk.rs"]
 mod desk;
 #[path = "directory.rs"]

@@ -1,15 +1,26 @@
 //! HubSpot: one call engagement per completed call, `POST /crm/v3/objects/calls` with the call in
 //! `properties` (developers.hubspot.com/docs/api/crm/calls), authenticated with a private app's
-//! access token (`Authorization: Bearer`).
+//! access token (`Authorization: Bearer`), answered `201` with the new call's `id`.
 //!
 //! Properties, as documented: `hs_timestamp` (required; UTC ISO 8601 or ms), `hs_call_direction`
 //! (`INBOUND`/`OUTBOUND`; internal calls are not sent), `hs_call_duration` (milliseconds; the talk
 //! time, so 0 for an unanswered call), `hs_call_status` (`COMPLETED`, `NO_ANSWER`, `BUSY`,
-//! `FAILED`...), `hs_call_from_number`, `hs_call_to_number`, `hs_call_recording_url`,
-//! `hs_call_disposition` (the GUID of one of HubSpot's default call outcomes) and
-//! `hubspot_owner_id` (the agent's HubSpot user, from the user mapping). Properties without a
-//! value are left out rather than sent empty. The request waits (up to a day) while the
-//! recording is pending, since the link goes in the same request.
+//! `FAILED`...), `hs_call_from_number`, `hs_call_to_number`, `hs_call_disposition` (the GUID of
+//! one of HubSpot's default call outcomes) and `hubspot_owner_id` (the agent's HubSpot user, from
+//! the user mapping). Properties without a value are left out rather than sent empty.
+//!
+//! The call is created as soon as it is complete; its recording link
+//! (`hs_call_recording_url`) follows once the recording is ready, with
+//! `POST /crm/v3/objects/calls/batch/update` (`{"inputs": [{"id", "properties"}]}`: the call's id
+//! goes in the body, since a profile's URL is fixed), so that a recording the vendor produces
+//! late delays nothing and one that fails leaves the call logged without it.
+//!
+//! HubSpot files a call on a contact's timeline only through an association. With
+//! `associate_contacts` (for a directory whose contact ids are HubSpot contact ids, as when the
+//! contacts were imported from HubSpot), a call matched to exactly one contact is created with
+//! `associations: [{"to": {"id"}, "types": [{"associationCategory": "HUBSPOT_DEFINED",
+//! "associationTypeId": 194}]}]` (194: call to contact); otherwise HubSpot lists the call under
+//! Calls only.
 
 use serde::Deserialize;
 use switchboard_model::Secret;
@@ -32,6 +43,10 @@ pub struct Settings {
     /// Agent (directory id, extension, email or number) → HubSpot owner id.
     #[serde(default)]
     pub users: UserMap,
+    /// The directory's contact ids are HubSpot contact ids: associate each call with its
+    /// (uniquely) matched contact.
+    #[serde(default)]
+    pub associate_contacts: bool,
 }
 
 /// HubSpot's default call outcomes (`hs_call_disposition` takes their GUIDs): Connected, No
@@ -49,9 +64,6 @@ const BODY: &str = r#"{% set status = {"answered": "COMPLETED", "busy": "BUSY", 
 {% if outcome_guid[outcome] is defined %}
   "hs_call_disposition": {{ outcome_guid[outcome] }},
 {% endif %}
-{% if recording_url %}
-  "hs_call_recording_url": {{ recording_url }},
-{% endif %}
 {% if crm_user_id %}
   "hubspot_owner_id": {{ crm_user_id }},
 {% endif %}
@@ -65,20 +77,43 @@ const BODY: &str = r#"{% set status = {"answered": "COMPLETED", "busy": "BUSY", 
   "hs_call_direction": {{ direction|upper }},
   "hs_call_duration": {{ (talk_ms or 0)|string }},
   "hs_call_status": {{ status[outcome]|default("COMPLETED") }}
-}}"#;
+}ASSOCIATIONS}"#;
+
+/// HubSpot's own association type of a call to a contact.
+const ASSOCIATIONS: &str = r#"{% if contact_id %},
+"associations": [{"to": {"id": {{ contact_id }}},
+  "types": [{"associationCategory": "HUBSPOT_DEFINED", "associationTypeId": 194}]}]
+{% endif %}"#;
+
+/// The recording link, on the call the first step created.
+const RECORDING: &str = r#"{"inputs": [{"id": {{ steps.create.id }},
+  "properties": {"hs_call_recording_url": {{ recording_url }}}}]}"#;
 
 pub fn profile(settings: &Settings) -> Result<Profile, ConnectorError> {
     let base = https_base("hubspot", settings.base_url.as_deref().unwrap_or(DEFAULT_BASE_URL))?;
-    let request = RequestTemplate {
+    let request = |path: &str, body: String| RequestTemplate {
         method: HttpMethod::Post,
-        url: format!("{base}/crm/v3/objects/calls"),
+        url: format!("{base}{path}"),
         headers: vec![Param::secret(
             "authorization",
             Secret::new(format!("Bearer {}", settings.access_token.expose())),
         )],
         url_params: Vec::new(),
         form_params: Vec::new(),
-        json_body: Some(BODY.to_owned()),
+        json_body: Some(body),
+    };
+    let associations = if settings.associate_contacts { ASSOCIATIONS } else { "" };
+    let create = Step {
+        name: "create".into(),
+        request: request("/crm/v3/objects/calls", BODY.replace("ASSOCIATIONS", associations)),
+        extract: vec![Extract { name: "id".into(), pointer: "/id".into() }],
+        when: StepCondition::Always,
+    };
+    let recording = Step {
+        name: "recording".into(),
+        request: request("/crm/v3/objects/calls/batch/update", RECORDING.to_owned()),
+        extract: Vec::new(),
+        when: StepCondition::RecordingReady,
     };
     let spec = ProfileSpec {
         name: "HubSpot calls".into(),
@@ -86,12 +121,7 @@ pub fn profile(settings: &Settings) -> Result<Profile, ConnectorError> {
         criteria: vec![Criterion::Direction {
             any_of: vec![CallDirection::Inbound, CallDirection::Outbound],
         }],
-        steps: vec![Step {
-            name: "create".into(),
-            request,
-            extract: vec![Extract { name: "id".into(), pointer: "/id".into() }],
-            when: StepCondition::RecordingSettled,
-        }],
+        steps: vec![create, recording],
         users: settings.users.clone(),
         retry: None,
         // Under HubSpot's burst limit for private apps on the lowest tiers (100 per 10 s).

@@ -82,7 +82,7 @@ fn hubspot_calls() {
     let head = [("authorization", "Bearer pat-na1-123"), ("content-type", "application/json")];
 
     let created: &[u8] = br#"{"id": "512", "properties": {}}"#;
-    let [r] = run(&profile, &answered(), &[created]).try_into().expect("one request");
+    let [r] = run(&profile, &answered(), &[created]).try_into().expect("one request: no recording");
     assert_head(&r, "/crm/v3/objects/calls", &head);
     assert_eq!(r.uri.host(), Some("api.hubapi.com"));
     assert_eq!(
@@ -102,15 +102,40 @@ fn hubspot_calls() {
         "hs_call_from_number": "+442079460000", "hs_call_to_number": "+442079460999"}})
     );
 
-    let [r] = run(&profile, &recorded(), &[created]).try_into().expect("one request");
+    // A recorded call: created, then its recording link set on the call HubSpot created.
+    let [create, recording] = run(&profile, &recorded(), &[created]).try_into().expect("two requests");
     assert_eq!(
-        json_body(&r),
+        json_body(&create),
         json!({"properties": {
         "hs_timestamp": "2024-05-01T10:00:00Z", "hs_call_direction": "INBOUND", "hs_call_duration": "95000",
         "hs_call_status": "COMPLETED", "hs_call_disposition": "f240bbac-87c9-4f6e-bf70-924b57d47db7",
-        "hs_call_from_number": "+442079460000", "hs_call_to_number": "+442079460999",
-        "hs_call_recording_url": "https://sb.example.com/v1/recordings/r1?token=t", "hubspot_owner_id": "42"}})
+        "hs_call_from_number": "+442079460000", "hs_call_to_number": "+442079460999", "hubspot_owner_id": "42"}})
     );
+    assert_head(&recording, "/crm/v3/objects/calls/batch/update", &head);
+    assert_eq!(
+        json_body(&recording),
+        json!({"inputs": [{"id": "512",
+        "properties": {"hs_call_recording_url": "https://sb.example.com/v1/recordings/r1?token=t"}}]})
+    );
+}
+
+#[test]
+fn hubspot_associates_the_matched_contact_when_asked() {
+    let settings = json!({"access_token": "t", "associate_contacts": true});
+    let profile = by_name("hubspot", settings).expect("a profile");
+    let created: &[u8] = br#"{"id": "512"}"#;
+    let [create, _] = run(&profile, &recorded(), &[created]).try_into().expect("two requests");
+    assert_eq!(
+        json_body(&create)["associations"],
+        json!([{"to": {"id": "ct-1"},
+        "types": [{"associationCategory": "HUBSPOT_DEFINED", "associationTypeId": 194}]}])
+    );
+    // No contact (or several): no association.
+    let [create] = run(&profile, &missed(), &[created]).try_into().expect("one request");
+    assert!(json_body(&create).get("associations").is_none());
+    let profile = by_name("hubspot", json!({"access_token": "t"})).expect("a profile");
+    let [create, _] = run(&profile, &recorded(), &[created]).try_into().expect("two requests");
+    assert!(json_body(&create).get("associations").is_none(), "off by default");
 }
 
 #[test]
@@ -252,8 +277,25 @@ fn internal_calls_are_not_sent_to_crms() {
 }
 
 #[test]
-fn a_pending_recording_holds_the_hubspot_request() {
+fn a_pending_recording_holds_only_the_hubspot_recording_step() {
     let profile = by_name("hubspot", json!({"access_token": "t"})).expect("a profile");
+    let values = CallValues::from_record(&answered_outbound());
+    let now = answered_outbound().started_at;
+    let mut state = FlowState::default();
+    let Next::Run(create) = state.next(&profile, &values, now, now, DEFAULT_WAIT_LIMIT) else {
+        panic!("the call is created at once");
+    };
+    state.complete(create, br#"{"id": "512"}"#).expect("extracts the id");
+    assert!(matches!(
+        state.next(&profile, &values, now, now, DEFAULT_WAIT_LIMIT),
+        Next::Wait { step, .. } if step.name == "recording"
+    ));
+}
+
+#[test]
+fn a_pending_recording_holds_the_amocrm_request() {
+    let settings = json!({"base_url": "https://acme.amocrm.ru", "access_token": "t"});
+    let profile = by_name("amocrm", settings).expect("a profile");
     let values = CallValues::from_record(&answered_outbound());
     let now = answered_outbound().started_at;
     assert!(matches!(
