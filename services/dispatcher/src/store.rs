@@ -335,10 +335,12 @@ pub async fn claim_due(
     lease: Duration,
     full: &[String],
 ) -> Result<Vec<Claimed>, StoreError> {
-    let client = pool.get().await?;
+    let mut client = pool.get().await?;
     let limit = i64::try_from(limit).unwrap_or(i64::MAX);
     let lease_ms = i64::try_from(lease.as_millis()).unwrap_or(i64::MAX);
-    let rows = client
+    let tx = client.transaction().await?;
+    tx.batch_execute(ASYNC_COMMIT).await?;
+    let rows = tx
         .query(
             "WITH due AS (
                  SELECT d.id FROM deliveries d
@@ -362,6 +364,7 @@ pub async fn claim_due(
             &[&limit, &lease_ms, &full],
         )
         .await?;
+    tx.commit().await?;
     Ok(rows
         .iter()
         .map(|r| Claimed {
@@ -402,29 +405,39 @@ pub struct AttemptLog {
     pub error: Option<String>,
 }
 
+/// The worker's writes (claims, attempt logs, settlements) commit without waiting for the WAL
+/// to reach the disk: a flush per write made the disk's fsync the dispatcher's bottleneck
+/// (BENCHMARKS.md). What a crash can lose is safe to lose: a lease (the delivery is claimed
+/// again sooner), an attempt log row (history only), or a settlement (the delivery is pending
+/// again and attempted once more with the same `webhook-id`: at least once still holds). The
+/// consumer's scheduling transaction, after which offsets are committed, stays synchronous.
+const ASYNC_COMMIT: &str = "SET LOCAL synchronous_commit TO off";
+
 pub async fn log_attempt(pool: &Pool, delivery_id: &str, log: &AttemptLog) -> Result<(), StoreError> {
-    let client = pool.get().await?;
+    let mut client = pool.get().await?;
     let latency = i64::try_from(log.latency.as_millis()).unwrap_or(i64::MAX);
-    client
-        .execute(
-            "INSERT INTO delivery_attempts (delivery_id, n, step, started_at, request, response_status,
+    let tx = client.transaction().await?;
+    tx.batch_execute(ASYNC_COMMIT).await?;
+    tx.execute(
+        "INSERT INTO delivery_attempts (delivery_id, n, step, started_at, request, response_status,
                  response_body, latency_ms, error)
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
              ON CONFLICT (delivery_id, n, step) DO UPDATE SET started_at = $4, request = $5,
                  response_status = $6, response_body = $7, latency_ms = $8, error = $9",
-            &[
-                &delivery_id,
-                &log.n,
-                &log.step,
-                &log.started_at,
-                &log.request,
-                &log.status.map(i32::from),
-                &log.body,
-                &latency,
-                &log.error,
-            ],
-        )
-        .await?;
+        &[
+            &delivery_id,
+            &log.n,
+            &log.step,
+            &log.started_at,
+            &log.request,
+            &log.status.map(i32::from),
+            &log.body,
+            &latency,
+            &log.error,
+        ],
+    )
+    .await?;
+    tx.commit().await?;
     Ok(())
 }
 
@@ -453,6 +466,7 @@ pub enum Settle {
 pub async fn settle(pool: &Pool, claimed: &Claimed, settle: &Settle, flow: &Value) -> Result<(), StoreError> {
     let mut client = pool.get().await?;
     let tx = client.transaction().await?;
+    tx.batch_execute(ASYNC_COMMIT).await?;
     let (status, at, error): (&str, Option<DateTime<Utc>>, Option<&str>) = match settle {
         Settle::Delivered => ("delivered", None, None),
         Settle::RetryAt { at, error } | Settle::Wait { at, error } => ("pending", Some(*at), Some(error)),
