@@ -1277,13 +1277,9 @@ async fn bitrix24_registers_finishes_and_attaches_a_late_recording() -> anyhow::
 
 /// The recording becomes ready while the flow's earlier steps are still being retried (the
 /// portal turned finish away): the recording must still be attached once finish went through.
-///
-/// Fails today: `store::refresh_waiting` gives the newer record only to deliveries already
-/// marked as waiting, so a delivery that is being retried (or is in flight, or not yet claimed,
-/// when the call's two records arrive together) keeps the record whose recording was pending,
-/// waits on it and gives the recording up after a day.
+/// (The newer record reaches every pending delivery of the call, not only those already waiting
+/// for the recording: `store::refresh_waiting`.)
 #[tokio::test]
-#[ignore = "dispatcher bug: a newer record reaches only deliveries already waiting (store::refresh_waiting)"]
 async fn bitrix24_attaches_a_recording_that_was_ready_while_finish_was_retried() -> anyhow::Result<()> {
     let setup = setup("cn-bitrix24-race").await?;
     let bitrix = Fake::start(Bitrix {
