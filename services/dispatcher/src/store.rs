@@ -291,11 +291,14 @@ pub async fn see_record(
     Ok(previous)
 }
 
-/// Within the caller's transaction: the pending deliveries of a call whose subject is an older
-/// record than `version` take `record` as their subject, so that their remaining steps see what
-/// the newer record brings (a recording that became ready while an earlier step was still being
-/// retried would otherwise never reach them). Those waiting for the recording are due at once;
-/// those waiting for a retry keep their schedule. Returns how many.
+/// Within the caller's transaction: the pending deliveries of a call that have started (attempted
+/// at least once, or waiting for the recording) and whose subject is an older record than
+/// `version` take `record` as their subject, so that their remaining steps see what the newer
+/// record brings (a recording that became ready while an earlier step was still being retried
+/// would otherwise never reach them). Those waiting for the recording are due at once; those
+/// waiting for a retry keep their schedule. A delivery not attempted yet keeps the record that
+/// triggered it: its first request says what happened at that version (the newer version
+/// triggers deliveries of its own). Returns how many.
 pub async fn refresh_waiting(
     client: &impl GenericClient,
     source_id: &str,
@@ -308,7 +311,7 @@ pub async fn refresh_waiting(
             "UPDATE deliveries SET subject = $4,
                  next_attempt_at = CASE WHEN waiting THEN now() ELSE next_attempt_at END,
                  waiting = false, updated_at = now()
-             WHERE source_id = $1 AND call_id = $2 AND status = 'pending'
+             WHERE source_id = $1 AND call_id = $2 AND status = 'pending' AND (waiting OR attempts > 0)
                AND subject_kind = 'record' AND (subject->>'version')::int8 < $3",
             &[&source_id, &call_id, &version, record],
         )
