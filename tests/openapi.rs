@@ -364,7 +364,8 @@ async fn seed_deliveries(env: &TestEnv, dispatcher: &ServiceProcess) -> anyhow::
     Ok(())
 }
 
-/// Agents, contacts (one per kind of match) and an own number, through the admin API.
+/// Agents, contacts (one per kind of match), an own number and a blacklisted number (the callee of
+/// the seeded outbound call, which the call log then marks), through the admin API.
 async fn seed_directory(router: &ServiceProcess) -> anyhow::Result<()> {
     let client = http_client();
     let auth = format!("Bearer {TOKEN}");
@@ -403,6 +404,15 @@ async fn seed_directory(router: &ServiceProcess) -> anyhow::Result<()> {
     )
     .await?;
     anyhow::ensure!(response.status == 200, "own number: {} {:?}", response.status, response.body);
+    let response = send(
+        &client,
+        "PUT",
+        &router.url("/v1/blacklist/%2B33142685300"),
+        &headers,
+        r#"{"reason": "robocaller"}"#,
+    )
+    .await?;
+    anyhow::ensure!(response.status == 200, "blacklist: {} {:?}", response.status, response.body);
     Ok(())
 }
 

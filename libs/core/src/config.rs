@@ -352,6 +352,11 @@ pub struct RouterSettings {
     /// failure): for example a queue's extension. Empty means "no transfer".
     #[serde(deserialize_with = "scalar_as_string")]
     pub fallback: String,
+    /// Where a blacklisted caller goes instead of an agent: for example an extension that plays a
+    /// message and hangs up. Empty means the PBX's own refusal (Telphin `<Hangup/>`, Zadarma's
+    /// `"blacklist"` scenario, JSON `"action": "reject"`).
+    #[serde(deserialize_with = "scalar_as_string")]
+    pub blacklist_target: String,
     /// How long a lookup may take, reading the request included, before the router answers with
     /// the fallback; well inside any IVR's timeout.
     pub lookup_timeout_ms: u64,
@@ -372,6 +377,7 @@ impl std::fmt::Debug for RouterSettings {
         f.debug_struct("RouterSettings")
             .field("telphin_variable", &self.telphin_variable)
             .field("fallback", &self.fallback)
+            .field("blacklist_target", &self.blacklist_target)
             .field("lookup_timeout_ms", &self.lookup_timeout_ms)
             .field("region", &self.region)
             .field("lookup_tokens", &format!("{} configured", self.lookup_tokens.len()))
@@ -385,6 +391,7 @@ impl Default for RouterSettings {
         Self {
             telphin_variable: "transferDestination".into(),
             fallback: String::new(),
+            blacklist_target: String::new(),
             lookup_timeout_ms: 300,
             region: "US".into(),
             lookup_tokens: Vec::new(),
@@ -751,6 +758,11 @@ impl Settings {
         if !xml_name(&self.router.telphin_variable) {
             return fail("router.telphin_variable must be letters, digits and _".into());
         }
+        // A PBX takes it as an extension or scenario id: short, one word, printable.
+        let target = &self.router.blacklist_target;
+        if target.chars().count() > 64 || target.chars().any(|c| c.is_control() || c.is_whitespace()) {
+            return fail("router.blacklist_target must be at most 64 characters, without spaces".into());
+        }
         if !(1..=16).contains(&self.calllog.batches_in_flight) {
             return fail("calllog.batches_in_flight must be 1..=16".into());
         }
@@ -1006,6 +1018,10 @@ mod tests {
         assert!(Settings::from_vars([("SWITCHBOARD_ROUTER__REGION", "XX")]).is_err());
         assert!(Settings::from_vars([("SWITCHBOARD_ROUTER__TELPHIN_VARIABLE", "a b")]).is_err());
         assert!(Settings::from_vars([("SWITCHBOARD_ROUTER__LOOKUP_TIMEOUT_MS", "1")]).is_err());
+        let target = Settings::from_vars([("SWITCHBOARD_ROUTER__BLACKLIST_TARGET", "800")]).expect("valid");
+        assert_eq!(target.router.blacklist_target, "800", "an extension that looks like a number");
+        assert!(Settings::from_vars([("SWITCHBOARD_ROUTER__BLACKLIST_TARGET", "8 00")]).is_err());
+        assert!(Settings::from_vars([("SWITCHBOARD_ROUTER__BLACKLIST_TARGET", "x".repeat(65))]).is_err());
         let with_token =
             Settings::from_vars([("SWITCHBOARD_ROUTER__LOOKUP_TOKENS", "[\"pbx-secret\"]")]).expect("valid");
         assert!(!format!("{with_token:?}").contains("pbx-secret"), "tokens never show in Debug output");

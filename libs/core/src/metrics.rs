@@ -242,7 +242,7 @@ pub static MATCHES: LazyLock<IntCounterVec> = LazyLock::new(|| {
 pub static ROUTER_LOOKUPS: LazyLock<IntCounterVec> = LazyLock::new(|| {
     counter(
         "switchboard_router_lookups_total",
-        "IVR lookups the router answered, by answer format and outcome (agent or fallback_<reason>).",
+        "IVR lookups the router answered, by answer format and outcome (agent, blacklisted or fallback_<reason>).",
         &["format", "outcome"],
     )
 });

@@ -29,6 +29,7 @@ const MIGRATIONS: &[(i32, &str, &str)] = &[
     (9, "dispatcher", include_str!("../migrations/0009_dispatcher.sql")),
     (10, "desk", include_str!("../migrations/0010_desk.sql")),
     (11, "click_to_call", include_str!("../migrations/0011_click_to_call.sql")),
+    (12, "blacklist", include_str!("../migrations/0012_blacklist.sql")),
 ];
 
 /// Any advisory-lock key unique to Switchboard's migrator.

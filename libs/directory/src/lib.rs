@@ -1,9 +1,10 @@
-//! switchboard-directory: agents, contacts and the company's own numbers, held in memory by every
-//! matcher and router instance and kept fresh from PostgreSQL.
+//! switchboard-directory: agents, contacts, the company's own numbers and the number blacklist,
+//! held in memory by every matcher and router instance and kept fresh from PostgreSQL.
 //!
-//! Input: the tables of migration 0003 (`agents`, `contacts`, `own_numbers`) and each source's
-//! matching options (`sources.settings`). Output: an immutable [`Directory`] snapshot answering
-//! "who is this agent?" and "whose number is this?" in a few hash lookups, without I/O.
+//! Input: the tables of migration 0003 (`agents`, `contacts`, `own_numbers`), the `blacklist` of
+//! migration 0012 and each source's matching options (`sources.settings`). Output: an immutable
+//! [`Directory`] snapshot answering "who is this agent?", "whose number is this?" and "is this
+//! caller refused?" in a few hash lookups, without I/O.
 //! Freshness: a statement-level trigger on each table sends `NOTIFY switchboard_directory`; the
 //! [`watch`] task LISTENs on a dedicated connection and reloads the whole snapshot (debounced, so
 //! a bulk import is one reload), which reaches every instance well within a second. A dropped
@@ -22,6 +23,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
+use chrono::{DateTime, Utc};
 use switchboard_core::deadpool_postgres::Pool;
 use switchboard_core::model::{AgentMatch, CallEvent, ContactMatch, Direction, PhoneNumber, Region};
 use switchboard_core::retry::Backoff;
@@ -29,7 +31,7 @@ use switchboard_core::tokio_postgres::{self, AsyncMessage, NoTls};
 use tokio::sync::watch as signal;
 use tokio_util::sync::CancellationToken;
 
-pub use store::{Agent, Contact, StoreError};
+pub use store::{Agent, BlacklistEntry, Contact, StoreError};
 
 /// The channel the directory triggers notify.
 pub const CHANNEL: &str = "switchboard_directory";
@@ -45,6 +47,8 @@ pub struct Directory {
     contacts_by_number: HashMap<String, Vec<String>>,
     own_numbers: HashSet<String>,
     sources: HashMap<String, SourceOptions>,
+    /// Blacklisted numbers (E.164) that had not expired when the snapshot was loaded.
+    blacklist: HashMap<String, BlacklistEntry>,
 }
 
 /// What the matcher needs to know about a source.
@@ -109,6 +113,28 @@ impl Directory {
             let _ = directory.contacts.insert(contact.id.clone(), contact);
         }
         directory
+    }
+
+    /// The snapshot with `entries` as its blacklist. Entries already expired at `now` are left
+    /// out; the others are checked again at each lookup, so that one expiring between two reloads
+    /// stops refusing callers on time.
+    pub fn with_blacklist(mut self, entries: Vec<BlacklistEntry>, now: DateTime<Utc>) -> Self {
+        self.blacklist = entries
+            .into_iter()
+            .filter(|entry| entry.active_at(now))
+            .map(|entry| (entry.number.clone(), entry))
+            .collect();
+        self
+    }
+
+    /// The blacklist entry refusing `number` (E.164) at `now`, if any.
+    pub fn blacklisted(&self, number: &PhoneNumber, now: DateTime<Utc>) -> Option<&BlacklistEntry> {
+        self.blacklist.get(number.as_str()).filter(|entry| entry.active_at(now))
+    }
+
+    /// Blacklist entries in this snapshot (those not expired when it was loaded).
+    pub fn blacklist_count(&self) -> usize {
+        self.blacklist.len()
     }
 
     pub fn agent(&self, id: &str) -> Option<&Agent> {
@@ -288,10 +314,17 @@ impl SharedDirectory {
 pub async fn reload(pool: &Pool, shared: &SharedDirectory) -> Result<(), StoreError> {
     let started = std::time::Instant::now();
     let directory = store::load(pool).await?;
-    let (agents, contacts) = (directory.agent_count(), directory.contact_count());
+    let (agents, contacts, blacklisted) =
+        (directory.agent_count(), directory.contact_count(), directory.blacklist_count());
     shared.replace(directory);
     switchboard_core::metrics::DIRECTORY_RELOADS.with_label_values(&["ok"]).inc();
-    tracing::debug!(agents, contacts, elapsed_ms = started.elapsed().as_millis() as u64, "Directory loaded.");
+    tracing::debug!(
+        agents,
+        contacts,
+        blacklisted,
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        "Directory loaded."
+    );
     Ok(())
 }
 
@@ -365,7 +398,7 @@ async fn listen_and_reload(
                 if message.is_none() {
                     break Err(StoreError::ChangeFeedClosed);
                 }
-                // Coalesce a burst (a bulk import touches three tables) into one reload.
+                // Coalesce a burst (a bulk import touches several tables) into one reload.
                 tokio::time::sleep(debounce).await;
                 while notified.try_recv().is_ok() {}
                 reload(pool, shared).await?;
@@ -542,6 +575,40 @@ mod tests {
                 assert_eq!(got, want, "{ext:?} {number:?} {email:?}");
             }
         }
+    }
+
+    #[test]
+    fn blacklisted_numbers_are_found_until_they_expire() {
+        let now = Utc::now();
+        let entry = |number: &str, expires_in: Option<i64>| BlacklistEntry {
+            number: number.into(),
+            reason: Some("pest".into()),
+            expires_at: expires_in.map(|s| now + chrono::Duration::seconds(s)),
+            created_at: now,
+        };
+        let dir = directory(&[]).with_blacklist(
+            vec![
+                entry("+442079460000", None),
+                entry("+442079461111", Some(60)),
+                entry("+442079462222", Some(-1)),
+                entry("+442079463333", Some(0)),
+            ],
+            now,
+        );
+        let number = |n: &str| PhoneNumber::from_e164(n).expect("e164");
+        assert_eq!(dir.blacklist_count(), 2, "entries expired at load time are left out");
+        let found = dir.blacklisted(&number("+442079460000"), now).expect("blacklisted");
+        assert_eq!(found.reason.as_deref(), Some("pest"));
+        assert!(dir.blacklisted(&number("+442079461111"), now).is_some());
+        // Expiry is checked at lookup time too: no reload needed.
+        let later = now + chrono::Duration::seconds(60);
+        assert!(dir.blacklisted(&number("+442079461111"), later).is_none(), "expired at its expiry");
+        assert!(dir.blacklisted(&number("+442079460000"), later).is_some(), "no expiry: until deleted");
+        assert!(dir.blacklisted(&number("+442079462222"), now).is_none());
+        assert!(dir.blacklisted(&number("+442079463333"), now).is_none());
+        assert!(dir.blacklisted(&number("+442079469999"), now).is_none());
+        // The directory itself is unchanged by the blacklist: a blacklisted contact still matches.
+        assert_eq!(dir.responsible_agent(&number("+442079460000")).map(|a| a.id.as_str()), Some("ann"));
     }
 
     #[test]

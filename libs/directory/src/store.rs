@@ -1,7 +1,9 @@
 //! The directory's rows in PostgreSQL: loading a snapshot, and the writes of the admin API
 //! (single upserts and deletes, and bulk imports in one transaction with a per-row report).
-//! Every write is an upsert by id, so re-sending a request or re-running an import is harmless.
+//! Every write is an upsert by id (the blacklist's: by number), so re-sending a request or
+//! re-running an import is harmless.
 
+use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use switchboard_core::deadpool_postgres::{Pool, PoolError};
 use switchboard_core::model::{PhoneNumber, Region};
@@ -61,6 +63,30 @@ pub struct Contact {
     pub responsible_agent_id: Option<String>,
 }
 
+/// A blacklisted number: the router refuses its calls until `expires_at` (never, when `None`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BlacklistEntry {
+    /// E.164.
+    pub number: String,
+    pub reason: Option<String>,
+    pub expires_at: Option<DateTime<Utc>>,
+    pub created_at: DateTime<Utc>,
+}
+
+impl BlacklistEntry {
+    /// Whether the entry refuses callers at `now`: it expires at `expires_at`, inclusive.
+    pub fn active_at(&self, now: DateTime<Utc>) -> bool {
+        self.expires_at.is_none_or(|expires| expires > now)
+    }
+}
+
+/// The columns [`blacklist_from_row`] reads, in its order.
+pub const BLACKLIST_COLUMNS: &str = "number, reason, expires_at, created_at";
+
+pub fn blacklist_from_row(row: &tokio_postgres::Row) -> BlacklistEntry {
+    BlacklistEntry { number: row.get(0), reason: row.get(1), expires_at: row.get(2), created_at: row.get(3) }
+}
+
 /// Reads the whole directory in one repeatable-read transaction, so the snapshot is consistent
 /// (no contact pointing at an agent deleted in between).
 pub async fn load(pool: &Pool) -> Result<Directory, StoreError> {
@@ -96,8 +122,19 @@ pub async fn load(pool: &Pool) -> Result<Directory, StoreError> {
             Some((r.get(0), SourceOptions { region, match_agent_by_email: by_email.unwrap_or(false) }))
         })
         .collect();
+    // Expired entries are left out here and by `with_blacklist`, against the same clock.
+    let now = Utc::now();
+    let blacklist = tx
+        .query(
+            &format!("SELECT {BLACKLIST_COLUMNS} FROM blacklist WHERE expires_at IS NULL OR expires_at > $1"),
+            &[&now],
+        )
+        .await?
+        .iter()
+        .map(blacklist_from_row)
+        .collect();
     tx.commit().await?;
-    Ok(Directory::new(agents, contacts, own, sources))
+    Ok(Directory::new(agents, contacts, own, sources).with_blacklist(blacklist, now))
 }
 
 pub fn agent_from_row(row: &tokio_postgres::Row) -> Agent {
@@ -281,6 +318,121 @@ impl ContactInput {
     }
 }
 
+/// The longest blacklist reason, in characters.
+pub const MAX_REASON: usize = 1000;
+
+/// The body of `PUT /v1/blacklist/{number}` (the number is the path's), which may also be empty.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BlacklistInput {
+    #[serde(default)]
+    pub reason: Option<String>,
+    /// RFC 3339; absent or null: until deleted.
+    #[serde(default)]
+    pub expires_at: Option<String>,
+}
+
+/// One row of a blacklist import.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BlacklistImportRow {
+    #[serde(default)]
+    pub number: Option<String>,
+    #[serde(default)]
+    pub reason: Option<String>,
+    #[serde(default)]
+    pub expires_at: Option<String>,
+}
+
+/// A checked blacklist entry, ready to store (`created_at` is the database's).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BlacklistWrite {
+    /// E.164.
+    pub number: String,
+    pub reason: Option<String>,
+    pub expires_at: Option<DateTime<Utc>>,
+}
+
+/// A number in any format to E.164, or why not, naming the field.
+pub fn blacklist_number(raw: &str, region: Region) -> Result<String, String> {
+    no_nul("number", [raw])?;
+    PhoneNumber::parse_lenient(raw, region).map(String::from).ok_or_else(|| {
+        format!("number: {:?} is not a valid phone number (region {})", raw.trim(), region.as_str())
+    })
+}
+
+impl BlacklistInput {
+    /// Checks and normalises. A past `expires_at` is accepted: the entry is stored and refuses
+    /// nobody (a retried request must not fail once its expiry has passed).
+    pub fn into_write(self, number: &str, region: Region) -> Result<BlacklistWrite, String> {
+        let number = blacklist_number(number, region)?;
+        no_nul("reason", self.reason.as_deref())?;
+        if self.reason.as_deref().is_some_and(|r| r.chars().count() > MAX_REASON) {
+            return Err(format!("reason is longer than {MAX_REASON} characters"));
+        }
+        let expires_at = match self.expires_at {
+            None => None,
+            Some(text) => {
+                Some(DateTime::parse_from_rfc3339(&text).map(|t| t.with_timezone(&Utc)).map_err(|e| {
+                    format!("expires_at: {text:?} is not an RFC 3339 time such as 2026-11-21T10:00:00Z ({e})")
+                })?)
+            }
+        };
+        Ok(BlacklistWrite { number, reason: text(self.reason), expires_at })
+    }
+}
+
+impl BlacklistImportRow {
+    pub fn into_write(self, region: Region) -> Result<BlacklistWrite, String> {
+        let number = self.number.filter(|n| !n.trim().is_empty()).ok_or("number is missing")?;
+        BlacklistInput { reason: self.reason, expires_at: self.expires_at }.into_write(&number, region)
+    }
+}
+
+/// Upserts blacklist entries in one statement (UNNEST), inside `tx`; returns them as stored.
+pub async fn upsert_blacklist(
+    tx: &tokio_postgres::Transaction<'_>,
+    entries: &[BlacklistWrite],
+) -> Result<Vec<BlacklistEntry>, StoreError> {
+    if entries.is_empty() {
+        return Ok(Vec::new());
+    }
+    let numbers: Vec<&str> = entries.iter().map(|e| e.number.as_str()).collect();
+    let reasons: Vec<Option<&str>> = entries.iter().map(|e| e.reason.as_deref()).collect();
+    let expiries: Vec<Option<DateTime<Utc>>> = entries.iter().map(|e| e.expires_at).collect();
+    Ok(tx
+        .query(
+            &format!(
+                "INSERT INTO blacklist (number, reason, expires_at)
+                 SELECT * FROM UNNEST($1::text[], $2::text[], $3::timestamptz[])
+                 ON CONFLICT (number) DO UPDATE SET
+                     reason = EXCLUDED.reason, expires_at = EXCLUDED.expires_at, updated_at = now()
+                 RETURNING {BLACKLIST_COLUMNS}"
+            ),
+            &[&numbers, &reasons, &expiries],
+        )
+        .await?
+        .iter()
+        .map(blacklist_from_row)
+        .collect())
+}
+
+/// Removes numbers (E.164) from the blacklist in one statement; returns those that were on it.
+pub async fn remove_blacklist(
+    tx: &tokio_postgres::Transaction<'_>,
+    numbers: &[String],
+) -> Result<Vec<String>, StoreError> {
+    if numbers.is_empty() {
+        return Ok(Vec::new());
+    }
+    Ok(tx
+        .query("DELETE FROM blacklist WHERE number = ANY($1) RETURNING number", &[&numbers])
+        .await?
+        .iter()
+        .map(|r| r.get(0))
+        .collect())
+}
+
 /// Upserts agents in one statement (UNNEST), inside `tx`.
 pub async fn upsert_agents(
     tx: &tokio_postgres::Transaction<'_>,
@@ -404,5 +556,44 @@ mod tests {
         assert!(agent(&|a| a.extensions = vec!["é".repeat(32)]).is_ok(), "characters, not bytes");
         let contact = ContactInput { name: "X".into(), company: Some("\0".into()), ..Default::default() };
         assert!(contact.into_contact(Some("x"), gb()).is_err());
+    }
+
+    #[test]
+    fn blacklist_entries_are_normalised_and_checked() {
+        let input = |reason: Option<&str>, expires_at: Option<&str>| BlacklistInput {
+            reason: reason.map(str::to_owned),
+            expires_at: expires_at.map(str::to_owned),
+        };
+        let entry = input(Some(" robocaller "), Some("2030-01-01T12:00:00+01:00"))
+            .into_write("020 7946 0000", gb())
+            .expect("valid");
+        assert_eq!(entry.number, "+442079460000");
+        assert_eq!(entry.reason.as_deref(), Some("robocaller"));
+        assert_eq!(entry.expires_at.map(|t| t.to_rfc3339()), Some("2030-01-01T11:00:00+00:00".into()));
+        let plain = input(Some("  "), None).into_write("+44 20 7946 0000", gb()).expect("valid");
+        assert_eq!((plain.reason, plain.expires_at), (None, None), "blank reason: none");
+        // A past expiry is stored (and refuses nobody).
+        assert!(input(None, Some("2001-01-01T00:00:00Z")).into_write("+442079460000", gb()).is_ok());
+
+        // Each refusal names its field.
+        for (number, reason, expires, field) in [
+            ("12", None, None, "number"),
+            ("+44\u{0}2079460000", None, None, "number"),
+            ("+442079460000", Some("a\0b"), None, "reason"),
+            ("+442079460000", None, Some("tomorrow"), "expires_at"),
+            ("+442079460000", None, Some("2030-01-01"), "expires_at"),
+        ] {
+            let error = input(reason, expires).into_write(number, gb()).expect_err(number);
+            assert!(error.starts_with(field), "{error}");
+        }
+        let long = "é".repeat(MAX_REASON);
+        assert!(input(Some(&long), None).into_write("+442079460000", gb()).is_ok(), "characters, not bytes");
+        let longer = format!("{long}x");
+        assert!(input(Some(&longer), None).into_write("+442079460000", gb()).is_err());
+
+        let row = BlacklistImportRow { number: Some(" ".into()), ..Default::default() };
+        assert!(row.into_write(gb()).expect_err("missing").contains("number"));
+        let row = BlacklistImportRow { number: Some("07911 123456".into()), ..Default::default() };
+        assert_eq!(row.into_write(gb()).map(|e| e.number), Ok("+447911123456".into()));
     }
 }

@@ -93,6 +93,8 @@ pub struct ListQuery {
     pub recordings: Vec<RecordingStatus>,
     pub source: Option<SourceId>,
     pub complete: Option<bool>,
+    /// Calls whose external number is (`true`) or is not (`false`) on the blacklist now.
+    pub blacklisted: Option<bool>,
     pub limit: i64,
     pub cursor: Option<Cursor>,
 }
@@ -112,6 +114,7 @@ const PARAMETERS: &[&str] = &[
     "recording",
     "source",
     "complete",
+    "blacklisted",
     "limit",
     "cursor",
 ];
@@ -260,12 +263,14 @@ impl ListQuery {
             let parse = |s: &str| s.parse::<RecordingStatus>().ok();
             q.recordings = list("recording", text, parse, "pending, ready, failed")?;
         }
-        if let Some(text) = get("complete") {
-            q.complete = Some(match text {
-                "true" => true,
-                "false" => false,
-                other => return Err(bad(format!("complete: {other:?} is not true or false"))),
-            });
+        for (name, value) in [("complete", &mut q.complete), ("blacklisted", &mut q.blacklisted)] {
+            if let Some(text) = get(name) {
+                *value = Some(match text {
+                    "true" => true,
+                    "false" => false,
+                    other => return Err(bad(format!("{name}: {other:?} is not true or false"))),
+                });
+            }
         }
         if let Some(text) = get("limit") {
             q.limit =
@@ -367,6 +372,7 @@ mod tests {
             ("cursor=not-a-cursor", "cursor"),
             ("source=Not%20Valid", "source"),
             ("complete=yes", "complete"),
+            ("blacklisted=1", "blacklisted"),
             ("recording=lost", "recording"),
             ("agnet=101", "agnet"),
             ("outcome=missed&outcome=answered", "outcome"),
@@ -394,6 +400,8 @@ mod tests {
         assert_eq!(q.directions, [Direction::Inbound]);
         assert_eq!(q.agent.as_deref(), Some("ann@example.com"));
         assert_eq!((q.limit, q.cursor), (2, Some(cursor)));
+        let q = parse("blacklisted=true&complete=false").expect("valid");
+        assert_eq!((q.blacklisted, q.complete), (Some(true), Some(false)));
         let q = parse("recording=failed,pending").expect("valid");
         assert_eq!(q.recordings, [RecordingStatus::Failed, RecordingStatus::Pending]);
     }

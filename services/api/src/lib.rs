@@ -2,10 +2,12 @@
 //! (`docs/openapi.yaml` describes it), and the stable recording links CRM users open.
 //!
 //! Inputs: `GET /v1/calls` (filters: time range, number in any format, agent, contact, outcome,
-//! direction, status, recording status, source, completeness; keyset pages) and
+//! direction, status, recording status, source, completeness, blacklisted; keyset pages) and
 //! `GET /v1/calls/{source_id}/{call_id}` (one call with its legs, events, agents, matched contacts
-//! and recording), each with a bearer token from `api.tokens`; `GET /v1/recordings/{id}?token=`,
-//! whose signed, expiring token is its only credential (a CRM user's browser opens it), answered
+//! and recording), each with a bearer token from `api.tokens`, both saying whether the call's
+//! external number is on the blacklist at the time of the query (`calls::BLACKLISTED`);
+//! `GET /v1/recordings/{id}?token=`, whose signed, expiring token is its only credential (a CRM
+//! user's browser opens it), answered
 //! with a `302` to a fresh vendor link (`switchboard_recordings::serve`); `/healthz`, `/readyz`
 //! and `/metrics` without one. Outputs: JSON; a bad filter is a 400 naming the parameter and the
 //! reason, a missing or unknown token a 401 (a recording link's: 403), an unknown call a 404, a

@@ -465,3 +465,54 @@ async fn refusals_say_why() {
     assert!(text.contains("switchboard_api_requests_total{endpoint=\"list_calls\",status=\"401\"}"));
     api.stop().await;
 }
+
+#[tokio::test]
+async fn calls_of_blacklisted_numbers_are_marked_when_read() {
+    let api = Fixture::start("blacklist").await;
+    let db = api.pool().await;
+    let client = db.get().await.expect("client");
+    // The missed call's caller and the outbound call's callee are blacklisted; the answered call's
+    // caller was, until yesterday. The ivr call went *to* a blacklisted number, but inbound: its
+    // caller is what counts.
+    client
+        .batch_execute(
+            "INSERT INTO blacklist (number, reason, expires_at) VALUES
+                 ('+442079460001', 'pest', NULL),
+                 ('+14155550100', NULL, now() + interval '1 hour'),
+                 ('+442079460000', 'was a pest', now() - interval '1 day');",
+        )
+        .await
+        .expect("blacklist");
+    let (status, page) = api.get("/v1/calls?limit=4").await;
+    assert_eq!(status, 200, "{page}");
+    let marked = |page: &Value| -> Vec<(String, bool)> {
+        page["calls"]
+            .as_array()
+            .expect("calls")
+            .iter()
+            .map(|c| {
+                (c["call_id"].as_str().expect("id").to_owned(), c["blacklisted"].as_bool().expect("flag"))
+            })
+            .collect()
+    };
+    assert_eq!(marked(&page)[..1], [("bulk-29".to_owned(), false)], "calls without numbers are not");
+    assert_eq!(api.ids("blacklisted=true").await, ["out/1 x?", "missed"]);
+    assert_eq!(api.ids("blacklisted=false&source=pbx-gb").await, ["answered"]);
+    assert_eq!(api.ids("blacklisted=false&source=other").await, ["ivr"]);
+    let (_, page) = api.get("/v1/calls?source=pbx-gb").await;
+    assert_eq!(
+        marked(&page),
+        [("out/1 x?".to_owned(), true), ("missed".to_owned(), true), ("answered".to_owned(), false)]
+    );
+    let (status, missed) = api.get("/v1/calls/pbx-gb/missed").await;
+    assert_eq!((status, missed["blacklisted"].as_bool()), (200, Some(true)));
+    // At the time of the query: taken off the list, the call is no longer marked.
+    let _ =
+        client.execute("DELETE FROM blacklist WHERE number = '+442079460001'", &[]).await.expect("delete");
+    assert_eq!(api.get("/v1/calls/pbx-gb/missed").await.1["blacklisted"], false);
+    assert_eq!(api.ids("blacklisted=true").await, ["out/1 x?"]);
+    let (status, body) = api.get("/v1/calls?blacklisted=yes").await;
+    assert_eq!(status, 400, "{body}");
+    assert!(body["message"].as_str().is_some_and(|m| m.contains("blacklisted")), "{body}");
+    api.stop().await;
+}

@@ -75,6 +75,18 @@ impl tower_service::Service<Uri> for Pinned {
     }
 }
 
+/// The TLS client configuration: Mozilla's roots (compiled in) and ring, built once. Building
+/// it per request (150 trust anchors copied each time) cost most of a delivery's CPU
+/// (BENCHMARKS.md, dispatcher); a clone shares it.
+static TLS: std::sync::LazyLock<rustls::ClientConfig> = std::sync::LazyLock::new(|| {
+    use hyper_rustls::ConfigBuilderExt;
+    rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .expect("ring supports rustls's default protocol versions")
+        .with_webpki_roots()
+        .with_no_client_auth()
+});
+
 /// Sends `request` under `policy`, reading at most `cap` bytes of the answer, within `timeout`.
 pub async fn send(
     policy: &EgressPolicy,
@@ -89,7 +101,7 @@ pub async fn send(
             .await
             .map_err(|e| SendError::Refused(e.to_string()))?;
         let connector = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_webpki_roots()
+            .with_tls_config(TLS.clone())
             .https_or_http()
             .enable_http1()
             .wrap_connector(Pinned(addrs));

@@ -1,13 +1,15 @@
-//! The directory admin API (`docs/openapi.yaml`, tag `directory`): agents, contacts and own
-//! numbers, one at a time (`PUT` is an idempotent upsert by id) or in bulk (`POST …/import`,
-//! CSV or JSON, all valid rows in one transaction, a report line per refused row). Numbers are
-//! accepted in any format and stored in E.164 (national numbers read in `?region=`, default
-//! `router.region`). Every committed change notifies the matchers and routers (migration 0003).
-//! Authenticated with a bearer token from `api.tokens`.
+//! The directory admin API (`docs/openapi.yaml`, tag `directory`): agents, contacts, own
+//! numbers and the blacklist, one at a time (`PUT` is an idempotent upsert by id or number) or in
+//! bulk (`POST …/import`, CSV or JSON, all valid rows in one transaction, a report line per
+//! refused row; `POST /v1/blacklist/remove` takes numbers off the blacklist the same way).
+//! Numbers are accepted in any format and stored in E.164 (national numbers read in `?region=`,
+//! default `router.region`). Every committed change notifies the matchers and routers
+//! (migrations 0003 and 0012). Authenticated with a bearer token from `api.tokens`.
 
 use std::collections::{HashMap, HashSet};
 
 use bytes::Bytes;
+use chrono::{DateTime, SecondsFormat, Utc};
 use http::{Method, Request, Response, StatusCode, header};
 use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
@@ -18,10 +20,11 @@ use switchboard_core::model::{PhoneNumber, Region};
 use switchboard_core::pg::error_chain;
 use switchboard_core::tokio_postgres::error::SqlState;
 use switchboard_directory::store::{
-    AgentInput, ContactInput, StoreError, agent_from_row, contact_from_row, upsert_agents, upsert_contacts,
-    valid_id,
+    AgentInput, BLACKLIST_COLUMNS, BlacklistImportRow, BlacklistInput, ContactInput, StoreError,
+    agent_from_row, blacklist_from_row, blacklist_number, contact_from_row, remove_blacklist, upsert_agents,
+    upsert_blacklist, upsert_contacts, valid_id,
 };
-use switchboard_directory::{Agent, Contact};
+use switchboard_directory::{Agent, BlacklistEntry, Contact};
 
 use crate::Router;
 
@@ -85,7 +88,7 @@ fn not_found() -> Failure {
 
 /// Whether a path belongs to this API.
 pub fn owns(path: &str) -> bool {
-    ["/v1/agents", "/v1/contacts", "/v1/own-numbers"]
+    ["/v1/agents", "/v1/contacts", "/v1/own-numbers", "/v1/blacklist"]
         .iter()
         .any(|prefix| path == *prefix || path.strip_prefix(prefix).is_some_and(|rest| rest.starts_with('/')))
 }
@@ -110,6 +113,14 @@ enum Resource {
     OwnNumbers,
     /// `/v1/own-numbers/{number}`, the number as written in the path.
     OwnNumber(String),
+    /// `/v1/blacklist`.
+    Blacklist,
+    /// `/v1/blacklist/import`.
+    BlacklistImport,
+    /// `/v1/blacklist/remove`: many numbers off the blacklist at once.
+    BlacklistRemove,
+    /// `/v1/blacklist/{number}`, the number as written in the path.
+    Blacklisted(String),
 }
 
 impl Resource {
@@ -121,6 +132,10 @@ impl Resource {
             _ => None,
         };
         Some(match segments.as_slice() {
+            ["v1", "blacklist"] => Resource::Blacklist,
+            ["v1", "blacklist", "import"] => Resource::BlacklistImport,
+            ["v1", "blacklist", "remove"] => Resource::BlacklistRemove,
+            ["v1", "blacklist", number] if !number.is_empty() => Resource::Blacklisted((*number).to_owned()),
             ["v1", "own-numbers"] => Resource::OwnNumbers,
             ["v1", "own-numbers", number] if !number.is_empty() => Resource::OwnNumber((*number).to_owned()),
             ["v1", name] => Resource::List(kind(name)?),
@@ -136,9 +151,9 @@ impl Resource {
     /// The methods the path serves, as the `Allow` header of a 405 lists them.
     fn allow(&self) -> &'static str {
         match self {
-            Resource::List(_) | Resource::OwnNumbers => "GET, HEAD",
-            Resource::Import(_) => "POST",
-            Resource::Entry(..) => "GET, HEAD, PUT, DELETE",
+            Resource::List(_) | Resource::OwnNumbers | Resource::Blacklist => "GET, HEAD",
+            Resource::Import(_) | Resource::BlacklistImport | Resource::BlacklistRemove => "POST",
+            Resource::Entry(..) | Resource::Blacklisted(_) => "GET, HEAD, PUT, DELETE",
             Resource::OwnNumber(_) => "PUT, DELETE",
         }
     }
@@ -279,6 +294,46 @@ async fn dispatch(
             let number = parse_number(&number, region(router, &query)?)?;
             delete(pool, "DELETE FROM own_numbers WHERE number = $1", &number).await
         }
+        (Method::GET, Resource::Blacklist) => list_blacklist(pool, &query).await,
+        (Method::POST, Resource::BlacklistImport) => {
+            import_blacklist(pool, req, region(router, &query)?).await
+        }
+        (Method::POST, Resource::BlacklistRemove) => {
+            remove_from_blacklist(pool, req, region(router, &query)?).await
+        }
+        (Method::GET, Resource::Blacklisted(number)) => {
+            let number = blacklisted_number(&number, region(router, &query)?)?;
+            let client = pool.get().await?;
+            let row = client
+                .query_opt(
+                    &format!("SELECT {BLACKLIST_COLUMNS} FROM blacklist WHERE number = $1"),
+                    &[&number],
+                )
+                .await?
+                .ok_or_else(not_found)?;
+            Ok(ops::json(StatusCode::OK, &blacklist_json(&blacklist_from_row(&row), Utc::now())))
+        }
+        (Method::PUT, Resource::Blacklisted(number)) => {
+            let region = region(router, &query)?;
+            let number = percent_encoding::percent_decode_str(&number).decode_utf8_lossy().into_owned();
+            let body = read_body(req, MAX_ONE_BYTES).await?;
+            let input: BlacklistInput = if body.iter().all(u8::is_ascii_whitespace) {
+                BlacklistInput::default()
+            } else {
+                json_object(&body).map_err(|e| bad_request(format!("invalid JSON: {e}")))?
+            };
+            let entry = input.into_write(&number, region).map_err(bad_request)?;
+            let stored = write(pool, |tx| {
+                Box::pin(async move { upsert_blacklist(tx, std::slice::from_ref(&entry)).await })
+            })
+            .await?;
+            let stored = stored.first().ok_or_else(not_found)?;
+            Ok(ops::json(StatusCode::OK, &blacklist_json(stored, Utc::now())))
+        }
+        (Method::DELETE, Resource::Blacklisted(number)) => {
+            let number = blacklisted_number(&number, region(router, &query)?)?;
+            delete(pool, "DELETE FROM blacklist WHERE number = $1", &number).await
+        }
         // `handle` answers 405 for every other method first.
         _ => Err(not_found()),
     }
@@ -359,15 +414,19 @@ async fn delete(pool: &Pool, sql: &str, key: &str) -> Answer {
     }
 }
 
-fn page(query: &HashMap<String, String>) -> Result<(String, i64), Failure> {
-    let limit = match query.get("limit") {
+fn limit(query: &HashMap<String, String>) -> Result<i64, Failure> {
+    match query.get("limit") {
         Some(l) => l
             .parse::<i64>()
             .ok()
             .filter(|l| (1..=MAX_PAGE).contains(l))
-            .ok_or_else(|| bad_request(format!("limit must be 1..={MAX_PAGE}")))?,
-        None => DEFAULT_PAGE,
-    };
+            .ok_or_else(|| bad_request(format!("limit must be 1..={MAX_PAGE}"))),
+        None => Ok(DEFAULT_PAGE),
+    }
+}
+
+fn page(query: &HashMap<String, String>) -> Result<(String, i64), Failure> {
+    let limit = limit(query)?;
     // `after` is the `next` of a page, an id; empty is the first page.
     let after = query.get("after").cloned().unwrap_or_default();
     if !after.is_empty() {
@@ -499,8 +558,14 @@ fn field(fields: &HashMap<String, String>, name: &str) -> Option<String> {
     fields.get(name).cloned().filter(|v| !v.is_empty())
 }
 
-/// Keeps the first row of each id; later ones are reported, since which should win is unclear.
-fn first_of_each_id<T>(rows: Vec<(usize, T)>, id: impl Fn(&T) -> &str, errors: &mut Vec<RowError>) -> Vec<T> {
+/// Keeps the first row of each id (`what` names it in the report); later ones are reported, since
+/// which should win is unclear.
+fn first_of_each_id<T>(
+    rows: Vec<(usize, T)>,
+    what: &str,
+    id: impl Fn(&T) -> &str,
+    errors: &mut Vec<RowError>,
+) -> Vec<T> {
     let mut seen = HashSet::new();
     let mut kept = Vec::new();
     for (row, item) in rows {
@@ -510,7 +575,7 @@ fn first_of_each_id<T>(rows: Vec<(usize, T)>, id: impl Fn(&T) -> &str, errors: &
             errors.push(RowError {
                 row,
                 id: Some(id(&item).to_owned()),
-                error: "duplicate id in this import".into(),
+                error: format!("duplicate {what} in this import"),
             });
         }
     }
@@ -546,7 +611,7 @@ async fn import_agents(pool: &Pool, req: Request<Incoming>, region: Region) -> A
             Err(error) => errors.push(RowError { row: i + 1, id: None, error }),
         }
     }
-    let agents = first_of_each_id(valid, |a| a.id.as_str(), &mut errors);
+    let agents = first_of_each_id(valid, "id", |a| a.id.as_str(), &mut errors);
     let count = agents.len();
     write(pool, |tx| Box::pin(async move { upsert_agents(tx, &agents).await })).await?;
     Ok(report(count, errors))
@@ -572,7 +637,7 @@ async fn import_contacts(pool: &Pool, req: Request<Incoming>, region: Region) ->
         }
     }
     let positions: HashMap<String, usize> = valid.iter().map(|(row, c)| (c.id.clone(), *row)).collect();
-    let contacts = first_of_each_id(valid, |c| c.id.as_str(), &mut errors);
+    let contacts = first_of_each_id(valid, "id", |c| c.id.as_str(), &mut errors);
     let (count, unknown) = write(pool, |tx| {
         Box::pin(async move {
             // A responsible agent that does not exist would fail the whole batch on the foreign
@@ -604,6 +669,129 @@ async fn import_contacts(pool: &Pool, req: Request<Incoming>, region: Region) ->
         });
     }
     Ok(report(count, errors))
+}
+
+/// A number as a path segment writes it (percent-encoded, `+` kept as itself), for the blacklist:
+/// the 400 names the field, and a NUL is refused as such.
+fn blacklisted_number(segment: &str, region: Region) -> Result<String, Failure> {
+    let decoded = percent_encoding::percent_decode_str(segment).decode_utf8_lossy();
+    blacklist_number(&decoded, region).map_err(bad_request)
+}
+
+fn time(value: Option<DateTime<Utc>>) -> serde_json::Value {
+    value.map_or(serde_json::Value::Null, |t| t.to_rfc3339_opts(SecondsFormat::AutoSi, true).into())
+}
+
+/// A blacklist entry as the API shows it; `active`: it refuses callers at `now`.
+fn blacklist_json(entry: &BlacklistEntry, now: DateTime<Utc>) -> serde_json::Value {
+    serde_json::json!({
+        "number": entry.number,
+        "reason": entry.reason,
+        "expires_at": time(entry.expires_at),
+        "created_at": time(Some(entry.created_at)),
+        "active": entry.active_at(now),
+    })
+}
+
+/// `after` of a blacklist page: the `next` of the previous one, an E.164 number (its `+` may
+/// arrive as a space when not written `%2B`); empty is the first page.
+fn blacklist_after(query: &HashMap<String, String>) -> Result<String, Failure> {
+    let after = query.get("after").map(String::as_str).unwrap_or_default();
+    if after.is_empty() {
+        return Ok(String::new());
+    }
+    let digits = after.strip_prefix(['+', ' ']).unwrap_or(after);
+    if !(1..=15).contains(&digits.len()) || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(bad_request(format!("after: {after:?} is not the `next` of a blacklist page")));
+    }
+    Ok(format!("+{digits}"))
+}
+
+async fn list_blacklist(pool: &Pool, query: &HashMap<String, String>) -> Answer {
+    let (after, limit) = (blacklist_after(query)?, limit(query)?);
+    let client = pool.get().await?;
+    let rows = client
+        .query(
+            &format!("SELECT {BLACKLIST_COLUMNS} FROM blacklist WHERE number > $1 ORDER BY number LIMIT $2"),
+            &[&after, &limit],
+        )
+        .await?;
+    let now = Utc::now();
+    let entries: Vec<BlacklistEntry> = rows.iter().map(blacklist_from_row).collect();
+    let last = entries.last().map(|e| e.number.clone());
+    let items: Vec<serde_json::Value> = entries.iter().map(|e| blacklist_json(e, now)).collect();
+    Ok(paged("blacklist", items, limit, last))
+}
+
+async fn import_blacklist(pool: &Pool, req: Request<Incoming>, region: Region) -> Answer {
+    let content_type =
+        req.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
+    let body = read_body(req, MAX_IMPORT_BYTES).await?;
+    let rows = import_rows(&content_type, &body, |f| BlacklistImportRow {
+        number: field(f, "number"),
+        reason: field(f, "reason"),
+        expires_at: field(f, "expires_at"),
+    })?;
+    let mut errors = Vec::new();
+    let mut valid = Vec::new();
+    for (i, row) in rows.into_iter().enumerate() {
+        match row.and_then(|input| input.into_write(region)) {
+            Ok(entry) => valid.push((i + 1, entry)),
+            Err(error) => errors.push(RowError { row: i + 1, id: None, error }),
+        }
+    }
+    let entries = first_of_each_id(valid, "number", |e| e.number.as_str(), &mut errors);
+    let stored = write(pool, |tx| Box::pin(async move { upsert_blacklist(tx, &entries).await })).await?;
+    Ok(report(stored.len(), errors))
+}
+
+/// One row of a removal: a number, or an object with its `number` (so that an import's rows can
+/// be sent back as they are; their other fields are ignored).
+fn removal_row(value: serde_json::Value) -> Result<String, String> {
+    match value {
+        serde_json::Value::String(number) => Ok(number),
+        serde_json::Value::Object(mut row) => match row.remove("number") {
+            Some(serde_json::Value::String(number)) => Ok(number),
+            _ => Err("number is missing".into()),
+        },
+        other => Err(format!("expected a number or an object with its number, found {other}")),
+    }
+}
+
+async fn remove_from_blacklist(pool: &Pool, req: Request<Incoming>, region: Region) -> Answer {
+    let content_type = req.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
+    if !content_type.starts_with("application/json") {
+        return Err(Failure(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            "a removal is an application/json array of numbers".into(),
+        ));
+    }
+    let body = read_body(req, MAX_IMPORT_BYTES).await?;
+    let rows: Vec<serde_json::Value> = serde_json::from_slice(&body)
+        .map_err(|e| bad_request(format!("a removal is a JSON array of numbers: {e}")))?;
+    let mut errors = Vec::new();
+    let mut numbers: Vec<String> = Vec::new();
+    for (i, row) in rows.into_iter().enumerate() {
+        match removal_row(row).and_then(|number| blacklist_number(&number, region)) {
+            // Removing a number twice is removing it once.
+            Ok(number) if !numbers.contains(&number) => numbers.push(number),
+            Ok(_) => {}
+            Err(error) => errors.push(RowError { row: i + 1, id: None, error }),
+        }
+    }
+    let wanted = numbers.clone();
+    let removed = write(pool, |tx| Box::pin(async move { remove_blacklist(tx, &wanted).await })).await?;
+    let not_found: Vec<&String> = numbers.iter().filter(|n| !removed.contains(n)).collect();
+    Ok(ops::json(
+        StatusCode::OK,
+        &serde_json::json!({
+            "removed": removed.len(),
+            "not_found": not_found,
+            "rejected": errors.len(),
+            "errors": errors,
+        }),
+    ))
 }
 
 #[cfg(test)]
@@ -660,6 +848,48 @@ mod tests {
         }
         assert_eq!(Resource::Import(Kind::Agents).allow(), "POST");
         assert_eq!(Resource::OwnNumber(String::new()).allow(), "PUT, DELETE");
+        assert_eq!(of("/v1/blacklist"), Some(Resource::Blacklist));
+        assert_eq!(of("/v1/blacklist/import"), Some(Resource::BlacklistImport));
+        assert_eq!(of("/v1/blacklist/remove"), Some(Resource::BlacklistRemove));
+        assert_eq!(of("/v1/blacklist/%2B44"), Some(Resource::Blacklisted("%2B44".into())));
+        assert_eq!(of("/v1/blacklist/"), None);
+        assert_eq!(of("/v1/blacklist/a/b"), None);
+        assert!(owns("/v1/blacklist") && owns("/v1/blacklist/remove") && !owns("/v1/blacklists"));
+        assert_eq!(Resource::BlacklistRemove.allow(), "POST");
+        assert_eq!(Resource::Blacklisted(String::new()).allow(), "GET, HEAD, PUT, DELETE");
+    }
+
+    #[test]
+    fn blacklist_pages_and_removals_read_what_clients_send() {
+        let query = |after: &str| HashMap::from([("after".to_owned(), after.to_owned())]);
+        assert_eq!(blacklist_after(&HashMap::new()).ok(), Some(String::new()));
+        // `+` written as itself in a query string arrives as a space.
+        for after in ["+442079460000", " 442079460000", "442079460000"] {
+            assert_eq!(blacklist_after(&query(after)).ok(), Some("+442079460000".into()), "{after:?}");
+        }
+        for after in ["abc", "+", "\t442079460000", "+4420794600001234", "++44"] {
+            assert!(blacklist_after(&query(after)).is_err(), "{after:?}");
+        }
+        assert_eq!(removal_row(serde_json::json!("+44 20 7946 0000")), Ok("+44 20 7946 0000".into()));
+        assert_eq!(removal_row(serde_json::json!({"number": "1", "reason": "x"})), Ok("1".into()));
+        assert!(removal_row(serde_json::json!({"reason": "x"})).is_err());
+        assert!(removal_row(serde_json::json!(442079460000_u64)).is_err());
+        let gb: Region = "GB".parse().expect("GB");
+        assert_eq!(blacklisted_number("%2B442079460000", gb).ok(), Some("+442079460000".into()));
+        assert!(blacklisted_number("%2B44%0020", gb).is_err(), "NUL");
+        assert!(blacklisted_number("12", gb).is_err());
+        let entry = BlacklistEntry {
+            number: "+442079460000".into(),
+            reason: None,
+            expires_at: DateTime::from_timestamp(1_900_000_000, 0),
+            created_at: DateTime::from_timestamp(1_800_000_000, 500_000_000).expect("time"),
+        };
+        let json = blacklist_json(&entry, DateTime::from_timestamp(1_900_000_000, 0).expect("time"));
+        let want = serde_json::json!({
+            "number": "+442079460000", "reason": null, "expires_at": "2030-03-17T17:46:40Z",
+            "created_at": "2027-01-15T08:00:00.500Z", "active": false,
+        });
+        assert_eq!(json, want);
     }
 
     #[test]

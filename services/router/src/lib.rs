@@ -4,10 +4,12 @@
 //! Telphin's "Call Interactive" URL as its integration guide writes it
 //! (`/cid/{application}/getmanager/{login}`, caller in `CallerIDNum`), and Zadarma's
 //! `NOTIFY_START` (`/v1/route/zadarma`, caller in `caller_id`, `zd_echo` answered) — and the
-//! directory admin API ([`admin`]). Outputs: the responsible agent's extension in the PBX's own
-//! format ([`lookup`]), or the configured fallback whenever there is no clear answer; admin
-//! writes go to PostgreSQL. Freshness: lookups read an in-memory snapshot that the directory's
-//! change feed replaces within a second of any committed change (`switchboard-directory`); the
+//! directory admin API ([`admin`]: agents, contacts, own numbers, the blacklist). Outputs: the
+//! responsible agent's extension in the PBX's own format ([`lookup`]), or the configured fallback
+//! whenever there is no clear answer, or, for a blacklisted caller, the PBX's own refusal (or
+//! `router.blacklist_target`); admin writes go to PostgreSQL. Freshness: lookups read an
+//! in-memory snapshot that the directory's change feed replaces within a second of any committed
+//! change (`switchboard-directory`); the
 //! router serves from the first moment, answering the fallback until the first snapshot loads,
 //! and keeps answering from the last snapshot while the database is away.
 
@@ -147,8 +149,11 @@ impl Router {
             Reply::Echo(text) => text_response("text/plain", text),
             Reply::Decision(decision) => {
                 let (content_type, body) = lookup::render(&decision, format, &self.settings.router);
-                if decision.outcome != Outcome::Agent {
-                    tracing::debug!(reason = decision.outcome.as_str(), "Routing fell back.");
+                match decision.outcome {
+                    Outcome::Agent => {}
+                    // The caller's number is personal data: the metric counts them, no log names them.
+                    Outcome::Blacklisted => tracing::debug!("Refused a blacklisted caller."),
+                    outcome => tracing::debug!(reason = outcome.as_str(), "Routing fell back."),
                 }
                 let response = text_response(content_type, body);
                 self.metrics.record(format, decision.outcome, started.elapsed().as_secs_f64());
@@ -195,8 +200,14 @@ impl Router {
             .find_map(|name| params.get(*name))
             .map(String::as_str);
         let snapshot = self.directory.snapshot();
-        let decision =
-            lookup::decide(snapshot.as_deref(), caller, region, &self.settings.router, &self.callers);
+        let decision = lookup::decide(
+            snapshot.as_deref(),
+            caller,
+            region,
+            &self.settings.router,
+            &self.callers,
+            chrono::Utc::now(),
+        );
         (format, Reply::Decision(decision))
     }
 

@@ -5,11 +5,24 @@
 //! (database down since start-up), a request too slow to read — is answered with the configured
 //! fallback and `200`: an IVR that gets an error page drops the call or plays an error, which is
 //! worse than sending it to the queue.
+//!
+//! A blacklisted caller (an entry not expired at the time of the lookup) gets neither an agent nor
+//! the fallback but the PBX's own refusal:
+//! - Telphin: `<Response><Hangup/></Response>`, the `Hangup` verb of Call Interactive's answer,
+//!   which ends the call at once;
+//! - Zadarma: `{"redirect": "blacklist"}`, the answer to `NOTIFY_START` that rejects the call
+//!   with a busy signal;
+//! - JSON: `{"action": "reject", "destination": null, "reason": "blacklisted", …}`.
+//!
+//! With `router.blacklist_target` set (an extension that plays a message, say), the caller is sent
+//! there instead, as to any destination: Telphin `SetVar`, Zadarma `{"redirect": target}`, JSON
+//! `"action": "transfer"`.
 
 use std::collections::HashMap;
 use std::fmt::Write;
 use std::sync::Mutex;
 
+use chrono::{DateTime, Utc};
 use switchboard_core::config::RouterSettings;
 use switchboard_core::model::{PhoneNumber, Region};
 use switchboard_directory::{Directory, Owner};
@@ -21,7 +34,7 @@ pub enum Format {
     Telphin,
     /// Zadarma's answer to `NOTIFY_START`: `{"redirect": "ext"}`.
     Zadarma,
-    /// `{"destination": …, "agent_id": …, "fallback": …, "reason": …}`.
+    /// `{"action": …, "destination": …, "agent_id": …, "fallback": …, "reason": …}`.
     Json,
 }
 
@@ -46,10 +59,13 @@ impl Format {
     }
 }
 
-/// Why the router fell back, or that it found an agent; also the metric's `result` label.
+/// Why the router fell back, or that it found an agent or refused a blacklisted caller; also the
+/// metric's `outcome` label.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Outcome {
     Agent,
+    /// The caller is on the blacklist: the PBX's refusal, or `router.blacklist_target`.
+    Blacklisted,
     UnknownCaller,
     NoAgent,
     Ambiguous,
@@ -59,8 +75,9 @@ pub enum Outcome {
 }
 
 impl Outcome {
-    pub const ALL: [Outcome; 7] = [
+    pub const ALL: [Outcome; 8] = [
         Outcome::Agent,
+        Outcome::Blacklisted,
         Outcome::UnknownCaller,
         Outcome::NoAgent,
         Outcome::Ambiguous,
@@ -72,6 +89,7 @@ impl Outcome {
     pub fn as_str(self) -> &'static str {
         match self {
             Outcome::Agent => "agent",
+            Outcome::Blacklisted => "blacklisted",
             Outcome::UnknownCaller => "fallback_unknown_caller",
             Outcome::NoAgent => "fallback_no_agent",
             Outcome::Ambiguous => "fallback_ambiguous",
@@ -122,7 +140,8 @@ impl LookupMetrics {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Decision {
     pub outcome: Outcome,
-    /// The extension to transfer to; the fallback (possibly empty) unless `outcome` is `Agent`.
+    /// The extension to transfer to: the agent's; for a blacklisted caller
+    /// `router.blacklist_target` (empty: refuse the call); else the fallback (possibly empty).
     pub destination: String,
     pub agent_id: Option<String>,
 }
@@ -130,6 +149,15 @@ pub struct Decision {
 impl Decision {
     pub fn fallback(outcome: Outcome, settings: &RouterSettings) -> Self {
         Self { outcome, destination: settings.fallback.clone(), agent_id: None }
+    }
+
+    pub fn blacklisted(settings: &RouterSettings) -> Self {
+        Self { outcome: Outcome::Blacklisted, destination: settings.blacklist_target.clone(), agent_id: None }
+    }
+
+    /// The PBX's own refusal of the call, instead of a transfer.
+    pub fn rejects(&self) -> bool {
+        self.outcome == Outcome::Blacklisted && self.destination.is_empty()
     }
 }
 
@@ -179,13 +207,15 @@ impl CallerCache {
     }
 }
 
-/// Decides where `caller` (as the PBX wrote it) goes.
+/// Decides where `caller` (as the PBX wrote it) goes at `now`: a blacklisted caller is refused
+/// first, whoever owns the number.
 pub fn decide(
     directory: Option<&Directory>,
     caller: Option<&str>,
     region: Region,
     settings: &RouterSettings,
     cache: &CallerCache,
+    now: DateTime<Utc>,
 ) -> Decision {
     let Some(directory) = directory else {
         return Decision::fallback(Outcome::NotLoaded, settings);
@@ -193,6 +223,9 @@ pub fn decide(
     let Some(number) = caller.and_then(|c| cache.parse(c, region)) else {
         return Decision::fallback(Outcome::UnknownCaller, settings);
     };
+    if directory.blacklisted(&number, now).is_some() {
+        return Decision::blacklisted(settings);
+    }
     match directory.owner(&number) {
         Owner::Contact(contact) => {
             let agent = contact.responsible_agent_id.as_deref().and_then(|id| directory.agent(id));
@@ -216,7 +249,9 @@ pub fn render(decision: &Decision, format: Format, settings: &RouterSettings) ->
         Format::Telphin => {
             let mut xml = String::from("<Response>");
             // No destination: an empty response lets the IVR go on to its next rule.
-            if !decision.destination.is_empty() {
+            if decision.rejects() {
+                xml.push_str("<Hangup/>");
+            } else if !decision.destination.is_empty() {
                 let _ = write!(
                     xml,
                     "<SetVar name=\"{}\">{}</SetVar>",
@@ -228,7 +263,10 @@ pub fn render(decision: &Decision, format: Format, settings: &RouterSettings) ->
             ("application/xml", xml)
         }
         Format::Zadarma => {
-            let body = if decision.destination.is_empty() {
+            let body = if decision.rejects() {
+                // Zadarma's own blacklist scenario: the call is rejected with a busy signal.
+                serde_json::json!({ "redirect": "blacklist" })
+            } else if decision.destination.is_empty() {
                 serde_json::json!({})
             } else {
                 serde_json::json!({ "redirect": decision.destination })
@@ -236,10 +274,17 @@ pub fn render(decision: &Decision, format: Format, settings: &RouterSettings) ->
             ("application/json", body.to_string())
         }
         Format::Json => {
+            let action = match (decision.rejects(), decision.destination.is_empty()) {
+                (true, _) => "reject",
+                (false, false) => "transfer",
+                // No destination: the IVR goes on to its next rule.
+                (false, true) => "continue",
+            };
             let body = serde_json::json!({
+                "action": action,
                 "destination": (!decision.destination.is_empty()).then_some(&decision.destination),
                 "agent_id": decision.agent_id,
-                "fallback": decision.outcome != Outcome::Agent,
+                "fallback": !matches!(decision.outcome, Outcome::Agent | Outcome::Blacklisted),
                 "reason": decision.outcome.as_str(),
             });
             ("application/json", body.to_string())
@@ -253,7 +298,7 @@ fn xml_escape(text: &str) -> String {
 
 #[cfg(test)]
 mod tests {
-    use switchboard_directory::{Agent, Contact};
+    use switchboard_directory::{Agent, BlacklistEntry, Contact};
 
     use super::*;
 
@@ -290,6 +335,23 @@ mod tests {
             vec![],
             vec![],
         )
+        .with_blacklist(
+            vec![
+                BlacklistEntry {
+                    number: "+74951234567".into(),
+                    reason: None,
+                    expires_at: Some(Utc::now() + chrono::Duration::hours(1)),
+                    created_at: Utc::now(),
+                },
+                BlacklistEntry {
+                    number: "+74959999990".into(),
+                    reason: Some("robocaller".into()),
+                    expires_at: None,
+                    created_at: Utc::now(),
+                },
+            ],
+            Utc::now(),
+        )
     }
 
     #[test]
@@ -308,18 +370,87 @@ mod tests {
             (None, Outcome::UnknownCaller, "700"),
         ];
         let cache = CallerCache::new(ru, 4);
-        // Twice, so the second round answers from the cache.
+        // Twice, so the second round answers from the cache. Alice's number is blacklisted for
+        // an hour: two hours on, she reaches her agent again.
+        let now = Utc::now() + chrono::Duration::hours(2);
         for (caller, outcome, destination) in cases.iter().chain(cases.iter()).copied() {
-            let decision = decide(Some(&dir), caller, ru, &s, &cache);
+            let decision = decide(Some(&dir), caller, ru, &s, &cache, now);
             assert_eq!(
                 (decision.outcome, decision.destination.as_str()),
                 (outcome, destination),
                 "{caller:?}"
             );
         }
-        assert_eq!(decide(None, Some("84951234567"), ru, &s, &cache).outcome, Outcome::NotLoaded);
+        assert_eq!(decide(None, Some("84951234567"), ru, &s, &cache, now).outcome, Outcome::NotLoaded);
         let gb: Region = "GB".parse().expect("region");
-        assert_eq!(decide(Some(&dir), Some("84951234567"), gb, &s, &cache).outcome, Outcome::UnknownCaller);
+        assert_eq!(
+            decide(Some(&dir), Some("84951234567"), gb, &s, &cache, now).outcome,
+            Outcome::UnknownCaller
+        );
+    }
+
+    #[test]
+    fn blacklisted_callers_are_refused_before_any_agent_or_fallback() {
+        let ru: Region = "RU".parse().expect("region");
+        let (dir, cache) = (directory(), CallerCache::new(ru, 4));
+        let refuse = settings("700");
+        let target = RouterSettings { blacklist_target: "800".into(), ..settings("700") };
+        let now = Utc::now();
+        // Alice has a responsible agent, the other caller is unknown: both are refused.
+        for caller in ["8 (495) 123-45-67", "+74951234567", "84959999990"] {
+            let decision = decide(Some(&dir), Some(caller), ru, &refuse, &cache, now);
+            assert_eq!(
+                decision,
+                Decision { outcome: Outcome::Blacklisted, destination: String::new(), agent_id: None },
+                "{caller}"
+            );
+            assert!(decision.rejects());
+            let decision = decide(Some(&dir), Some(caller), ru, &target, &cache, now);
+            assert_eq!((decision.outcome, decision.destination.as_str()), (Outcome::Blacklisted, "800"));
+            assert!(!decision.rejects());
+        }
+        // The entry with an expiry stops refusing at its expiry, without a reload.
+        let later = now + chrono::Duration::hours(1);
+        assert_eq!(
+            decide(Some(&dir), Some("84951234567"), ru, &refuse, &cache, later).outcome,
+            Outcome::Agent
+        );
+        assert_eq!(
+            decide(Some(&dir), Some("84959999990"), ru, &refuse, &cache, later).outcome,
+            Outcome::Blacklisted
+        );
+    }
+
+    #[test]
+    fn blacklisted_callers_get_each_pbxs_own_refusal() {
+        let s = RouterSettings { telphin_variable: "manager".into(), ..settings("700") };
+        let refused = Decision::blacklisted(&s);
+        // Telphin Call Interactive's Hangup verb; Zadarma's blacklist scenario (busy signal).
+        assert_eq!(
+            render(&refused, Format::Telphin, &s),
+            ("application/xml", "<Response><Hangup/></Response>".into())
+        );
+        assert_eq!(
+            render(&refused, Format::Zadarma, &s),
+            ("application/json", r#"{"redirect":"blacklist"}"#.into())
+        );
+        let json: serde_json::Value =
+            serde_json::from_str(&render(&refused, Format::Json, &s).1).expect("json");
+        let want = serde_json::json!({
+            "action": "reject", "destination": null, "agent_id": null, "fallback": false, "reason": "blacklisted",
+        });
+        assert_eq!(json, want);
+        // A configured target takes the caller instead, like any transfer.
+        let s = RouterSettings { blacklist_target: "8&00".into(), ..s };
+        let sent = Decision::blacklisted(&s);
+        assert_eq!(
+            render(&sent, Format::Telphin, &s).1,
+            "<Response><SetVar name=\"manager\">8&amp;00</SetVar></Response>"
+        );
+        assert_eq!(render(&sent, Format::Zadarma, &s).1, r#"{"redirect":"8&00"}"#);
+        let json: serde_json::Value = serde_json::from_str(&render(&sent, Format::Json, &s).1).expect("json");
+        assert_eq!((json["action"].as_str(), json["destination"].as_str()), (Some("transfer"), Some("8&00")));
+        assert_eq!(json["reason"], "blacklisted");
     }
 
     #[test]
@@ -327,8 +458,10 @@ mod tests {
         // A US router (011 is its own international prefix) behind a European or Russian PBX.
         let us: Region = "US".parse().expect("region");
         let (dir, s, cache) = (directory(), settings("700"), CallerCache::new(us, 4));
+        // Alice's hour on the blacklist is over.
+        let now = Utc::now() + chrono::Duration::hours(2);
         for caller in ["0074951234567", "00 7 495 123-45-67", "+74951234567"] {
-            let decision = decide(Some(&dir), Some(caller), us, &s, &cache);
+            let decision = decide(Some(&dir), Some(caller), us, &s, &cache, now);
             assert_eq!(
                 (decision.outcome, decision.destination.as_str()),
                 (Outcome::Agent, "101"),
