@@ -347,10 +347,11 @@ async fn prometheus_scrapes_every_service_finds_the_key_series_and_fires_the_dea
     assert_eq!(wait_for_count(&db, "SELECT count(*) FROM call_events", events, SETTLE).await?, events);
 
     let services = ops_ports.len() as f64;
-    // Every consumer running, the pipeline's stages and the others (the dispatcher).
+    // Every service reading topics: the pipeline's stages, the dispatcher, and the desk (in a
+    // group of its own).
     let consumers = switchboard_core::config::Service::ALL
         .into_iter()
-        .filter(|s| s.is_consumer() && ops_ports.contains_key(s.name()))
+        .filter(|s| s.reads_topics() && ops_ports.contains_key(s.name()))
         .count() as f64;
     let key_series = [
         ("count(switchboard_build_info)", services),

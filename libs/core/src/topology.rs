@@ -92,6 +92,12 @@ impl Service {
         )
     }
 
+    /// Whether the service reads topics, and so reports its consumer group's lag: the consumer
+    /// stages, and the desk, whose replicas each read in a group of their own (broadcast).
+    pub fn reads_topics(self) -> bool {
+        self.is_consumer() || self == Service::Desk
+    }
+
     /// Default port of the ops endpoints (`/metrics`, `/healthz`, `/readyz`). Ingress serves them
     /// on a port of its own, 9100, so that the webhook port PBXs reach shows no metrics, and the
     /// dispatcher and the desk, consumers with an API, on 9105 and 9106 beside their API ports;

@@ -212,7 +212,11 @@ fn outcome(
             "refused",
             with(
                 StatusCode::UNPROCESSABLE_ENTITY,
-                json!({"state": "refused", "error": "not_supported", "message": reason}),
+                json!({
+                    "state": "refused",
+                    "error": "not_supported",
+                    "message": format!("click-to-call is not supported by this source: {reason}"),
+                }),
             ),
         ),
     }
