@@ -303,35 +303,40 @@ pub async fn place(
         )
         .await?;
     if fresh.is_none() {
-        let row = client
-            .query_one(
-                "SELECT request_hash, state, http_status, answer FROM originate_requests
-                 WHERE source_id = $1 AND idempotency_key = $2",
-                &[&input.source_id, &key],
-            )
-            .await?;
         metrics::ORIGINATE_REQUESTS.with_label_values(&[vendor.as_str(), "duplicate"]).inc();
-        if row.get::<_, &[u8]>(0) != hash.as_slice() {
-            return Ok(refuse(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                "idempotency_key_reused",
-                "this Idempotency-Key was used for another request",
-            ));
-        }
-        let (status, answer): (Option<i32>, Option<Value>) = (row.get(2), row.get(3));
-        return Ok(
-            match (
-                status.and_then(|s| u16::try_from(s).ok()).and_then(|s| StatusCode::from_u16(s).ok()),
-                answer,
-            ) {
-                (Some(status), Some(answer)) => (status, answer),
-                _ => refuse(
+        // A double click arrives while the first is still with the vendor: wait for its answer
+        // (within the vendor's own deadline) rather than refuse the second.
+        let deadline = Instant::now() + desk.transport.config().timeout;
+        loop {
+            let row = client
+                .query_one(
+                    "SELECT request_hash, state, http_status, answer FROM originate_requests
+                     WHERE source_id = $1 AND idempotency_key = $2",
+                    &[&input.source_id, &key],
+                )
+                .await?;
+            if row.get::<_, &[u8]>(0) != hash.as_slice() {
+                return Ok(refuse(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "idempotency_key_reused",
+                    "this Idempotency-Key was used for another request",
+                ));
+            }
+            let (status, answer): (Option<i32>, Option<Value>) = (row.get(2), row.get(3));
+            let status =
+                status.and_then(|s| u16::try_from(s).ok()).and_then(|s| StatusCode::from_u16(s).ok());
+            if let (Some(status), Some(answer)) = (status, answer) {
+                return Ok((status, answer));
+            }
+            if Instant::now() >= deadline {
+                return Ok(refuse(
                     StatusCode::CONFLICT,
                     "in_progress",
                     "the first request with this Idempotency-Key is still being placed",
-                ),
-            },
-        );
+                ));
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
     }
     drop(client);
 
