@@ -67,10 +67,7 @@ where
     let ops_addr = settings.ops_listen_addr(service);
     // Decided by the settings, not by the bound port: a caller may bind the public port itself.
     let ops = if ops_addr != settings.listen_addr(service) {
-        let ops_listener = TcpListener::bind(ops_addr)
-            .await
-            .map_err(|source| ServiceError::Bind { addr: ops_addr, source })?;
-        tracing::info!(addr = %ops_addr, "Ops endpoints (/metrics, /healthz, /readyz) listening.");
+        let ops_listener = crate::service::bind_ops(settings, service).await?;
         Some(tokio::spawn(http::serve_ops(ops_listener, health.clone(), ops_cancel.clone())))
     } else {
         None

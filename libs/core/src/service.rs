@@ -62,6 +62,15 @@ pub async fn bind(settings: &Settings, service: Service) -> Result<TcpListener, 
     TcpListener::bind(addr).await.map_err(|source| ServiceError::Bind { addr, source })
 }
 
+/// Binds the service's ops port (`/metrics`, `/healthz`, `/readyz`), for the services that serve
+/// them apart from their public port (ingress, the dispatcher, the desk).
+pub async fn bind_ops(settings: &Settings, service: Service) -> Result<TcpListener, ServiceError> {
+    let addr = settings.ops_listen_addr(service);
+    let listener = TcpListener::bind(addr).await.map_err(|source| ServiceError::Bind { addr, source })?;
+    tracing::info!(%addr, "Ops endpoints (/metrics, /healthz, /readyz) listening.");
+    Ok(listener)
+}
+
 /// Hands the consumers a service creates to its monitor: each holds the service's readiness
 /// until it has joined its group and owns partitions (or stands by), and the monitor reports its
 /// group's lag. Given to the work of [`with_probes`]; cheap to clone.

@@ -44,10 +44,7 @@ pub async fn run(
     cancel: CancellationToken,
 ) -> Result<(), ServiceError> {
     settings.validate_for(Service::Desk)?;
-    let ops_addr = settings.ops_listen_addr(Service::Desk);
-    let ops =
-        TcpListener::bind(ops_addr).await.map_err(|source| ServiceError::Bind { addr: ops_addr, source })?;
-    tracing::info!(addr = %ops_addr, "Ops endpoints (/metrics, /healthz, /readyz) listening.");
+    let ops = service::bind_ops(&settings, Service::Desk).await?;
     service::with_probes(Service::Desk, ops, &cancel.clone(), |health, watcher| async move {
         for kind in TYPES {
             let _ = metrics::DESK_NOTIFICATIONS.with_label_values(&[kind]);

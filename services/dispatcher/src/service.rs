@@ -59,10 +59,7 @@ pub async fn run(
             .map_err(|e| ServiceError::Setup { what: "dispatcher.secrets_key", source: Box::new(e) })?,
     );
     let policy = egress_policy(&settings)?;
-    let ops_addr = settings.ops_listen_addr(Service::Dispatcher);
-    let ops =
-        TcpListener::bind(ops_addr).await.map_err(|source| ServiceError::Bind { addr: ops_addr, source })?;
-    tracing::info!(addr = %ops_addr, "Ops endpoints (/metrics, /healthz, /readyz) listening.");
+    let ops = service::bind_ops(&settings, Service::Dispatcher).await?;
     service::with_probes(Service::Dispatcher, ops, &cancel.clone(), |health, watcher| async move {
         // Every result and state from the start, at zero, so that rate() sees the first one.
         for result in RESULTS {
