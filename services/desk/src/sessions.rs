@@ -159,12 +159,14 @@ pub async fn authenticate(pool: &Pool, token: &str) -> Result<Option<Session>, S
 
 /// The session `id`, live or not (`None`: no such session), and whether it is live.
 pub async fn get(pool: &Pool, id: &str) -> Result<Option<(Session, bool)>, SessionError> {
+    // A revoked session is gone for its readers, as after any DELETE; an expired one is still
+    // shown (not live), so a CRM can tell "ran out" from "never existed".
     let row = pool
         .get()
         .await?
         .query_opt(
             &format!(
-                "SELECT {COLUMNS}, revoked_at IS NULL AND expires_at > now() FROM desk_sessions WHERE id = $1"
+                "SELECT {COLUMNS}, expires_at > now() FROM desk_sessions WHERE id = $1 AND revoked_at IS NULL"
             ),
             &[&id],
         )
