@@ -1,5 +1,6 @@
 //! switchboard-originate: click-to-call, the vendor half (#17) — places a call through a PBX
-//! vendor's API, agent first, then the destination, and hangs calls up where the vendor can.
+//! vendor's API, agent first, then the destination, hangs calls up where the vendor can, and
+//! files an agent's disposition with a PBX that keeps its own (uContact).
 //!
 //! Inputs: the vendor, the source's stored settings ([`VendorSettings`]), one
 //! [`OriginateRequest`] (the agent's endpoint, an E.164 destination, an optional caller id and
@@ -20,7 +21,7 @@
 //! | vendor | places a call with | hangs up with | agent fields | settings |
 //! |---|---|---|---|---|
 //! | Telphin | `POST {api}/extension/{id}/callback/` (OAuth2 bearer) | — | `vendor_id` (extension id) or the `telphin_extension_id` setting; `extension` (or `number`) | `api_client_id`, `api_client_secret`, `api_token_url`, `telphin_extension_id`, `dial_prefix`, `originate_caller_id` (→ `dst_ani`) |
-//! | uContact | `POST {api}/Integra/resources/Agents/AgentCall` (Basic token) | `Agents/HangupPhone` by the agent's phone | `vendor_id` (agent name), `extension` (or `number`) | `api_url` (required), `api_client_secret` (token), `originate_context`, `ucontact_outqueue`, `ucontact_tech`, `originate_caller_id` (campaign DID), `dial_prefix` |
+//! | uContact | `POST {api}/Integra/resources/Agents/AgentCall` (Basic token); dispositions with `api/DispositionCall` | `Agents/HangupPhone` by the agent's phone | `vendor_id` (agent name), `extension` (or `number`) | `api_url` (required), `api_client_secret` (token), `originate_context`, `ucontact_outqueue`, `ucontact_tech`, `originate_caller_id` (campaign DID), `dial_prefix` |
 //! | Zadarma | `GET {api}/v1/request/callback/` (signed) | — | `extension` (or `number`) | `api_client_id`, `api_client_secret` (else signing secret) |
 //! | Mango | `POST {api}/commands/callback` (signed) | `commands/call/hangup` by Mango's `call_id` | `extension`, optional `number` | `api_key`, signing secret (salt), `originate_caller_id` (→ `line_number`) |
 //! | Twilio | `POST {api}/2010-04-01/Accounts/{sid}/Calls.json` (Basic) | `Calls/{CallSid}.json` `Status=completed` | `number`, or `vendor_id` `client:`/`sip:` | `api_client_id` (Account SID), `api_client_secret` (else signing secret), `originate_caller_id` (From), `twiml_url` |
@@ -41,7 +42,7 @@ pub use error::OriginateError;
 pub use settings::VendorSettings;
 pub use switchboard_model::Vendor;
 pub use transport::{Transport, TransportConfig};
-pub use types::{AgentEndpoint, HangUpRequest, OriginateRequest, Originated};
+pub use types::{AgentEndpoint, DispositionRequest, HangUpRequest, OriginateRequest, Originated};
 
 /// Places `request`'s call through `vendor`'s API: the agent's phone rings first, then the
 /// destination. `Ok` means the vendor accepted the call, not that anyone answered.
@@ -78,6 +79,28 @@ pub async fn hang_up(
         Vendor::Asterisk => vendors::asterisk::hang_up(settings, request, transport).await,
         other => Err(OriginateError::Unsupported(format!("{other} has no API to hang up a call"))),
     }
+}
+
+/// Files an agent's disposition of a call with `vendor`, where the PBX keeps its own (uContact).
+/// Never retried: a vendor's disposition may schedule a dialer call.
+pub async fn set_disposition(
+    vendor: Vendor,
+    settings: &VendorSettings,
+    request: &DispositionRequest,
+    transport: &Transport,
+) -> Result<(), OriginateError> {
+    request.check()?;
+    match vendor {
+        Vendor::Ucontact => vendors::ucontact::set_disposition(settings, request, transport).await,
+        other => {
+            Err(OriginateError::Unsupported(format!("{other} keeps no dispositions Switchboard can set")))
+        }
+    }
+}
+
+/// Whether [`set_disposition`] supports `vendor`.
+pub fn can_set_disposition(vendor: Vendor) -> bool {
+    vendor == Vendor::Ucontact
 }
 
 /// Whether [`originate`] supports `vendor`.

@@ -62,6 +62,50 @@ pub struct HangUpRequest {
     pub request_id: String,
 }
 
+/// An agent's disposition of a call, for a PBX that keeps its own (uContact `DispositionCall`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DispositionRequest {
+    /// The vendor's id of the call (uContact's interaction GUID, which is the call id).
+    pub vendor_call_id: String,
+    /// The agent who handled it (uContact: `vendor_id`, its user name).
+    pub agent: AgentEndpoint,
+    /// The campaign or queue the call went through, as the PBX names it.
+    #[serde(default)]
+    pub campaign: Option<String>,
+    /// The customer's number, as the PBX wrote it.
+    #[serde(default)]
+    pub customer: Option<String>,
+    /// The disposition as the PBX knows it (the label of Switchboard's code).
+    pub disposition: String,
+    #[serde(default)]
+    pub note: Option<String>,
+    #[serde(default)]
+    pub tags: Vec<String>,
+}
+
+/// Longest note passed to a vendor.
+const MAX_NOTE: usize = 4000;
+
+impl DispositionRequest {
+    pub(crate) fn check(&self) -> Result<(), OriginateError> {
+        check_value("vendor_call_id", &self.vendor_call_id)?;
+        check_value("disposition", &self.disposition)?;
+        check_opt("campaign", self.campaign.as_deref())?;
+        check_opt("customer", self.customer.as_deref())?;
+        for tag in &self.tags {
+            check_value("tag", tag)?;
+        }
+        if let Some(note) = &self.note
+            && (note.len() > MAX_NOTE || note.chars().any(|c| c.is_control() && c != '\n' && c != '\t'))
+        {
+            return Err(OriginateError::Invalid(format!(
+                "note must be at most {MAX_NOTE} bytes without control characters but new lines and tabs"
+            )));
+        }
+        self.agent.check()
+    }
+}
+
 /// Longest free-text value passed to a vendor.
 const MAX_VALUE: usize = 256;
 

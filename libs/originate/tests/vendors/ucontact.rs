@@ -1,8 +1,9 @@
-//! uContact's `AgentCall` and `HangupPhone`, faked as documented.
+//! uContact's `AgentCall`, `HangupPhone` and `DispositionCall`, faked as documented.
 
 use switchboard_model::Secret;
 use switchboard_originate::{
-    AgentEndpoint, HangUpRequest, OriginateError, Vendor, VendorSettings, hang_up, originate,
+    AgentEndpoint, DispositionRequest, HangUpRequest, OriginateError, Vendor, VendorSettings,
+    can_set_disposition, hang_up, originate, set_disposition,
 };
 
 use crate::common::{Answer, FakeApi, Seen, request, text, transport};
@@ -145,4 +146,120 @@ async fn hangs_up_the_agents_phone() {
     let refusing = FakeApi::start(|_| text(200, "0")).await;
     let error = hang_up(Vendor::Ucontact, &settings(&refusing), &request, &transport()).await.expect_err("0");
     assert!(matches!(error, OriginateError::Refused { .. }), "{error:?}");
+}
+
+const DISPOSITION_PATH: &str = "/Integra/resources/api/DispositionCall";
+
+/// uContact's `DispositionCall`, as Clever Ideas' reference documents it: every field present
+/// (the unused ones empty), `l1` and the interaction required; `0` for an interaction it does
+/// not know.
+fn ucontact_dispositions(seen: &Seen) -> Answer {
+    if seen.header("authorization") != Some("Basic QWRtaW46OTgzNWM1MjU=") {
+        return text(401, "");
+    }
+    if seen.method != "POST" || seen.path != DISPOSITION_PATH {
+        return text(404, "Not Found");
+    }
+    let names: Vec<String> = seen.form().into_iter().map(|(k, _)| k).collect();
+    let all = [
+        "campaign",
+        "agent",
+        "callerid",
+        "guid",
+        "l1",
+        "l2",
+        "l3",
+        "d1",
+        "d2",
+        "comment",
+        "schedule",
+        "camptoreschedule",
+        "tag",
+    ];
+    if names != all || seen.field("l1").is_none_or(|l1| l1.is_empty()) {
+        return text(400, "missing parameters");
+    }
+    if seen.field("guid").as_deref() != Some(GUID) {
+        return text(200, "0");
+    }
+    text(200, "")
+}
+
+fn disposition() -> DispositionRequest {
+    DispositionRequest {
+        vendor_call_id: GUID.into(),
+        agent: agent(),
+        campaign: Some("Ventas<-".into()),
+        customer: Some("29153456".into()),
+        disposition: "Venta".into(),
+        note: Some("Plan hogar & fibra = 2 líneas".into()),
+        tags: vec!["vip".into(), "renovación".into()],
+    }
+}
+
+#[tokio::test]
+async fn files_a_disposition_as_documented() {
+    let api = FakeApi::start(ucontact_dispositions).await;
+    set_disposition(Vendor::Ucontact, &settings(&api), &disposition(), &transport()).await.expect("filed");
+    let seen = api.seen();
+    assert_eq!(seen.len(), 1);
+    assert_eq!((seen[0].method.as_str(), seen[0].path.as_str()), ("POST", DISPOSITION_PATH));
+    assert_eq!(seen[0].header("content-type"), Some("application/x-www-form-urlencoded; charset=UTF-8"));
+    let expected = [
+        ("campaign", "Ventas<-"),
+        ("agent", "jdoe"),
+        ("callerid", "29153456"),
+        ("guid", GUID),
+        ("l1", "Venta"),
+        ("l2", ""),
+        ("l3", ""),
+        ("d1", ""),
+        ("d2", ""),
+        ("comment", "Plan hogar & fibra = 2 líneas"),
+        ("schedule", ""),
+        ("camptoreschedule", ""),
+        ("tag", "vip,renovación"),
+    ];
+    let expected: Vec<(String, String)> = expected.iter().map(|(k, v)| ((*k).into(), (*v).into())).collect();
+    assert_eq!(seen[0].form(), expected);
+    assert!(seen[0].body.contains("campaign=Ventas%3C-"), "form-encoded: {}", seen[0].body);
+    assert!(seen[0].body.contains("comment=Plan+hogar+%26+fibra+%3D+2+l%C3%ADneas"), "{}", seen[0].body);
+}
+
+#[tokio::test]
+async fn a_disposition_ucontact_refuses_or_cannot_take_is_an_error_and_not_retried() {
+    let api = FakeApi::start(ucontact_dispositions).await;
+    let unknown = DispositionRequest { vendor_call_id: "no-such-interaction".into(), ..disposition() };
+    let error =
+        set_disposition(Vendor::Ucontact, &settings(&api), &unknown, &transport()).await.expect_err("0");
+    assert!(
+        matches!(&error, OriginateError::Refused { reason, .. } if reason.contains("\"0\"")),
+        "{error:?}"
+    );
+
+    let no_campaign = DispositionRequest { campaign: None, ..disposition() };
+    let error = set_disposition(Vendor::Ucontact, &settings(&api), &no_campaign, &transport())
+        .await
+        .expect_err("invalid");
+    assert!(matches!(&error, OriginateError::Invalid(t) if t.contains("campaign")), "{error:?}");
+    assert_eq!(api.count(DISPOSITION_PATH), 1, "nothing sent without a campaign");
+
+    let down = FakeApi::start(|_| text(500, "Internal Server Error")).await;
+    let error = set_disposition(Vendor::Ucontact, &settings(&down), &disposition(), &transport())
+        .await
+        .expect_err("down");
+    assert!(matches!(&error, OriginateError::Unavailable(t) if t.contains("500")), "{error:?}");
+    assert_eq!(down.count(DISPOSITION_PATH), 1, "no retry");
+
+    let error = set_disposition(Vendor::Twilio, &settings(&api), &disposition(), &transport())
+        .await
+        .expect_err("unsupported");
+    assert!(matches!(error, OriginateError::Unsupported(_)), "{error:?}");
+    assert!(can_set_disposition(Vendor::Ucontact) && !can_set_disposition(Vendor::Twilio));
+
+    let control = DispositionRequest { note: Some("a\u{1b}[2J".into()), ..disposition() };
+    let error = set_disposition(Vendor::Ucontact, &settings(&api), &control, &transport())
+        .await
+        .expect_err("invalid");
+    assert!(matches!(error, OriginateError::Invalid(_)), "{error:?}");
 }
