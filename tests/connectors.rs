@@ -1014,6 +1014,8 @@ fn call(id: &str, direction: Direction, outcome: Outcome) -> CallRecord {
         legs: Vec::new(),
         recording_status: None,
         recording_error: None,
+        queue: None,
+        wrap_up: None,
     }
 }
 

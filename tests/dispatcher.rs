@@ -272,6 +272,8 @@ fn record(call: &str, version: i64) -> CallRecord {
         legs: Vec::new(),
         recording_status: None,
         recording_error: None,
+        queue: None,
+        wrap_up: None,
     }
 }
 

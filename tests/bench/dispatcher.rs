@@ -114,6 +114,8 @@ fn record(call: &str) -> CallRecord {
         legs: Vec::new(),
         recording_status: None,
         recording_error: None,
+        queue: None,
+        wrap_up: None,
     }
 }
 

@@ -21,6 +21,8 @@
 //!   `AgentBreak` (`motive`, `isBreak`) and any other event: no call state, `Ok(vec![])`. A
 //!   disposition's categories are a CRM note, not a call outcome the model has.
 //!
+//! The campaign is the events' `queue` (a disposition pushed back to uContact names it).
+//!
 //! Call id: `guid`, the interaction's GUID, which uContact also uses as the call's id in its API
 //! (the `guid` a click-to-call returns, the `guid` of `DispositionCall`). Direction comes from
 //! the campaign's name, which uContact suffixes `<-` (inbound) and `->` (outbound), e.g.
@@ -167,6 +169,7 @@ struct Context<'a> {
     base_id: String,
     occurred_at: DateTime<Utc>,
     direction: Direction,
+    campaign: Option<String>,
     customer: Option<String>,
     extension: Option<String>,
     region: Region,
@@ -190,6 +193,7 @@ impl<'a> Context<'a> {
             base_id,
             occurred_at: event_time(date.as_deref(), support::timezone(raw), raw.received_at),
             direction: direction(text(body, "campaign").as_deref()),
+            campaign: text(body, "campaign"),
             customer: text(body, "callerIdNum").or_else(|| text(body, "callerid")),
             extension: text(body, "agentNumber"),
             region: support::region(raw)?,
@@ -216,6 +220,7 @@ impl<'a> Context<'a> {
         event.agent_extension.clone_from(&self.extension);
         event.agent_number.clone_from(&self.extension);
         event.disposition = Some(disposition);
+        event.queue.clone_from(&self.campaign);
         Ok(event)
     }
 }

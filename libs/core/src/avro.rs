@@ -79,6 +79,12 @@ pub static CALL_EVENT_V1_SCHEMA: LazyLock<EmbeddedSchema> =
 /// `CallEvent` before the recordings stage added `recording_status` and `recording_error`.
 pub static CALL_EVENT_V2_SCHEMA: LazyLock<EmbeddedSchema> =
     LazyLock::new(|| parse_embedded(include_str!("../../../schemas/call_event.v2.avsc")));
+/// `CallEvent` before the wrap-up (`WRAP_UP` kind and `wrap_up`).
+pub static CALL_EVENT_V3_SCHEMA: LazyLock<EmbeddedSchema> =
+    LazyLock::new(|| parse_embedded(include_str!("../../../schemas/call_event.v3.avsc")));
+/// `CallRecord` before `wrap_up`.
+pub static CALL_RECORD_V2_SCHEMA: LazyLock<EmbeddedSchema> =
+    LazyLock::new(|| parse_embedded(include_str!("../../../schemas/call_record.v2.avsc")));
 /// `CallRecord` before `recording_status` and `recording_error`.
 pub static CALL_RECORD_V1_SCHEMA: LazyLock<EmbeddedSchema> =
     LazyLock::new(|| parse_embedded(include_str!("../../../schemas/call_record.v1.avsc")));
@@ -420,9 +426,12 @@ impl Codecs {
             raw_webhook: Codec::new(&RAW_WEBHOOK_SCHEMA)?.accept_previous(&RAW_WEBHOOK_V1_SCHEMA)?,
             call_event: Codec::new(&CALL_EVENT_SCHEMA)?
                 .accept_previous(&CALL_EVENT_V1_SCHEMA)?
-                .accept_previous(&CALL_EVENT_V2_SCHEMA)?,
+                .accept_previous(&CALL_EVENT_V2_SCHEMA)?
+                .accept_previous(&CALL_EVENT_V3_SCHEMA)?,
             dead_letter: Codec::new(&DEAD_LETTER_SCHEMA)?,
-            call_record: Codec::new(&CALL_RECORD_SCHEMA)?.accept_previous(&CALL_RECORD_V1_SCHEMA)?,
+            call_record: Codec::new(&CALL_RECORD_SCHEMA)?
+                .accept_previous(&CALL_RECORD_V1_SCHEMA)?
+                .accept_previous(&CALL_RECORD_V2_SCHEMA)?,
             agent_status: Codec::new(&AGENT_STATUS_SCHEMA)?,
         })
     }
@@ -466,6 +475,55 @@ mod tests {
             responsible_agent_id: None,
             recording_status: Some(RecordingStatus::Failed),
             recording_error: Some("vendor answered 404 five times".into()),
+            queue: Some("Sales<-".into()),
+            wrap_up: None,
+        }
+    }
+
+    fn sample_wrap_up() -> WrapUp {
+        WrapUp {
+            code: Some("sale".into()),
+            label: Some("Sale".into()),
+            note: Some("wants the blue one".into()),
+            tags: vec!["vip".into(), "renewal".into()],
+            agent_id: Some("agent-1".into()),
+            set_at: Utc.with_ymd_and_hms(2026, 11, 21, 10, 9, 0).single().expect("valid"),
+        }
+    }
+
+    /// `value` written with `older`, which lacks the `queue` and `wrap_up` fields: the value
+    /// without them.
+    fn written_without_wrap_up<T: Serialize>(
+        older: &'static EmbeddedSchema,
+        fingerprint: u64,
+        value: &T,
+    ) -> Vec<u8> {
+        let mut value = apache_avro::to_value(value).expect("to value");
+        let apache_avro::types::Value::Record(fields) = &mut value else { panic!("a record") };
+        fields.retain(|(name, _)| name != "wrap_up" && name != "queue");
+        let value = value.resolve(&older.schema).expect("resolves to the older schema");
+        let old_writer = GenericDatumWriter::builder(&older.schema).build().expect("w");
+        let mut bytes = MAGIC.to_vec();
+        bytes.extend_from_slice(&fingerprint.to_le_bytes());
+        bytes.extend(old_writer.write_value_to_vec(value).expect("datum"));
+        bytes
+    }
+
+    #[test]
+    fn wrap_up_events_round_trip_and_events_from_before_them_resolve_to_none() {
+        let codecs = Codecs::new().expect("codecs");
+        let mut event = sample_event();
+        (event.kind, event.wrap_up) = (EventKind::WrapUp, Some(sample_wrap_up()));
+        let bytes = codecs.call_event.encode(&event).expect("encode");
+        assert_eq!(codecs.call_event.decode(&bytes).expect("decode"), event);
+
+        let older = CallEvent { queue: None, ..sample_event() };
+        let v3: &'static EmbeddedSchema = &CALL_EVENT_V3_SCHEMA;
+        let plain = Codec::<CallEvent>::new(&CALL_EVENT_SCHEMA).expect("codec");
+        for fingerprint in [v3.fingerprint, v3.legacy_fingerprint] {
+            let bytes = written_without_wrap_up(v3, fingerprint, &older);
+            assert!(matches!(plain.decode(&bytes), Err(CodecError::UnknownSchema(_))), "a different schema");
+            assert_eq!(codecs.call_event.decode(&bytes).expect("resolved"), older);
         }
     }
 
@@ -573,7 +631,7 @@ mod tests {
         let mut event = sample_event();
         (event.agent_extension, event.disposition, event.recording_id) = (None, None, None);
         (event.agent_id, event.agent_match, event.contact_match) = (None, None, None);
-        (event.recording_status, event.recording_error) = (None, None);
+        (event.recording_status, event.recording_error, event.queue) = (None, None, None);
         event.contact_ids.clear();
         let plain = Codec::<CallEvent>::new(&CALL_EVENT_SCHEMA).expect("codec");
         let evolving = Codecs::new().expect("codecs").call_event;
@@ -597,7 +655,7 @@ mod tests {
     #[test]
     fn call_events_from_before_the_recording_status_resolve_to_none() {
         let mut event = sample_event();
-        (event.recording_status, event.recording_error) = (None, None);
+        (event.recording_status, event.recording_error, event.queue) = (None, None, None);
         let older: &'static EmbeddedSchema = &CALL_EVENT_V2_SCHEMA;
         let plain = Codec::<CallEvent>::new(&CALL_EVENT_SCHEMA).expect("codec");
         for fingerprint in [older.fingerprint, older.legacy_fingerprint] {
@@ -638,6 +696,8 @@ mod tests {
             legs: vec![],
             recording_status: Some(RecordingStatus::Ready),
             recording_error: None,
+            queue: Some("Sales<-".into()),
+            wrap_up: None,
         };
         let bytes = codecs.call_record.encode(&record).expect("encode");
         assert_eq!(bytes[2..HEADER_LEN], CALL_RECORD_SCHEMA.fingerprint.to_le_bytes());
@@ -645,7 +705,17 @@ mod tests {
         let legacy = relabelled(&bytes, CALL_RECORD_SCHEMA.legacy_fingerprint);
         assert_eq!(codecs.call_record.decode(&legacy).expect("legacy fingerprint"), record);
 
-        let older = CallRecord { recording_status: None, recording_error: None, ..record };
+        let v2: &'static EmbeddedSchema = &CALL_RECORD_V2_SCHEMA;
+        let before_queue = CallRecord { queue: None, ..record.clone() };
+        for fingerprint in [v2.fingerprint, v2.legacy_fingerprint] {
+            let bytes = written_without_wrap_up(v2, fingerprint, &record);
+            assert_eq!(codecs.call_record.decode(&bytes).expect("resolved"), before_queue);
+        }
+        let wrapped = CallRecord { wrap_up: Some(sample_wrap_up()), ..record.clone() };
+        let bytes = codecs.call_record.encode(&wrapped).expect("encode");
+        assert_eq!(codecs.call_record.decode(&bytes).expect("decode"), wrapped);
+
+        let older = CallRecord { recording_status: None, recording_error: None, queue: None, ..record };
         let v1: &'static EmbeddedSchema = &CALL_RECORD_V1_SCHEMA;
         for fingerprint in [v1.fingerprint, v1.legacy_fingerprint] {
             let bytes = written_with(v1, fingerprint, &V1CallRecord::from(&older));
@@ -654,14 +724,16 @@ mod tests {
     }
 
     /// Every `.avsc` file, by name.
-    const SCHEMA_FILES: [(&str, &str); 9] = [
+    const SCHEMA_FILES: [(&str, &str); 11] = [
         ("raw_webhook.avsc", include_str!("../../../schemas/raw_webhook.avsc")),
         ("raw_webhook.v1.avsc", include_str!("../../../schemas/raw_webhook.v1.avsc")),
         ("call_event.avsc", include_str!("../../../schemas/call_event.avsc")),
         ("call_event.v1.avsc", include_str!("../../../schemas/call_event.v1.avsc")),
         ("call_event.v2.avsc", include_str!("../../../schemas/call_event.v2.avsc")),
+        ("call_event.v3.avsc", include_str!("../../../schemas/call_event.v3.avsc")),
         ("call_record.avsc", include_str!("../../../schemas/call_record.avsc")),
         ("call_record.v1.avsc", include_str!("../../../schemas/call_record.v1.avsc")),
+        ("call_record.v2.avsc", include_str!("../../../schemas/call_record.v2.avsc")),
         ("dead_letter.avsc", include_str!("../../../schemas/dead_letter.avsc")),
         ("agent_status.avsc", include_str!("../../../schemas/agent_status.avsc")),
     ];
@@ -798,8 +870,8 @@ mod tests {
         };
         let families = [
             (known(&codecs.raw_webhook.previous, codecs.raw_webhook.schema()), 2),
-            (known(&codecs.call_event.previous, codecs.call_event.schema()), 3),
-            (known(&codecs.call_record.previous, codecs.call_record.schema()), 2),
+            (known(&codecs.call_event.previous, codecs.call_event.schema()), 4),
+            (known(&codecs.call_record.previous, codecs.call_record.schema()), 3),
             (known(&codecs.dead_letter.previous, codecs.dead_letter.schema()), 1),
             (known(&codecs.agent_status.previous, codecs.agent_status.schema()), 1),
         ];

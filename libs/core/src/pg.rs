@@ -30,6 +30,7 @@ const MIGRATIONS: &[(i32, &str, &str)] = &[
     (10, "desk", include_str!("../migrations/0010_desk.sql")),
     (11, "click_to_call", include_str!("../migrations/0011_click_to_call.sql")),
     (12, "blacklist", include_str!("../migrations/0012_blacklist.sql")),
+    (13, "wrap_up", include_str!("../migrations/0013_wrap_up.sql")),
 ];
 
 /// Any advisory-lock key unique to Switchboard's migrator.

@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::{
     AgentMatch, CallId, ContactMatch, Direction, Disposition, InvalidValue, RecordingStatus, SourceId,
-    Vendor, micros,
+    Vendor, WrapUp, micros,
 };
 
 /// Where a call or leg is: the state machine ringing → answered → ended. A later state always wins
@@ -150,6 +150,12 @@ pub struct CallRecord {
     pub recording_status: Option<RecordingStatus>,
     #[serde(default)]
     pub recording_error: Option<String>,
+    /// The queue, campaign or hunt group the call went through (the earliest an event names).
+    #[serde(default)]
+    pub queue: Option<String>,
+    /// The agent's latest wrap-up: disposition, note and tags (`None` until one is set).
+    #[serde(default)]
+    pub wrap_up: Option<WrapUp>,
 }
 
 impl CallRecord {

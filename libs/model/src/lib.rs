@@ -354,6 +354,10 @@ pub enum EventKind {
     /// a change of call state.
     Recording,
     Unknown,
+    /// An agent's wrap-up of the call (`wrap_up` says what): its disposition, note and tags, set
+    /// after the call through the desk's API, the last one winning. Not a change of call state.
+    /// Last of the symbols, so that the Avro index of every earlier kind stays what it was.
+    WrapUp,
 }
 
 impl EventKind {
@@ -364,6 +368,7 @@ impl EventKind {
             EventKind::Hangup => "hangup",
             EventKind::Recording => "recording",
             EventKind::Unknown => "unknown",
+            EventKind::WrapUp => "wrap_up",
         }
     }
 }
@@ -598,6 +603,27 @@ pub struct CallEvent {
     /// Why the recording failed, on the recordings stage's failure event.
     #[serde(default)]
     pub recording_error: Option<String>,
+    /// The queue, campaign or hunt group the PBX routed the call through, as it names it
+    /// (uContact's campaign), where it says.
+    #[serde(default)]
+    pub queue: Option<String>,
+    /// The agent's wrap-up, on a `WrapUp` event.
+    #[serde(default)]
+    pub wrap_up: Option<WrapUp>,
+}
+
+/// An agent's wrap-up of a call: the disposition (a code from the source's list, with the label
+/// it had when set), a free note and tags. Set as a whole: the latest wins.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct WrapUp {
+    pub code: Option<String>,
+    pub label: Option<String>,
+    pub note: Option<String>,
+    pub tags: Vec<String>,
+    /// The directory agent who set it, when an agent's session did.
+    pub agent_id: Option<String>,
+    #[serde(with = "micros")]
+    pub set_at: DateTime<Utc>,
 }
 
 impl CallEvent {
@@ -655,6 +681,8 @@ impl CallEvent {
             responsible_agent_id: None,
             recording_status: None,
             recording_error: None,
+            queue: None,
+            wrap_up: None,
         }
     }
 

@@ -9,6 +9,7 @@ pub fn kind(text: &str) -> EventKind {
         "answered" => EventKind::Answered,
         "hangup" => EventKind::Hangup,
         "recording" => EventKind::Recording,
+        "wrap_up" => EventKind::WrapUp,
         _ => EventKind::Unknown,
     }
 }

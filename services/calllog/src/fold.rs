@@ -33,6 +33,9 @@
 //!   over pending, so a late "pending" copy never undoes "ready"), with the latest failure reason
 //!   when it is failed; its `recording_url` is the latest link of a ready recording, else of a
 //!   recording event, else of any event.
+//! - **queue**: the earliest an event names (the one the call entered through).
+//! - **wrap-up**: the content of the latest `wrap_up` event (an agent's disposition, note and
+//!   tags, set through the desk after the call); such events open no leg and change nothing else.
 //! - **complete** once the end marker arrived or the settle sweep marked the call `settled`.
 //!
 //! # Outcome
@@ -72,7 +75,7 @@ use std::collections::HashMap;
 use chrono::{DateTime, Utc};
 use switchboard_core::model::{
     AgentMatch, AgentRef, CallEvent, CallId, CallRecord, CallStatus, Completion, ContactMatch, Direction,
-    Disposition, EventKind, LegRecord, Outcome, RecordingStatus, SourceId, Vendor,
+    Disposition, EventKind, LegRecord, Outcome, RecordingStatus, SourceId, Vendor, WrapUp,
 };
 
 /// What the fold reads of one event: a `CallEvent` or a `call_events` row.
@@ -103,6 +106,8 @@ pub struct Event {
     pub recording_id: Option<String>,
     pub recording_status: Option<RecordingStatus>,
     pub recording_error: Option<String>,
+    pub queue: Option<String>,
+    pub wrap_up: Option<WrapUp>,
 }
 
 impl From<&CallEvent> for Event {
@@ -133,6 +138,8 @@ impl From<&CallEvent> for Event {
             recording_id: e.recording_id.clone(),
             recording_status: e.recording_status,
             recording_error: e.recording_error.clone(),
+            queue: e.queue.clone(),
+            wrap_up: e.wrap_up.clone(),
         }
     }
 }
@@ -155,6 +162,7 @@ fn kind_rank(kind: EventKind) -> u8 {
         EventKind::Hangup => 2,
         EventKind::Recording => 3,
         EventKind::Unknown => 4,
+        EventKind::WrapUp => 5,
     }
 }
 
@@ -273,7 +281,7 @@ impl<'a> LegAcc<'a> {
                 }
                 self.hangup_cause = e.hangup_cause.as_deref().or(self.hangup_cause);
             }
-            EventKind::Recording | EventKind::Unknown => {}
+            EventKind::Recording | EventKind::Unknown | EventKind::WrapUp => {}
         }
         self.recording_url = e.recording_url.as_deref().or(self.recording_url);
         self.recording_id = e.recording_id.as_deref().or(self.recording_id);
@@ -405,6 +413,8 @@ struct Scan<'a> {
     /// The latest event with a contact match.
     contact: Option<&'a Event>,
     recording: RecordingAcc<'a>,
+    /// The latest wrap-up event's content.
+    wrap_up: Option<&'a WrapUp>,
 }
 
 impl<'a> Scan<'a> {
@@ -417,6 +427,12 @@ impl<'a> Scan<'a> {
     }
 
     fn see(&mut self, e: &'a Event) {
+        if e.kind == EventKind::WrapUp {
+            // An agent's note about the call, not something the PBX saw: it opens no leg and
+            // changes no state, time or number.
+            self.wrap_up = e.wrap_up.as_ref().or(self.wrap_up);
+            return;
+        }
         let leg_id = e.leg_id.as_deref().unwrap_or(self.main_leg);
         let slot = *self.index.entry(leg_id).or_insert_with(|| {
             self.legs.push(LegAcc::new(leg_id, e.occurred_at));
@@ -663,6 +679,8 @@ pub fn fold(
         legs,
         recording_status: scan.recording.status,
         recording_error: scan.recording.error(),
+        queue: earliest(&distinct, |e| e.queue.as_ref()).cloned(),
+        wrap_up: scan.wrap_up.cloned(),
     };
     Some(Folded {
         record,
@@ -710,6 +728,8 @@ mod tests {
             recording_id: None,
             recording_status: None,
             recording_error: None,
+            queue: None,
+            wrap_up: None,
         }
     }
 
@@ -755,6 +775,43 @@ mod tests {
         assert_eq!(answered, [("c", false), ("a", true), ("b", false)]);
         assert_eq!(record.legs[2].disposition, Some(Disposition::Cancelled));
         assert_eq!((record.talk_seconds, record.duration_seconds), (Some(56), Some(61)));
+    }
+
+    fn wrap_up(id: &str, second: i64, code: &str, tags: &[&str]) -> Event {
+        let mut e = ev(id, None, EventKind::WrapUp, second);
+        e.wrap_up = Some(WrapUp {
+            code: Some(code.into()),
+            label: None,
+            note: Some(format!("note {id}")),
+            tags: tags.iter().map(|t| (*t).to_owned()).collect(),
+            agent_id: Some("ann".into()),
+            set_at: at(second),
+        });
+        e
+    }
+
+    #[test]
+    fn the_latest_wrap_up_wins_and_changes_nothing_else_of_the_call() {
+        use EventKind::*;
+        // Legs only: a wrap-up (which names no leg) must not open the call's main leg.
+        let call = vec![
+            inbound(agent(ev("1", Some("a"), Ringing, 0), "101")),
+            agent(ev("2", Some("a"), Answered, 5), "101"),
+            ev("3", Some("a"), Hangup, 60),
+        ];
+        let plain = run(&call, false);
+        assert_eq!(plain.wrap_up, None);
+        let first = wrap_up("w1", 90, "callback", &["vip"]);
+        let second = wrap_up("w2", 120, "sale", &["vip", "renewal"]);
+        for events in [
+            [call.clone(), vec![first.clone(), second.clone()]].concat(),
+            [vec![second.clone()], call.clone(), vec![first.clone()]].concat(),
+        ] {
+            let record = run(&events, false);
+            let wrap = record.wrap_up.clone().expect("a wrap-up");
+            assert_eq!((wrap.code.as_deref(), wrap.tags.len()), (Some("sale"), 2), "the last one wins");
+            assert_eq!(CallRecord { wrap_up: None, ..record }, plain, "nothing else changes");
+        }
     }
 
     #[test]

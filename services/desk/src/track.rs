@@ -224,7 +224,7 @@ impl CallState {
                 }
             }
             EventKind::Answered | EventKind::Hangup => {}
-            EventKind::Recording | EventKind::Unknown => return,
+            EventKind::Recording | EventKind::Unknown | EventKind::WrapUp => return,
         }
         if answered {
             self.legs.entry(leg_key.clone()).or_default().answered = true;

@@ -52,6 +52,8 @@ pub(crate) fn answered_inbound() -> CallRecord {
         legs: Vec::new(),
         recording_status: Some(RecordingStatus::Ready),
         recording_error: None,
+        queue: None,
+        wrap_up: None,
     }
 }
 

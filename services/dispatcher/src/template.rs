@@ -93,6 +93,8 @@ pub(crate) fn environment() -> Environment<'static> {
     });
     env.add_filter("ms", |v: Value| map_time(v, |t| t.timestamp_millis().into()));
     env.add_filter("seconds", |v: Value| map_time(v, |t| t.timestamp().into()));
+    // `is uuid`: a disposition code that is a CRM's own outcome id (HubSpot's are GUIDs).
+    env.add_test("uuid", |v: Value| v.as_str().is_some_and(|s| uuid::Uuid::try_parse(s).is_ok()));
     env
 }
 

@@ -122,10 +122,16 @@ pub struct CallValues {
     pub version: Option<i64>,
     /// The agent's user in the CRM, from the profile's [`UserMap`].
     pub crm_user_id: Option<String>,
-    /// `<Account Codes>`, `<Tag>`, `<Group/Skill>`, `<Caller Name>` and the agent's name: no
-    /// source reports these into our model yet, so they are always empty.
-    pub account_codes: Vec<String>,
+    /// `<Tag>`: the tags of the agent's wrap-up (records only).
     pub tags: Vec<String>,
+    /// The agent's disposition (records only): its code, label and note.
+    pub disposition: Option<String>,
+    pub disposition_label: Option<String>,
+    pub disposition_note: Option<String>,
+    /// `<Group/Skill>`: the queue or campaign the call went through, where the PBX names it.
+    /// `<Account Codes>`, `<Caller Name>` and the agent's name: no source reports these into our
+    /// model yet, so they are always empty.
+    pub account_codes: Vec<String>,
     pub group: Option<String>,
     pub caller_name: Option<String>,
     pub agent_name: Option<String>,
@@ -173,8 +179,11 @@ impl CallValues {
             version: Some(record.version),
             crm_user_id: None,
             account_codes: Vec::new(),
-            tags: Vec::new(),
-            group: None,
+            tags: record.wrap_up.as_ref().map(|w| w.tags.clone()).unwrap_or_default(),
+            disposition: record.wrap_up.as_ref().and_then(|w| w.code.clone()),
+            disposition_label: record.wrap_up.as_ref().and_then(|w| w.label.clone()),
+            disposition_note: record.wrap_up.as_ref().and_then(|w| w.note.clone()),
+            group: record.queue.clone(),
             caller_name: None,
             agent_name: None,
         }
@@ -218,7 +227,10 @@ impl CallValues {
             crm_user_id: None,
             account_codes: Vec::new(),
             tags: Vec::new(),
-            group: None,
+            disposition: None,
+            disposition_label: None,
+            disposition_note: None,
+            group: event.queue.clone(),
             caller_name: None,
             agent_name: None,
         }
@@ -283,6 +295,10 @@ impl CallValues {
             ("duration_ms", ms(self.duration_seconds)),
             ("talk_ms", ms(self.talk_seconds)),
             ("tags", Value::from(self.tags.join(","))),
+            ("tag_list", Value::from(self.tags.clone())),
+            ("disposition", text(&self.disposition)),
+            ("disposition_label", text(&self.disposition_label)),
+            ("disposition_note", text(&self.disposition_note)),
             ("recording_url", text(&self.recording_url)),
             ("recording_status", self.recording_status.map_or(Value::from(()), |s| Value::from(s.as_str()))),
             ("has_recording", Value::from(self.has_recording())),
@@ -331,6 +347,10 @@ pub const VALUE_NAMES: &[&str] = &[
     "duration_ms",
     "talk_ms",
     "tags",
+    "tag_list",
+    "disposition",
+    "disposition_label",
+    "disposition_note",
     "recording_url",
     "recording_status",
     "has_recording",
@@ -381,6 +401,9 @@ pub(crate) fn sample() -> CallValues {
         crm_user_id: Some("1".into()),
         account_codes: vec!["1".into()],
         tags: vec!["1".into()],
+        disposition: Some("1".into()),
+        disposition_label: Some("1".into()),
+        disposition_note: Some("1".into()),
         group: Some("1".into()),
         caller_name: Some("1".into()),
         agent_name: Some("1".into()),

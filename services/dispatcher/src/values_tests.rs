@@ -26,9 +26,32 @@ fn a_record_gives_seed_004s_values() {
     assert_eq!(crate::template::value_text(&two, "contact_ids").as_deref(), Some("ct-1,ct-2"));
     assert_eq!(crate::template::value_text(&two, "contact_id").as_deref(), Some(""), "ambiguous: none");
     // What the model does not carry is empty, never guessed.
-    for empty in ["empty", "account_codes", "tags", "group", "caller_name", "agent_name", "event"] {
+    for empty in
+        ["empty", "account_codes", "tags", "disposition", "group", "caller_name", "agent_name", "event"]
+    {
         assert_eq!(text(empty), "", "{empty}");
     }
+}
+
+#[test]
+fn a_wrapped_up_record_gives_its_disposition_and_tags() {
+    let mut record = answered_inbound();
+    record.wrap_up = Some(switchboard_model::WrapUp {
+        code: Some("sale".into()),
+        label: Some("Sale".into()),
+        note: Some("two seats".into()),
+        tags: vec!["vip".into(), "renewal".into()],
+        agent_id: Some("ann".into()),
+        set_at: record.started_at,
+    });
+    let v = CallValues::from_record(&record);
+    let text = |name: &str| crate::template::value_text(&v, name).expect("a known value");
+    assert_eq!(
+        [text("disposition"), text("disposition_label"), text("disposition_note"), text("tags")],
+        ["sale", "Sale", "two seats", "vip,renewal"]
+    );
+    let criterion = crate::criteria::Criterion::Tag { any_of: vec!["renewal".into()] };
+    assert!(criterion.matches(&v), "the tag criterion sees the wrap-up's tags");
 }
 
 #[test]

@@ -3,8 +3,9 @@
 
 use std::collections::HashMap;
 
+use chrono::{DateTime, Utc};
 use switchboard_core::deadpool_postgres::Transaction;
-use switchboard_core::model::Direction;
+use switchboard_core::model::{Direction, WrapUp};
 use switchboard_core::tokio_postgres;
 
 use super::WriteError;
@@ -78,5 +79,14 @@ fn event_from_row(row: &tokio_postgres::Row) -> Event {
         recording_id: text(24),
         recording_status: text(25).as_deref().and_then(codes::recording_status),
         recording_error: text(26),
+        wrap_up: row.get::<_, Option<DateTime<Utc>>>(32).map(|set_at| WrapUp {
+            code: text(27),
+            label: text(28),
+            note: text(29),
+            tags: row.get::<_, Option<Vec<String>>>(30).unwrap_or_default(),
+            agent_id: text(31),
+            set_at,
+        }),
+        queue: text(33),
     }
 }

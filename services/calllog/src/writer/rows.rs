@@ -43,6 +43,13 @@ columns! {
     recording_id (text): Option<&'a str> = e.recording_id.as_deref(),
     recording_status (text): Option<&'static str> = e.recording_status.and_then(codes::recording_status_str),
     recording_error (text): Option<&'a str> = e.recording_error.as_deref(),
+    queue (text): Option<&'a str> = e.queue.as_deref(),
+    wrap_up_code (text): Option<&'a str> = e.wrap_up.as_ref().and_then(|w| w.code.as_deref()),
+    wrap_up_label (text): Option<&'a str> = e.wrap_up.as_ref().and_then(|w| w.label.as_deref()),
+    wrap_up_note (text): Option<&'a str> = e.wrap_up.as_ref().and_then(|w| w.note.as_deref()),
+    wrap_up_tags (text, list): Option<String> = e.wrap_up.as_ref().and_then(|w| joined_list(&w.tags)),
+    wrap_up_agent_id (text): Option<&'a str> = e.wrap_up.as_ref().and_then(|w| w.agent_id.as_deref()),
+    wrap_up_at (timestamptz): Option<DateTime<Utc>> = e.wrap_up.as_ref().map(|w| w.set_at),
 }
 
 /// A call row: the folded record and what only the database keeps of the call.
@@ -104,6 +111,13 @@ columns! {
     recording_status (text): Option<&'static str> = r.recording_status.and_then(codes::recording_status_str),
     recording_error (text): Option<String> = r.recording_error.clone(),
     revision (int8): i64 = row.revision,
+    queue (text): Option<String> = r.queue.clone(),
+    wrap_up_code (text): Option<String> = r.wrap_up.as_ref().and_then(|w| w.code.clone()),
+    wrap_up_label (text): Option<String> = r.wrap_up.as_ref().and_then(|w| w.label.clone()),
+    wrap_up_note (text): Option<String> = r.wrap_up.as_ref().and_then(|w| w.note.clone()),
+    wrap_up_tags (text, list): Option<String> = r.wrap_up.as_ref().and_then(|w| joined_list(&w.tags)),
+    wrap_up_agent_id (text): Option<String> = r.wrap_up.as_ref().and_then(|w| w.agent_id.clone()),
+    wrap_up_at (timestamptz): Option<DateTime<Utc>> = r.wrap_up.as_ref().map(|w| w.set_at),
     expected_revision (int8, input): i64 = row.expected_revision,
 }
 

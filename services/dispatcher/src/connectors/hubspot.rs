@@ -6,8 +6,10 @@
 //! (`INBOUND`/`OUTBOUND`; internal calls are not sent), `hs_call_duration` (milliseconds; the talk
 //! time, so 0 for an unanswered call), `hs_call_status` (`COMPLETED`, `NO_ANSWER`, `BUSY`,
 //! `FAILED`...), `hs_call_from_number`, `hs_call_to_number`, `hs_call_disposition` (the GUID of
-//! one of HubSpot's default call outcomes) and `hubspot_owner_id` (the agent's HubSpot user, from
-//! the user mapping). Properties without a value are left out rather than sent empty.
+//! one of HubSpot's default call outcomes, or the agent's disposition code when it is a GUID: a
+//! portal's own outcome), `hs_call_body` (the agent's disposition label, note and tags, when the
+//! call was wrapped up before it was logged) and `hubspot_owner_id` (the agent's HubSpot user,
+//! from the user mapping). Properties without a value are left out rather than sent empty.
 //!
 //! The call is created as soon as it is complete; its recording link
 //! (`hs_call_recording_url`) follows once the recording is ready, with
@@ -60,9 +62,15 @@ const BODY: &str = r#"{% set status = {"answered": "COMPLETED", "busy": "BUSY", 
   "abandoned_in_queue": "73a0d17f-1163-4015-bdd5-ec830791da20",
   "abandoned_in_ivr": "73a0d17f-1163-4015-bdd5-ec830791da20",
   "rejected": "73a0d17f-1163-4015-bdd5-ec830791da20"} %}
+{% set notes = [disposition_label or disposition, disposition_note, ("Tags: " ~ tags) if tags else none]|select|join("\n") %}
 {"properties": {
-{% if outcome_guid[outcome] is defined %}
+{% if disposition is uuid %}
+  "hs_call_disposition": {{ disposition }},
+{% elif outcome_guid[outcome] is defined %}
   "hs_call_disposition": {{ outcome_guid[outcome] }},
+{% endif %}
+{% if notes %}
+  "hs_call_body": {{ notes }},
 {% endif %}
 {% if crm_user_id %}
   "hubspot_owner_id": {{ crm_user_id }},

@@ -6,7 +6,10 @@
 //! Fields, as documented: `outcome` (required: `connected`, `no_answer`, `left_voicemail`,
 //! `busy`...), `to_phone_number` (required: the number called), `from_phone_number`,
 //! `start_time` and `end_time` (required, UTC `YYYY-MM-DD HH:MM:SS`), `duration` (seconds, as a
-//! string; the talk time), `user_id` (the agent's Pipedrive user, from the user mapping).
+//! string; the talk time), `user_id` (the agent's Pipedrive user, from the user mapping), `note`
+//! (the agent's disposition label, note and tags, when the call was wrapped up before it was
+//! logged). An agent's disposition code that is one of Pipedrive's outcomes (`connected`,
+//! `no_answer`, `left_message`, `left_voicemail`, `wrong_number`, `busy`) is the `outcome`.
 //! Pipedrive takes recordings only as uploaded audio (`/callLogs/{id}/recordings`), not links,
 //! so this profile sends none and does not wait for one.
 
@@ -44,7 +47,15 @@ const BODY: &str = r#"{% set outcomes = {"answered": "connected", "busy": "busy"
 {% if from_number %}
   "from_phone_number": {{ from_number }},
 {% endif %}
+{% set notes = [disposition_label or disposition, disposition_note, ("Tags: " ~ tags) if tags else none]|select|join("\n") %}
+{% if notes %}
+  "note": {{ notes }},
+{% endif %}
+{% if disposition in ["connected", "no_answer", "left_message", "left_voicemail", "wrong_number", "busy"] %}
+  "outcome": {{ disposition }},
+{% else %}
   "outcome": {{ outcomes[outcome]|default("connected" if talk_seconds else "no_answer") }},
+{% endif %}
   "to_phone_number": {{ to_number or agent_number or agent_extension or external_number }},
   "start_time": {{ started_at|datetime_utc }},
   "end_time": {{ (ended_at or started_at)|datetime_utc }},

@@ -172,6 +172,45 @@ fn pipedrive_call_logs() {
     );
 }
 
+fn wrapped_up(record: CallRecord, code: &str) -> CallRecord {
+    let set_at = record.started_at;
+    CallRecord {
+        wrap_up: Some(switchboard_model::WrapUp {
+            code: Some(code.into()),
+            label: Some("Left a message".into()),
+            note: Some("call back \"Tuesday\"".into()),
+            tags: vec!["vip".into(), "renewal".into()],
+            agent_id: Some("ann".into()),
+            set_at,
+        }),
+        ..record
+    }
+}
+
+#[test]
+fn a_wrap_up_goes_into_the_crms_note_and_outcome() {
+    let pipedrive = by_name(
+        "pipedrive",
+        json!({"base_url": "https://acme.pipedrive.com/", "api_token": "tok123", "users": users()}),
+    )
+    .expect("a profile");
+    let [r] = run(&pipedrive, &wrapped_up(answered(), "left_message"), &[]).try_into().expect("one request");
+    let body = json_body(&r);
+    assert_eq!(body["outcome"], "left_message", "a code that is a Pipedrive outcome is the outcome");
+    assert_eq!(body["note"], "Left a message\ncall back \"Tuesday\"\nTags: vip,renewal");
+    let [r] = run(&pipedrive, &wrapped_up(answered(), "sale"), &[]).try_into().expect("one request");
+    assert_eq!(json_body(&r)["outcome"], "connected", "any other code leaves the call's own outcome");
+
+    let hubspot = by_name("hubspot", json!({"access_token": "pat-1", "users": users()})).expect("a profile");
+    let guid = "3c4b5a6d-1111-4e2f-8a9b-0c1d2e3f4a5b";
+    let [r] = run(&hubspot, &wrapped_up(answered(), guid), &[br#"{"id": "7"}"#]).try_into().expect("one");
+    let properties = &json_body(&r)["properties"];
+    assert_eq!(properties["hs_call_disposition"], guid, "a portal's own outcome GUID wins");
+    assert_eq!(properties["hs_call_body"], "Left a message\ncall back \"Tuesday\"\nTags: vip,renewal");
+    let [r] = run(&hubspot, &wrapped_up(answered(), "sale"), &[br#"{"id": "7"}"#]).try_into().expect("one");
+    assert_eq!(json_body(&r)["properties"]["hs_call_disposition"], "f240bbac-87c9-4f6e-bf70-924b57d47db7");
+}
+
 #[test]
 fn bitrix24_register_finish_attach() {
     let mut settings = json!({"webhook_url": "https://acme.bitrix24.ru/rest/1/k3y/"});
