@@ -8,6 +8,7 @@ use anyhow::{Context, bail, ensure};
 use futures_util::{SinkExt, StreamExt};
 use http_body_util::BodyExt;
 use serde_json::{Value, json};
+use switchboard_tests::fake_vendor::{self, FakeVendor, Seen, TWILIO_SID};
 use switchboard_tests::{Credentials, HttpClient, ServiceProcess, TestEnv, http_client, post_webhook, send};
 use tokio::net::TcpStream;
 use tokio_tungstenite::WebSocketStream;
@@ -536,6 +537,9 @@ async fn the_agent_panel_and_the_sdk_pop_the_caller_in_a_real_browser() -> anyho
         .api("PUT", "/v1/desk/screen-pop/pbx", json!({"url_template": pop_template, "mode": "open"}))
         .await?;
     ensure!(status == 201, "screen-pop: {status}");
+    let codes =
+        json!({"codes": [{"code": "sale", "label": "Sale"}, {"code": "callback", "label": "Call back"}]});
+    ensure!(desk.api("PUT", "/v1/desk/dispositions/pbx", codes).await?.0 == 200, "disposition codes");
     let panel = desk.session(json!({"agent_id": "ann"})).await?;
     let sdk = desk.session(json!({"agent_id": "ann"})).await?;
     let token = |s: &Value| s["token"].as_str().unwrap_or_default().to_owned();
@@ -571,6 +575,10 @@ async fn the_agent_panel_and_the_sdk_pop_the_caller_in_a_real_browser() -> anyho
             {"name": "ended", "timeout_ms": 30000,
              "post": [post(event("b-1", "hangup", Some("b-1-ann"), Some("101"), json!({}))), post(event("b-1", "hangup", None, None, json!({})))],
              "expect": {"state": "ended", "recent_calls_min": 1}},
+            {"name": "wrap-up", "timeout_ms": 10000,
+             "fill": {"wrap-up-note": "wants two seats", "wrap-up-tags": "vip, renewal"},
+             "select": {"wrap-up-code": "callback"}, "click": "wrap-up-save",
+             "expect": {"state": "ended", "wrap_up_result": "Saved"}},
             {"name": "missed", "timeout_ms": 10000,
              "post": [post(event("b-2", "ringing", Some("b-2-ann"), Some("101"), json!({}))), post(event("b-2", "hangup", Some("b-2-ann"), Some("101"), json!({}))), post(event("b-2", "hangup", None, None, json!({})))],
              "expect": {"state": "missed", "contact_name": "Bob Smith"}},
@@ -595,7 +603,26 @@ async fn the_agent_panel_and_the_sdk_pop_the_caller_in_a_real_browser() -> anyho
         .context("the browser run took over 180 s")??;
     let (stdout, stderr) = (String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
     ensure!(output.status.success(), "browser run failed ({}):\n{stdout}\n{stderr}", output.status);
-    ensure!(stdout.contains("browser: 6 steps passed"), "{stdout}");
+    ensure!(stdout.contains("browser: 7 steps passed"), "{stdout}");
+    // The wrap-up the agent saved in the panel reached the call log.
+    let db = desk.env.db().await?;
+    let deadline = Instant::now() + WAIT;
+    loop {
+        // As text, so that one comparison shows every field.
+        let row = db
+            .query_opt(
+                "SELECT concat_ws('|', wrap_up_code, wrap_up_note, array_to_string(wrap_up_tags, ','), wrap_up_agent_id)
+                 FROM calls WHERE call_id = 'b-1' AND wrap_up_code IS NOT NULL",
+                &[],
+            )
+            .await?;
+        if let Some(row) = row {
+            assert_eq!(row.get::<_, String>(0), "callback|wants two seats|vip,renewal|ann");
+            break;
+        }
+        ensure!(Instant::now() < deadline, "the panel's wrap-up never reached the call log");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
     ensure!(std::fs::metadata(&screenshot)?.len() > 1000, "no screenshot at {}", screenshot.display());
     println!("{}; screenshot: {}", stdout.trim(), screenshot.display());
     desk.shutdown().await
@@ -655,76 +682,13 @@ async fn every_replica_delivers_to_its_own_connections_and_revocation_reaches_al
 
 /// A fake of Twilio's Calls API on loopback: records each request, answers 201 with the call's
 /// `sid` (or 503 when told to be down), as Twilio does.
-#[derive(Clone, Default)]
-struct FakeTwilio {
-    got: std::sync::Arc<std::sync::Mutex<Vec<(String, String, String)>>>,
-    down: std::sync::Arc<std::sync::atomic::AtomicBool>,
-}
-
-impl FakeTwilio {
-    const SID: &'static str = "CA6b9c2d7f4a8c9b0d1e2536e7f8a9b0c1";
-
-    async fn start(&self) -> anyhow::Result<u16> {
-        use hyper::server::conn::http1;
-        use hyper::service::service_fn;
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-        let port = listener.local_addr()?.port();
-        let fake = self.clone();
-        tokio::spawn(async move {
-            while let Ok((stream, _)) = listener.accept().await {
-                let fake = fake.clone();
-                tokio::spawn(async move {
-                    let service = service_fn(move |req: http::Request<hyper::body::Incoming>| {
-                        let fake = fake.clone();
-                        async move {
-                            let path = req.uri().path().to_owned();
-                            let auth = req
-                                .headers()
-                                .get("authorization")
-                                .and_then(|v| v.to_str().ok())
-                                .unwrap_or("")
-                                .to_owned();
-                            let body =
-                                req.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
-                            fake.got.lock().expect("lock").push((
-                                path,
-                                auth,
-                                String::from_utf8_lossy(&body).into_owned(),
-                            ));
-                            let (status, body) = if fake.down.load(std::sync::atomic::Ordering::SeqCst) {
-                                (503, json!({"code": 20500, "message": "Service Unavailable", "status": 503}))
-                            } else {
-                                (201, json!({"sid": Self::SID, "status": "queued"}))
-                            };
-                            let mut response = http::Response::new(http_body_util::Full::new(
-                                bytes::Bytes::from(body.to_string()),
-                            ));
-                            *response.status_mut() = http::StatusCode::from_u16(status).unwrap_or_default();
-                            Ok::<_, std::convert::Infallible>(response)
-                        }
-                    });
-                    let _ = http1::Builder::new()
-                        .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
-                        .await;
-                });
-            }
-        });
-        Ok(port)
-    }
-
-    fn requests(&self) -> Vec<(String, String, String)> {
-        self.got.lock().expect("lock").clone()
-    }
-}
-
 /// Click-to-call against a faithful fake of Twilio's API: one call per idempotency key (a
 /// double click or a retried POST places one call), the same key with another request refused,
 /// a vendor that is down a clear 502, and the call's own webhooks linked to the request.
 #[tokio::test]
 async fn click_to_call_places_one_call_per_key_and_links_the_calls_webhooks() -> anyhow::Result<()> {
     let desk = Desk::start("desk-originate", &switchboard_tests::SERVICES).await?;
-    let twilio = FakeTwilio::default();
-    let port = twilio.start().await?;
+    let (twilio, port) = FakeVendor::start(fake_vendor::twilio).await?;
     let fixture: Value = serde_json::from_str(&std::fs::read_to_string(concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/fixtures/twilio/outbound-api.json"
@@ -776,11 +740,11 @@ async fn click_to_call_places_one_call_per_key_and_links_the_calls_webhooks() ->
     assert_eq!(status, 201, "{placed}");
     assert_eq!(
         (placed["vendor_call_id"].as_str(), placed["destination"].as_str()),
-        (Some(FakeTwilio::SID), Some("+14155550187"))
+        (Some(TWILIO_SID), Some("+14155550187"))
     );
     let sent = twilio.requests();
     assert_eq!(sent.len(), 1);
-    let (path, auth, form) = &sent[0];
+    let Seen { path, authorization: auth, body: form } = &sent[0];
     assert_eq!(path, "/2010-04-01/Accounts/AC3f0a8c2e1b7d4e9f6a5b4c3d2e1f0a9b/Calls.json");
     let expected_auth = format!("Basic {}", base64_basic("AC3f0a8c2e1b7d4e9f6a5b4c3d2e1f0a9b", auth_token));
     assert_eq!(auth, &expected_auth, "HTTP Basic with the Account SID and auth token");
@@ -803,7 +767,7 @@ async fn click_to_call_places_one_call_per_key_and_links_the_calls_webhooks() ->
     assert_eq!((status, reused["error"].as_str()), (422, Some("idempotency_key_reused")));
 
     // Twilio down: a clear 502 after one attempt, stored as failed; nothing half-done.
-    twilio.down.store(true, std::sync::atomic::Ordering::SeqCst);
+    twilio.set_down(true);
     let (status, failed) = originate("crm-click-2", call.clone()).await?;
     assert_eq!((status, failed["error"].as_str()), (502, Some("vendor_unavailable")), "{failed}");
     assert_eq!(twilio.requests().len(), 2, "no retry of a call that may have been placed");
@@ -815,7 +779,7 @@ async fn click_to_call_places_one_call_per_key_and_links_the_calls_webhooks() ->
         )
         .await?;
     assert_eq!((status, shown["state"].as_str(), shown["call"].is_null()), (200, Some("failed"), true));
-    twilio.down.store(false, std::sync::atomic::Ordering::SeqCst);
+    twilio.set_down(false);
 
     // The call's own webhooks arrive: the call log has it, and the request links to it.
     let ingress = desk.ingress.as_ref().context("ingress")?.url("/v1/webhooks/acme-twilio");
@@ -842,7 +806,7 @@ async fn click_to_call_places_one_call_per_key_and_links_the_calls_webhooks() ->
         ensure!(Instant::now() < deadline, "the call never reached the call log: {shown}");
         tokio::time::sleep(Duration::from_millis(200)).await;
     };
-    assert_eq!(linked["call"]["call_id"], FakeTwilio::SID);
+    assert_eq!(linked["call"]["call_id"], TWILIO_SID);
     assert_eq!(linked["call"]["direction"], "outbound");
     assert_eq!((linked["via"].as_str(), linked["agent_id"].as_str()), (Some("api"), Some("ann")));
 
@@ -852,10 +816,10 @@ async fn click_to_call_places_one_call_per_key_and_links_the_calls_webhooks() ->
     assert_eq!(status, 204);
     let hang_up = twilio.requests().last().cloned().context("hang-up")?;
     assert_eq!(
-        hang_up.0,
-        format!("/2010-04-01/Accounts/AC3f0a8c2e1b7d4e9f6a5b4c3d2e1f0a9b/Calls/{}.json", FakeTwilio::SID)
+        hang_up.path,
+        format!("/2010-04-01/Accounts/AC3f0a8c2e1b7d4e9f6a5b4c3d2e1f0a9b/Calls/{}.json", TWILIO_SID)
     );
-    assert_eq!(hang_up.2, "Status=completed");
+    assert_eq!(hang_up.body, "Status=completed");
 
     // From the agent's browser: a double click places one call, from the agent's own phone.
     let ann = desk.session(json!({"agent_id": "ann"})).await?;
@@ -893,4 +857,239 @@ fn base64_basic(user: &str, password: &str) -> String {
 
 fn form_urlencoded_pairs(body: &str) -> std::collections::BTreeMap<String, String> {
     form_urlencoded::parse(body.as_bytes()).into_owned().collect()
+}
+
+/// The calls topic's records of `key`, decoded, in the order they were published.
+async fn call_records(
+    desk: &Desk,
+    key: &str,
+    done: impl Fn(&[switchboard_core::model::CallRecord]) -> bool,
+) -> anyhow::Result<Vec<switchboard_core::model::CallRecord>> {
+    let codecs = switchboard_core::avro::Codecs::new()?;
+    let decode = |records: &[(Option<Vec<u8>>, Vec<u8>)]| -> Vec<switchboard_core::model::CallRecord> {
+        records
+            .iter()
+            .filter(|(k, _)| k.as_deref() == Some(key.as_bytes()))
+            .filter_map(|(_, v)| codecs.call_record.decode(v).ok())
+            .collect()
+    };
+    let topic = desk.env.topics().calls;
+    let records = switchboard_tests::read_topic(&desk.env.brokers, &topic, Duration::from_secs(60), |r| {
+        done(&decode(r))
+    })
+    .await?;
+    Ok(decode(&records))
+}
+
+/// Dispositions and tags: a code list per source, a wrap-up set by the CRM and then by the agent
+/// who took the call (the last one wins), each a new version of the call on the calls topic and
+/// shown by the query API; refusals for a code not on the list, a call the agent was not on, and
+/// a call that does not exist.
+#[tokio::test]
+async fn a_wrap_up_sets_the_disposition_and_tags_and_publishes_a_new_version() -> anyhow::Result<()> {
+    let mut pipeline = switchboard_tests::SERVICES.to_vec();
+    pipeline.push("api");
+    let desk = Desk::start("desk-wrap-up", &pipeline).await?;
+    let codes =
+        json!({"codes": [{"code": "sale", "label": "Sale"}, {"code": "callback", "label": "Call back"}]});
+    let (status, list) = desk.api("PUT", "/v1/desk/dispositions/*", codes).await?;
+    assert_eq!((status, list["inherited"].as_bool()), (200, Some(false)), "{list}");
+    let (status, list) = desk.api("GET", "/v1/desk/dispositions/pbx", Value::Null).await?;
+    assert_eq!(
+        (status, list["inherited"].as_bool(), list["codes"][1]["label"].as_str()),
+        (200, Some(true), Some("Call back"))
+    );
+    let (status, refused) = desk
+        .api(
+            "PUT",
+            "/v1/desk/dispositions/pbx",
+            json!({"codes": [{"code": "a", "label": "A"}, {"code": "a", "label": "B"}]}),
+        )
+        .await?;
+    assert_eq!((status, refused["error"].as_str()), (422, Some("invalid_codes")));
+
+    // Ann answers a call and hangs up.
+    desk.post(event("c-wrap", "ringing", None, None, json!({}))).await?;
+    desk.post(event("c-wrap", "ringing", Some("c-wrap-ann"), Some("101"), json!({}))).await?;
+    desk.post(event("c-wrap", "answered", Some("c-wrap-ann"), Some("101"), json!({}))).await?;
+    desk.post(event("c-wrap", "hangup", Some("c-wrap-ann"), Some("101"), json!({}))).await?;
+    desk.post(event("c-wrap", "hangup", None, None, json!({}))).await?;
+    let first = call_records(&desk, "pbx:c-wrap", |r| !r.is_empty()).await?;
+    ensure!(!first.is_empty(), "the call was never published");
+    assert_eq!(first[0].wrap_up, None);
+
+    let path = "/v1/desk/calls/pbx/c-wrap/disposition";
+    let (status, set) = desk
+        .api("PUT", path, json!({"code": "callback", "note": "call back Tuesday", "tags": ["vip"]}))
+        .await?;
+    assert_eq!(status, 202, "{set}");
+    assert_eq!((set["wrap_up"]["label"].as_str(), set["pbx"].is_null()), (Some("Call back"), true), "{set}");
+
+    // The agent who took the call changes it from her session; a colleague who was not on it
+    // cannot; a code not on the list and an unknown call are refused.
+    let ann = desk.session(json!({"agent_id": "ann"})).await?;
+    let tom = desk.session(json!({"agent_id": "tom"})).await?;
+    let as_agent = |session: &Value, body: Value, path: &str| {
+        let (client, url) = (desk.client.clone(), desk.desk.url(path));
+        let auth = format!("Bearer {}", session["token"].as_str().unwrap_or_default());
+        async move {
+            let headers = [("authorization", auth.as_str()), ("content-type", "application/json")];
+            let response = send(&client, "PUT", &url, &headers, body.to_string()).await?;
+            anyhow::Ok((response.status, response.json()))
+        }
+    };
+    let (status, refused) = as_agent(&tom, json!({"code": "sale"}), path).await?;
+    assert_eq!((status, refused["error"].as_str()), (403, Some("forbidden")));
+    let (status, refused) = as_agent(&ann, json!({"code": "won"}), path).await?;
+    assert_eq!((status, refused["error"].as_str()), (422, Some("unknown_code")));
+    let (status, _) =
+        as_agent(&ann, json!({"code": "sale"}), "/v1/desk/calls/pbx/no-such-call/disposition").await?;
+    assert_eq!(status, 404);
+    let (status, refused) = as_agent(&ann, json!({"tags": ["ok", " "]}), path).await?;
+    assert_eq!((status, refused["error"].as_str()), (400, Some("bad_request")));
+    let (status, set) =
+        as_agent(&ann, json!({"code": "sale", "note": "two seats", "tags": ["vip", "renewal", "vip"]}), path)
+            .await?;
+    assert_eq!((status, set["wrap_up"]["agent_id"].as_str()), (202, Some("ann")), "{set}");
+
+    // Two more versions on the calls topic, the last one the agent's.
+    let records = call_records(&desk, "pbx:c-wrap", |r| {
+        r.last().and_then(|c| c.wrap_up.as_ref()).is_some_and(|w| w.code.as_deref() == Some("sale"))
+    })
+    .await?;
+    let codes: Vec<Option<&str>> =
+        records.iter().map(|r| r.wrap_up.as_ref().and_then(|w| w.code.as_deref())).collect();
+    assert_eq!(codes, [None, Some("callback"), Some("sale")], "one version per change");
+    assert!(records.windows(2).all(|w| w[0].version < w[1].version), "versions grow");
+    let last = records.last().and_then(|r| r.wrap_up.clone()).context("wrap-up")?;
+    assert_eq!(
+        (last.label.as_deref(), last.note.as_deref(), last.tags.clone(), last.agent_id.as_deref()),
+        (Some("Sale"), Some("two seats"), vec!["vip".to_owned(), "renewal".to_owned()], Some("ann"))
+    );
+    assert_eq!(records.last().map(|r| r.outcome), records.first().map(|r| r.outcome), "nothing else changed");
+
+    // The query API shows it and filters by tag and disposition.
+    // `api` was started last.
+    let api_url = |path: &str| desk.others.last().map(|p| p.url(path)).unwrap_or_default();
+    let auth = format!("Bearer {TOKEN}");
+    let shown =
+        send(&desk.client, "GET", &api_url("/v1/calls/pbx/c-wrap"), &[("authorization", &auth)], "").await?;
+    assert_eq!(shown.json()["wrap_up"]["code"], "sale", "{:?}", shown.json());
+    for (query, found) in
+        [("tag=renewal", 1), ("tag=nope", 0), ("disposition=sale,callback", 1), ("disposition=callback", 0)]
+    {
+        let page = send(
+            &desk.client,
+            "GET",
+            &api_url(&format!("/v1/calls?{query}")),
+            &[("authorization", &auth)],
+            "",
+        )
+        .await?;
+        assert_eq!(page.json()["calls"].as_array().map(Vec::len), Some(found), "{query}: {:?}", page.json());
+    }
+    let metrics = desk.desk.metrics().await?;
+    assert_eq!(
+        switchboard_tests::metric_series(&metrics, r#"switchboard_desk_wrap_ups_total{result="set"}"#),
+        2.0
+    );
+    desk.shutdown().await
+}
+
+const UCONTACT_GUID: &str = "6b1f3e2a-9c4d-4e8f-a7b1-2c3d4e5f6a7b";
+
+/// uContact's `DispositionCall` (Clever Ideas' reference): `200` with an empty body for an
+/// interaction it knows, `0` for one it does not.
+fn ucontact_dispositions(seen: &Seen) -> (u16, String) {
+    match seen.path.as_str() {
+        "/Integra/resources/api/DispositionCall"
+            if seen.form().iter().any(|(k, v)| k == "guid" && v == UCONTACT_GUID) =>
+        {
+            (200, String::new())
+        }
+        "/Integra/resources/api/DispositionCall" => (200, "0".into()),
+        _ => (404, "Not Found".into()),
+    }
+}
+
+/// A uContact call's wrap-up is filed with uContact too (`DispositionCall`: the campaign, the
+/// agent's uContact name, the customer's number as uContact wrote it, the interaction, the label
+/// as `l1`, the note and the tags); uContact down is reported in the answer, the wrap-up kept.
+#[tokio::test]
+async fn a_wrap_up_of_a_ucontact_call_is_filed_with_ucontact() -> anyhow::Result<()> {
+    let desk = Desk::start("desk-wrap-ucx", &switchboard_tests::SERVICES).await?;
+    let (ucontact, port) = FakeVendor::start(ucontact_dispositions).await?;
+    let settings = json!({"timezone": "America/Montevideo", "api_url": format!("http://127.0.0.1:{port}")});
+    let added = desk
+        .env
+        .cli(&[
+            "sources",
+            "add",
+            "acme-ucx",
+            "--vendor",
+            "ucontact",
+            "--region",
+            "UY",
+            "--settings",
+            &settings.to_string(),
+            "--api-client-secret",
+            "QWRtaW46OTgzNWM1MjU=",
+            "--json",
+        ])
+        .await?;
+    let added: Value = serde_json::from_str(added.trim())?;
+    let credentials = Credentials {
+        user: "acme-ucx".into(),
+        secret: added["secret"].as_str().context("secret")?.to_owned(),
+    };
+    desk.env
+        .db()
+        .await?
+        .batch_execute(
+            r#"INSERT INTO agents (id, name, email, extensions, groups, external_ids) VALUES
+                 ('ana', 'Ana Pérez', 'ana@example.com', '{2101}', '{ventas}', '{"acme-ucx": "ana.perez"}')"#,
+        )
+        .await?;
+    let codes = json!({"codes": [{"code": "sale", "label": "Venta"}]});
+    assert_eq!(desk.api("PUT", "/v1/desk/dispositions/acme-ucx", codes).await?.0, 200);
+    tokio::time::sleep(Duration::from_millis(1500)).await; // the matcher's directory reload
+
+    let finished = format!(
+        r#"{{"event":"FinishInteraction","date":"2026-11-01 10:04:02","guid":"{UCONTACT_GUID}","campaign":"Ventas<-","agent":"ana.perez","agentNumber":"2101","callerIdNum":"29153456","channel":"telephony"}}"#
+    );
+    let ingress = desk.ingress.as_ref().context("ingress")?.url("");
+    let posted = post_webhook(&desk.client, &ingress, &credentials, &finished).await?;
+    ensure!(posted.status == 202, "webhook: {}", posted.status);
+    let key = format!("acme-ucx:{UCONTACT_GUID}");
+    let published = call_records(&desk, &key, |r| !r.is_empty()).await?;
+    assert_eq!(published.first().and_then(|r| r.queue.as_deref()), Some("Ventas<-"), "the campaign");
+
+    let path = format!("/v1/desk/calls/acme-ucx/{UCONTACT_GUID}/disposition");
+    let body = json!({"code": "sale", "note": "Plan hogar & fibra", "tags": ["vip", "renovación"]});
+    let (status, set) = desk.api("PUT", &path, body.clone()).await?;
+    assert_eq!((status, &set["pbx"]), (202, &json!({"pushed": true})), "{set}");
+    let filed = ucontact.requests();
+    assert_eq!(filed.len(), 1);
+    assert_eq!(filed[0].authorization, "Basic QWRtaW46OTgzNWM1MjU=");
+    let fields: std::collections::BTreeMap<String, String> = filed[0].form().into_iter().collect();
+    let field = |name: &str| fields.get(name).map(String::as_str);
+    assert_eq!(
+        [field("campaign"), field("agent"), field("callerid"), field("guid"), field("l1")],
+        [Some("Ventas<-"), Some("ana.perez"), Some("29153456"), Some(UCONTACT_GUID), Some("Venta")]
+    );
+    assert_eq!((field("comment"), field("tag")), (Some("Plan hogar & fibra"), Some("vip,renovación")));
+
+    // uContact down: the wrap-up is still recorded, and the answer says the push failed.
+    ucontact.set_down(true);
+    let (status, set) = desk.api("PUT", &path, body).await?;
+    assert_eq!((status, set["pbx"]["pushed"].as_bool()), (202, Some(false)), "{set}");
+    assert!(set["pbx"]["error"].as_str().is_some_and(|e| e.contains("503")), "{set}");
+    assert_eq!(ucontact.requests().len(), 2, "one attempt, not retried");
+    let metrics = desk.desk.metrics().await?;
+    for (result, count) in [("pushed", 1.0), ("failed", 1.0)] {
+        let series =
+            format!(r#"switchboard_desk_disposition_pushes_total{{result="{result}",vendor="ucontact"}}"#);
+        assert_eq!(switchboard_tests::metric_series(&metrics, &series), count, "{series}");
+    }
+    desk.shutdown().await
 }

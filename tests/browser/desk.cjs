@@ -15,15 +15,18 @@
 //                 "after_step": "ringing"},          (checked after that step; default: the last)
 //    "steps": [{"name": "ringing",
 //               "post": {"url", "method": "POST", "headers": {…}, "body": "…"} | [post, …],
+//               "fill": {"<data-testid>": "text", …},       (optional, after the posts)
+//               "select": {"<data-testid>": "value", …},    (optional, after the fills; waits
+//                                                            until the option exists)
 //               "click": "<data-testid>",                   (optional, after the posts)
 //               "select_status": "break",                   (optional, after the posts)
 //               "expect": {"state", "contact_name", "customer_number", "popup_url", "pop_link",
 //                          "recent_calls_min", "connection", "agent_name", "dial_result",
-//                          "status"},
+//                          "status", "wrap_up_result"},
 //               "timeout_ms": 10000}]}
 //
 // expect: state = the call card's data-state; contact_name = exact text; customer_number,
-// dial_result = substrings; popup_url = a new page opens at exactly this URL during the step
+// dial_result, wrap_up_result = substrings; popup_url = a new page opens at exactly this URL during the step
 // (null: no new page opens); pop_link = the visible pop link's href (then it is clicked and a new
 // page must open at that URL; null: no visible pop link); recent_calls_min = at least that many
 // recent calls; connection = body[data-connection]; agent_name = exact text; status = the status
@@ -98,6 +101,7 @@ function snapshot() {
     recent_calls: recent ? recent.querySelectorAll("li").length : 0,
     agent_name: text("agent-name"),
     dial_result: text("dial-result"),
+    wrap_up_result: text("wrap-up-result"),
     status: status ? status.value : null,
   };
 }
@@ -129,6 +133,9 @@ function mismatches(expect, s) {
   if (has("agent_name") && s.agent_name !== expect.agent_name) out.push(`agent name is ${show(s.agent_name)}, expected ${show(expect.agent_name)}`);
   if (has("dial_result") && !(s.dial_result || "").includes(expect.dial_result)) {
     out.push(`dial result is ${show(s.dial_result)}, expected it to contain ${show(expect.dial_result)}`);
+  }
+  if (has("wrap_up_result") && !(s.wrap_up_result || "").includes(expect.wrap_up_result)) {
+    out.push(`wrap-up result is ${show(s.wrap_up_result)}, expected it to contain ${show(expect.wrap_up_result)}`);
   }
   if (has("status") && s.status !== expect.status) out.push(`status select is ${show(s.status)}, expected ${show(expect.status)}`);
   return out;
@@ -301,6 +308,15 @@ async function run(plan, steps, sdk, state) {
 
     const posts = step.post === undefined || step.post === null ? [] : Array.isArray(step.post) ? step.post : [step.post];
     for (const p of posts) await post(p, name, deadline);
+    for (const [id, value] of Object.entries(step.fill || {})) {
+      await page.fill(`[data-testid="${id}"]`, value, { timeout: Math.max(1, deadline - Date.now()) });
+    }
+    for (const [id, value] of Object.entries(step.select || {})) {
+      const selector = `[data-testid="${id}"] option[value="${value}"]`;
+      await page.waitForSelector(selector, { state: "attached", timeout: Math.max(1, deadline - Date.now()) })
+        .catch(() => fail(`${what}: no option ${show(value)} in ${id}`));
+      await page.selectOption(`[data-testid="${id}"]`, value, { timeout: Math.max(1, deadline - Date.now()) });
+    }
     if (step.select_status) await page.selectOption('[data-testid="status-select"]', step.select_status, { timeout: Math.max(1, deadline - Date.now()) });
     if (step.click) await page.click(`[data-testid="${step.click}"]`, { timeout: Math.max(1, deadline - Date.now()) });
 

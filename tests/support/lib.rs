@@ -31,6 +31,8 @@ use tokio::process::{Child, Command};
 
 pub use switchboard_core;
 
+pub mod fake_vendor;
+
 pub const SERVICES: [&str; 5] = ["ingress", "normalizer", "matcher", "recordings", "calllog"];
 
 pub fn kafka_brokers() -> String {

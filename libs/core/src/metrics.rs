@@ -515,6 +515,22 @@ pub static ORIGINATE_REQUESTS: LazyLock<IntCounterVec> = LazyLock::new(|| {
     )
 });
 
+pub static DESK_WRAP_UPS: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    counter(
+        "switchboard_desk_wrap_ups_total",
+        "Wrap-ups (dispositions and tags) set on calls, by result (set, refused).",
+        &["result"],
+    )
+});
+
+pub static DESK_DISPOSITION_PUSHES: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    counter(
+        "switchboard_desk_disposition_pushes_total",
+        "Dispositions pushed to a PBX that keeps its own (uContact), by vendor and result (pushed, failed).",
+        &["vendor", "result"],
+    )
+});
+
 pub static ORIGINATE_SECONDS: LazyLock<HistogramVec> = LazyLock::new(|| {
     histogram(
         "switchboard_originate_seconds",
@@ -526,7 +542,7 @@ pub static ORIGINATE_SECONDS: LazyLock<HistogramVec> = LazyLock::new(|| {
 
 /// Every metric Switchboard defines, whether or not this process has observed it yet.
 pub fn catalogue() -> Vec<MetricInfo> {
-    let all: [(&dyn Collector, &'static str); 48] = [
+    let all: [(&dyn Collector, &'static str); 50] = [
         (&*BUILD_INFO, "gauge"),
         (&*READY, "gauge"),
         (&*HTTP_CONNECTIONS_REFUSED, "counter"),
@@ -575,6 +591,8 @@ pub fn catalogue() -> Vec<MetricInfo> {
         (&*DESK_STREAMS_CLOSED, "counter"),
         (&*ORIGINATE_REQUESTS, "counter"),
         (&*ORIGINATE_SECONDS, "histogram"),
+        (&*DESK_WRAP_UPS, "counter"),
+        (&*DESK_DISPOSITION_PUSHES, "counter"),
     ];
     all.iter()
         .flat_map(|(collector, kind)| collector.desc().into_iter().map(move |desc| (desc, *kind)))

@@ -95,6 +95,9 @@ pub struct ListQuery {
     pub complete: Option<bool>,
     /// Calls whose external number is (`true`) or is not (`false`) on the blacklist now.
     pub blacklisted: Option<bool>,
+    /// Calls whose wrap-up has this tag, or one of these disposition codes.
+    pub tag: Option<String>,
+    pub dispositions: Vec<String>,
     pub limit: i64,
     pub cursor: Option<Cursor>,
 }
@@ -115,6 +118,8 @@ const PARAMETERS: &[&str] = &[
     "source",
     "complete",
     "blacklisted",
+    "tag",
+    "disposition",
     "limit",
     "cursor",
 ];
@@ -262,6 +267,21 @@ impl ListQuery {
         if let Some(text) = get("recording") {
             let parse = |s: &str| s.parse::<RecordingStatus>().ok();
             q.recordings = list("recording", text, parse, "pending, ready, failed")?;
+        }
+        if let Some(text) = get("tag") {
+            if text.trim().is_empty() {
+                return Err(bad("tag: empty"));
+            }
+            q.tag = Some(text.trim().to_owned());
+        }
+        if let Some(text) = get("disposition") {
+            let code = |s: &str| {
+                (!s.is_empty()
+                    && s.len() <= 64
+                    && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"_.:-".contains(&b)))
+                .then(|| s.to_owned())
+            };
+            q.dispositions = list("disposition", text, code, "disposition codes (A-Z, a-z, 0-9, _ . : -)")?;
         }
         for (name, value) in [("complete", &mut q.complete), ("blacklisted", &mut q.blacklisted)] {
             if let Some(text) = get(name) {

@@ -250,7 +250,7 @@ fn read_failed(error: calls::ReadError) -> Response<Body> {
 /// this API issued names a stored call (a valid source and call id, a time PostgreSQL can hold).
 /// Refused here, so that they are a 400 and never a database error.
 fn impossible_filter(filters: &ListQuery) -> Option<String> {
-    for (name, value) in [("agent", &filters.agent), ("contact", &filters.contact)] {
+    for (name, value) in [("agent", &filters.agent), ("contact", &filters.contact), ("tag", &filters.tag)] {
         if value.as_deref().is_some_and(|v| v.contains('\0')) {
             return Some(format!("{name}: NUL characters are not allowed"));
         }

@@ -16,6 +16,9 @@
  *     desk.on("connection", ({ state, transport }) => console.log(state, transport));
  *     desk.setStatus("break");
  *     desk.call("+79161234567").catch((e) => alert(e.message)); // e.code: "not_supported", …
+ *     // After a call (n.call of any notification names it): its disposition, note and tags.
+ *     desk.dispositions(n.call.source_id).then(({ codes }) => showCodes(codes));
+ *     desk.setDisposition(n.call, { code: "sale", note: "two seats", tags: ["vip"] });
  *   </script>
  *
  * Events: every notification type by name ("hello", "incoming", "outgoing", "answered", "taken",
@@ -165,6 +168,26 @@
 
   Desk.prototype.call = function (number) {
     return this._request("POST", "/v1/desk/call", { number: String(number) });
+  };
+
+  // The disposition codes of a source: {source_id, inherited, codes: [{code, label}]}.
+  Desk.prototype.dispositions = function (sourceId) {
+    return this._request("GET", "/v1/desk/dispositions/" + encodeURIComponent(sourceId));
+  };
+
+  // Sets the wrap-up of a call the agent was on ({source_id, call_id}, as notifications name it):
+  // {code, note, tags}, as a whole (a field left out is cleared). Resolves with the answer
+  // ({event_id, wrap_up, pbx}).
+  Desk.prototype.setDisposition = function (call, wrapUp) {
+    var c = call || {};
+    var path = "/v1/desk/calls/" + encodeURIComponent(c.source_id || "") + "/" +
+      encodeURIComponent(c.call_id || "") + "/disposition";
+    var body = {};
+    var w = wrapUp || {};
+    if (w.code) body.code = String(w.code);
+    if (w.note) body.note = String(w.note);
+    if (w.tags && w.tags.length) body.tags = w.tags.map(String);
+    return this._request("PUT", path, body);
   };
 
   // A JSON request with the session token; resolves with the answer's JSON (null when it has no

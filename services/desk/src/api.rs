@@ -31,7 +31,7 @@ const PANEL: &str = include_str!("../assets/panel.html");
 /// Largest request body (a session or screen-pop request is a few hundred bytes).
 const MAX_BODY: usize = 64 * 1024;
 
-type Answer = Response<StreamingBody>;
+pub(crate) type Answer = Response<StreamingBody>;
 
 /// The request handler, shared by every connection.
 #[derive(Debug)]
@@ -48,15 +48,15 @@ fn answer(response: Response<Body>) -> Answer {
     response.map(StreamingBody::from)
 }
 
-fn error(status: StatusCode, code: &str, message: impl Into<String>) -> Answer {
+pub(crate) fn error(status: StatusCode, code: &str, message: impl Into<String>) -> Answer {
     answer(http::error(status, code, message))
 }
 
-fn json(status: StatusCode, value: &Value) -> Answer {
+pub(crate) fn json(status: StatusCode, value: &Value) -> Answer {
     answer(http::json(status, value))
 }
 
-fn unavailable(failure: &dyn std::error::Error) -> Answer {
+pub(crate) fn unavailable(failure: &dyn std::error::Error) -> Answer {
     tracing::warn!(error = %failure, "Desk request failed on a dependency.");
     error(
         StatusCode::SERVICE_UNAVAILABLE,
@@ -65,7 +65,7 @@ fn unavailable(failure: &dyn std::error::Error) -> Answer {
     )
 }
 
-fn auth_invalid() -> Answer {
+pub(crate) fn auth_invalid() -> Answer {
     error(
         StatusCode::UNAUTHORIZED,
         "auth_invalid",
@@ -74,7 +74,7 @@ fn auth_invalid() -> Answer {
 }
 
 /// Adds the CORS headers of a session-token endpoint: any origin, no credentials.
-fn cors(mut response: Answer) -> Answer {
+pub(crate) fn cors(mut response: Answer) -> Answer {
     let headers = response.headers_mut();
     let _ = headers.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, HeaderValue::from_static("*"));
     response
@@ -100,11 +100,11 @@ fn query_param(req: &Request<Incoming>, name: &str) -> Option<String> {
         .map(|(_, v)| v.into_owned())
 }
 
-fn bearer(headers: &HeaderMap) -> Option<&str> {
+pub(crate) fn bearer(headers: &HeaderMap) -> Option<&str> {
     headers.get(header::AUTHORIZATION)?.to_str().ok()?.strip_prefix("Bearer ").map(str::trim)
 }
 
-async fn read_json<T: for<'de> Deserialize<'de>>(req: Request<Incoming>) -> Result<T, Answer> {
+pub(crate) async fn read_json<T: for<'de> Deserialize<'de>>(req: Request<Incoming>) -> Result<T, Answer> {
     let body = Limited::new(req.into_body(), MAX_BODY)
         .collect()
         .await
@@ -265,6 +265,36 @@ impl Api {
                 answer(http::method_not_allowed("POST"))
             }
             (_, ["v1", "desk", "originate", _]) => answer(http::method_not_allowed("GET, HEAD")),
+            (Method::GET, ["v1", "desk", "dispositions", source]) => {
+                let source = (*source).to_owned();
+                cors(
+                    self.api_or_session(req, move |api, _, _| async move { api.get_codes(&source).await })
+                        .await,
+                )
+            }
+            (Method::PUT, ["v1", "desk", "dispositions", source]) => {
+                let source = (*source).to_owned();
+                self.api_token(req, move |api, req| async move { api.put_codes(&source, req).await }).await
+            }
+            (Method::DELETE, ["v1", "desk", "dispositions", source]) => {
+                let source = (*source).to_owned();
+                self.api_token(req, move |api, _| async move { api.delete_codes(&source).await }).await
+            }
+            (_, ["v1", "desk", "dispositions", _]) => {
+                cors(answer(http::method_not_allowed("GET, HEAD, PUT, DELETE")))
+            }
+            (Method::PUT, ["v1", "desk", "calls", source, call, "disposition"]) => {
+                let (source, call) = ((*source).to_owned(), (*call).to_owned());
+                cors(
+                    self.api_or_session(req, move |api, session, req| async move {
+                        api.put_wrap_up(session, &source, &call, req).await
+                    })
+                    .await,
+                )
+            }
+            (_, ["v1", "desk", "calls", _, _, "disposition"]) => {
+                cors(answer(http::method_not_allowed("PUT")))
+            }
             (Method::GET, ["v1", "desk", "stream"]) => cors(self.open_stream(req, true).await),
             (Method::GET, ["v1", "desk", "events"]) => cors(self.open_stream(req, false).await),
             (Method::POST, ["v1", "desk", "logout"]) => cors(self.with_session(req, Self::logout).await),
@@ -292,6 +322,20 @@ impl Api {
             return error(StatusCode::UNAUTHORIZED, "unauthorized", "a valid API token is required");
         }
         then(self, req).await
+    }
+
+    /// Runs `then` with no session when the request carries an API token, else with the live
+    /// session of its bearer token.
+    async fn api_or_session<F, Fut>(self: Arc<Self>, req: Request<Incoming>, then: F) -> Answer
+    where
+        F: FnOnce(Arc<Self>, Option<Session>, Request<Incoming>) -> Fut,
+        Fut: Future<Output = Answer>,
+    {
+        let authorization = req.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
+        if self.desk.settings.api.authorizes(authorization) {
+            return then(self, None, req).await;
+        }
+        self.with_session(req, move |api, session, req| then(api, Some(session), req)).await
     }
 
     /// Runs `then` with the live session of the request's bearer token.
@@ -682,17 +726,17 @@ fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, &'static str> 
     }
 }
 
-fn has_nul(values: &[Option<&String>]) -> bool {
+pub(crate) fn has_nul(values: &[Option<&String>]) -> bool {
     values.iter().flatten().any(|v| v.contains('\0'))
 }
 
-fn no_content() -> Answer {
+pub(crate) fn no_content() -> Answer {
     let mut response = Response::new(StreamingBody::from(Full::new(Bytes::new())));
     *response.status_mut() = StatusCode::NO_CONTENT;
     response
 }
 
-fn sessions_id_invalid(source: &str) -> bool {
+pub(crate) fn sessions_id_invalid(source: &str) -> bool {
     source.is_empty()
         || source.len() > 128
         || !source.bytes().all(|b| b.is_ascii_alphanumeric() || b"_.:@-".contains(&b))

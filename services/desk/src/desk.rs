@@ -28,6 +28,8 @@ pub struct Desk {
     pub producer: FutureProducer,
     pub codecs: Arc<Codecs>,
     pub status_topic: String,
+    /// Where wrap-ups go, as call events the call log folds (`wrap_up`).
+    pub enriched_topic: String,
     pub keepalive: Duration,
     /// Click-to-call's client of the vendors' APIs.
     pub transport: switchboard_originate::Transport,
@@ -48,12 +50,14 @@ pub enum DeskError {
     Session(#[from] SessionError),
     #[error("PostgreSQL: {0}")]
     Db(#[from] tokio_postgres::Error),
-    #[error("Kafka did not acknowledge the status change in time")]
+    #[error("Kafka did not acknowledge the record in time")]
     KafkaTimeout,
-    #[error("Kafka refused the status change: {0}")]
+    #[error("Kafka refused the record: {0}")]
     Kafka(#[source] kafka::ProduceError),
-    #[error("cannot encode the status change: {0}")]
+    #[error("cannot encode the record: {0}")]
     Codec(#[from] switchboard_core::avro::CodecError),
+    #[error("invalid value: {0}")]
+    Invalid(String),
 }
 
 impl Desk {
@@ -103,10 +107,16 @@ impl Desk {
             key: Some(record.agent_id.clone().into_bytes()),
             payload: self.codecs.agent_status.encode(&record)?,
         };
+        self.produce(&outbound).await
+    }
+
+    /// Produces `outbound`, answering once Kafka acknowledged it (transient errors retried with
+    /// back-off) or the produce deadline passed.
+    pub async fn produce(&self, outbound: &Outbound) -> Result<(), DeskError> {
         let timeout = Duration::from_millis(self.settings.kafka.produce_timeout_ms);
         let produce = kafka::produce_until_acked(
             &self.producer,
-            &outbound,
+            outbound,
             "desk",
             Duration::from_millis(self.settings.pipeline.max_backoff_ms),
         );

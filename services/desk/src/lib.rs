@@ -18,9 +18,11 @@
 //! [`track`] (what a call means to each agent; pure), [`notify`] (the notification JSON),
 //! [`hub`] (streams and resume buffers), [`stream`] (WebSocket and SSE), [`desk`] (shared state,
 //! status, recent calls), [`originate`] (click-to-call through the PBX, once per idempotency
-//! key), [`api`] (HTTP), [`service`] (the process).
+//! key), [`wrap_up`] (dispositions and tags: a call event the call log folds), [`api`] (HTTP),
+//! [`service`] (the process).
 
 pub mod api;
+mod api_wrap_up;
 pub mod desk;
 pub mod hub;
 pub mod notify;
@@ -31,5 +33,6 @@ pub mod sessions;
 pub mod stream;
 pub mod token;
 pub mod track;
+pub mod wrap_up;
 
 pub use service::run;

@@ -68,13 +68,13 @@ fn refuse(status: StatusCode, code: &str, message: impl Into<String>) -> Answer 
     (status, json!({"error": code, "message": message.into()}))
 }
 
-struct Source {
-    vendor: Vendor,
-    region: Region,
-    settings: VendorSettings,
+pub(crate) struct Source {
+    pub(crate) vendor: Vendor,
+    pub(crate) region: Region,
+    pub(crate) settings: VendorSettings,
 }
 
-async fn source(desk: &Desk, id: &str) -> Result<Option<Source>, DeskError> {
+pub(crate) async fn source(desk: &Desk, id: &str) -> Result<Option<Source>, DeskError> {
     let row = desk
         .pool
         .get()
@@ -99,7 +99,7 @@ async fn source(desk: &Desk, id: &str) -> Result<Option<Source>, DeskError> {
 }
 
 /// The agent's endpoint at `source_id`, and its directory id when it is a directory agent.
-fn endpoint(
+pub(crate) fn endpoint(
     desk: &Desk,
     source_id: &str,
     agent: &AgentInput,

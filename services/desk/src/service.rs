@@ -93,6 +93,7 @@ pub async fn run(
             producer,
             codecs: codecs.clone(),
             status_topic: topics.agent_status.clone(),
+            enriched_topic: topics.enriched.clone(),
             keepalive: Duration::from_secs(settings.desk.keepalive_secs),
             // Within the server's own request deadline, so that a silent vendor is a 502 with the
             // reason rather than a 408.
