@@ -8,6 +8,8 @@ mod fixture;
 
 #[path = "calllog.rs"]
 mod calllog;
+#[path = "cli.rs"]
+mod cli;
 #[path = "connectors.rs"]
 mod connectors;
 #[path = "desk.rs"]

@@ -561,6 +561,10 @@ impl Default for LogSettings {
 const ENV_PREFIX: &str = "SWITCHBOARD_";
 /// Names the TOML file; not a setting itself.
 const CONFIG_FILE_VAR: &str = "SWITCHBOARD_CONFIG";
+/// The API token the `switchboard` command line sends to the desk (`switchboard call`, …): read
+/// by the command itself, never a setting of a service, so that it can be exported in the same
+/// shell as the configuration without being refused as an unknown one.
+pub const API_TOKEN_VAR: &str = "SWITCHBOARD_API_TOKEN";
 
 /// The `SWITCHBOARD_` environment variables as a figment provider, the way figment's own
 /// `Env::prefixed("SWITCHBOARD_").split("__")` reads them (prefix matched without regard to
@@ -579,7 +583,10 @@ impl EnvVars {
             .filter_map(|(key, value)| {
                 let key = key.trim();
                 let head = key.get(..ENV_PREFIX.len())?;
-                if !head.eq_ignore_ascii_case(ENV_PREFIX) || key.eq_ignore_ascii_case(CONFIG_FILE_VAR) {
+                if !head.eq_ignore_ascii_case(ENV_PREFIX)
+                    || key.eq_ignore_ascii_case(CONFIG_FILE_VAR)
+                    || key.eq_ignore_ascii_case(API_TOKEN_VAR)
+                {
                     return None;
                 }
                 let path = key[ENV_PREFIX.len()..].replace("__", ".").to_ascii_lowercase();
@@ -974,6 +981,9 @@ mod tests {
         assert!(error.to_string().contains("partiton"), "the error names the key: {error}");
         assert!(Settings::from_vars([("SWITCHBOARD_KAFKA__PARTITIONS", "many")]).is_err());
         assert!(Settings::from_vars([("SWITCHBOARD_NOSECTION", "1")]).is_err());
+        // The command line's own token is not configuration, and not refused as unknown.
+        assert!(Settings::from_vars([("SWITCHBOARD_API_TOKEN", "t0ken")]).is_ok());
+        assert!(Settings::from_vars([("SWITCHBOARD_API_TOKENS", "t0ken")]).is_err(), "only that name");
     }
 
     #[test]

@@ -4,7 +4,11 @@
 //! SIGINT/SIGTERM, then drains, commits and exits 0. Configuration errors exit 64 before any port
 //! is bound. `switchboard init` creates topics and applies migrations; `switchboard sources`
 //! manages PBX sources and their credentials; `switchboard profiles` the dispatcher's delivery
-//! profiles.
+//! profiles; `switchboard blacklist` the number blacklist (`blacklist.rs`); `switchboard call`,
+//! `hangup` and `disposition` talk to the desk's API (`calls.rs`).
+
+mod blacklist;
+mod calls;
 
 use std::process::ExitCode;
 
@@ -40,6 +44,20 @@ enum Command {
     Profiles {
         #[command(subcommand)]
         action: ProfilesAction,
+    },
+    /// Manage the number blacklist (the same as the router's API's /v1/blacklist).
+    Blacklist {
+        #[command(subcommand)]
+        action: blacklist::Action,
+    },
+    /// Place a call through the desk's API: the PBX rings the agent, then the number.
+    Call(calls::CallArgs),
+    /// Hang up a call placed with `switchboard call`, through the desk's API.
+    Hangup(calls::HangupArgs),
+    /// Set a call's disposition, or list the codes, through the desk's API.
+    Disposition {
+        #[command(subcommand)]
+        action: calls::DispositionAction,
     },
 }
 
@@ -146,6 +164,8 @@ fn exit(code: i32) -> ExitCode {
 enum Parsed {
     Run(Service),
     Admin(Admin),
+    Blacklist(blacklist::Action),
+    Desk(calls::DeskCommand),
 }
 
 /// Commands that do one thing against Kafka or PostgreSQL and exit.
@@ -176,6 +196,10 @@ impl Parsed {
     fn from(command: Command) -> anyhow::Result<Self> {
         Ok(match command {
             Command::Init => Parsed::Admin(Admin::Init),
+            Command::Blacklist { action } => Parsed::Blacklist(action),
+            Command::Call(args) => Parsed::Desk(calls::DeskCommand::Call(args)),
+            Command::Hangup(args) => Parsed::Desk(calls::DeskCommand::Hangup(args)),
+            Command::Disposition { action } => Parsed::Desk(calls::DeskCommand::Disposition(action)),
             Command::Sources { action: SourcesAction::List } => Parsed::Admin(Admin::ListSources),
             Command::Profiles { action: ProfilesAction::List } => Parsed::Admin(Admin::ListProfiles),
             Command::Profiles { action: ProfilesAction::Delete { id } } => {
@@ -236,6 +260,8 @@ async fn run(command: Parsed, settings: Settings) -> ExitCode {
     runtime::cancel_on_signal(cancel.clone());
     match command {
         Parsed::Run(service) => run_service(service, settings, cancel).await,
+        Parsed::Blacklist(action) => blacklist::run(action, &settings, &cancel).await,
+        Parsed::Desk(command) => calls::run(command, &cancel).await,
         Parsed::Admin(command) => match admin(command, &settings, &cancel).await {
             Ok(()) => ExitCode::SUCCESS,
             Err(error) => {
