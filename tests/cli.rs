@@ -517,19 +517,7 @@ async fn dispositions(
     // The call's webhooks: the call log has it, then its wrap-up can be set.
     assert_eq!(ingress.name, "ingress");
     let ingress = ingress.url("/v1/webhooks/acme-twilio");
-    for request in fixture["requests"].as_array().context("requests")? {
-        let mut headers: Vec<(String, String)> = request["headers"]
-            .as_object()
-            .map(|h| h.iter().map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_owned())).collect())
-            .unwrap_or_default();
-        headers
-            .push(("content-type".into(), request["content_type"].as_str().unwrap_or_default().to_owned()));
-        let headers: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-        let url = format!("{ingress}{}", request["subpath"].as_str().unwrap_or_default());
-        let body = request["body"].as_str().unwrap_or_default().to_owned();
-        let answer = send(&client, "POST", &url, &headers, body).await?;
-        ensure!(answer.status < 300, "webhook {}: {:?}", answer.status, answer.body);
-    }
+    switchboard_tests::post_fixture_requests(&client, &ingress, fixture).await?;
     let db = env.db().await?;
     wait_until(Duration::from_secs(30), async || {
         let row = db

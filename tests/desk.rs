@@ -783,19 +783,7 @@ async fn click_to_call_places_one_call_per_key_and_links_the_calls_webhooks() ->
 
     // The call's own webhooks arrive: the call log has it, and the request links to it.
     let ingress = desk.ingress.as_ref().context("ingress")?.url("/v1/webhooks/acme-twilio");
-    for request in fixture["requests"].as_array().context("requests")? {
-        let mut headers: Vec<(String, String)> = request["headers"]
-            .as_object()
-            .map(|h| h.iter().map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_owned())).collect())
-            .unwrap_or_default();
-        headers
-            .push(("content-type".into(), request["content_type"].as_str().unwrap_or_default().to_owned()));
-        let headers: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-        let url = format!("{ingress}{}", request["subpath"].as_str().unwrap_or_default());
-        let body = request["body"].as_str().unwrap_or_default().to_owned();
-        let answer = send(&desk.client, "POST", &url, &headers, body).await?;
-        ensure!(answer.status < 300, "webhook {}: {:?}", answer.status, answer.body);
-    }
+    switchboard_tests::post_fixture_requests(&desk.client, &ingress, &fixture).await?;
     let request_id = placed["request_id"].as_str().context("request_id")?.to_owned();
     let deadline = Instant::now() + Duration::from_secs(30);
     let linked = loop {

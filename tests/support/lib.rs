@@ -428,6 +428,29 @@ pub async fn post_webhook(
     .await
 }
 
+/// Posts every request of a vendor fixture (`tests/fixtures/<vendor>/*.json`: its headers,
+/// content type, subpath and body) to `ingress_url` (the source's webhook URL), in order; each
+/// must be accepted.
+pub async fn post_fixture_requests(
+    client: &HttpClient,
+    ingress_url: &str,
+    fixture: &serde_json::Value,
+) -> anyhow::Result<()> {
+    for request in fixture["requests"].as_array().context("requests")? {
+        let text = |v: &serde_json::Value| v.as_str().unwrap_or_default().to_owned();
+        let mut headers: Vec<(String, String)> = request["headers"]
+            .as_object()
+            .map(|h| h.iter().map(|(k, v)| (k.clone(), text(v))).collect())
+            .unwrap_or_default();
+        headers.push(("content-type".into(), text(&request["content_type"])));
+        let headers: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        let url = format!("{ingress_url}{}", text(&request["subpath"]));
+        let answer = send(client, "POST", &url, &headers, text(&request["body"])).await?;
+        anyhow::ensure!(answer.status < 300, "webhook {}: {:?}", answer.status, answer.body);
+    }
+    Ok(())
+}
+
 /// The webhooks of `calls` complete calls, four events each: the call rings, an agent's leg is
 /// answered, the leg hangs up, the call ends. Distinct bodies, so distinct events.
 pub fn call_webhooks(run: &str, calls: usize) -> Vec<String> {
