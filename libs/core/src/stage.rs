@@ -62,8 +62,10 @@ pub struct Poison {
 }
 
 impl Poison {
+    /// A poison with `reason`, less any PostgreSQL `DETAIL`/`HINT` lines (they quote row values,
+    /// such as phone numbers, which a dead letter must not carry).
     pub fn new(class: PoisonClass, reason: impl Into<String>) -> Self {
-        Self { class, reason: reason.into() }
+        Self { class, reason: crate::errors::without_detail(&reason.into()) }
     }
 }
 
@@ -294,5 +296,20 @@ fn store_offset(ctx: &StageContext, record: &Inbound) {
     // record, which the idempotent downstream absorbs.
     if let Err(error) = ctx.consumer.store_offset(&record.topic, record.partition, record.offset) {
         tracing::debug!(%error, partition = record.partition, "Offset not stored (partition revoked).");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_dead_letters_reason_leaves_out_what_postgres_quotes_of_the_row() {
+        let reason = "rows refused by PostgreSQL: db error: ERROR: duplicate key value violates unique constraint \"calls_pkey\"\nDETAIL: Key (source_id, call_id)=(pbx, +442079460000) already exists.";
+        let poison = Poison::new(PoisonClass::Rejected, reason);
+        assert_eq!(
+            poison.reason,
+            "rows refused by PostgreSQL: db error: ERROR: duplicate key value violates unique constraint \"calls_pkey\""
+        );
     }
 }

@@ -326,9 +326,10 @@ impl Writer {
                 for (record, event) in sources.iter().zip(&events) {
                     match self.write_with_retry(std::slice::from_ref(event), cancel).await {
                         Some(Ok(())) => {}
-                        Some(Err(error)) => {
-                            poisoned.push((record, Poison::new(PoisonClass::Rejected, error.to_string())))
-                        }
+                        Some(Err(error)) => poisoned.push((
+                            record,
+                            Poison::new(PoisonClass::Rejected, switchboard_core::pg::error_chain(&error)),
+                        )),
                         None => return Ok(false),
                     }
                 }

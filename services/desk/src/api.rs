@@ -57,7 +57,7 @@ pub(crate) fn json(status: StatusCode, value: &Value) -> Answer {
 }
 
 pub(crate) fn unavailable(failure: &dyn std::error::Error) -> Answer {
-    tracing::warn!(error = %failure, "Desk request failed on a dependency.");
+    tracing::warn!(error = %switchboard_core::pg::error_chain(failure), "Desk request failed on a dependency.");
     error(
         StatusCode::SERVICE_UNAVAILABLE,
         "unavailable",

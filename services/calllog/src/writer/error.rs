@@ -23,14 +23,14 @@ impl From<tokio_postgres::Error> for WriteError {
         match class {
             // 22: data exception; 23: integrity constraint violation.
             Some("22" | "23") => WriteError::Rejected(error),
-            _ => WriteError::Transient(error.to_string()),
+            _ => WriteError::Transient(switchboard_core::pg::error_chain(&error)),
         }
     }
 }
 
 impl From<PoolError> for WriteError {
     fn from(error: PoolError) -> Self {
-        WriteError::Transient(error.to_string())
+        WriteError::Transient(switchboard_core::pg::error_chain(&error))
     }
 }
 
