@@ -410,6 +410,11 @@ pub struct RecordingsSettings {
     /// refuses to start without one; the api then answers recording links 503.
     #[serde(deserialize_with = "secret_scalar")]
     pub link_key: Secret,
+    /// The key before the last rotation, at least 32 bytes when set: links it signed still open
+    /// (new ones are signed with `link_key`), so that rotating the key does not break the links
+    /// already pasted into CRMs. Keep it until those links expire (`link_ttl_secs`), then unset.
+    #[serde(deserialize_with = "secret_scalar")]
+    pub previous_link_key: Secret,
     /// Where CRM users reach the api: links are `<public_url>/v1/recordings/<id>?token=...`.
     pub public_url: String,
     /// How long a link works after the call's recording was first reported.
@@ -431,6 +436,7 @@ impl Default for RecordingsSettings {
     fn default() -> Self {
         Self {
             link_key: Secret::default(),
+            previous_link_key: Secret::default(),
             public_url: "http://127.0.0.1:8081".into(),
             link_ttl_secs: 365 * 24 * 3600,
             max_attempts: 12,
@@ -784,6 +790,9 @@ impl Settings {
         let r = &self.recordings;
         if !r.link_key.is_empty() && r.link_key.expose().len() < MIN_LINK_KEY_BYTES {
             return fail(format!("recordings.link_key must be at least {MIN_LINK_KEY_BYTES} bytes"));
+        }
+        if !r.previous_link_key.is_empty() && r.previous_link_key.expose().len() < MIN_LINK_KEY_BYTES {
+            return fail(format!("recordings.previous_link_key must be at least {MIN_LINK_KEY_BYTES} bytes"));
         }
         let url_ok =
             |u: &str| (u.starts_with("https://") || u.starts_with("http://")) && !u.contains(['?', '#', ' ']);

@@ -14,6 +14,10 @@
 //! looking at the expiry, so a forged token learns nothing about either. The expiry is the time
 //! the recording was first reported plus `recordings.link_ttl_secs`, so every event about one
 //! recording carries the same link.
+//!
+//! Key rotation: links are signed with `recordings.link_key`; a token that does not match it is
+//! checked against `recordings.previous_link_key` too, when one is set, so that the links already
+//! in CRMs keep working after a rotation.
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -45,6 +49,8 @@ pub enum Refusal {
 #[derive(Clone)]
 pub struct LinkSigner {
     key: Secret,
+    /// The key before the last rotation: it verifies, never signs.
+    previous: Option<Secret>,
     public_url: String,
     ttl_secs: i64,
 }
@@ -64,14 +70,19 @@ impl LinkSigner {
         let r = &settings.recordings;
         (!r.link_key.is_empty()).then(|| Self {
             key: r.link_key.clone(),
+            previous: Some(r.previous_link_key.clone()).filter(|k| !k.is_empty()),
             public_url: settings.recordings_public_url().to_owned(),
             ttl_secs: i64::try_from(r.link_ttl_secs).unwrap_or(i64::MAX),
         })
     }
 
     fn mac(&self, id: &str, expires: i64) -> Hmac<Sha256> {
+        Self::mac_with(&self.key, id, expires)
+    }
+
+    fn mac_with(key: &Secret, id: &str, expires: i64) -> Hmac<Sha256> {
         // HMAC takes keys of any length; an error here cannot happen.
-        let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(self.key.expose().as_bytes())
+        let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(key.expose().as_bytes())
             .unwrap_or_else(|_| unreachable!("HMAC accepts any key length"));
         mac.update(format!("{CONTEXT}\n{id}\n{expires}").as_bytes());
         mac
@@ -99,7 +110,10 @@ impl LinkSigner {
         };
         let expires: i64 = expires.parse().map_err(|_| Refusal::Malformed)?;
         let signature = URL_SAFE_NO_PAD.decode(signature).map_err(|_| Refusal::Malformed)?;
-        self.mac(id, expires).verify_slice(&signature).map_err(|_| Refusal::Forged)?;
+        let signed_by = |key: &Secret| Self::mac_with(key, id, expires).verify_slice(&signature).is_ok();
+        if !signed_by(&self.key) && !self.previous.as_ref().is_some_and(signed_by) {
+            return Err(Refusal::Forged);
+        }
         if now.timestamp() >= expires {
             return Err(Refusal::Expired);
         }
@@ -161,6 +175,31 @@ mod tests {
         assert_eq!(signer.verify(&id, Some(token), at(10)), Ok(()));
         assert_eq!(signer.verify(&id, Some(token), at(3599)), Ok(()));
         assert_eq!(signer.verify(&id, Some(token), at(3600)), Err(Refusal::Expired));
+    }
+
+    #[test]
+    fn after_a_rotation_links_of_the_previous_key_still_open_and_new_ones_use_the_new_key() {
+        let old = signer();
+        let id = recording_key(&SourceId::parse("pbx").expect("id"), "call-1", "R1");
+        let pasted = old.token(&id, at(3600).timestamp());
+        let rotated = |previous: Option<&str>| {
+            let mut vars =
+                vec![("SWITCHBOARD_RECORDINGS__LINK_KEY", "the-new-link-key-of-at-least-32-bytes")];
+            vars.extend(previous.map(|p| ("SWITCHBOARD_RECORDINGS__PREVIOUS_LINK_KEY", p)));
+            LinkSigner::from_settings(&Settings::from_vars(vars).expect("settings")).expect("a key")
+        };
+        let signer = rotated(Some("a-link-key-of-at-least-thirty-two-bytes"));
+        assert_eq!(signer.verify(&id, Some(&pasted), at(0)), Ok(()), "a link already in a CRM");
+        let fresh = signer.token(&id, at(3600).timestamp());
+        assert_ne!(fresh, pasted, "new links are signed with the new key");
+        assert_eq!(rotated(None).verify(&id, Some(&fresh), at(0)), Ok(()));
+        assert_eq!(rotated(None).verify(&id, Some(&pasted), at(0)), Err(Refusal::Forged), "once unset");
+        assert_eq!(signer.verify(&id, Some(&pasted), at(3600)), Err(Refusal::Expired));
+        let short = Settings::from_vars([
+            ("SWITCHBOARD_RECORDINGS__LINK_KEY", "the-new-link-key-of-at-least-32-bytes"),
+            ("SWITCHBOARD_RECORDINGS__PREVIOUS_LINK_KEY", "short"),
+        ]);
+        assert!(short.is_err(), "a previous key is held to the same length");
     }
 
     #[test]
