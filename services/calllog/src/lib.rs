@@ -320,7 +320,7 @@ impl Writer {
         }
         match self.write_with_retry(&events, cancel).await {
             Some(Ok(())) => {}
-            Some(Err(error @ (WriteError::Rejected(_) | WriteError::Encode(_)))) => {
+            Some(Err(error)) if !error.is_transient() => {
                 // Something in the batch is refused; find it by writing events one at a time.
                 tracing::warn!(%error, "Batch refused; writing its events one by one.");
                 for (record, event) in sources.iter().zip(&events) {
@@ -334,7 +334,7 @@ impl Writer {
                     }
                 }
             }
-            Some(Err(WriteError::Transient(_))) | None => return Ok(false),
+            Some(Err(_)) | None => return Ok(false),
         }
 
         let target = DeadLetterTarget {
@@ -395,10 +395,11 @@ impl Writer {
                     }
                     return Some(Ok(()));
                 }
-                Err(error @ (WriteError::Rejected(_) | WriteError::Encode(_))) => return Some(Err(error)),
-                Err(WriteError::Transient(reason)) => {
+                Err(error) if !error.is_transient() => return Some(Err(error)),
+                Err(error) => {
                     metrics::TRANSIENT_RETRIES.with_label_values(&[STAGE, "postgres"]).inc();
                     let delay = backoff.next_delay();
+                    let reason = switchboard_core::pg::error_chain(&error);
                     tracing::warn!(%reason, ?delay, "Call-log write failed; retrying.");
                     if cancel.is_cancelled() {
                         let deadline = *gave_up_at

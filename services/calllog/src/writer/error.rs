@@ -11,10 +11,23 @@ pub enum WriteError {
     #[error("rows refused by PostgreSQL: {0}")]
     Rejected(#[source] tokio_postgres::Error),
     /// The database is unreachable, restarting, or the transaction lost a race: retry.
-    #[error("PostgreSQL unavailable: {0}")]
-    Transient(String),
+    #[error("PostgreSQL unavailable")]
+    Unavailable(#[source] tokio_postgres::Error),
+    #[error("no PostgreSQL connection")]
+    Pool(#[source] PoolError),
+    /// A call changed under its lock, which cannot happen unless something outside the call log
+    /// wrote it: retry the batch, reading the calls again.
+    #[error("a call changed under its lock")]
+    Raced,
     #[error("cannot encode a call record: {0}")]
     Encode(#[from] switchboard_core::avro::CodecError),
+}
+
+impl WriteError {
+    /// Whether writing the same rows again can succeed.
+    pub fn is_transient(&self) -> bool {
+        matches!(self, WriteError::Unavailable(_) | WriteError::Pool(_) | WriteError::Raced)
+    }
 }
 
 impl From<tokio_postgres::Error> for WriteError {
@@ -23,14 +36,14 @@ impl From<tokio_postgres::Error> for WriteError {
         match class {
             // 22: data exception; 23: integrity constraint violation.
             Some("22" | "23") => WriteError::Rejected(error),
-            _ => WriteError::Transient(switchboard_core::pg::error_chain(&error)),
+            _ => WriteError::Unavailable(error),
         }
     }
 }
 
 impl From<PoolError> for WriteError {
     fn from(error: PoolError) -> Self {
-        WriteError::Transient(switchboard_core::pg::error_chain(&error))
+        WriteError::Pool(error)
     }
 }
 

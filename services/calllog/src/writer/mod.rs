@@ -132,7 +132,7 @@ impl CallLog {
                     if !use_cache {
                         // Under the calls' locks what was read cannot change; should it, the
                         // service retries the batch.
-                        return Err(WriteError::Transient("a call changed under its lock".into()));
+                        return Err(WriteError::Raced);
                     }
                     use_cache = false;
                 }
@@ -274,7 +274,7 @@ impl CallLog {
         }
         if self.write(&tx, prepared, false, &mut outcome).await? > 0 {
             // Read under the locks, so no other writer can have changed them.
-            return Err(WriteError::Transient("a call changed under its lock".into()));
+            return Err(WriteError::Raced);
         }
         tx.commit().await?;
         Ok((locked.len(), outcome))
