@@ -161,11 +161,23 @@ pub async fn create(
     Ok(NewSource { id: id.clone(), vendor, secret })
 }
 
-/// `(id, vendor, region, enabled)` of every source, for the CLI.
-pub async fn list(pool: &Pool) -> Result<Vec<(String, String, String, bool)>, SourceError> {
+/// A source as the CLI lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SourceSummary {
+    pub id: String,
+    pub vendor: String,
+    pub region: String,
+    pub enabled: bool,
+}
+
+/// Every source, by id.
+pub async fn list(pool: &Pool) -> Result<Vec<SourceSummary>, SourceError> {
     let client = pool.get().await?;
     let rows = client
         .query("SELECT id, vendor, default_region, disabled_at IS NULL FROM sources ORDER BY id", &[])
         .await?;
-    Ok(rows.iter().map(|r| (r.get(0), r.get(1), r.get(2), r.get(3))).collect())
+    Ok(rows
+        .iter()
+        .map(|r| SourceSummary { id: r.get(0), vendor: r.get(1), region: r.get(2), enabled: r.get(3) })
+        .collect())
 }

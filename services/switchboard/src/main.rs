@@ -351,9 +351,9 @@ async fn admin(command: Admin, settings: &Settings, cancel: &CancellationToken) 
             }
         }
         Admin::ListSources => {
-            for (id, vendor, region, enabled) in switchboard_ingress::sources::list(&pool).await? {
-                let state = if enabled { "enabled" } else { "disabled" };
-                println!("{id}\t{vendor}\t{region}\t{state}");
+            for source in switchboard_ingress::sources::list(&pool).await? {
+                let state = if source.enabled { "enabled" } else { "disabled" };
+                println!("{}\t{}\t{}\t{state}", source.id, source.vendor, source.region);
             }
         }
         Admin::PutProfile { id, profile } => {
