@@ -302,11 +302,11 @@ impl Default for CalllogSettings {
 }
 
 /// Who may call the HTTP APIs (call-log queries, directory admin): bearer tokens, compared in
-/// constant time. Empty means the APIs refuse every request.
-#[derive(Clone, Serialize, Deserialize)]
+/// constant time. Empty means the APIs refuse every request. `Secret`: never shown by `Debug`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ApiSettings {
-    pub tokens: Vec<String>,
+    pub tokens: Vec<Secret>,
     /// The longest one query of the API may take before the client gets 503 (a stalled database
     /// answers nothing; an indexed call-log page takes milliseconds).
     pub query_timeout_ms: u64,
@@ -318,15 +318,6 @@ impl Default for ApiSettings {
     }
 }
 
-impl std::fmt::Debug for ApiSettings {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ApiSettings")
-            .field("tokens", &format!("{} configured", self.tokens.len()))
-            .field("query_timeout_ms", &self.query_timeout_ms)
-            .finish()
-    }
-}
-
 impl ApiSettings {
     /// Whether an `Authorization` header value carries one of the configured tokens.
     pub fn authorizes(&self, authorization: Option<&str>) -> bool {
@@ -335,14 +326,14 @@ impl ApiSettings {
             return false;
         };
         // Every token is compared, so timing does not tell which (if any) matched.
-        self.tokens
-            .iter()
-            .fold(false, |found, known| found | bool::from(known.as_bytes().ct_eq(token.trim().as_bytes())))
+        self.tokens.iter().fold(false, |found, known| {
+            found | bool::from(known.expose().as_bytes().ct_eq(token.trim().as_bytes()))
+        })
     }
 }
 
 /// The IVR routing lookup.
-#[derive(Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct RouterSettings {
     /// Name of the Telphin `SetVar` variable that carries the extension.
@@ -365,25 +356,10 @@ pub struct RouterSettings {
     pub region: String,
     /// Tokens a lookup must carry as `?token=` (PBXs cannot send headers). A lookup without one
     /// of them gets only the fallback answer. Required unless `open_lookups` says otherwise.
-    pub lookup_tokens: Vec<String>,
+    pub lookup_tokens: Vec<Secret>,
     /// Answer lookups without a token, as in Telphin's own examples: only where the router port
     /// is reachable from the PBX's addresses alone. The router refuses to start with neither.
     pub open_lookups: bool,
-}
-
-/// Written by hand so that the lookup tokens never reach a log.
-impl std::fmt::Debug for RouterSettings {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RouterSettings")
-            .field("telphin_variable", &self.telphin_variable)
-            .field("fallback", &self.fallback)
-            .field("blacklist_target", &self.blacklist_target)
-            .field("lookup_timeout_ms", &self.lookup_timeout_ms)
-            .field("region", &self.region)
-            .field("lookup_tokens", &format!("{} configured", self.lookup_tokens.len()))
-            .field("open_lookups", &self.open_lookups)
-            .finish()
-    }
 }
 
 impl Default for RouterSettings {

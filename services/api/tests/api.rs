@@ -167,7 +167,10 @@ impl Fixture {
                 create_database: false,
                 ..PostgresSettings::default()
             },
-            api: switchboard_core::config::ApiSettings { tokens: vec![TOKEN.into()], ..Default::default() },
+            api: switchboard_core::config::ApiSettings {
+                tokens: vec![switchboard_core::model::Secret::new(TOKEN)],
+                ..Default::default()
+            },
             ..Settings::default()
         };
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");

@@ -220,7 +220,9 @@ impl Router {
         let Some(token) = token else { return false };
         use subtle::ConstantTimeEq;
         // Every token is compared, so timing does not tell which one matched.
-        tokens.iter().fold(false, |found, known| found | bool::from(known.as_bytes().ct_eq(token.as_bytes())))
+        tokens
+            .iter()
+            .fold(false, |found, known| found | bool::from(known.expose().as_bytes().ct_eq(token.as_bytes())))
     }
 }
 
