@@ -14,7 +14,9 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 pub mod call_record;
+pub mod source_settings;
 pub use call_record::{AgentRef, CallRecord, CallStatus, Completion, LegRecord, Outcome};
+pub use source_settings::SourceSettings;
 
 /// Why a value from the outside world was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

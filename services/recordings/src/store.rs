@@ -11,8 +11,8 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use switchboard_adapters::SourceSettings;
 use switchboard_core::deadpool_postgres::Pool;
+use switchboard_core::model::SourceSettings;
 use switchboard_core::model::{CallEvent, CallId, LegId, RecordingStatus, Secret, SourceId, Vendor};
 use switchboard_core::tokio_postgres::{self, Row};
 

@@ -460,7 +460,7 @@ mod tests {
     use hyper::body::Incoming;
     use hyper::service::service_fn;
     use hyper_util::rt::TokioIo;
-    use switchboard_adapters::SourceSettings;
+    use switchboard_core::model::SourceSettings;
     use switchboard_core::model::{CallId, RecordingStatus, SourceId};
 
     use super::*;
