@@ -4,7 +4,7 @@ use std::collections::HashSet;
 use std::net::TcpListener as StdListener;
 use std::sync::{Arc, Mutex};
 
-use switchboard_model::Secret;
+use switchboard_model::{Secret, SourceSettings};
 use switchboard_originate::{HangUpRequest, OriginateError, Vendor, VendorSettings, hang_up, originate};
 
 use crate::common::{
@@ -59,12 +59,15 @@ fn asterisk(channels: Arc<Mutex<HashSet<String>>>) -> AmiHandler {
 
 fn settings(ami: &FakeAmi) -> VendorSettings {
     VendorSettings {
-        ami_host: Some("127.0.0.1".into()),
-        ami_port: Some(ami.addr.port()),
-        ami_username: Some(AMI_USER.into()),
-        ami_secret: Some(Secret::new(AMI_SECRET)),
-        originate_context: Some("from-internal".into()),
-        ..VendorSettings::default()
+        stored: SourceSettings {
+            ami_host: Some("127.0.0.1".into()),
+            ami_port: Some(ami.addr.port()),
+            ami_username: Some(AMI_USER.into()),
+            ami_secret: Some(Secret::new(AMI_SECRET)),
+            originate_context: Some("from-internal".into()),
+            ..SourceSettings::default()
+        },
+        signing_secret: None,
     }
 }
 
@@ -179,12 +182,15 @@ async fn hangs_up_the_originated_channel_by_its_unique_id() {
 async fn no_manager_listening_is_unavailable() {
     let port = StdListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port();
     let settings = VendorSettings {
-        ami_host: Some("127.0.0.1".into()),
-        ami_port: Some(port),
-        ami_username: Some(AMI_USER.into()),
-        ami_secret: Some(Secret::new(AMI_SECRET)),
-        originate_context: Some("from-internal".into()),
-        ..VendorSettings::default()
+        stored: SourceSettings {
+            ami_host: Some("127.0.0.1".into()),
+            ami_port: Some(port),
+            ami_username: Some(AMI_USER.into()),
+            ami_secret: Some(Secret::new(AMI_SECRET)),
+            originate_context: Some("from-internal".into()),
+            ..SourceSettings::default()
+        },
+        signing_secret: None,
     };
     let error = originate(Vendor::Asterisk, &settings, &request(), &transport()).await.expect_err("down");
     assert!(matches!(&error, OriginateError::Unavailable(t) if t.contains("AMI")), "{error:?}");

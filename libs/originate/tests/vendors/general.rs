@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use serde_json::json;
-use switchboard_model::Secret;
+use switchboard_model::{Secret, SourceSettings};
 use switchboard_originate::{
     OriginateError, Transport, TransportConfig, Vendor, VendorSettings, can_hang_up, can_originate, originate,
 };
@@ -12,11 +12,14 @@ use crate::common::{FakeApi, json, request, transport};
 
 fn twilio_settings(url: String) -> VendorSettings {
     VendorSettings {
-        api_url: Some(url),
-        api_client_id: Some("AC1".into()),
-        api_client_secret: Some(Secret::new("token")),
-        originate_caller_id: Some("+442071838750".into()),
-        ..VendorSettings::default()
+        stored: SourceSettings {
+            api_url: Some(url),
+            api_client_id: Some("AC1".into()),
+            api_client_secret: Some(Secret::new("token")),
+            originate_caller_id: Some("+442071838750".into()),
+            ..SourceSettings::default()
+        },
+        signing_secret: None,
     }
 }
 
@@ -80,10 +83,12 @@ async fn no_vendor_listening_is_unavailable() {
 #[test]
 fn secrets_are_masked_in_debug() {
     let settings = VendorSettings {
-        api_client_secret: Some(Secret::new("api-secret-value")),
-        ami_secret: Some(Secret::new("ami-secret-value")),
+        stored: SourceSettings {
+            api_client_secret: Some(Secret::new("api-secret-value")),
+            ami_secret: Some(Secret::new("ami-secret-value")),
+            ..SourceSettings::default()
+        },
         signing_secret: Some(Secret::new("salt-value")),
-        ..VendorSettings::default()
     };
     let shown = format!("{settings:?}");
     assert!(!shown.contains("secret-value") && !shown.contains("salt-value"), "{shown}");

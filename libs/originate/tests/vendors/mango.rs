@@ -2,7 +2,7 @@
 
 use serde_json::json;
 use sha2::{Digest, Sha256};
-use switchboard_model::Secret;
+use switchboard_model::{Secret, SourceSettings};
 use switchboard_originate::{HangUpRequest, OriginateError, Vendor, VendorSettings, hang_up, originate};
 
 use crate::common::{Answer, FakeApi, Seen, json, request, transport};
@@ -45,11 +45,13 @@ fn mango(seen: &Seen) -> Answer {
 
 fn settings(api: &FakeApi) -> VendorSettings {
     VendorSettings {
-        api_url: Some(format!("{}/vpbx", api.url())),
-        api_key: Some(KEY.into()),
+        stored: SourceSettings {
+            api_url: Some(format!("{}/vpbx", api.url())),
+            api_key: Some(KEY.into()),
+            originate_caller_id: Some("+74994725673".into()),
+            ..SourceSettings::default()
+        },
         signing_secret: Some(Secret::new(SALT)),
-        originate_caller_id: Some("+74994725673".into()),
-        ..VendorSettings::default()
     }
 }
 

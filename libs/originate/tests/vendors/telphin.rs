@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use serde_json::json;
-use switchboard_model::Secret;
+use switchboard_model::{Secret, SourceSettings};
 use switchboard_originate::{OriginateError, Vendor, VendorSettings, originate};
 
 use crate::common::{Answer, FakeApi, Seen, json, quick_transport, request, slow, transport};
@@ -49,12 +49,15 @@ fn callback(seen: &Seen, valid_token: &str) -> Answer {
 
 fn settings(api: &FakeApi) -> VendorSettings {
     VendorSettings {
-        api_url: Some(format!("{}/api/ver1.0/", api.url())),
-        api_token_url: Some(format!("{}{TOKEN_PATH}", api.url())),
-        api_client_id: Some("app-id".into()),
-        api_client_secret: Some(Secret::new("app-secret")),
-        telphin_extension_id: Some("42".into()),
-        ..VendorSettings::default()
+        stored: SourceSettings {
+            api_url: Some(format!("{}/api/ver1.0/", api.url())),
+            api_token_url: Some(format!("{}{TOKEN_PATH}", api.url())),
+            api_client_id: Some("app-id".into()),
+            api_client_secret: Some(Secret::new("app-secret")),
+            telphin_extension_id: Some("42".into()),
+            ..SourceSettings::default()
+        },
+        signing_secret: None,
     }
 }
 

@@ -1,7 +1,7 @@
 //! Twilio's Calls resource, faked as documented: create and update (`Status=completed`).
 
 use serde_json::json;
-use switchboard_model::Secret;
+use switchboard_model::{Secret, SourceSettings};
 use switchboard_originate::{HangUpRequest, OriginateError, Vendor, VendorSettings, hang_up, originate};
 
 use crate::common::{Answer, FakeApi, Seen, json, request, transport};
@@ -61,11 +61,14 @@ fn base64_encode(text: &str) -> String {
 
 fn settings(api: &FakeApi) -> VendorSettings {
     VendorSettings {
-        api_url: Some(api.url()),
-        api_client_id: Some(ACCOUNT.into()),
-        api_client_secret: Some(Secret::new(TOKEN)),
-        originate_caller_id: Some("+442071838750".into()),
-        ..VendorSettings::default()
+        stored: SourceSettings {
+            api_url: Some(api.url()),
+            api_client_id: Some(ACCOUNT.into()),
+            api_client_secret: Some(Secret::new(TOKEN)),
+            originate_caller_id: Some("+442071838750".into()),
+            ..SourceSettings::default()
+        },
+        signing_secret: None,
     }
 }
 

@@ -1,6 +1,6 @@
 //! uContact's `AgentCall`, `HangupPhone` and `DispositionCall`, faked as documented.
 
-use switchboard_model::Secret;
+use switchboard_model::{Secret, SourceSettings};
 use switchboard_originate::{
     AgentEndpoint, DispositionRequest, HangUpRequest, OriginateError, Vendor, VendorSettings,
     can_set_disposition, hang_up, originate, set_disposition,
@@ -39,12 +39,15 @@ fn ucontact(seen: &Seen) -> Answer {
 
 fn settings(api: &FakeApi) -> VendorSettings {
     VendorSettings {
-        api_url: Some(api.url()),
-        api_client_secret: Some(Secret::new("QWRtaW46OTgzNWM1MjU=")),
-        originate_caller_id: Some("59821234567".into()),
-        originate_context: Some("agents".into()),
-        ucontact_outqueue: Some("Ventas->".into()),
-        ..VendorSettings::default()
+        stored: SourceSettings {
+            api_url: Some(api.url()),
+            api_client_secret: Some(Secret::new("QWRtaW46OTgzNWM1MjU=")),
+            originate_caller_id: Some("59821234567".into()),
+            originate_context: Some("agents".into()),
+            ucontact_outqueue: Some("Ventas->".into()),
+            ..SourceSettings::default()
+        },
+        signing_secret: None,
     }
 }
 

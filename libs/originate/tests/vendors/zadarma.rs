@@ -6,7 +6,7 @@ use base64::engine::general_purpose::STANDARD;
 use hmac::{Hmac, Mac};
 use md5::{Digest, Md5};
 use serde_json::json;
-use switchboard_model::Secret;
+use switchboard_model::{Secret, SourceSettings};
 use switchboard_originate::{
     HangUpRequest, OriginateError, Vendor, VendorSettings, can_hang_up, hang_up, originate,
 };
@@ -60,10 +60,13 @@ fn zadarma(seen: &Seen) -> Answer {
 
 fn settings(api: &FakeApi) -> VendorSettings {
     VendorSettings {
-        api_url: Some(api.url()),
-        api_client_id: Some(KEY.into()),
-        api_client_secret: Some(Secret::new(SECRET)),
-        ..VendorSettings::default()
+        stored: SourceSettings {
+            api_url: Some(api.url()),
+            api_client_id: Some(KEY.into()),
+            api_client_secret: Some(Secret::new(SECRET)),
+            ..SourceSettings::default()
+        },
+        signing_secret: None,
     }
 }
 
