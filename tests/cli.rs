@@ -576,3 +576,61 @@ async fn dispositions(
     assert_eq!((run.code, run.json()["error"].as_str()), (Some(1), Some("not_found")), "{run:?}");
     Ok(())
 }
+
+/// Secrets stay off the command line: `--signing-secret -` reads standard input and
+/// `--api-client-secret @file` a file; they are stored as given, without the final new line, and
+/// two arguments cannot both read standard input.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn source_secrets_are_read_from_standard_input_or_a_file() -> anyhow::Result<()> {
+    let env = TestEnv::new("cli-secrets");
+    env.init().await?;
+    let file = env.log_dir.join("api-secret.txt");
+    std::fs::write(&file, "telphin-client-secret\n")?;
+    let from_file = format!("@{}", file.display());
+    let added = switchboard(
+        &env,
+        &[
+            "sources",
+            "add",
+            "acme-tel",
+            "--vendor",
+            "telphin",
+            "--region",
+            "RU",
+            "--signing-secret",
+            "-",
+            "--api-client-id",
+            "client-1",
+            "--api-client-secret",
+            &from_file,
+            "--json",
+        ],
+        &[],
+        Some("webhook-signing-secret\n"),
+    )
+    .await?;
+    assert_eq!(added.code, Some(0), "{added:?}");
+    let row = env
+        .db()
+        .await?
+        .query_one(
+            "SELECT signing_secret, settings->>'api_client_secret' FROM sources WHERE id = 'acme-tel'",
+            &[],
+        )
+        .await?;
+    assert_eq!(
+        (row.get::<_, Option<String>>(0), row.get::<_, Option<String>>(1)),
+        (Some("webhook-signing-secret".to_owned()), Some("telphin-client-secret".to_owned()))
+    );
+    let both = switchboard(
+        &env,
+        &["sources", "add", "acme-2", "--signing-secret", "-", "--api-client-secret", "-"],
+        &[],
+        Some("x\n"),
+    )
+    .await?;
+    assert_ne!(both.code, Some(0), "{both:?}");
+    assert!(both.stderr.contains("cannot both read standard input"), "{both:?}");
+    env.cleanup().await;
+    Ok(())
+}

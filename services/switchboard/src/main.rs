@@ -9,6 +9,7 @@
 
 mod blacklist;
 mod calls;
+mod secret_input;
 
 use std::process::ExitCode;
 
@@ -88,13 +89,14 @@ enum SourcesAction {
         #[arg(long, default_value = "US")]
         region: String,
         /// The vendor's own signing key, for vendors that sign webhooks: Twilio auth token,
-        /// Zadarma API secret, Mango API salt, Aircall webhook token.
+        /// Zadarma API secret, Mango API salt, Aircall webhook token. `-` reads it from standard
+        /// input and `@<file>` from a file, which keeps it off the command line.
         #[arg(long)]
         signing_secret: Option<String>,
         /// Adapter settings as JSON: `public_url` (the URL the vendor calls; Twilio signs it),
         /// `api_key` (Mango), `timezone` (IANA zone of a PBX that sends local times),
         /// `match_agent_by_email`, and for recordings `recording_api_url`, `api_token_url`
-        /// (docs/vendors.md).
+        /// (docs/vendors.md). `-` or `@<file>` as for the secrets (settings may hold some).
         #[arg(long, default_value = "{}")]
         settings: String,
         /// The client of the vendor's API the recordings stage asks for recording links: Telphin
@@ -102,7 +104,7 @@ enum SourcesAction {
         #[arg(long)]
         api_client_id: Option<String>,
         /// Its secret: Telphin OAuth client secret, Zadarma API secret (default: the signing
-        /// secret), Aircall API token.
+        /// secret), Aircall API token. `-` or `@<file>` as for the signing secret.
         #[arg(long)]
         api_client_secret: Option<String>,
         /// Print the credentials as one JSON object, for scripts.
@@ -233,6 +235,11 @@ impl Parsed {
                         json,
                     },
             } => {
+                let mut input = secret_input::SecretInput::default();
+                let settings = input.read("--settings", settings)?;
+                let signing_secret = signing_secret.map(|s| input.read("--signing-secret", s)).transpose()?;
+                let api_client_secret =
+                    api_client_secret.map(|s| input.read("--api-client-secret", s)).transpose()?;
                 let mut settings: SourceSettings = serde_json::from_str(&settings).context("--settings")?;
                 // The flags win over the same keys in --settings.
                 if let Some(id) = api_client_id {
