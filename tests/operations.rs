@@ -338,6 +338,20 @@ async fn prometheus_scrapes_every_service_finds_the_key_series_and_fires_the_dea
     .await
     .with_context(|| format!("targets: {seen:?}"))?;
     assert_eq!(targets.keys().cloned().collect::<Vec<_>>(), ops_ports.keys().cloned().collect::<Vec<_>>());
+    // What PBXs, CRMs and browsers reach shows no metrics (#18): only the probes answer there.
+    let client = http_client();
+    for (name, service) in pipeline.services.iter().filter(|(_, s)| s.ops_port != s.port) {
+        let metrics = get(&client, &service.url("/metrics")).await?;
+        // 404, or 401 where every path but the probes needs a token (the dispatcher's API).
+        assert!(metrics.status == 404 || metrics.status == 401, "{name}'s public port: {}", metrics.status);
+        if ["ingress", "api", "router"].contains(&name.as_str()) {
+            assert_eq!(metrics.status, 404, "{name}'s public port");
+        }
+        assert_eq!(get(&client, &service.url("/healthz")).await?.status, 200, "{name}'s public port");
+    }
+    for name in ["ingress", "api", "router"] {
+        assert!(pipeline.services.get(name).is_some_and(|s| s.ops_port != s.port), "{name} has an ops port");
+    }
 
     // Traffic once Prometheus watches, so that it sees the counters move (an alert on increase()
     // needs a sample before the dead letter).

@@ -180,11 +180,15 @@ impl TestEnv {
         Ok(process)
     }
 
-    /// Starts one service without waiting for it. Ingress, the dispatcher and the desk get a second free
-    /// port for their ops endpoints; the other consumers serve them on their only port.
+    /// Starts one service without waiting for it. The services with a public port get a second free
+    /// port for their ops endpoints; the consumers serve them on their only port.
     pub fn spawn(&self, service: &str, overrides: &[(&str, &str)]) -> anyhow::Result<ServiceProcess> {
         let port = free_port();
-        let ops_port = if ["ingress", "dispatcher", "desk"].contains(&service) { free_port() } else { port };
+        let ops_port = if ["ingress", "api", "router", "dispatcher", "desk"].contains(&service) {
+            free_port()
+        } else {
+            port
+        };
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -257,7 +261,8 @@ pub struct ServiceProcess {
     pub name: String,
     /// The service's HTTP port: ingress's webhooks, the consumers' ops endpoints.
     pub port: u16,
-    /// Where `/metrics`, `/healthz` and `/readyz` answer (ingress: a port of its own).
+    /// Where `/metrics`, `/healthz` and `/readyz` answer (a port of its own for the services
+    /// with a public port).
     pub ops_port: u16,
     child: Child,
 }

@@ -204,9 +204,9 @@ impl Default for PostgresSettings {
 pub struct HttpSettings {
     /// Where the service listens; defaults to 0.0.0.0 on the service's own port.
     pub listen: Option<SocketAddr>,
-    /// Ingress and the dispatcher only: where their ops endpoints (`/metrics`, `/healthz`,
-    /// `/readyz`) listen, apart from their public port; defaults to 0.0.0.0:9100 (ingress) and
-    /// 0.0.0.0:9105 (dispatcher). The other consumers serve them on `listen`.
+    /// Services with a public port (ingress, api, router, dispatcher, desk) only: where their ops
+    /// endpoints (`/metrics`, `/healthz`, `/readyz`) listen, apart from the public port; defaults
+    /// to 0.0.0.0 on 9100, 9107, 9108, 9105 and 9106. The other consumers serve them on `listen`.
     pub ops_listen: Option<SocketAddr>,
     /// How long in-flight requests may take to finish after a shutdown signal.
     pub drain_timeout_ms: Option<u64>,
@@ -856,6 +856,14 @@ impl Settings {
                 "dispatcher.secrets_key (SWITCHBOARD_DISPATCHER__SECRETS_KEY) must be set, at least {MIN_LINK_KEY_BYTES} bytes"
             )));
         }
+        if service.has_public_port() && self.ops_listen_addr(service) == self.listen_addr(service) {
+            return Err(ConfigError::Invalid(format!(
+                "http.ops_listen (SWITCHBOARD_HTTP__OPS_LISTEN) is {}, the public port: {} keeps its metrics off \
+                 the port PBXs, CRMs and browsers reach, so give them a port of their own",
+                self.listen_addr(service),
+                service.name()
+            )));
+        }
         if service == Service::Desk && self.desk.token_key.is_empty() {
             return Err(ConfigError::Invalid(format!(
                 "desk.token_key (SWITCHBOARD_DESK__TOKEN_KEY) must be set, at least {MIN_LINK_KEY_BYTES} bytes"
@@ -873,14 +881,15 @@ impl Settings {
         self.http.listen.unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], service.default_port())))
     }
 
-    /// Where the service's ops endpoints listen: ingress's own ops port, the consumers' only port.
+    /// Where the service's ops endpoints listen: a port of their own for a service with a public
+    /// port, the consumers' only port.
     pub fn ops_listen_addr(&self, service: Service) -> SocketAddr {
-        match service {
-            Service::Ingress | Service::Dispatcher | Service::Desk => self
-                .http
+        if service.has_public_port() {
+            self.http
                 .ops_listen
-                .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], service.default_ops_port()))),
-            other => self.listen_addr(other),
+                .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], service.default_ops_port())))
+        } else {
+            self.listen_addr(service)
         }
     }
 }
@@ -961,6 +970,26 @@ mod tests {
         assert_eq!(settings.kafka.brokers, "kafka:9092", "the prefix is matched without regard to case");
         assert_eq!(settings.ops_listen_addr(Service::Ingress).port(), 9200);
         assert_eq!(settings.ops_listen_addr(Service::Calllog).port(), 9104, "consumers have one port");
+        let defaults = Settings::from_vars(Vec::<(String, String)>::new()).expect("defaults");
+        for (service, public, ops) in [(Service::Api, 8081, 9107), (Service::Router, 8082, 9108)] {
+            assert_eq!(defaults.listen_addr(service).port(), public);
+            assert_eq!(
+                defaults.ops_listen_addr(service).port(),
+                ops,
+                "{service:?}: metrics off the public port"
+            );
+        }
+        let same = Settings::from_vars([
+            ("SWITCHBOARD_HTTP__LISTEN", "0.0.0.0:8081"),
+            ("SWITCHBOARD_HTTP__OPS_LISTEN", "0.0.0.0:8081"),
+        ])
+        .expect("parses");
+        let error = same.validate_for(Service::Api).expect_err("metrics would be on the public port");
+        assert!(error.to_string().contains("SWITCHBOARD_HTTP__OPS_LISTEN"), "{error}");
+        assert!(
+            same.validate_for(Service::Calllog).is_ok(),
+            "a consumer's one port serves its ops endpoints"
+        );
         assert_eq!(settings.kafka.client["linger.ms"], "1");
         let error = Settings::from_vars([("SWITCHBOARD_KAFKA__PARTITON", "3")]).expect_err("a typo");
         assert!(error.to_string().contains("partiton"), "the error names the key: {error}");

@@ -11,8 +11,8 @@
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -33,7 +33,9 @@ pub type Body = Full<Bytes>;
 /// its connections are up, and not ready again as soon as shutdown begins. Something the service
 /// waits for beyond its own start-up (a Kafka consumer joining its group, see the module
 /// documentation) can [`hold`](Health::hold) readiness until it is [`released`](Health::release);
-/// this type knows nothing of what that is.
+/// this type knows nothing of what that is. A part that can no longer work at all (a Kafka
+/// producer's fatal error) [`fail`](Health::fail)s the service: `/healthz` answers 503 with the
+/// reason, so that a supervisor restarts it even if the process could not exit.
 #[derive(Debug)]
 pub struct Health {
     ready: AtomicBool,
@@ -41,6 +43,8 @@ pub struct Health {
     draining: AtomicBool,
     /// False while something the service waits for is held back.
     released: AtomicBool,
+    /// Why the service cannot go on, once something said so; for good.
+    failure: OnceLock<String>,
 }
 
 impl Default for Health {
@@ -49,6 +53,7 @@ impl Default for Health {
             ready: AtomicBool::new(false),
             draining: AtomicBool::new(false),
             released: AtomicBool::new(true),
+            failure: OnceLock::new(),
         }
     }
 }
@@ -66,6 +71,17 @@ impl Health {
         !self.draining.load(Ordering::Relaxed)
             && self.ready.load(Ordering::Relaxed)
             && self.released.load(Ordering::Relaxed)
+            && self.failure.get().is_none()
+    }
+
+    /// The service cannot go on: not alive nor ready from now on. The first reason is kept.
+    pub fn fail(&self, reason: impl Into<String>) {
+        let _ = self.failure.set(reason.into());
+    }
+
+    /// Why the service failed, if it did.
+    pub fn failure(&self) -> Option<&str> {
+        self.failure.get().map(String::as_str)
     }
 
     /// Shutdown has begun: not ready from now on, whatever the service still reports.
@@ -111,7 +127,13 @@ pub fn probe_response<B>(req: &Request<B>, health: &Health) -> Option<Response<B
         return matches!(req.uri().path(), "/healthz" | "/readyz").then(|| method_not_allowed("GET, HEAD"));
     }
     match req.uri().path() {
-        "/healthz" => Some(json(StatusCode::OK, &serde_json::json!({"status": "ok"}))),
+        "/healthz" => Some(match health.failure() {
+            None => json(StatusCode::OK, &serde_json::json!({"status": "ok"})),
+            Some(reason) => json(
+                StatusCode::SERVICE_UNAVAILABLE,
+                &serde_json::json!({"status": "failed", "reason": reason}),
+            ),
+        }),
         "/readyz" if health.is_ready() => Some(json(StatusCode::OK, &serde_json::json!({"status": "ready"}))),
         "/readyz" => Some(json(StatusCode::SERVICE_UNAVAILABLE, &serde_json::json!({"status": "not ready"}))),
         _ => None,
@@ -353,6 +375,24 @@ mod tests {
         assert!(!health.is_ready());
         health.set_ready(true);
         assert!(!health.is_ready(), "a late set_ready(true) does not undo a shutdown");
+    }
+
+    #[test]
+    fn a_failure_fails_the_liveness_probe_for_good() {
+        let health = Health::new();
+        health.set_ready(true);
+        health.fail("producer fenced");
+        health.fail("a later reason");
+        assert_eq!(health.failure(), Some("producer fenced"), "the first reason is kept");
+        assert!(!health.is_ready());
+        let live = probe_response(&get("/healthz"), &health).expect("an answer");
+        assert_eq!(live.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert!(format!("{:?}", live.body()).contains("producer fenced"), "the reason is told");
+        health.set_ready(true);
+        assert_eq!(
+            probe_response(&get("/readyz"), &health).map(|r| r.status()),
+            Some(StatusCode::SERVICE_UNAVAILABLE)
+        );
     }
 
     #[test]

@@ -3,9 +3,9 @@
 //! the dependencies up, mark ready, run until cancelled, then drain — not ready first, in-flight
 //! requests finished, background tasks stopped — and return.
 //!
-//! The ops endpoints (`/metrics`, `/healthz`, `/readyz`) are served on their own port when the
-//! service's settings give it one (ingress keeps them off the webhook port), else the handler
-//! answers them itself (`http::ops_response`).
+//! The ops endpoints (`/metrics`, `/healthz`, `/readyz`) are served on a port of their own
+//! (`http.ops_listen`), so that the public port shows no metrics; the handler answers the probes
+//! there too (`http::probe_response`), for load balancers that check the port they route to.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -64,14 +64,8 @@ where
 
     // The ops port outlives the public port's drain, so that probes and metrics answer to the end.
     let ops_cancel = CancellationToken::new();
-    let ops_addr = settings.ops_listen_addr(service);
-    // Decided by the settings, not by the bound port: a caller may bind the public port itself.
-    let ops = if ops_addr != settings.listen_addr(service) {
-        let ops_listener = crate::service::bind_ops(settings, service).await?;
-        Some(tokio::spawn(http::serve_ops(ops_listener, health.clone(), ops_cancel.clone())))
-    } else {
-        None
-    };
+    let ops_listener = crate::service::bind_ops(settings, service).await?;
+    let ops = tokio::spawn(http::serve_ops(ops_listener, health.clone(), ops_cancel.clone()));
 
     let drain = Duration::from_millis(settings.http.drain_timeout_ms.unwrap_or(10_000));
     let serve = move |req, remote| {
@@ -106,13 +100,11 @@ where
     let _ = server.await;
     draining.abort();
     ops_cancel.cancel();
-    if let Some(ops) = ops {
-        let _ = ops.await;
-    }
+    let _ = ops.await;
     let background = outcome?;
     for task in background {
         task.abort();
     }
     tracing::info!(service = service.name(), "Stopped.");
-    Ok(())
+    crate::service::outcome_of(Ok(()), &health)
 }

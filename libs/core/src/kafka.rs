@@ -54,6 +54,17 @@ pub enum ProduceError {
     /// Retrying cannot help (the record is too large for the broker, say).
     #[error("Kafka refused the record for good: {0}")]
     Permanent(#[source] KafkaError),
+    /// The producer itself cannot go on (librdkafka's fatal error, say a fenced or unauthorised
+    /// idempotent producer): nothing more will be acknowledged until the process restarts.
+    #[error("the Kafka producer failed for good: {0}")]
+    Fatal(String),
+}
+
+/// The producer's fatal error, if it has had one: an idempotent producer whose guarantees can no
+/// longer hold (fenced, unauthorised, out of sequence) fails every later record with
+/// `_FATAL`, so the only way on is a new process.
+pub fn fatal_error(producer: &FutureProducer) -> Option<String> {
+    producer.client().fatal_error().map(|(code, reason)| format!("{code:?}: {reason}"))
 }
 
 fn base_config(settings: &KafkaSettings, client_id: &str) -> ClientConfig {
@@ -428,6 +439,9 @@ pub async fn produce_until_acked(
         };
         if is_permanent(&error) {
             return Err(ProduceError::Permanent(error));
+        }
+        if error.rdkafka_error_code() == Some(RDKafkaErrorCode::Fatal) {
+            return Err(ProduceError::Fatal(fatal_error(producer).unwrap_or_else(|| error.to_string())));
         }
         metrics::TRANSIENT_RETRIES.with_label_values(&[stage, "kafka"]).inc();
         let delay = backoff.next_delay();

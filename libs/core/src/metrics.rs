@@ -185,6 +185,14 @@ pub static MONITOR_ERRORS: LazyLock<IntCounterVec> = LazyLock::new(|| {
     )
 });
 
+pub static PRODUCER_FATAL_ERRORS: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    counter(
+        "switchboard_kafka_producer_fatal_errors_total",
+        "Fatal errors of a Kafka producer (fenced, unauthorised); the service then fails and exits.",
+        &["stage"],
+    )
+});
+
 // ---- ingress ---------------------------------------------------------------------------------
 
 pub static INGRESS_REQUESTS: LazyLock<IntCounterVec> = LazyLock::new(|| {
@@ -542,7 +550,7 @@ pub static ORIGINATE_SECONDS: LazyLock<HistogramVec> = LazyLock::new(|| {
 
 /// Every metric Switchboard defines, whether or not this process has observed it yet.
 pub fn catalogue() -> Vec<MetricInfo> {
-    let all: [(&dyn Collector, &'static str); 50] = [
+    let all: [(&dyn Collector, &'static str); 51] = [
         (&*BUILD_INFO, "gauge"),
         (&*READY, "gauge"),
         (&*HTTP_CONNECTIONS_REFUSED, "counter"),
@@ -558,6 +566,7 @@ pub fn catalogue() -> Vec<MetricInfo> {
         (&*ASSIGNED_PARTITIONS, "gauge"),
         (&*GROUP_MEMBERS, "gauge"),
         (&*MONITOR_ERRORS, "counter"),
+        (&*PRODUCER_FATAL_ERRORS, "counter"),
         (&*INGRESS_REQUESTS, "counter"),
         (&*INGRESS_AUTH_FAILURES, "counter"),
         (&*INGRESS_BODY_BYTES, "histogram"),
@@ -623,11 +632,12 @@ pub fn init(service: &str) {
     if kind == Some(crate::topology::Service::Ingress) {
         // Ingress produces, but neither consumes nor dead-letters.
         let _ = PRODUCE_SECONDS.with_label_values(&[service]);
+        let _ = PRODUCER_FATAL_ERRORS.with_label_values(&[service]);
     }
     if !kind.is_none_or(crate::topology::Service::is_consumer) {
         return;
     }
-    for vec in [&*EVENTS_IN, &*EVENTS_OUT, &*CONSUME_ERRORS, &*MONITOR_ERRORS] {
+    for vec in [&*EVENTS_IN, &*EVENTS_OUT, &*CONSUME_ERRORS, &*MONITOR_ERRORS, &*PRODUCER_FATAL_ERRORS] {
         let _ = vec.with_label_values(&[service]);
     }
     // Not the assigned partitions: a broker that does not report assignments leaves that absent.

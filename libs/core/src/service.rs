@@ -7,8 +7,10 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use rdkafka::producer::FutureProducer;
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::avro::Codecs;
@@ -46,6 +48,10 @@ pub enum ServiceError {
         #[source]
         source: tokio::task::JoinError,
     },
+    /// A part the service cannot work without failed for good (a Kafka producer's fatal error);
+    /// the process exits so that its supervisor starts a new one.
+    #[error("failed for good: {0}")]
+    Fatal(String),
     /// A part of the service could not be set up; the source says why.
     #[error("{what}")]
     Setup {
@@ -63,12 +69,53 @@ pub async fn bind(settings: &Settings, service: Service) -> Result<TcpListener, 
 }
 
 /// Binds the service's ops port (`/metrics`, `/healthz`, `/readyz`), for the services that serve
-/// them apart from their public port (ingress, the dispatcher, the desk).
+/// them apart from their public port (ingress, the api, the router, the dispatcher, the desk).
 pub async fn bind_ops(settings: &Settings, service: Service) -> Result<TcpListener, ServiceError> {
     let addr = settings.ops_listen_addr(service);
     let listener = TcpListener::bind(addr).await.map_err(|source| ServiceError::Bind { addr, source })?;
     tracing::info!(%addr, "Ops endpoints (/metrics, /healthz, /readyz) listening.");
     Ok(listener)
+}
+
+/// How often [`watch_producer`] asks the producer for a fatal error: well within the 10 s in
+/// which a supervisor should hear of it.
+const FATAL_POLL: Duration = Duration::from_millis(500);
+
+/// Watches `producer` for a fatal error until `cancel` fires. On one, the service fails
+/// (`/healthz` answers 503 with the reason) and is stopped through `cancel`; its runner then
+/// returns [`ServiceError::Fatal`], so the process exits non-zero instead of answering 503 or
+/// retrying forever while it looks alive.
+pub fn watch_producer(
+    service: Service,
+    producer: &FutureProducer,
+    health: Arc<Health>,
+    cancel: CancellationToken,
+) -> JoinHandle<()> {
+    let producer = producer.clone();
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                _ = cancel.cancelled() => return,
+                _ = tokio::time::sleep(FATAL_POLL) => {}
+            }
+            if let Some(reason) = kafka::fatal_error(&producer) {
+                tracing::error!(%reason, "The Kafka producer failed for good; stopping the service.");
+                metrics::PRODUCER_FATAL_ERRORS.with_label_values(&[service.name()]).inc();
+                health.fail(format!("Kafka producer: {reason}"));
+                cancel.cancel();
+                return;
+            }
+        }
+    })
+}
+
+/// What a runner returns once its work is done: the work's own error first, else the failure
+/// the service's health recorded (see [`watch_producer`]).
+pub(crate) fn outcome_of(outcome: Result<(), ServiceError>, health: &Health) -> Result<(), ServiceError> {
+    match (outcome, health.failure()) {
+        (Ok(()), Some(reason)) => Err(ServiceError::Fatal(reason.to_owned())),
+        (outcome, _) => outcome,
+    }
 }
 
 /// Hands the consumers a service creates to its monitor: each holds the service's readiness
@@ -128,7 +175,7 @@ where
     // The monitor may be inside a blocking Kafka call (bounded by its timeout); nothing of it
     // needs to finish.
     monitor.abort();
-    outcome
+    outcome_of(outcome, &health)
 }
 
 /// How long one monitor call to the broker may block.
@@ -220,7 +267,7 @@ pub async fn run_stage<P: Processor>(
     cancel: CancellationToken,
 ) -> Result<(), ServiceError> {
     with_probes(service, listener, &cancel.clone(), |health, watcher| async move {
-        run_stage_inner(service, settings, input, make_processor, &health, &watcher, cancel).await
+        run_stage_inner(service, settings, input, make_processor, health, &watcher, cancel).await
     })
     .await
 }
@@ -230,7 +277,7 @@ async fn run_stage_inner<P: Processor>(
     settings: &Settings,
     input: fn(&Topics) -> &str,
     make_processor: impl FnOnce(Arc<Codecs>, &Topics) -> P,
-    health: &Health,
+    health: Arc<Health>,
     watcher: &ConsumerWatcher,
     cancel: CancellationToken,
 ) -> Result<(), ServiceError> {
@@ -243,6 +290,7 @@ async fn run_stage_inner<P: Processor>(
     // Stages retry a failed produce themselves, so the producer's own timeout only decides how
     // often a stuck record is re-enqueued.
     let producer = kafka::producer(&settings.kafka, service.name(), Duration::from_secs(30))?;
+    let fatal = watch_producer(service, &producer, health.clone(), cancel.clone());
     let (consumer, watch) = kafka::consumer(&settings.kafka, service, &[input(&topics)])?;
     watcher.watch(watch);
     let ctx = StageContext {
@@ -257,7 +305,83 @@ async fn run_stage_inner<P: Processor>(
     };
     health.set_ready(true);
     tracing::info!(service = service.name(), input = input(&topics), "Stage running.");
-    stage::run(ctx, processor, cancel).await?;
+    let outcome = stage::run(ctx, processor, cancel).await;
+    fatal.abort();
+    outcome?;
     tracing::info!(service = service.name(), "Stage stopped; offsets committed.");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Instant;
+
+    use rdkafka::mocking::MockCluster;
+    use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
+
+    use super::*;
+    use crate::config::KafkaSettings;
+    use crate::kafka::{Outbound, ProduceError};
+
+    /// A fatal producer error, injected the way a real broker causes one: it refuses the
+    /// idempotent producer its id (CLUSTER_AUTHORIZATION_FAILED, an unauthorised principal).
+    /// librdkafka's own mock cluster answers so; a real broker would need ACLs and SASL users.
+    #[tokio::test]
+    async fn a_fatal_producer_error_fails_the_service_and_stops_it_within_10_s() {
+        let cluster = MockCluster::new(1).expect("mock cluster");
+        cluster.request_errors(
+            RDKafkaApiKey::InitProducerId,
+            &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_CLUSTER_AUTHORIZATION_FAILED],
+        );
+        let settings = KafkaSettings { brokers: cluster.bootstrap_servers(), ..KafkaSettings::default() };
+        let producer = kafka::producer(&settings, "fatal-test", Duration::from_secs(5)).expect("producer");
+        let health = Health::new();
+        health.set_ready(true);
+        let cancel = CancellationToken::new();
+        let started = Instant::now();
+        let watch = watch_producer(Service::Ingress, &producer, health.clone(), cancel.clone());
+
+        tokio::time::timeout(Duration::from_secs(10), cancel.cancelled())
+            .await
+            .expect("the service is stopped within 10 s");
+        let reason = health.failure().expect("the service failed").to_owned();
+        assert!(reason.contains("Kafka producer"), "{reason}");
+        let live = http::probe_response(&hyper::Request::get("/healthz").body(()).expect("request"), &health)
+            .expect("an answer");
+        assert_eq!(live.status(), hyper::StatusCode::SERVICE_UNAVAILABLE, "/healthz fails");
+        assert!(!health.is_ready());
+        assert!(
+            matches!(outcome_of(Ok(()), &health), Err(ServiceError::Fatal(_))),
+            "the runner returns an error, so the process exits non-zero"
+        );
+        watch.await.expect("the watch ends");
+        let counted = metrics::PRODUCER_FATAL_ERRORS.with_label_values(&["ingress"]).get();
+        assert!(counted >= 1, "counted: {counted}");
+
+        // A stage's produce stops at once instead of retrying for ever.
+        let record = Outbound { topic: "t".into(), key: None, payload: b"x".to_vec() };
+        let produced = tokio::time::timeout(
+            Duration::from_secs(10),
+            kafka::produce_until_acked(&producer, &record, "test", Duration::from_secs(1)),
+        )
+        .await
+        .expect("no endless retry");
+        assert!(matches!(produced, Err(ProduceError::Fatal(_))), "{produced:?}");
+        assert!(started.elapsed() < Duration::from_secs(20));
+    }
+
+    #[tokio::test]
+    async fn a_healthy_producer_is_left_alone() {
+        let cluster = MockCluster::new(1).expect("mock cluster");
+        let settings = KafkaSettings { brokers: cluster.bootstrap_servers(), ..KafkaSettings::default() };
+        let producer = kafka::producer(&settings, "healthy-test", Duration::from_secs(5)).expect("producer");
+        let health = Health::new();
+        let cancel = CancellationToken::new();
+        let watch = watch_producer(Service::Ingress, &producer, health.clone(), cancel.clone());
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        assert!(!cancel.is_cancelled() && health.failure().is_none());
+        cancel.cancel();
+        watch.await.expect("the watch ends on cancel");
+        assert!(outcome_of(Ok(()), &health).is_ok());
+    }
 }

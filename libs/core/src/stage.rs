@@ -149,6 +149,7 @@ impl DeadLetterTarget<'_> {
         let letter = dead_letter(self.codecs, self.stage, self.topic, record, poison)?;
         match kafka::produce_until_acked(self.producer, &letter, self.stage, self.max_backoff).await {
             Ok(()) => Ok(()),
+            Err(fatal @ ProduceError::Fatal(_)) => Err(fatal.into()),
             Err(ProduceError::Permanent(error)) => {
                 tracing::warn!(%error, "Dead letter refused; sending it without the original payload.");
                 let reason = format!(
@@ -270,6 +271,9 @@ async fn handle<P: Processor>(
                 Some(ProduceError::Permanent(error)) => {
                     Poison::new(PoisonClass::Produce, format!("Kafka refused an output record: {error}"))
                 }
+                // The producer is gone for good: stop the stage without storing this offset; the
+                // record is processed again by the next process.
+                Some(fatal @ ProduceError::Fatal(_)) => return Err(fatal.into()),
             }
         }
         Err(poison) => poison,

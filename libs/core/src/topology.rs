@@ -98,15 +98,23 @@ impl Service {
         self.is_consumer() || self == Service::Desk
     }
 
-    /// Default port of the ops endpoints (`/metrics`, `/healthz`, `/readyz`). Ingress serves them
-    /// on a port of its own, 9100, so that the webhook port PBXs reach shows no metrics, and the
-    /// dispatcher and the desk, consumers with an API, on 9105 and 9106 beside their API ports;
-    /// every other service serves them on its one port.
+    /// Whether the service answers requests from outside (PBXs, CRMs, browsers) on a public port,
+    /// and so keeps its ops endpoints on a port of their own; the other consumers have one port.
+    pub fn has_public_port(self) -> bool {
+        !matches!(self, Service::Normalizer | Service::Matcher | Service::Recordings | Service::Calllog)
+    }
+
+    /// Default port of the ops endpoints (`/metrics`, `/healthz`, `/readyz`). Every service with a
+    /// public port serves them on a port of its own, so that what PBXs, CRMs and browsers reach
+    /// shows no metrics: ingress 9100, the dispatcher 9105, the desk 9106, the api 9107, the
+    /// router 9108; the consumers serve them on their one port.
     pub fn default_ops_port(self) -> u16 {
         match self {
             Service::Ingress => 9100,
             Service::Dispatcher => 9105,
             Service::Desk => 9106,
+            Service::Api => 9107,
+            Service::Router => 9108,
             other => other.default_port(),
         }
     }

@@ -121,7 +121,7 @@ fn unauthorized() -> Response<Body> {
 
 impl http_service::Handler for Api {
     async fn handle(&self, req: Request<Incoming>, _remote: SocketAddr) -> Response<Body> {
-        if let Some(response) = ops::ops_response(&req, &self.health) {
+        if let Some(response) = ops::probe_response(&req, &self.health) {
             return response;
         }
         let started = Instant::now();

@@ -171,6 +171,11 @@ impl Fixture {
                 tokens: vec![switchboard_core::model::Secret::new(TOKEN)],
                 ..Default::default()
             },
+            // The ops port (metrics) on a free port of its own, apart from the public one.
+            http: switchboard_core::config::HttpSettings {
+                ops_listen: Some(([127, 0, 0, 1], 0).into()),
+                ..Default::default()
+            },
             ..Settings::default()
         };
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
@@ -458,9 +463,9 @@ async fn refusals_say_why() {
     for probe in ["/healthz", "/readyz"] {
         assert_eq!(api.get_with(probe, None).await.0, 200, "{probe} needs no token");
     }
-    let (status, metrics, _) = api.get_with("/metrics", None).await;
-    assert_eq!(status, 200);
-    let text = metrics.as_str().expect("text");
+    // The public port shows no metrics (#18): they are on the ops port, in this process's registry.
+    assert_eq!(api.get_with("/metrics", None).await.0, 404, "no metrics on the public port");
+    let text = &switchboard_core::metrics::render();
     assert!(
         text.contains("switchboard_api_requests_total{endpoint=\"list_calls\",status=\"400\"}"),
         "{text}"

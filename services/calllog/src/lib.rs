@@ -95,6 +95,8 @@ pub async fn run(
         let max_backoff = Duration::from_millis(settings.pipeline.max_backoff_ms);
         let drain_timeout = Duration::from_millis(settings.pipeline.drain_timeout_ms);
         let producer = kafka::producer(&settings.kafka, STAGE, Duration::from_secs(30))?;
+        // Fails and stops the service on the producer's fatal error (it runs until `cancel`).
+        let _fatal = service::watch_producer(Service::Calllog, &producer, health.clone(), cancel.clone());
         let writer = Writer {
             store: store.clone(),
             consumer: {

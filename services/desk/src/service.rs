@@ -74,6 +74,8 @@ pub async fn run(
             "switchboard-desk",
             Duration::from_millis(settings.kafka.produce_timeout_ms),
         )?;
+        // Fails and stops the service on the producer's fatal error (it runs until `cancel`).
+        let _fatal = service::watch_producer(Service::Desk, &producer, health.clone(), cancel.clone());
         let directory = SharedDirectory::default();
         let background = cancel.child_token();
         let directory_watch = tokio::spawn(switchboard_directory::watch(

@@ -127,6 +127,8 @@ pub async fn run(
             "switchboard-dispatcher",
             Duration::from_millis(settings.kafka.produce_timeout_ms),
         )?;
+        // Fails and stops the service on the producer's fatal error (it runs until `cancel`).
+        let _fatal = service::watch_producer(Service::Dispatcher, &producer, health.clone(), cancel.clone());
         let scheduler = Scheduler {
             consumer,
             producer: producer.clone(),

@@ -48,7 +48,7 @@ use switchboard_core::http_service::{self, HttpService};
 use switchboard_core::model::{RawWebhook, call_partition_key};
 use switchboard_core::rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use switchboard_core::rdkafka::producer::{FutureProducer, FutureRecord};
-use switchboard_core::service::ServiceError;
+use switchboard_core::service::{self, ServiceError};
 use switchboard_core::{kafka, metrics, pg};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -113,7 +113,7 @@ pub async fn run(
         service: Service::Ingress,
         settings: &settings,
         listener,
-        health,
+        health: health.clone(),
         cancel: cancel.clone(),
     };
     // Webhooks get 503 until the database, the topics and the sources are there.
@@ -129,7 +129,11 @@ pub async fn run(
         let every = Duration::from_millis(settings.ingress.sources_refresh_ms);
         Ok(Some(vec![tokio::spawn(keep_sources_fresh(sources.clone(), pool, every, cancel.clone()))]))
     };
+    // A fatal producer error would otherwise leave ingress answering 503 for ever while it looks
+    // alive: it fails the service and stops it instead.
+    let fatal = service::watch_producer(Service::Ingress, &ingress.producer, health.clone(), cancel.clone());
     let outcome = http_service::run(spec, ingress.clone(), start).await;
+    fatal.abort();
     // Every 202 already waited for its ack; this only settles records whose requests timed out.
     kafka::flush(&ingress.producer, Duration::from_secs(5));
     outcome

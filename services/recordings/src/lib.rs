@@ -84,6 +84,8 @@ pub async fn run(
         // The stage and the resolver share one producer (one connection set, one idempotent
         // sequence per partition); the stage retries failed produces itself.
         let producer = kafka::producer(&settings.kafka, Service::Recordings.name(), Duration::from_secs(30))?;
+        // Fails and stops the service on the producer's fatal error (it runs until `cancel`).
+        let _fatal = service::watch_producer(Service::Recordings, &producer, health.clone(), cancel.clone());
         let (consumer, watch) = kafka::consumer(&settings.kafka, Service::Recordings, &[&topics.matched])?;
         watcher.watch(watch);
         let max_backoff = Duration::from_millis(settings.pipeline.max_backoff_ms);

@@ -109,7 +109,7 @@ pub async fn run(
 
 impl http_service::Handler for Router {
     async fn handle(&self, req: Request<Incoming>, _remote: SocketAddr) -> Response<Body> {
-        if let Some(response) = ops::ops_response(&req, &self.health) {
+        if let Some(response) = ops::probe_response(&req, &self.health) {
             return response;
         }
         let path = req.uri().path();
