@@ -634,3 +634,35 @@ async fn source_secrets_are_read_from_standard_input_or_a_file() -> anyhow::Resu
     env.cleanup().await;
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_profile_is_made_from_a_connector_with_its_settings_read_from_standard_input() -> anyhow::Result<()>
+{
+    let env = TestEnv::new("cli-connector");
+    env.init().await?;
+    let key = [("SWITCHBOARD_DISPATCHER__SECRETS_KEY", "cli-connector-secrets-key-of-32-bytes-or-more")];
+    let settings = r#"{"webhook_url": "https://acme.bitrix24.ru/rest/1/cl1t0ken/",
+        "users": {"users": {"101": "42"}, "default_user": "1"}}"#;
+    let made = switchboard(
+        &env,
+        &["profiles", "connector", "bx", "bitrix24", "--settings", "-"],
+        &key,
+        Some(settings),
+    )
+    .await?;
+    assert_eq!(made.code, Some(0), "{made:?}");
+    assert!(made.stdout.contains("Profile bx created"), "{made:?}");
+    let listed = switchboard(&env, &["profiles", "list"], &key, None).await?;
+    assert!(listed.stdout.contains("bx\tenabled\tBitrix24 telephony"), "{listed:?}");
+    let spec: Value =
+        env.db().await?.query_one("SELECT spec FROM delivery_profiles WHERE id = 'bx'", &[]).await?.get(0);
+    assert_eq!(spec["steps"][0]["request"]["url_secret"], "***");
+    assert!(!spec.to_string().contains("cl1t0ken"), "the token is sealed: {spec}");
+
+    let unknown =
+        switchboard(&env, &["profiles", "connector", "x", "zoho", "--settings", "{}"], &key, None).await?;
+    assert_ne!(unknown.code, Some(0), "{unknown:?}");
+    assert!(unknown.stderr.contains("hubspot, pipedrive, bitrix24, amocrm"), "{unknown:?}");
+    env.cleanup().await;
+    Ok(())
+}

@@ -1199,13 +1199,18 @@ async fn bitrix24_registers_finishes_and_attaches_a_late_recording() -> anyhow::
     let portal = "https://acme.bitrix24.ru";
     let settings = json!({"webhook_url": format!("{portal}{BITRIX_HOOK}"),
         "users": {"users": {"101": "42"}, "default_user": "1"}});
-    let _ = setup.put_connector("bitrix24", settings, portal, &bitrix.origin()).await?;
+    let stored = setup.put_connector("bitrix24", settings, portal, &bitrix.origin()).await?;
+    // The webhook's token is in the URL's path: sealed, never shown back (#15).
+    let token = BITRIX_HOOK.trim_matches('/').rsplit('/').next().context("the token")?;
+    ensure!(!stored.to_string().contains(token), "the stored profile shows the token: {stored}");
+    ensure!(stored["spec"]["steps"][0]["request"]["url_secret"] == "***", "{stored}");
 
     let recorded = recording_pending("bx-rec");
     setup.produce(&recorded).await?;
     setup.produce(&call("bx-missed", Direction::Inbound, Outcome::Missed)).await?;
     setup.produce(&call("bx-out", Direction::Outbound, Outcome::Answered)).await?;
-    setup.wait_delivered(&delivery_of("bitrix24", "bx-missed")).await?;
+    let delivered = setup.wait_delivered(&delivery_of("bitrix24", "bx-missed")).await?;
+    ensure!(!delivered.to_string().contains(token), "the attempt log shows the token: {delivered}");
     setup.wait_delivered(&delivery_of("bitrix24", "bx-out")).await?;
     setup.wait_for_recording(&delivery_of("bitrix24", "bx-rec")).await?;
 

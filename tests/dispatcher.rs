@@ -668,3 +668,46 @@ async fn an_unreadable_record_is_dead_lettered_with_the_reason() -> anyhow::Resu
     setup.done().await?;
     Ok(())
 }
+
+/// A user picks a CRM by name and gives its settings: the connector's profile is stored as if
+/// written by hand, its secrets sealed and shown as `***`; an unknown name or bad settings are a
+/// 400 that says why (#15).
+#[tokio::test]
+async fn a_profile_is_created_from_a_connector_by_name() -> anyhow::Result<()> {
+    let setup = setup("dsp-connector").await?;
+    let (status, body) = setup.api("GET", "/v1/connectors", None).await?;
+    ensure!(
+        status == 200 && body["connectors"] == json!(["hubspot", "pipedrive", "bitrix24", "amocrm"]),
+        "{body}"
+    );
+
+    let settings = json!({"webhook_url": "https://acme.bitrix24.ru/rest/1/w3bh00kt0ken/",
+        "users": {"users": {"101": "42"}, "default_user": "1"}});
+    let choice = json!({"connector": "bitrix24", "settings": settings});
+    let (status, stored) = setup.api("PUT", "/v1/profiles/bx/connector", Some(choice.clone())).await?;
+    ensure!(status == 201, "{status} {stored}");
+    let expected = switchboard_dispatcher::connectors::by_name("bitrix24", settings)?;
+    ensure!(
+        stored["spec"]["steps"] == switchboard_dispatcher::store::redacted(&expected)["steps"],
+        "{stored}"
+    );
+    ensure!(stored["spec"]["name"] == "Bitrix24 telephony", "{stored}");
+    let (status, shown) = setup.api("GET", "/v1/profiles/bx", None).await?;
+    ensure!(status == 200 && !shown.to_string().contains("w3bh00kt0ken"), "{shown}");
+    let (status, _) = setup.api("PUT", "/v1/profiles/bx/connector", Some(choice)).await?;
+    ensure!(status == 200, "saved again: replaced, {status}");
+
+    let (status, body) =
+        setup.api("PUT", "/v1/profiles/x/connector", Some(json!({"connector": "salesforce"}))).await?;
+    ensure!(status == 400 && body["message"].as_str().unwrap_or("").contains("hubspot"), "{body}");
+    let no_user = json!({"connector": "bitrix24", "settings": {"webhook_url": "https://acme.bitrix24.ru/rest/1/t/", "users": {}}});
+    let (status, body) = setup.api("PUT", "/v1/profiles/x/connector", Some(no_user)).await?;
+    ensure!(status == 400 && body["message"].as_str().unwrap_or("").contains("default user"), "{body}");
+    let plain = json!({"connector": "pipedrive", "settings": {"base_url": "http://acme.pipedrive.com", "api_token": "t"}});
+    let (status, body) = setup.api("PUT", "/v1/profiles/x/connector", Some(plain)).await?;
+    ensure!(status == 400 && body["message"].as_str().unwrap_or("").contains("https"), "{body}");
+    let (status, _) = setup.api("GET", "/v1/profiles/x", None).await?;
+    ensure!(status == 404, "nothing stored for a refused connector");
+    setup.done().await?;
+    Ok(())
+}

@@ -4,6 +4,8 @@
 //! - `GET /v1/profiles`, `GET|PUT|DELETE /v1/profiles/{id}`: a profile is validated by the library
 //!   when saved (a bad template is a 400 with the reason and its line and column); secrets are
 //!   never shown back (`***`).
+//! - `PUT /v1/profiles/{id}/connector` with `{"connector": "hubspot", "settings": {...}}`: the
+//!   built-in profile of that CRM (`GET /v1/connectors` names them), saved as any profile.
 //! - `POST /v1/profiles/{id}/enable|pause|disable`.
 //! - `POST /v1/profiles/{id}/test` with `{"call_id": ..., "dry_run": true}` (a call the dispatcher
 //!   has seen) or `{"record": <a call record>}`: the rendered request, and with `dry_run: false`
@@ -145,6 +147,13 @@ impl Api {
                 let id = (*id).to_owned();
                 self.put(&id, req).await
             }
+            (Method::PUT, ["v1", "profiles", id, "connector"]) => {
+                let id = (*id).to_owned();
+                self.put_connector(&id, req).await
+            }
+            (Method::GET, ["v1", "connectors"]) => {
+                http::json(StatusCode::OK, &json!({ "connectors": crate::connectors::NAMES }))
+            }
             (Method::DELETE, ["v1", "profiles", id]) => match store::delete_profile(&self.pool, id).await {
                 Ok(true) => {
                     let _ = self.profiles.reload(&self.pool, &self.sealer).await;
@@ -237,10 +246,12 @@ impl Api {
                 }
             }
             // Known paths with another method: 405 and what they serve (RFC 9110).
-            (_, ["v1", "profiles"] | ["v1", "deliveries"] | ["v1", "deliveries", _]) => {
-                http::method_not_allowed("GET, HEAD")
-            }
+            (
+                _,
+                ["v1", "profiles"] | ["v1", "deliveries"] | ["v1", "deliveries", _] | ["v1", "connectors"],
+            ) => http::method_not_allowed("GET, HEAD"),
             (_, ["v1", "profiles", _]) => http::method_not_allowed("GET, HEAD, PUT, DELETE"),
+            (_, ["v1", "profiles", _, "connector"]) => http::method_not_allowed("PUT"),
             (_, ["v1", "profiles", _, "enable" | "pause" | "disable" | "replay" | "test"])
             | (_, ["v1", "deliveries", _, "replay"]) => http::method_not_allowed("POST"),
             _ => not_found(),
@@ -262,10 +273,50 @@ impl Api {
             },
             Err(reason) => return bad_request(reason),
         };
+        self.save(id, profile).await
+    }
+
+    /// A connector's profile for the CRM settings in the body, saved as [`Api::put`] saves one.
+    async fn put_connector(&self, id: &str, req: Request<Incoming>) -> Response<Body> {
+        #[derive(serde::Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct Choice {
+            connector: String,
+            #[serde(default)]
+            settings: Value,
+        }
+        if !valid_id(id) {
+            return bad_request("a profile id is 1 to 64 of A-Z, a-z, 0-9, '-' and '_'");
+        }
+        let Some(body) = read_body(req).await else { return too_large() };
+        let choice: Choice = match serde_json::from_slice(&body) {
+            Ok(choice) => choice,
+            Err(error) => {
+                return bad_request(format!(
+                    "expected {{\"connector\": <name>, \"settings\": {{...}}}}: {error}"
+                ));
+            }
+        };
+        if has_nul(&choice.settings) || choice.connector.contains('\0') {
+            return bad_request("the settings hold a NUL character (\\u0000), which no field may");
+        }
+        match crate::connectors::by_name(&choice.connector, choice.settings) {
+            Ok(profile) => self.save(id, profile).await,
+            Err(crate::connectors::ConnectorError::Profile { source, .. }) => refused(&source),
+            Err(error) => http::error(
+                StatusCode::BAD_REQUEST,
+                "invalid_connector_settings",
+                switchboard_core::errors::chain(&error),
+            ),
+        }
+    }
+
+    async fn save(&self, id: &str, profile: Profile) -> Response<Body> {
         // A target the guard refuses is refused now rather than on every call; one that does not
         // resolve yet (a CRM being set up) is let through, and checked on every attempt anyway.
         for step in &profile.steps {
-            if let Err(error @ SsrfError::Blocked { .. }) = self.policy.resolve_url(&step.request.url).await {
+            let url = step.request.url_shown();
+            if let Err(error @ SsrfError::Blocked { .. }) = self.policy.resolve_url(&url).await {
                 return bad_request(format!("step {:?}: {error}", step.name));
             }
         }
@@ -351,7 +402,7 @@ impl Api {
             "step": step.name,
             "request": {
                 "method": request.method.as_str(),
-                "url": request.uri.to_string(),
+                "url": request.shown_url,
                 "headers": headers,
                 "body": request.body_text(),
             }

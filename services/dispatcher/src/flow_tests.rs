@@ -6,7 +6,7 @@ use crate::values::UserMap;
 
 fn bitrix() -> Profile {
     let settings = crate::connectors::bitrix24::Settings {
-        webhook_url: "https://acme.bitrix24.ru/rest/1/tok/".into(),
+        webhook_url: switchboard_model::Secret::new("https://acme.bitrix24.ru/rest/1/tok/"),
         users: UserMap { users: Default::default(), default_user: Some("1".into()) },
         create_leads: true,
     };

@@ -20,6 +20,24 @@ use crate::signature::{SignatureError, SigningSecret};
 use crate::template::{self, Dialect, TemplateError};
 use crate::values::{UserMap, VALUE_NAMES};
 
+/// Where a step's URL takes its `url_secret`.
+pub const URL_SECRET: &str = "{secret}";
+
+impl RequestTemplate {
+    /// The URL with its secret in place, for sending only.
+    pub fn url_with_secret(&self) -> String {
+        match &self.url_secret {
+            Some(secret) => self.url.replacen(URL_SECRET, secret.expose(), 1),
+            None => self.url.clone(),
+        }
+    }
+
+    /// The URL as it may be shown or logged: the secret's place as `***`.
+    pub fn url_shown(&self) -> String {
+        self.url.replacen(URL_SECRET, "***", 1)
+    }
+}
+
 /// A profile as written; [`Profile`] is one that passed validation.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -74,8 +92,13 @@ pub struct Extract {
 pub struct RequestTemplate {
     pub method: HttpMethod,
     /// Literal, not a template: the host a request goes to is fixed when the profile is saved,
-    /// where the SSRF guard can check it, and no call value can move it.
+    /// where the SSRF guard can check it, and no call value can move it. Its path may hold
+    /// [`URL_SECRET`] once, replaced by `url_secret` when the request is sent.
     pub url: String,
+    /// A credential some CRMs put in the URL's path (Bitrix24's inbound webhook token): sealed
+    /// with the profile's other secrets, shown as `***`, and kept out of the attempt log.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url_secret: Option<Secret>,
     #[serde(default)]
     pub headers: Vec<Param>,
     #[serde(default)]

@@ -6,7 +6,7 @@ use http::header::HeaderName;
 use http::uri::{Scheme, Uri};
 
 use crate::profile::{
-    HttpMethod, Param, ParamValue, ProfileError, ProfileSpec, Step, check_template, known_value,
+    HttpMethod, Param, ParamValue, ProfileError, ProfileSpec, Step, URL_SECRET, check_template, known_value,
 };
 use crate::signature::SigningSecret;
 use crate::template::Dialect;
@@ -65,7 +65,8 @@ pub(crate) fn validate(spec: &ProfileSpec) -> Result<(), ProfileError> {
 
 fn check_step(step: &Step, earlier: &BTreeMap<String, BTreeSet<String>>) -> Result<(), ProfileError> {
     let request = &step.request;
-    check_url(&step.name, &request.url)?;
+    check_url_secret(step)?;
+    check_url(&step.name, &request.url_shown())?;
     let has_body = request.json_body.is_some() || !request.form_params.is_empty();
     if request.json_body.is_some() && !request.form_params.is_empty() {
         return Err(request_error(step, "a request has form parameters or a JSON body, not both"));
@@ -139,6 +140,34 @@ fn check_url(step: &str, url: &str) -> Result<(), ProfileError> {
         return Err(refuse("credentials in a URL; send them in a header"));
     }
     Ok(())
+}
+
+/// `url_secret` and its place in the URL go together, the place in the path (a secret must not
+/// choose the host), and the secret is made of URL-safe characters, so that it is sent as given.
+fn check_url_secret(step: &Step) -> Result<(), ProfileError> {
+    let request = &step.request;
+    let url = request.url_shown();
+    let refuse = |reason| ProfileError::Url { step: step.name.clone(), url: url.clone(), reason };
+    let places = request.url.matches(URL_SECRET).count();
+    match (&request.url_secret, places) {
+        (None, 0) => Ok(()),
+        (None, _) => Err(refuse("the URL holds {secret} but the step has no url_secret")),
+        (Some(_), 0) => Err(refuse("url_secret is given but the URL has no {secret} in its path")),
+        (Some(_), 2..) => Err(refuse("the URL holds {secret} more than once")),
+        (Some(secret), _) => {
+            let authority_end = request.url.find("://").map_or(0, |at| at + 3);
+            let path_start =
+                request.url[authority_end..].find('/').map_or(usize::MAX, |at| at + authority_end);
+            if request.url.find(URL_SECRET).is_none_or(|at| at < path_start) {
+                return Err(refuse("{secret} belongs in the URL's path, not its host"));
+            }
+            let safe = |b: u8| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~');
+            if secret.is_empty() || !secret.expose().bytes().all(safe) {
+                return Err(refuse("url_secret is 1 or more of A-Z, a-z, 0-9, '-', '.', '_' and '~'"));
+            }
+            Ok(())
+        }
+    }
 }
 
 fn check_params(

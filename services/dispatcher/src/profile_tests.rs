@@ -84,6 +84,37 @@ fn urls_must_be_absolute_http_with_a_host() {
 }
 
 #[test]
+fn a_secret_in_the_url_path_goes_with_its_place_and_stays_in_the_path() {
+    let with_secret = |url: &str, secret: serde_json::Value| {
+        let spec = with(chronicall_like(), "/steps/0/request/url", json!(url));
+        with(spec, "/steps/0/request/url_secret", secret)
+    };
+    let spec = with_secret("https://crm.example.com/rest/1/{secret}/calls", json!("t0k-en_1.x~"));
+    let profile = Profile::from_json(&spec.to_string()).expect("valid");
+    let request = &profile.steps[0].request;
+    assert_eq!(request.url_with_secret(), "https://crm.example.com/rest/1/t0k-en_1.x~/calls");
+    assert_eq!(request.url_shown(), "https://crm.example.com/rest/1/***/calls");
+    assert!(!format!("{profile:?}").contains("t0k"), "secrets stay out of Debug");
+    assert_eq!(Profile::from_json(&profile.to_json()).expect("round trip"), profile);
+    for (url, secret, expect) in [
+        ("https://crm.example.com/rest/{secret}/x", json!(null), "no url_secret"),
+        ("https://crm.example.com/rest/x", json!("t0k"), "no {secret}"),
+        ("https://{secret}.example.com/x", json!("t0k"), "not its host"),
+        ("https://crm.example.com/{secret}/{secret}", json!("t0k"), "more than once"),
+        ("https://crm.example.com/rest/{secret}/x", json!("a/b"), "A-Z"),
+        ("https://crm.example.com/rest/{secret}/x", json!(""), "1 or more"),
+    ] {
+        let spec = if secret.is_null() {
+            with(chronicall_like(), "/steps/0/request/url", json!(url))
+        } else {
+            with_secret(url, secret)
+        };
+        let err = refused(spec);
+        assert!(err.to_string().contains(expect), "{url}: {err}");
+    }
+}
+
+#[test]
 fn methods_are_checked() {
     let err = refused(with(chronicall_like(), "/steps/0/request/method", json!("FETCH")));
     assert!(matches!(err, ProfileError::Json(_)), "{err}");

@@ -17,6 +17,8 @@ pub const MAX_BODY_BYTES: usize = 256 * 1024;
 pub struct RenderedRequest {
     pub method: Method,
     pub uri: Uri,
+    /// The URL as it may be shown or logged: a secret in its path (`url_secret`) as `***`.
+    pub shown_url: String,
     pub headers: HeaderMap,
     pub body: Vec<u8>,
 }
@@ -90,13 +92,16 @@ pub fn render_step(
     steps: &StepValues,
 ) -> Result<RenderedRequest, RenderError> {
     let request = &step.request;
-    let mut url = request.url.clone();
+    let (mut url, mut shown_url) = (request.url_with_secret(), request.url_shown());
     let query = render_params("url_params", &request.url_params, values, steps)?;
     if !query.is_empty() {
         let mut encoded = form_urlencoded::Serializer::new(String::new());
         encoded.extend_pairs(&query);
-        url.push(if url.contains('?') { '&' } else { '?' });
-        url.push_str(&encoded.finish());
+        let query = encoded.finish();
+        for url in [&mut url, &mut shown_url] {
+            url.push(if url.contains('?') { '&' } else { '?' });
+            url.push_str(&query);
+        }
     }
     let uri: Uri = url.parse().map_err(RenderError::Uri)?;
 
@@ -138,7 +143,7 @@ pub fn render_step(
     {
         headers.insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
     }
-    Ok(RenderedRequest { method: request.method.as_http(), uri, headers, body })
+    Ok(RenderedRequest { method: request.method.as_http(), uri, shown_url, headers, body })
 }
 
 fn render_params(

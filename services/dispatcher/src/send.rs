@@ -96,10 +96,14 @@ pub async fn send(
 ) -> Result<Answer, SendError> {
     let started = Instant::now();
     let exchange = async {
-        let addrs = policy
-            .resolve_url(&request.uri.to_string())
-            .await
-            .map_err(|e| SendError::Refused(e.to_string()))?;
+        // Only the origin: the guard needs no more, and its errors then cannot quote a secret
+        // from the path or the query.
+        let origin = format!(
+            "{}://{}",
+            request.uri.scheme_str().unwrap_or("http"),
+            request.uri.authority().map_or("", |a| a.as_str())
+        );
+        let addrs = policy.resolve_url(&origin).await.map_err(|e| SendError::Refused(e.to_string()))?;
         let connector = hyper_rustls::HttpsConnectorBuilder::new()
             .with_tls_config(TLS.clone())
             .https_or_http()

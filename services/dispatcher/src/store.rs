@@ -86,6 +86,9 @@ pub fn redacted(profile: &Profile) -> Value {
     }
     if let Some(steps) = spec.get_mut("steps").and_then(Value::as_array_mut) {
         for step in steps {
+            if let Some(secret) = step.get_mut("request").and_then(|r| r.get_mut("url_secret")) {
+                *secret = json!("***");
+            }
             for field in ["headers", "url_params", "form_params"] {
                 let params =
                     step.get_mut("request").and_then(|r| r.get_mut(field)).and_then(Value::as_array_mut);

@@ -72,13 +72,13 @@ pub fn subject_values(kind: &str, subject: &Value) -> Result<CallValues, String>
     }
 }
 
-/// What the attempt log keeps of a request: no query (it may carry a token), no header values.
+/// What the attempt log keeps of a request: no query (it may carry a token), no secret from the
+/// path, no header values.
 pub fn request_summary(request: &RenderedRequest) -> Value {
-    let uri = &request.uri;
+    let url = &request.shown_url;
     json!({
         "method": request.method.as_str(),
-        "url": format!("{}://{}{}", uri.scheme_str().unwrap_or("http"),
-            uri.authority().map_or("", |a| a.as_str()), uri.path()),
+        "url": url.split_once('?').map_or(url.as_str(), |(path, _)| path),
         "headers": request.headers.keys().map(|k| k.as_str()).collect::<Vec<_>>(),
         "body_bytes": request.body.len(),
         "webhook_id": request.headers.get("webhook-id").and_then(|v| v.to_str().ok()),

@@ -70,6 +70,18 @@ enum ProfilesAction {
         id: String,
         file: std::path::PathBuf,
     },
+    /// Create or replace a profile from a built-in CRM connector (hubspot, pipedrive, bitrix24,
+    /// amocrm) and its settings (docs/dispatcher.md): the CRM's address, token and user mapping.
+    Connector {
+        /// 1 to 64 of A-Z, a-z, 0-9, '-' and '_'.
+        id: String,
+        /// hubspot, pipedrive, bitrix24 or amocrm.
+        connector: String,
+        /// The connector's settings as JSON; they hold the CRM's token, so `-` reads them from
+        /// standard input and `@<file>` from a file.
+        #[arg(long)]
+        settings: String,
+    },
     /// List profiles: id, state, name.
     List,
     /// Delete a profile with its deliveries.
@@ -113,6 +125,15 @@ enum SourcesAction {
     },
     /// List sources.
     List,
+}
+
+fn check_profile_id(id: &str) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        (1..=64).contains(&id.len())
+            && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'),
+        "a profile id is 1 to 64 of A-Z, a-z, 0-9, '-' and '_'"
+    );
+    Ok(())
 }
 
 /// Parses the command line: `switchboard <service>` for every service of `Service::ALL`, else one
@@ -207,12 +228,17 @@ impl Parsed {
             Command::Profiles { action: ProfilesAction::Delete { id } } => {
                 Parsed::Admin(Admin::DeleteProfile { id })
             }
+            Command::Profiles { action: ProfilesAction::Connector { id, connector, settings } } => {
+                check_profile_id(&id)?;
+                let text = secret_input::SecretInput::default().read("--settings", settings)?;
+                let settings: serde_json::Value =
+                    serde_json::from_str(&text).context("--settings is not JSON")?;
+                let profile = switchboard_dispatcher::connectors::by_name(&connector, settings)
+                    .with_context(|| format!("the {connector} connector"))?;
+                Parsed::Admin(Admin::PutProfile { id, profile: Box::new(profile) })
+            }
             Command::Profiles { action: ProfilesAction::Put { id, file } } => {
-                anyhow::ensure!(
-                    (1..=64).contains(&id.len())
-                        && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'),
-                    "a profile id is 1 to 64 of A-Z, a-z, 0-9, '-' and '_'"
-                );
+                check_profile_id(&id)?;
                 let json = if file.as_os_str() == "-" {
                     std::io::read_to_string(std::io::stdin()).context("reading the profile")?
                 } else {

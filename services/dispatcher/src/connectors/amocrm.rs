@@ -82,6 +82,7 @@ pub fn profile(settings: &Settings) -> Result<Profile, ConnectorError> {
         url_params: Vec::new(),
         form_params: Vec::new(),
         json_body: Some(BODY.replace("SOURCE", &source_json)),
+        url_secret: None,
     };
     let spec = ProfileSpec {
         name: "amoCRM calls".into(),

@@ -16,21 +16,23 @@
 //! default user is required for calls whose agent maps to nobody.
 
 use serde::Deserialize;
+use switchboard_model::Secret;
 
 use super::{ConnectorError, finish, https_base, numeric_users};
 use crate::criteria::{Criterion, Trigger};
 use crate::flow::StepCondition;
 use crate::profile::{
     Extract, HttpMethod, Param, Profile, ProfileSpec, ProfileState, RateLimit, RequestTemplate, Step,
+    URL_SECRET,
 };
 use crate::values::{CallDirection, UserMap};
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Settings {
-    /// The inbound webhook, `https://<portal>/rest/<user id>/<token>/` (scope `telephony`). It
-    /// holds the token: keep the profile as secret as a password.
-    pub webhook_url: String,
+    /// The inbound webhook, `https://<portal>/rest/<user id>/<token>/` (scope `telephony`). Its
+    /// token becomes the steps' `url_secret`: sealed, shown as `***`, kept out of the logs.
+    pub webhook_url: Secret,
     /// Agent → Bitrix24 user id; `default_user` is required.
     pub users: UserMap,
     /// Create a lead for a number the CRM does not know (`CRM_CREATE`).
@@ -47,13 +49,16 @@ const STATUS_CODE: &str = r#"{{ {"answered": "200", "missed": "304", "no_answer"
   "rejected": "603", "failed": "480"}[outcome]|default("200" if talk_seconds else "304") }}"#;
 
 pub fn profile(settings: &Settings) -> Result<Profile, ConnectorError> {
-    let base = https_base("bitrix24", &settings.webhook_url)?;
-    if !base.contains("/rest/") {
-        return Err(ConnectorError::Setting {
-            connector: "bitrix24",
-            reason: "the inbound webhook URL looks like https://<portal>/rest/<user id>/<token>/".into(),
-        });
-    }
+    let hook = https_base("bitrix24", settings.webhook_url.expose())?;
+    // `https://<portal>/rest/<user id>/<token>`: the token is the last segment.
+    let shape = "the inbound webhook URL looks like https://<portal>/rest/<user id>/<token>/";
+    let (base, token) = hook
+        .rsplit_once('/')
+        .filter(|(base, token)| {
+            base.rsplit_once("/rest/").is_some_and(|(_, user)| !user.is_empty() && !user.contains('/'))
+                && !token.is_empty()
+        })
+        .ok_or_else(|| ConnectorError::Setting { connector: "bitrix24", reason: shape.into() })?;
     if settings.users.default_user.is_none() {
         return Err(ConnectorError::Setting {
             connector: "bitrix24",
@@ -65,7 +70,8 @@ pub fn profile(settings: &Settings) -> Result<Profile, ConnectorError> {
         name: name.into(),
         request: RequestTemplate {
             method: HttpMethod::Post,
-            url: format!("{base}/{method}.json"),
+            url: format!("{base}/{URL_SECRET}/{method}.json"),
+            url_secret: Some(Secret::new(token)),
             headers: Vec::new(),
             url_params: Vec::new(),
             form_params,

@@ -109,6 +109,7 @@ pub fn profile(settings: &Settings) -> Result<Profile, ConnectorError> {
         url_params: Vec::new(),
         form_params: Vec::new(),
         json_body: Some(body),
+        url_secret: None,
     };
     let associations = if settings.associate_contacts { ASSOCIATIONS } else { "" };
     let create = Step {

@@ -72,6 +72,7 @@ pub fn profile(settings: &Settings) -> Result<Profile, ConnectorError> {
         url_params: Vec::new(),
         form_params: Vec::new(),
         json_body: Some(BODY.to_owned()),
+        url_secret: None,
     };
     let spec = ProfileSpec {
         name: "Pipedrive call logs".into(),

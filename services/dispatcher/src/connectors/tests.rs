@@ -225,6 +225,14 @@ fn bitrix24_register_finish_attach() {
         run(&profile, &recorded(), &[registered]).try_into().expect("three steps");
     assert_head(&register, "/rest/1/k3y/telephony.externalcall.register.json", &form_type);
     assert_eq!(register.uri.host(), Some("acme.bitrix24.ru"));
+    // The webhook's token is a secret: sealed, masked when shown or logged (#15).
+    assert_eq!(
+        register.shown_url,
+        "https://acme.bitrix24.ru/rest/1/***/telephony.externalcall.register.json"
+    );
+    assert!(!crate::worker::request_summary(&register).to_string().contains("k3y"), "not in the attempt log");
+    assert!(!crate::store::redacted(&profile).to_string().contains("k3y"), "not in the stored spec");
+    assert!(profile.to_json().contains("k3y"), "sealed with the profile");
     assert_eq!(
         form(&register),
         pairs(&[
