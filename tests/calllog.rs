@@ -435,3 +435,62 @@ async fn a_stalled_database_gets_503_within_two_seconds_and_the_api_recovers() -
     postgres.stop().await;
     Ok(())
 }
+
+/// A call record larger than Kafka takes is dead-lettered with the reason and counted, once,
+/// instead of being retried every lease for ever; the outbox keeps flowing (#18).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_record_kafka_refuses_for_good_is_dead_lettered_and_the_outbox_flows_on() -> anyhow::Result<()>
+{
+    let env = TestEnv::new("cl-refused");
+    env.init().await?;
+    let _ = env.add_source("pbx-big", "GB").await?;
+    let db = env.db().await?;
+    // Two calls waiting in the outbox: one record beyond the 2 MiB Kafka takes, one ordinary.
+    db.batch_execute(
+        "INSERT INTO calls (source_id, call_id, vendor, direction, started_at, event_count, first_received_at)
+         VALUES ('pbx-big', 'huge', 'generic', 'inbound', now(), 1, now()),
+                ('pbx-big', 'small', 'generic', 'inbound', now(), 1, now())",
+    )
+    .await?;
+    let huge = vec![7u8; 3 * 1024 * 1024];
+    db.execute(
+        "INSERT INTO call_outbox (source_id, call_id, version, record) VALUES ('pbx-big', 'huge', 3, $1), ('pbx-big', 'small', 1, $2)",
+        &[&huge, &b"small record".to_vec()],
+    )
+    .await?;
+    let mut calllog = env.start("calllog").await?;
+
+    let topics = env.topics();
+    let letters =
+        read_topic(&env.brokers, &topics.dead_letter, SETTLE, |records| !records.is_empty()).await?;
+    let codecs = Codecs::new()?;
+    let [(key, payload)] = letters.as_slice() else { anyhow::bail!("one dead letter: {letters:?}") };
+    let letter = codecs.dead_letter.decode(payload)?;
+    assert_eq!(key.as_deref(), Some(&b"pbx-big:huge"[..]));
+    assert_eq!((letter.stage.as_str(), letter.error_class.as_str()), ("calllog", "produce"));
+    assert!(
+        letter.reason.contains("version 3") && letter.reason.contains("refused by Kafka"),
+        "{}",
+        letter.reason
+    );
+    assert!(letter.payload.is_empty(), "the payload that was too large is left out");
+    let published = read_topic(&env.brokers, &topics.calls, SETTLE, |records| !records.is_empty()).await?;
+    assert_eq!(published.len(), 1, "the ordinary record is published");
+    wait_until(SETTLE, async || {
+        let left: i64 = db.query_one("SELECT count(*) FROM call_outbox", &[]).await?.get(0);
+        let marked: i64 =
+            db.query_one("SELECT count(*) FROM calls WHERE published_version > 0", &[]).await?.get(0);
+        Ok(left == 0 && marked == 2)
+    })
+    .await
+    .context("the outbox empty and both versions marked")?;
+    let metrics = calllog.metrics().await?;
+    assert_eq!(
+        metric_series(&metrics, r#"switchboard_events_failed_total{class="produce",stage="calllog"}"#),
+        1.0,
+        "counted once"
+    );
+    assert_eq!(calllog.terminate(Duration::from_secs(30)).await?, Some(0));
+    env.cleanup().await;
+    Ok(())
+}

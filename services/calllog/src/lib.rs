@@ -118,7 +118,9 @@ pub async fn run(
         let publisher = Publisher {
             pool,
             producer,
+            codecs: Arc::new(Codecs::new()?),
             topic: topics.calls.clone(),
+            dead_letter_topic: topics.dead_letter.clone(),
             wake: publish.clone(),
             max_backoff,
             drain_timeout,

@@ -10,16 +10,23 @@
 //! version per call (a version they have seen is a duplicate). The publisher runs when the writer
 //! reports something publishable and every `POLL` besides, which catches what other replicas or a
 //! crash left behind.
+//!
+//! A record Kafka refuses for good (larger than the broker takes) is not retried for ever: it goes
+//! to the dead-letter topic with the reason (without its payload if that is what was too large),
+//! is counted in `switchboard_events_failed_total{class="produce"}`, and its version counts as
+//! published, so that the outbox keeps flowing. The call stays whole in PostgreSQL.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::StreamExt;
+use switchboard_core::avro::Codecs;
 use switchboard_core::deadpool_postgres::Pool;
-use switchboard_core::kafka::{self, Outbound};
+use switchboard_core::kafka::{self, Outbound, ProduceError};
 use switchboard_core::metrics;
 use switchboard_core::rdkafka::producer::FutureProducer;
 use switchboard_core::retry::Backoff;
+use switchboard_core::stage::{DeadLetterTarget, Inbound, Poison, PoisonClass};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
@@ -107,7 +114,9 @@ pub async fn mark_published(pool: &Pool, published: &[Unpublished]) -> Result<()
 pub struct Publisher {
     pub pool: Pool,
     pub producer: FutureProducer,
+    pub codecs: Arc<Codecs>,
     pub topic: String,
+    pub dead_letter_topic: String,
     pub wake: Arc<Notify>,
     pub max_backoff: Duration,
     pub drain_timeout: Duration,
@@ -160,6 +169,49 @@ impl Publisher {
         let _ = tokio::time::timeout(self.drain_timeout, last_round).await;
     }
 
+    /// Sends a record Kafka refused for good to the dead-letter topic; once that is acknowledged
+    /// the record counts as published. `None` (retried after the lease) if even that fails.
+    async fn dead_letter(
+        &self,
+        unpublished: Unpublished,
+        record: Outbound,
+        error: &switchboard_core::rdkafka::error::KafkaError,
+    ) -> Option<Unpublished> {
+        let reason = format!(
+            "call record version {} of {} bytes refused by Kafka for good: {error}",
+            unpublished.version,
+            record.payload.len()
+        );
+        tracing::error!(call = %unpublished.call_id, %reason, "Call record sent to the dead-letter topic.");
+        // Never on the calls topic: no partition or offset to point at.
+        let never_written = Inbound {
+            topic: record.topic,
+            partition: -1,
+            offset: -1,
+            key: record.key,
+            payload: record.payload,
+        };
+        let target = DeadLetterTarget {
+            producer: &self.producer,
+            codecs: &self.codecs,
+            stage: crate::STAGE,
+            topic: &self.dead_letter_topic,
+            max_backoff: self.max_backoff,
+        };
+        match target.send(&never_written, &Poison::new(PoisonClass::Produce, reason)).await {
+            Ok(()) => {
+                metrics::EVENTS_FAILED
+                    .with_label_values(&[crate::STAGE, PoisonClass::Produce.as_str()])
+                    .inc();
+                Some(unpublished)
+            }
+            Err(error) => {
+                tracing::error!(%error, call = %unpublished.call_id, "Dead letter of a call record not sent.");
+                None
+            }
+        }
+    }
+
     /// Claims, produces and marks one round; returns how many records were published.
     async fn publish_once(&self, cancel: &CancellationToken) -> Result<usize, WriteError> {
         let claimed = claim(&self.pool, CLAIM, LEASE).await?;
@@ -177,10 +229,13 @@ impl Publisher {
                     .await
                 {
                     Ok(()) => Some(unpublished),
-                    Err(error) => {
-                        // Larger than the broker takes: retried after the lease, and logged each
-                        // time, rather than marked as published.
-                        tracing::error!(%error, call = %unpublished.call_id, "Call record refused by Kafka.");
+                    Err(ProduceError::Permanent(error)) => {
+                        self.dead_letter(unpublished, record, &error).await
+                    }
+                    // The producer is gone; the service stops on it (`service::watch_producer`) and
+                    // the record waits in the outbox for the next process.
+                    Err(error @ ProduceError::Fatal(_)) => {
+                        tracing::error!(%error, call = %unpublished.call_id, "Call record not published.");
                         None
                     }
                 }
