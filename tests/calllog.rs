@@ -20,7 +20,7 @@ use switchboard_core::model::{CallRecord, CallStatus, Completion, Outcome};
 use switchboard_tests::*;
 
 const SETTLE: Duration = Duration::from_secs(120);
-const TOKEN: &str = "calllog-query-token";
+const TOKEN: &str = "calllog-query-token-0123456789abcdef0123456789";
 
 /// A pipeline whose call log settles calls 1.5 s after their last event.
 async fn pipeline(name: &str) -> anyhow::Result<(TestEnv, Pipeline)> {

@@ -16,7 +16,7 @@ use switchboard_tests::{
 };
 use tokio::io::AsyncWriteExt;
 
-const TOKEN: &str = "cli-test-api-token";
+const TOKEN: &str = "cli-test-api-token-0123456789abcdef0123456789";
 const TOKEN_VAR: &str = "SWITCHBOARD_API_TOKEN";
 const WAIT: Duration = Duration::from_secs(20);
 

@@ -42,7 +42,7 @@ use switchboard_dispatcher::connectors;
 use switchboard_tests::{ServiceProcess, TestEnv, http_client, send};
 use tokio::net::TcpListener;
 
-const TOKEN: &str = "connectors-test-token";
+const TOKEN: &str = "connectors-test-token-0123456789abcdef0123456789";
 const WAIT: Duration = Duration::from_secs(60);
 const SOURCE: &str = "acme-pbx";
 /// The stable link the recordings stage gives a ready recording.

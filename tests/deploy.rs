@@ -132,6 +132,29 @@ fn url_port(text: &str) -> Option<u16> {
     authority.rsplit(':').next()?.parse().ok()
 }
 
+/// A compose value as `docker compose` gives it to the container with the `.env` that
+/// `deploy/compose-env.sh` writes: every `${NAME:?why}` must name a variable the script writes
+/// (else compose would stop with `why`), and gets a value like the script's.
+fn compose_interpolated(what: &str, value: &str) -> String {
+    let script = read(&repo().join("deploy/compose-env.sh"));
+    let mut out = String::new();
+    let mut rest = value;
+    while let Some(start) = rest.find("${") {
+        out.push_str(&rest[..start]);
+        let end = rest[start..].find('}').unwrap_or_else(|| panic!("{what}: unclosed ${{ in {value:?}"));
+        let inner = &rest[start + 2..start + end];
+        let name = inner.split([':', '-', '?']).next().unwrap_or_default();
+        assert!(
+            inner.contains(":?") && script.contains(&format!(" {name}")),
+            "{what}: ${{{inner}}} must be required (:?) and written by deploy/compose-env.sh"
+        );
+        out.push_str(&format!("{}-from-compose-env-0123456789abcdef", name.to_lowercase()));
+        rest = &rest[start + end + 1..];
+    }
+    out.push_str(rest);
+    out
+}
+
 #[test]
 fn compose_runs_every_service_on_real_commands_settings_and_ports() {
     let root = repo();
@@ -150,6 +173,8 @@ fn compose_runs_every_service_on_real_commands_settings_and_ports() {
             Value::Mapping(map) => map.iter().map(|(k, v)| (text(k), text(v))).collect(),
             other => panic!("compose {name}: environment as a mapping, got {other:?}"),
         };
+        let env: BTreeMap<String, String> =
+            env.into_iter().map(|(k, v)| (k, compose_interpolated(&format!("compose {name}"), &v))).collect();
         let settings = check_env(&format!("compose {name}"), &env);
         assert_eq!(
             settings.kafka.brokers, "kafka:9092",
@@ -273,7 +298,18 @@ fn kubernetes_manifests_deploy_every_service_consistently() {
     let config = of_kind("ConfigMap").next().expect("a ConfigMap");
     let secret = of_kind("Secret").next().expect("a Secret");
     let mut shared: BTreeMap<String, String> = labels(&config.value["data"]);
-    shared.extend(labels(&secret.value["stringData"]));
+    // The Secret ships placeholders, which the services refuse, so that nobody runs on them; the
+    // rest of the test fills them in as an operator does.
+    let placeholders = labels(&secret.value["stringData"]);
+    let mut unfilled = shared.clone();
+    unfilled.extend(placeholders.clone());
+    let refused = Settings::from_vars(&unfilled).expect_err("the Secret's placeholders are refused");
+    assert!(refused.to_string().contains("placeholder"), "{refused}");
+    shared.extend(
+        placeholders
+            .into_iter()
+            .map(|(k, v)| (k, v.replace("CHANGE-ME", "filled-in-0123456789abcdef0123456789"))),
+    );
     let partitions = check_env("k8s ConfigMap + Secret", &shared).kafka.partitions;
 
     // Every pod template: a real command, settings it accepts, probes on the ops port.

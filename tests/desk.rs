@@ -14,7 +14,7 @@ use tokio::net::TcpStream;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::Message;
 
-const TOKEN: &str = "desk-test-api-token";
+const TOKEN: &str = "desk-test-api-token-0123456789abcdef0123456789";
 const WAIT: Duration = Duration::from_secs(20);
 
 /// A desk with its directory: Ann (101) and Bea (102) in `sales`, Sue supervising `sales`, Tom

@@ -13,7 +13,7 @@ use switchboard_core::model::{AgentMatch, CallEvent, ContactMatch};
 use switchboard_tests::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-const TOKEN: &str = "admin-token-for-tests";
+const TOKEN: &str = "admin-token-for-tests-0123456789abcdef0123456789";
 
 fn bearer() -> String {
     format!("Bearer {TOKEN}")

@@ -29,7 +29,7 @@ use switchboard_dispatcher::signature::{SigningSecret, verify};
 use switchboard_tests::{ServiceProcess, TestEnv, call_webhooks, http_client, post_all, send};
 use tokio::net::TcpListener;
 
-const TOKEN: &str = "dispatcher-test-token";
+const TOKEN: &str = "dispatcher-test-token-0123456789abcdef0123456789";
 const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
 const WAIT: Duration = Duration::from_secs(60);
 

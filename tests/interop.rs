@@ -147,7 +147,7 @@ async fn java_and_python_avro_decoders_read_every_record_of_every_topic() -> any
     let python = interop_setting("SB_INTEROP_PYTHON")?;
 
     let mut env = TestEnv::new("interop");
-    env.set("SWITCHBOARD_API__TOKENS", "[\"interop-token\"]");
+    env.set("SWITCHBOARD_API__TOKENS", "[\"interop-token-0123456789abcdef0123456789\"]");
     // Calls are published once complete: by the end marker, or at the latest 1.5 s after.
     env.set("SWITCHBOARD_CALLLOG__SETTLE_MS", "1500");
     let pipeline = env.start_pipeline().await?;
@@ -184,7 +184,10 @@ async fn java_and_python_avro_decoders_read_every_record_of_every_topic() -> any
     // An agent takes a break on the desk: a record on agent-status.
     env.db().await?.batch_execute("INSERT INTO agents (id, name) VALUES ('ann', 'Ann')").await?;
     let mut desk = env.start("desk").await?;
-    let api = [("authorization", "Bearer interop-token"), ("content-type", "application/json")];
+    let api = [
+        ("authorization", "Bearer interop-token-0123456789abcdef0123456789"),
+        ("content-type", "application/json"),
+    ];
     let session =
         send(&client, "POST", &desk.url("/v1/desk/sessions"), &api, r#"{"agent_id":"ann"}"#).await?;
     let token = format!("Bearer {}", session.json()["token"].as_str().context("token")?);

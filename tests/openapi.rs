@@ -33,7 +33,7 @@ use switchboard_core::model::*;
 use switchboard_tests::*;
 use tokio_util::sync::CancellationToken;
 
-const TOKEN: &str = "openapi-test-token";
+const TOKEN: &str = "openapi-test-token-0123456789abcdef0123456789";
 /// Examples per operation and phase: enough to find what is wrong, few enough that the servers
 /// are done in well under a minute or two on two cores.
 const EXAMPLES: &str = "40";

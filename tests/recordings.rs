@@ -33,7 +33,7 @@ use switchboard_core::model::{EventKind, RecordingStatus};
 use switchboard_tests::*;
 
 const WAIT: Duration = Duration::from_secs(90);
-const API_TOKEN: &str = "recordings-test-token";
+const API_TOKEN: &str = "recordings-test-token-0123456789abcdef0123456789";
 const CLIENT_ID: &str = "switchboard-app";
 const CLIENT_SECRET: &str = "telphin-app-secret";
 
@@ -598,7 +598,8 @@ async fn a_waiting_recording_holds_up_no_other_call() -> anyhow::Result<()> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_recordings_service_refuses_to_start_without_a_usable_link_key() -> anyhow::Result<()> {
     let env = TestEnv::new("rec-nokey");
-    for key in ["", "shorter-than-32-bytes"] {
+    // None, too short, or the example files' placeholder (#18).
+    for key in ["", "shorter-than-32-bytes", "change-me-recording-link-key-32-bytes-or-more"] {
         let mut recordings = env.spawn("recordings", &[("SWITCHBOARD_RECORDINGS__LINK_KEY", key)])?;
         assert_eq!(recordings.wait_exit(Duration::from_secs(10)).await?, Some(64), "key {key:?}");
         assert!(

@@ -30,7 +30,7 @@ use switchboard_tests::*;
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message as WsMessage;
 
-const TOKEN: &str = "bench-desk-token";
+const TOKEN: &str = "bench-desk-token-0123456789abcdef0123456789";
 const AGENTS: usize = 50;
 
 /// When each call was posted, and when each clock saw it.

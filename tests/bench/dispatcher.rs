@@ -37,7 +37,7 @@ use switchboard_core::model::{
 };
 use switchboard_tests::*;
 
-const TOKEN: &str = "bench-dispatcher-token";
+const TOKEN: &str = "bench-dispatcher-token-0123456789abcdef0123456789";
 
 type Seen = Arc<Mutex<HashMap<String, Instant>>>;
 

@@ -763,13 +763,10 @@ impl Settings {
                 "calllog.settle_ms must be at least 100 and ringing_settle_ms at least settle_ms".into(),
             );
         }
+        if let Some(problem) = self.secret_problem() {
+            return fail(problem);
+        }
         let r = &self.recordings;
-        if !r.link_key.is_empty() && r.link_key.expose().len() < MIN_LINK_KEY_BYTES {
-            return fail(format!("recordings.link_key must be at least {MIN_LINK_KEY_BYTES} bytes"));
-        }
-        if !r.previous_link_key.is_empty() && r.previous_link_key.expose().len() < MIN_LINK_KEY_BYTES {
-            return fail(format!("recordings.previous_link_key must be at least {MIN_LINK_KEY_BYTES} bytes"));
-        }
         let url_ok =
             |u: &str| (u.starts_with("https://") || u.starts_with("http://")) && !u.contains(['?', '#', ' ']);
         if !url_ok(&r.public_url) {
@@ -794,9 +791,6 @@ impl Settings {
             return fail("recordings.poll_interval_ms must be at least 10 and concurrency at least 1".into());
         }
         let d = &self.dispatcher;
-        if !d.secrets_key.is_empty() && d.secrets_key.expose().len() < MIN_LINK_KEY_BYTES {
-            return fail(format!("dispatcher.secrets_key must be at least {MIN_LINK_KEY_BYTES} bytes"));
-        }
         if let Some(bad) = d.allow_networks.iter().find(|n| !is_cidr(n)) {
             return fail(format!("dispatcher.allow_networks: {bad:?} is not a CIDR (10.0.0.0/8, fd00::/8)"));
         }
@@ -813,9 +807,6 @@ impl Settings {
             return fail("dispatcher.max_response_bytes must be 1024..=16777216".into());
         }
         let k = &self.desk;
-        if !k.token_key.is_empty() && k.token_key.expose().len() < MIN_LINK_KEY_BYTES {
-            return fail(format!("desk.token_key must be at least {MIN_LINK_KEY_BYTES} bytes"));
-        }
         if !(60..=30 * 86_400).contains(&k.session_ttl_secs) {
             return fail("desk.session_ttl_secs must be 60..=2592000".into());
         }
@@ -834,6 +825,32 @@ impl Settings {
             return fail(format!("log.format must be text or json, got {:?}", self.log.format));
         }
         Ok(())
+    }
+
+    /// The first configured key or token that is too short to resist guessing, or still a
+    /// placeholder from an example file (`change-me`): each would let anyone who read the example,
+    /// or who can try a few million values, in. Empty ones are not configured, which the services
+    /// that need them refuse on their own (`validate_for`).
+    fn secret_problem(&self) -> Option<String> {
+        let keys = [
+            ("recordings.link_key", &self.recordings.link_key),
+            ("recordings.previous_link_key", &self.recordings.previous_link_key),
+            ("dispatcher.secrets_key", &self.dispatcher.secrets_key),
+            ("desk.token_key", &self.desk.token_key),
+        ];
+        let tokens = self.api.tokens.iter().map(|t| ("api.tokens", t));
+        let lookups = self.router.lookup_tokens.iter().map(|t| ("router.lookup_tokens", t));
+        keys.into_iter().chain(tokens).chain(lookups).filter(|(_, s)| !s.is_empty()).find_map(|(name, secret)| {
+            let text = secret.expose();
+            let folded: String = text.to_ascii_lowercase().chars().filter(char::is_ascii_alphanumeric).collect();
+            if folded.contains("changeme") {
+                Some(format!("{name} holds a placeholder (change-me): set a random value of your own, for example `head -c 32 /dev/urandom | base64`"))
+            } else if text.len() < MIN_LINK_KEY_BYTES {
+                Some(format!("{name}: each must be at least {MIN_LINK_KEY_BYTES} bytes (a shorter one can be guessed), for example `head -c 32 /dev/urandom | base64`"))
+            } else {
+                None
+            }
+        })
     }
 
     /// What one service needs beyond what every service does, checked before it binds a port: the
@@ -1033,12 +1050,18 @@ mod tests {
         let settings = Settings::from_vars([
             ("SWITCHBOARD_ROUTER__FALLBACK", "700"),
             ("SWITCHBOARD_ROUTER__REGION", "RU"),
-            ("SWITCHBOARD_API__TOKENS", "[\"a\", \"b\"]"),
+            (
+                "SWITCHBOARD_API__TOKENS",
+                "[\"aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\", \"bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb\"]",
+            ),
         ])
         .expect("valid");
         assert_eq!(settings.router.fallback, "700", "an extension that looks like a number");
-        assert!(settings.api.authorizes(Some("Bearer b")));
-        assert!(!settings.api.authorizes(Some("Bearer c")) && !settings.api.authorizes(None));
+        assert!(settings.api.authorizes(Some("Bearer bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb")));
+        assert!(
+            !settings.api.authorizes(Some("Bearer cccccccccccccccccccccccccccccccc"))
+                && !settings.api.authorizes(None)
+        );
         assert!(Settings::from_vars([("SWITCHBOARD_ROUTER__REGION", "XX")]).is_err());
         assert!(Settings::from_vars([("SWITCHBOARD_ROUTER__TELPHIN_VARIABLE", "a b")]).is_err());
         assert!(Settings::from_vars([("SWITCHBOARD_ROUTER__LOOKUP_TIMEOUT_MS", "1")]).is_err());
@@ -1046,9 +1069,40 @@ mod tests {
         assert_eq!(target.router.blacklist_target, "800", "an extension that looks like a number");
         assert!(Settings::from_vars([("SWITCHBOARD_ROUTER__BLACKLIST_TARGET", "8 00")]).is_err());
         assert!(Settings::from_vars([("SWITCHBOARD_ROUTER__BLACKLIST_TARGET", "x".repeat(65))]).is_err());
-        let with_token =
-            Settings::from_vars([("SWITCHBOARD_ROUTER__LOOKUP_TOKENS", "[\"pbx-secret\"]")]).expect("valid");
+        let with_token = Settings::from_vars([(
+            "SWITCHBOARD_ROUTER__LOOKUP_TOKENS",
+            "[\"pbx-secret-0123456789abcdef-0123456789\"]",
+        )])
+        .expect("valid");
         assert!(!format!("{with_token:?}").contains("pbx-secret"), "tokens never show in Debug output");
+    }
+
+    #[test]
+    fn short_and_placeholder_tokens_and_keys_are_refused() {
+        let long = "x".repeat(MIN_LINK_KEY_BYTES);
+        for key in [
+            "SWITCHBOARD_API__TOKENS",
+            "SWITCHBOARD_ROUTER__LOOKUP_TOKENS",
+            "SWITCHBOARD_RECORDINGS__LINK_KEY",
+            "SWITCHBOARD_RECORDINGS__PREVIOUS_LINK_KEY",
+            "SWITCHBOARD_DISPATCHER__SECRETS_KEY",
+            "SWITCHBOARD_DESK__TOKEN_KEY",
+        ] {
+            let value = |v: &str| {
+                if key.ends_with("TOKENS") { format!("[\"{long}\", \"{v}\"]") } else { v.to_owned() }
+            };
+            for (bad, why) in [
+                ("short-token-0123456789", "at least 32 bytes"),
+                ("change-me-to-32-random-bytes-or-more-000000", "placeholder"),
+                ("CHANGE_ME_0123456789abcdef0123456789abcdef", "placeholder"),
+                ("ChangeMe0123456789abcdef0123456789abcdef", "placeholder"),
+            ] {
+                let error = Settings::from_vars([(key, value(bad))]).expect_err(bad).to_string();
+                assert!(error.contains(why), "{key}={bad}: {error}");
+                assert!(!error.contains(bad), "the error does not repeat the secret: {error}");
+            }
+            assert!(Settings::from_vars([(key, value(&long))]).is_ok(), "{key}: 32 random bytes are fine");
+        }
     }
 
     #[test]

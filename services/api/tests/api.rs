@@ -16,7 +16,7 @@ use switchboard_core::model::*;
 use switchboard_core::pg;
 use tokio_util::sync::CancellationToken;
 
-const TOKEN: &str = "test-token-0123456789";
+const TOKEN: &str = "test-token-0123456789-0123456789abcdef0123456789";
 
 fn t(second: i64) -> DateTime<Utc> {
     Utc.with_ymd_and_hms(2026, 11, 21, 9, 0, 0).single().expect("time") + chrono::Duration::seconds(second)
