@@ -732,6 +732,7 @@ impl PrivateBroker {
 pub struct PrivatePostgres {
     pub port: u16,
     dir: PathBuf,
+    bin: PathBuf,
 }
 
 impl PrivatePostgres {
@@ -744,17 +745,8 @@ impl PrivatePostgres {
         let dir = env.log_dir.join("postgres");
         std::fs::create_dir_all(&dir)?;
         let port = free_port();
-        // PostgreSQL refuses to run as root: as root, run it as the postgres user.
-        let as_owner = |program: &str| {
-            let program = bin.join(program);
-            if nix_is_root() {
-                let mut command = Command::new("runuser");
-                let _ = command.args(["-u", "postgres", "--"]).arg(program);
-                command
-            } else {
-                Command::new(program)
-            }
-        };
+        let server = Self { port, dir: dir.clone(), bin };
+        let as_owner = |program: &str| server.as_owner(program);
         if nix_is_root() {
             let status = Command::new("chown").args(["-R", "postgres"]).arg(&dir).status().await?;
             anyhow::ensure!(status.success(), "chown {} to postgres", dir.display());
@@ -767,12 +759,31 @@ impl PrivatePostgres {
             .output()
             .await?;
         anyhow::ensure!(initdb.status.success(), "initdb: {}", String::from_utf8_lossy(&initdb.stderr));
-        let options = format!("-p {port} -k {} -c listen_addresses=127.0.0.1 -c fsync=off", dir.display());
-        let started = as_owner("pg_ctl")
+        server.pg_ctl_start().await?;
+        Ok(server)
+    }
+
+    /// PostgreSQL refuses to run as root: as root, run it as the postgres user.
+    fn as_owner(&self, program: &str) -> Command {
+        let program = self.bin.join(program);
+        if nix_is_root() {
+            let mut command = Command::new("runuser");
+            let _ = command.args(["-u", "postgres", "--"]).arg(program);
+            command
+        } else {
+            Command::new(program)
+        }
+    }
+
+    async fn pg_ctl_start(&self) -> anyhow::Result<()> {
+        let options =
+            format!("-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off", self.port, self.dir.display());
+        let started = self
+            .as_owner("pg_ctl")
             .arg("-D")
-            .arg(&data)
+            .arg(self.dir.join("data"))
             .arg("-l")
-            .arg(dir.join("postgres.log"))
+            .arg(self.dir.join("postgres.log"))
             .args(["-o", &options, "-w", "start"])
             .output()
             .await?;
@@ -781,7 +792,26 @@ impl PrivatePostgres {
             "pg_ctl start: {}",
             String::from_utf8_lossy(&started.stderr)
         );
-        Ok(Self { port, dir })
+        Ok(())
+    }
+
+    /// Stops the server as a crash would (`pg_ctl stop -m immediate`: no checkpoint, every
+    /// connection cut), waits `down`, and starts it again on the same port and data.
+    pub async fn restart(&self, down: Duration) -> anyhow::Result<()> {
+        let stopped = self
+            .as_owner("pg_ctl")
+            .arg("-D")
+            .arg(self.dir.join("data"))
+            .args(["-m", "immediate", "-w", "stop"])
+            .output()
+            .await?;
+        anyhow::ensure!(
+            stopped.status.success(),
+            "pg_ctl stop: {}",
+            String::from_utf8_lossy(&stopped.stderr)
+        );
+        tokio::time::sleep(down).await;
+        self.pg_ctl_start().await
     }
 
     /// A URL of database `name` on this server (created by the services on first use).
