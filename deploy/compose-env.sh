@@ -8,7 +8,7 @@ set -euo pipefail
 env_file="$(cd "$(dirname "$0")/.." && pwd)/.env"
 touch "$env_file"
 chmod 600 "$env_file"
-for name in SB_API_TOKEN SB_LOOKUP_TOKEN SB_LINK_KEY SB_SECRETS_KEY SB_DESK_TOKEN_KEY; do
+for name in SB_API_TOKEN SB_LOOKUP_TOKEN SB_LINK_KEY SB_SECRETS_KEY SB_DESK_TOKEN_KEY SB_SOURCES_KEY; do
   if ! grep -q "^$name=" "$env_file"; then
     # 36 bytes make 48 base64 characters; without '/', '+' and '=' (kept out of URLs and JSON)
     # well over 32 remain.

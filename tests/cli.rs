@@ -10,6 +10,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, ensure};
 use serde_json::{Value, json};
+use switchboard_core::seal::Sealer;
+use switchboard_core::source_secrets::SourceSecrets;
 use switchboard_tests::fake_vendor::{self, FakeVendor, TWILIO_SID};
 use switchboard_tests::{
     HttpClient, ServiceProcess, TestEnv, free_port, get, http_client, send, switchboard_bin, wait_until,
@@ -610,18 +612,25 @@ async fn source_secrets_are_read_from_standard_input_or_a_file() -> anyhow::Resu
     )
     .await?;
     assert_eq!(added.code, Some(0), "{added:?}");
+    // Stored sealed, not in plaintext (#18): the sources' key opens them.
     let row = env
         .db()
         .await?
         .query_one(
-            "SELECT signing_secret, settings->>'api_client_secret' FROM sources WHERE id = 'acme-tel'",
+            "SELECT signing_secret, settings->>'api_client_secret', secrets_sealed FROM sources WHERE id = 'acme-tel'",
             &[],
         )
         .await?;
     assert_eq!(
         (row.get::<_, Option<String>>(0), row.get::<_, Option<String>>(1)),
-        (Some("webhook-signing-secret".to_owned()), Some("telphin-client-secret".to_owned()))
+        (None, None),
+        "no plaintext"
     );
+    let sealed: Vec<u8> = row.get(2);
+    assert!(!String::from_utf8_lossy(&sealed).contains("secret"), "nothing readable");
+    let secrets = SourceSecrets::open(&sources_sealer(&env, None)?, &sealed)?;
+    assert_eq!(secrets.signing_secret(), Some("webhook-signing-secret"));
+    assert_eq!(secrets.api_client_secret.as_ref().map(|s| s.expose()), Some("telphin-client-secret"));
     let both = switchboard(
         &env,
         &["sources", "add", "acme-2", "--signing-secret", "-", "--api-client-secret", "-"],
@@ -663,6 +672,87 @@ async fn a_profile_is_made_from_a_connector_with_its_settings_read_from_standard
         switchboard(&env, &["profiles", "connector", "x", "zoho", "--settings", "{}"], &key, None).await?;
     assert_ne!(unknown.code, Some(0), "{unknown:?}");
     assert!(unknown.stderr.contains("hubspot, pipedrive, bitrix24, amocrm"), "{unknown:?}");
+    env.cleanup().await;
+    Ok(())
+}
+
+/// A source row's plaintext signing secret, plaintext API secret and sealed secrets.
+type StoredSecrets = (Option<String>, Option<String>, Option<Vec<u8>>);
+
+/// The sealer of `env`'s sources, or of `key`.
+fn sources_sealer(env: &TestEnv, key: Option<&str>) -> anyhow::Result<Sealer> {
+    let key = key.unwrap_or(&env.settings["SWITCHBOARD_SOURCES__SECRETS_KEY"]);
+    Ok(Sealer::new(key)?)
+}
+
+/// Sources stored before secrets were sealed (plaintext columns) are read as they are, and
+/// `sources reseal` seals them; during a key rotation it seals every source again with the new
+/// key, the previous one opening the old seals meanwhile (#18).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sources_reseal_seals_old_plaintext_rows_and_rotates_the_key() -> anyhow::Result<()> {
+    let env = TestEnv::new("cli-reseal");
+    env.init().await?;
+    let db = env.db().await?;
+    // As a release from before sealing wrote it.
+    db.execute(
+        "INSERT INTO sources (id, vendor, default_region, secret_sha256, signing_secret, settings)
+         VALUES ('old-tel', 'telphin', 'RU', decode(repeat('00', 32), 'hex'), 'old-signing-secret',
+                 '{\"api_client_id\": \"c-1\", \"api_client_secret\": \"old-client-secret\"}')",
+        &[],
+    )
+    .await?;
+    let _ = ok(&env, &["sources", "add", "new-gen", "--signing-secret", "new-signing-secret"]).await?;
+    let sealed_of = async |id: &str| -> anyhow::Result<StoredSecrets> {
+        let row = db
+            .query_one(
+                "SELECT signing_secret, settings->>'api_client_secret', secrets_sealed FROM sources WHERE id = $1",
+                &[&id],
+            )
+            .await?;
+        Ok((row.get(0), row.get(1), row.get(2)))
+    };
+    let resealed = ok(&env, &["sources", "reseal"]).await?;
+    assert!(resealed.stdout.contains("2 sources sealed"), "{resealed:?}");
+    let (plain, plain_api, sealed) = sealed_of("old-tel").await?;
+    assert_eq!((plain, plain_api), (None, None), "the plaintext is gone");
+    let secrets = SourceSecrets::open(&sources_sealer(&env, None)?, &sealed.context("sealed")?)?;
+    assert_eq!(secrets.signing_secret(), Some("old-signing-secret"));
+    assert_eq!(secrets.api_client_secret.as_ref().map(|s| s.expose()), Some("old-client-secret"));
+
+    // A new key, the old one as the previous: everything is sealed again with the new key.
+    let old_key = env.settings["SWITCHBOARD_SOURCES__SECRETS_KEY"].clone();
+    let new_key = "the-rotated-sources-key-0123456789abcdef-0123";
+    let rotate = [
+        ("SWITCHBOARD_SOURCES__SECRETS_KEY", new_key),
+        ("SWITCHBOARD_SOURCES__PREVIOUS_SECRETS_KEY", old_key.as_str()),
+    ];
+    let rotated = switchboard(&env, &["sources", "reseal"], &rotate, None).await?;
+    assert_eq!(rotated.code, Some(0), "{rotated:?}");
+    for (id, signing) in [("old-tel", "old-signing-secret"), ("new-gen", "new-signing-secret")] {
+        let sealed = sealed_of(id).await?.2.context("sealed")?;
+        assert!(
+            SourceSecrets::open(&sources_sealer(&env, None)?, &sealed).is_err(),
+            "{id}: not the old key any more"
+        );
+        let secrets = SourceSecrets::open(&sources_sealer(&env, Some(new_key))?, &sealed)?;
+        assert_eq!(secrets.signing_secret(), Some(signing), "{id}");
+    }
+    // Without the previous key nothing opens the old seals: reseal refuses and changes nothing.
+    let wrong = switchboard(
+        &env,
+        &["sources", "reseal"],
+        &[("SWITCHBOARD_SOURCES__SECRETS_KEY", "yet-another-sources-key-0123456789abcdef")],
+        None,
+    )
+    .await?;
+    assert_ne!(wrong.code, Some(0), "{wrong:?}");
+    assert!(
+        SourceSecrets::open(
+            &sources_sealer(&env, Some(new_key))?,
+            &sealed_of("old-tel").await?.2.context("sealed")?
+        )
+        .is_ok()
+    );
     env.cleanup().await;
     Ok(())
 }

@@ -114,6 +114,8 @@ impl TestEnv {
         set("SWITCHBOARD_DISPATCHER__SECRETS_KEY", format!("test-secrets-key-of-{id}-0123456789abcdef"));
         // The desk derives session tokens with it (and refuses to start without one).
         set("SWITCHBOARD_DESK__TOKEN_KEY", format!("test-token-key-of-{id}-0123456789abcdef"));
+        // The sources' signing and API secrets are sealed with it.
+        set("SWITCHBOARD_SOURCES__SECRETS_KEY", format!("test-sources-key-of-{id}-0123456789abcdef"));
         // Lookups without tokens, as a router reachable only from the PBX would answer them; a
         // test of the tokens sets them.
         set("SWITCHBOARD_ROUTER__OPEN_LOOKUPS", "true".into());

@@ -32,6 +32,7 @@ pub struct Settings {
     pub recordings: RecordingsSettings,
     pub dispatcher: DispatcherSettings,
     pub desk: DeskSettings,
+    pub sources: SourcesSettings,
     pub log: LogSettings,
 }
 
@@ -466,6 +467,20 @@ impl Default for DispatcherSettings {
     }
 }
 
+/// The PBX sources' secrets at rest (`switchboard_core::source_secrets`): read by ingress (the
+/// signing secrets), recordings and the api (vendor API credentials), the desk (click-to-call) and
+/// `switchboard sources add|reseal`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SourcesSettings {
+    /// Seals every source's signing secret and API client secret in PostgreSQL; at least 32
+    /// bytes. The services that read them refuse to start without it.
+    pub secrets_key: Secret,
+    /// During a key rotation, the key the stored secrets were sealed with until
+    /// `switchboard sources reseal` seals them again with `secrets_key`; then unset it.
+    pub previous_secrets_key: Secret,
+}
+
 /// The agent's desk (the desk service): sessions, the notification stream, the panel.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -837,6 +852,8 @@ impl Settings {
             ("recordings.previous_link_key", &self.recordings.previous_link_key),
             ("dispatcher.secrets_key", &self.dispatcher.secrets_key),
             ("desk.token_key", &self.desk.token_key),
+            ("sources.secrets_key", &self.sources.secrets_key),
+            ("sources.previous_secrets_key", &self.sources.previous_secrets_key),
         ];
         let tokens = self.api.tokens.iter().map(|t| ("api.tokens", t));
         let lookups = self.router.lookup_tokens.iter().map(|t| ("router.lookup_tokens", t));
@@ -879,6 +896,14 @@ impl Settings {
                  the port PBXs, CRMs and browsers reach, so give them a port of their own",
                 self.listen_addr(service),
                 service.name()
+            )));
+        }
+        let reads_source_secrets =
+            matches!(service, Service::Ingress | Service::Recordings | Service::Api | Service::Desk);
+        if reads_source_secrets && self.sources.secrets_key.is_empty() {
+            return Err(ConfigError::Invalid(format!(
+                "sources.secrets_key (SWITCHBOARD_SOURCES__SECRETS_KEY) must be set, at least {MIN_LINK_KEY_BYTES} bytes: \
+                 the sources' signing and API secrets are sealed with it"
             )));
         }
         if service == Service::Desk && self.desk.token_key.is_empty() {
@@ -1140,6 +1165,7 @@ mod tests {
             ("SWITCHBOARD_RECORDINGS__LINK_KEY", key.as_str()),
             ("SWITCHBOARD_RECORDINGS__PUBLIC_URL", "https://sb.example.com/"),
             ("SWITCHBOARD_RECORDINGS__MAX_ATTEMPTS", "5"),
+            ("SWITCHBOARD_SOURCES__SECRETS_KEY", "s".repeat(MIN_LINK_KEY_BYTES).as_str()),
         ])
         .expect("valid");
         assert_eq!(settings.recordings.link_key.expose(), key);
@@ -1151,8 +1177,17 @@ mod tests {
         let numeric = Settings::from_vars([("SWITCHBOARD_RECORDINGS__LINK_KEY", digits.as_str())]);
         assert_eq!(numeric.expect("a key of digits").recordings.link_key.expose(), digits);
         let defaults = Settings::from_vars(Vec::<(String, String)>::new()).expect("defaults");
-        assert!(defaults.validate_for(Service::Ingress).is_ok(), "only the recordings service needs a key");
-        assert!(defaults.validate_for(Service::Recordings).is_err());
+        assert!(
+            defaults.validate_for(Service::Normalizer).is_ok(),
+            "a stage that reads no secret needs no key"
+        );
+        for service in [Service::Recordings, Service::Ingress, Service::Api, Service::Desk] {
+            let error = defaults.validate_for(service).expect_err("the sources' key");
+            assert!(
+                service == Service::Recordings || error.to_string().contains("sources.secrets_key"),
+                "{error}"
+            );
+        }
         for bad in [
             ("SWITCHBOARD_RECORDINGS__LINK_KEY", "short"),
             ("SWITCHBOARD_RECORDINGS__PUBLIC_URL", "sb.example.com"),

@@ -24,7 +24,9 @@ pub mod poison;
 pub mod retry;
 pub mod runtime;
 pub mod schedule;
+pub mod seal;
 pub mod service;
+pub mod source_secrets;
 pub mod stage;
 pub mod topology;
 

@@ -31,6 +31,7 @@ const MIGRATIONS: &[(i32, &str, &str)] = &[
     (11, "click_to_call", include_str!("../migrations/0011_click_to_call.sql")),
     (12, "blacklist", include_str!("../migrations/0012_blacklist.sql")),
     (13, "wrap_up", include_str!("../migrations/0013_wrap_up.sql")),
+    (14, "sealed_source_secrets", include_str!("../migrations/0014_sealed_source_secrets.sql")),
 ];
 
 /// Any advisory-lock key unique to Switchboard's migrator.

@@ -83,7 +83,8 @@ pub async fn run(
         tracing::warn!("api.tokens is empty: every /v1 request will be refused with 401.");
     }
     let health = Health::new();
-    let links = Links::new(&settings);
+    let links = Links::new(&settings)
+        .map_err(|e| ServiceError::Setup { what: "the sources' secrets key", source: Box::new(e) })?;
     if !links.configured() {
         tracing::warn!("recordings.link_key is empty: recording links will be answered 503.");
     }

@@ -33,6 +33,8 @@ pub struct Desk {
     pub keepalive: Duration,
     /// Click-to-call's client of the vendors' APIs.
     pub transport: switchboard_originate::Transport,
+    /// Opens the sources' sealed secrets (their vendor API credentials).
+    pub sealer: switchboard_core::seal::Sealer,
 }
 
 impl std::fmt::Debug for Desk {

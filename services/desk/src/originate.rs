@@ -21,7 +21,8 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use switchboard_core::metrics;
-use switchboard_model::{PhoneNumber, Region, Vendor};
+use switchboard_core::source_secrets::SourceSecrets;
+use switchboard_model::{PhoneNumber, Region, Secret, Vendor};
 use switchboard_originate::{AgentEndpoint, HangUpRequest, OriginateError, OriginateRequest, VendorSettings};
 
 use crate::desk::{Desk, DeskError};
@@ -81,7 +82,8 @@ pub(crate) async fn source(desk: &Desk, id: &str) -> Result<Option<Source>, Desk
         .await
         .map_err(SessionError::from)?
         .query_opt(
-            "SELECT vendor, default_region, settings, signing_secret FROM sources WHERE id = $1 AND disabled_at IS NULL",
+            "SELECT vendor, default_region, settings, signing_secret, secrets_sealed FROM sources
+             WHERE id = $1 AND disabled_at IS NULL",
             &[&id],
         )
         .await?;
@@ -91,10 +93,24 @@ pub(crate) async fn source(desk: &Desk, id: &str) -> Result<Option<Source>, Desk
     else {
         return Ok(None);
     };
-    let settings: Value = row.get(2);
-    let secret: Option<String> = row.get(3);
+    let mut settings: Value = row.get(2);
+    // The secrets: sealed, or in plaintext in a row from before secrets were sealed.
+    let plain_api_secret = settings
+        .as_object_mut()
+        .and_then(|map| map.remove("api_client_secret"))
+        .and_then(|v| v.as_str().map(Secret::new));
+    let secrets = match SourceSecrets::of_row(&desk.sealer, row.get(4), row.get(3), plain_api_secret) {
+        Ok(secrets) => secrets,
+        Err(error) => {
+            tracing::error!(source = id, %error, "The source's secrets do not open (sources.secrets_key).");
+            return Ok(None);
+        }
+    };
+    if let (Some(map), Some(secret)) = (settings.as_object_mut(), &secrets.api_client_secret) {
+        let _ = map.insert("api_client_secret".into(), Value::String(secret.expose().to_owned()));
+    }
     // Settings the originate crate cannot read are a configuration problem of this source.
-    let settings = VendorSettings::from_stored(&settings, secret.as_deref()).unwrap_or_default();
+    let settings = VendorSettings::from_stored(&settings, secrets.signing_secret()).unwrap_or_default();
     Ok(Some(Source { vendor, region, settings }))
 }
 

@@ -105,6 +105,8 @@ pub async fn run(
                 ),
                 ..switchboard_originate::TransportConfig::default()
             }),
+            sealer: switchboard_core::source_secrets::sealer(&settings)
+                .map_err(|e| ServiceError::Setup { what: "the sources' secrets key", source: Box::new(e) })?,
         });
         let listening = tokio::spawn(listen(desk.clone(), background.clone()));
 

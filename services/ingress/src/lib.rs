@@ -48,6 +48,7 @@ use switchboard_core::http_service::{self, HttpService};
 use switchboard_core::model::{RawWebhook, call_partition_key};
 use switchboard_core::rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use switchboard_core::rdkafka::producer::{FutureProducer, FutureRecord};
+use switchboard_core::seal::Sealer;
 use switchboard_core::service::{self, ServiceError};
 use switchboard_core::{kafka, metrics, pg};
 use tokio::net::TcpListener;
@@ -98,6 +99,10 @@ pub async fn run(
     let topics = settings.kafka.topics();
     let produce_timeout = Duration::from_millis(settings.kafka.produce_timeout_ms);
     let sources = SourceCache::default();
+    let sealer = Arc::new(
+        switchboard_core::source_secrets::sealer(&settings)
+            .map_err(|e| ServiceError::Setup { what: "the sources' secrets key", source: Box::new(e) })?,
+    );
     let ingress = Arc::new(Ingress {
         sources: sources.clone(),
         // Creating a producer needs no broker; it connects in the background.
@@ -122,12 +127,18 @@ pub async fn run(
             return Ok(None);
         };
         if !(kafka::ensure_topics(&settings.kafka, &topics.all(), &cancel).await
-            && first_source_load(&sources, &pool, &cancel).await)
+            && first_source_load(&sources, &pool, &sealer, &cancel).await)
         {
             return Ok(None);
         }
         let every = Duration::from_millis(settings.ingress.sources_refresh_ms);
-        Ok(Some(vec![tokio::spawn(keep_sources_fresh(sources.clone(), pool, every, cancel.clone()))]))
+        Ok(Some(vec![tokio::spawn(keep_sources_fresh(
+            sources.clone(),
+            pool,
+            sealer.clone(),
+            every,
+            cancel.clone(),
+        ))]))
     };
     // A fatal producer error would otherwise leave ingress answering 503 for ever while it looks
     // alive: it fails the service and stops it instead.
@@ -141,11 +152,16 @@ pub async fn run(
 
 /// Loads the sources once, retrying until it works: serving before that would answer 404 to
 /// every PBX, which most do not retry. Returns `false` when cancelled first.
-async fn first_source_load(sources: &SourceCache, pool: &Pool, cancel: &CancellationToken) -> bool {
+async fn first_source_load(
+    sources: &SourceCache,
+    pool: &Pool,
+    sealer: &Sealer,
+    cancel: &CancellationToken,
+) -> bool {
     let mut backoff =
         switchboard_core::retry::Backoff::new(Duration::from_millis(200), Duration::from_secs(5));
     loop {
-        match sources.refresh(pool).await {
+        match sources.refresh(pool, sealer).await {
             Ok(count) => {
                 tracing::info!(count, "Sources loaded.");
                 return true;
@@ -159,20 +175,26 @@ async fn first_source_load(sources: &SourceCache, pool: &Pool, cancel: &Cancella
     }
 }
 
-async fn refresh_sources(sources: &SourceCache, pool: &Pool) {
-    match sources.refresh(pool).await {
+async fn refresh_sources(sources: &SourceCache, pool: &Pool, sealer: &Sealer) {
+    match sources.refresh(pool, sealer).await {
         Ok(count) => tracing::debug!(count, "Sources loaded."),
         Err(error) => tracing::warn!(%error, "Cannot reload sources; keeping the ones loaded."),
     }
 }
 
-async fn keep_sources_fresh(sources: SourceCache, pool: Pool, every: Duration, cancel: CancellationToken) {
+async fn keep_sources_fresh(
+    sources: SourceCache,
+    pool: Pool,
+    sealer: Arc<Sealer>,
+    every: Duration,
+    cancel: CancellationToken,
+) {
     let mut ticker = tokio::time::interval(every);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
             _ = cancel.cancelled() => return,
-            _ = ticker.tick() => refresh_sources(&sources, &pool).await,
+            _ = ticker.tick() => refresh_sources(&sources, &pool, &sealer).await,
         }
     }
 }

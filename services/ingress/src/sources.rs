@@ -4,7 +4,8 @@
 //! secret the password; or `?token=` for PBXs that can only be given a URL), shown once and
 //! stored only as its SHA-256. The secret is 256 random bits, so brute force is out of reach and
 //! a fast hash keeps checking it cheap on every webhook. Vendors that sign their webhooks are
-//! checked with the source's `signing_secret` instead (`switchboard_adapters::auth`).
+//! checked with the source's `signing_secret` instead (`switchboard_adapters::auth`); it and the
+//! vendor API client secret are stored sealed (`switchboard_core::source_secrets`).
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
@@ -15,6 +16,8 @@ use sha2::{Digest, Sha256};
 use switchboard_adapters::{SourceAuth, SourceSettings};
 use switchboard_core::deadpool_postgres::Pool;
 use switchboard_core::model::{Region, SourceId, Vendor};
+use switchboard_core::seal::{SealError, Sealer};
+use switchboard_core::source_secrets::SourceSecrets;
 
 #[derive(Debug, thiserror::Error)]
 pub enum SourceError {
@@ -28,6 +31,8 @@ pub enum SourceError {
     Random(String),
     #[error("invalid settings: {0}")]
     Settings(String),
+    #[error("cannot seal the source's secrets")]
+    Seal(#[from] SealError),
 }
 
 /// What ingress needs to know about a source on every request. Its `Debug` shows no secret.
@@ -75,8 +80,8 @@ impl SourceCache {
         self.inner.read().ok()?.get(id).cloned()
     }
 
-    pub async fn refresh(&self, pool: &Pool) -> Result<usize, SourceError> {
-        let sources = load_enabled(pool).await?;
+    pub async fn refresh(&self, pool: &Pool, sealer: &Sealer) -> Result<usize, SourceError> {
+        let sources = load_enabled(pool, sealer).await?;
         let count = sources.len();
         if let Ok(mut map) = self.inner.write() {
             *map = sources.into_iter().map(|s| (s.id.as_str().to_owned(), s)).collect();
@@ -85,11 +90,11 @@ impl SourceCache {
     }
 }
 
-async fn load_enabled(pool: &Pool) -> Result<Vec<Source>, SourceError> {
+async fn load_enabled(pool: &Pool, sealer: &Sealer) -> Result<Vec<Source>, SourceError> {
     let client = pool.get().await?;
     let rows = client
         .query(
-            "SELECT id, vendor, default_region, secret_sha256, signing_secret, settings
+            "SELECT id, vendor, default_region, secret_sha256, signing_secret, settings, secrets_sealed
              FROM sources WHERE disabled_at IS NULL",
             &[],
         )
@@ -102,7 +107,7 @@ async fn load_enabled(pool: &Pool) -> Result<Vec<Source>, SourceError> {
         let settings: serde_json::Value = row.get(5);
         // A row written by a newer version (an unknown vendor or setting) is skipped, not fatal,
         // so an older ingress keeps serving every other source during a rolling upgrade.
-        let (Ok(id), Ok(vendor), Ok(secret_sha256), Ok(settings)) = (
+        let (Ok(id), Ok(vendor), Ok(secret_sha256), Ok(mut settings)) = (
             SourceId::parse(id.clone()),
             vendor.parse::<Vendor>(),
             <[u8; 32]>::try_from(hash),
@@ -111,13 +116,24 @@ async fn load_enabled(pool: &Pool) -> Result<Vec<Source>, SourceError> {
             tracing::warn!(source = %id, "Skipping a source this version cannot serve.");
             continue;
         };
+        let sealed: Option<&[u8]> = row.get(6);
+        let secrets =
+            match SourceSecrets::of_row(sealer, sealed, row.get(4), settings.api_client_secret.take()) {
+                Ok(secrets) => secrets,
+                Err(error) => {
+                    // Sealed with another key: sources.secrets_key changed without a reseal.
+                    tracing::error!(source = %id, %error, "Skipping a source whose secrets do not open.");
+                    continue;
+                }
+            };
+        settings.api_client_secret = secrets.api_client_secret.clone();
         sources.push(Source {
             id,
             vendor,
             default_region: row.get(2),
             settings,
             secret_sha256,
-            signing_secret: row.get(4),
+            signing_secret: secrets.signing_secret().map(str::to_owned),
         });
     }
     Ok(sources)
@@ -131,9 +147,11 @@ pub struct NewSource {
     pub secret: String,
 }
 
-/// Creates a source with a freshly generated secret.
+/// Creates a source with a freshly generated secret; its signing secret and API client secret are
+/// stored sealed with `sealer`, never in plaintext.
 pub async fn create(
     pool: &Pool,
+    sealer: &Sealer,
     id: &SourceId,
     vendor: Vendor,
     region: Region,
@@ -141,7 +159,13 @@ pub async fn create(
     settings: &SourceSettings,
 ) -> Result<NewSource, SourceError> {
     settings.validate().map_err(SourceError::Settings)?;
-    let settings = serde_json::to_value(settings).map_err(|e| SourceError::Settings(e.to_string()))?;
+    let mut settings = settings.clone();
+    let secrets = SourceSecrets {
+        signing_secret: signing_secret.filter(|s| !s.is_empty()).map(switchboard_core::model::Secret::new),
+        api_client_secret: settings.api_client_secret.take(),
+    };
+    let sealed = secrets.seal(sealer)?;
+    let settings = serde_json::to_value(&settings).map_err(|e| SourceError::Settings(e.to_string()))?;
     let mut random = [0u8; 32];
     getrandom::fill(&mut random).map_err(|e| SourceError::Random(e.to_string()))?;
     let secret = URL_SAFE_NO_PAD.encode(random);
@@ -149,10 +173,10 @@ pub async fn create(
     let client = pool.get().await?;
     let inserted = client
         .execute(
-            "INSERT INTO sources (id, vendor, default_region, secret_sha256, signing_secret, settings)
+            "INSERT INTO sources (id, vendor, default_region, secret_sha256, secrets_sealed, settings)
              VALUES ($1, $2, $3, $4, $5, $6)
              ON CONFLICT (id) DO NOTHING",
-            &[&id.as_str(), &vendor.as_str(), &region.as_str(), &hash.as_slice(), &signing_secret, &settings],
+            &[&id.as_str(), &vendor.as_str(), &region.as_str(), &hash.as_slice(), &sealed, &settings],
         )
         .await?;
     if inserted == 0 {
@@ -180,4 +204,34 @@ pub async fn list(pool: &Pool) -> Result<Vec<SourceSummary>, SourceError> {
         .iter()
         .map(|r| SourceSummary { id: r.get(0), vendor: r.get(1), region: r.get(2), enabled: r.get(3) })
         .collect())
+}
+
+/// Seals every source's secrets with the current key: the rows written before secrets were sealed
+/// lose their plaintext, and those sealed with the previous key (a rotation) are sealed with the
+/// new one. One transaction; returns how many sources were sealed. A source whose secrets open
+/// with neither key stops it, unchanged.
+pub async fn reseal(pool: &Pool, sealer: &Sealer) -> Result<usize, SourceError> {
+    let mut client = pool.get().await?;
+    let tx = client.transaction().await?;
+    let rows = tx
+        .query("SELECT id, signing_secret, settings, secrets_sealed FROM sources ORDER BY id FOR UPDATE", &[])
+        .await?;
+    for row in &rows {
+        let id: &str = row.get(0);
+        let mut settings: serde_json::Value = row.get(2);
+        let plain_api_secret = settings
+            .as_object_mut()
+            .and_then(|map| map.remove("api_client_secret"))
+            .and_then(|v| v.as_str().map(switchboard_core::model::Secret::new));
+        let sealed: Option<&[u8]> = row.get(3);
+        let secrets = SourceSecrets::of_row(sealer, sealed, row.get(1), plain_api_secret)?;
+        let _ = tx
+            .execute(
+                "UPDATE sources SET secrets_sealed = $2, signing_secret = NULL, settings = $3 WHERE id = $1",
+                &[&id, &secrets.seal(sealer)?, &settings],
+            )
+            .await?;
+    }
+    tx.commit().await?;
+    Ok(rows.len())
 }

@@ -103,6 +103,10 @@ pub async fn run(
             topic: topics.enriched.clone(),
             resolver,
             signer: signer.clone(),
+            sealer: Arc::new(
+                switchboard_core::source_secrets::sealer(&settings)
+                    .map_err(|e| ServiceError::Setup { what: "the sources' secrets key", source: Box::new(e) })?,
+            ),
             settings: settings.recordings.clone(),
             max_backoff,
             drain_timeout,

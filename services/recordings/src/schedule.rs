@@ -92,6 +92,8 @@ pub struct Scheduler {
     pub topic: String,
     pub resolver: Arc<Resolver>,
     pub signer: LinkSigner,
+    /// Opens the sources' sealed API secrets.
+    pub sealer: Arc<switchboard_core::seal::Sealer>,
     pub settings: RecordingsSettings,
     /// Longest wait between produce retries (`pipeline.max_backoff_ms`).
     pub max_backoff: Duration,
@@ -128,7 +130,7 @@ impl Scheduler {
     /// One attempt at `recording` (already claimed and counted).
     async fn attempt(&self, recording: Recording) {
         let vendor = recording.vendor.as_str();
-        let access = match store::sources(&self.pool, &[recording.source_id.as_str()]).await {
+        let access = match store::sources(&self.pool, &self.sealer, &[recording.source_id.as_str()]).await {
             Ok(mut found) => found
                 .remove(recording.source_id.as_str())
                 .unwrap_or_else(|| Err("the recording's source is deleted or disabled".into())),

@@ -52,15 +52,18 @@ impl Opened {
 pub struct Links {
     signer: Option<LinkSigner>,
     resolver: Resolver,
+    /// Opens the sources' sealed API secrets.
+    sealer: switchboard_core::seal::Sealer,
 }
 
 impl Links {
-    pub fn new(settings: &Settings) -> Self {
+    pub fn new(settings: &Settings) -> Result<Self, switchboard_core::seal::SealError> {
         let timeout = std::time::Duration::from_millis(settings.recordings.resolve_timeout_ms);
-        Self {
+        Ok(Self {
             signer: LinkSigner::from_settings(settings),
             resolver: Resolver::new(HttpClient::new(), timeout),
-        }
+            sealer: switchboard_core::source_secrets::sealer(settings)?,
+        })
     }
 
     /// Whether links can be opened at all (a link key is configured).
@@ -92,7 +95,7 @@ impl Links {
         let Some(pool) = pool else {
             return Opened::Unavailable;
         };
-        let (recording, access) = match store::lookup(pool, id).await {
+        let (recording, access) = match store::lookup(pool, &self.sealer, id).await {
             Ok(Some(found)) => found,
             Ok(None) => return Opened::NotFound { retry: false },
             Err(error) => {

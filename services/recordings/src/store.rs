@@ -14,6 +14,8 @@ use chrono::{DateTime, Utc};
 use switchboard_core::deadpool_postgres::Pool;
 use switchboard_core::model::SourceSettings;
 use switchboard_core::model::{CallEvent, CallId, LegId, RecordingStatus, Secret, SourceId, Vendor};
+use switchboard_core::seal::Sealer;
+use switchboard_core::source_secrets::SourceSecrets;
 use switchboard_core::tokio_postgres::{self, Row};
 
 use crate::link::recording_key;
@@ -261,31 +263,39 @@ pub struct SourceAccess {
     pub settings: SourceSettings,
 }
 
-/// Reads a `sources` row's access, or why it cannot be used.
+/// A source's access from its row: the vendor, the settings, and the secrets, sealed
+/// (`sources.secrets_sealed`) or, in a row from before secrets were sealed, in plaintext.
 fn access_from(
+    sealer: &Sealer,
     vendor: String,
     signing_secret: Option<String>,
     settings: serde_json::Value,
+    sealed: Option<&[u8]>,
 ) -> Result<SourceAccess, String> {
+    let mut settings: SourceSettings = serde_json::from_value(settings)
+        .map_err(|e| format!("the source's settings cannot be read by this version: {e}"))?;
+    let secrets = SourceSecrets::of_row(sealer, sealed, signing_secret, settings.api_client_secret.take())
+        .map_err(|e| format!("the source's secrets: {e} (sources.secrets_key)"))?;
+    settings.api_client_secret = secrets.api_client_secret;
     Ok(SourceAccess {
         vendor: vendor
             .parse()
             .map_err(|_| format!("the source's vendor {vendor:?} is unknown to this version"))?,
-        signing_secret: signing_secret.filter(|s| !s.is_empty()).map(Secret::new),
-        settings: serde_json::from_value(settings)
-            .map_err(|e| format!("the source's settings cannot be read by this version: {e}"))?,
+        signing_secret: secrets.signing_secret,
+        settings,
     })
 }
 
 /// The enabled sources among `ids`: each one's access, or why it cannot be used.
 pub async fn sources(
     pool: &Pool,
+    sealer: &Sealer,
     ids: &[&str],
 ) -> Result<HashMap<String, Result<SourceAccess, String>>, StoreError> {
     let client = pool.get().await?;
     let statement = client
         .prepare_cached(
-            "SELECT id, vendor, signing_secret, settings FROM sources
+            "SELECT id, vendor, signing_secret, settings, secrets_sealed FROM sources
              WHERE id = ANY($1) AND disabled_at IS NULL",
         )
         .await?;
@@ -293,7 +303,7 @@ pub async fn sources(
         .query(&statement, &[&ids])
         .await?
         .into_iter()
-        .map(|row| (row.get(0), access_from(row.get(1), row.get(2), row.get(3))))
+        .map(|row| (row.get(0), access_from(sealer, row.get(1), row.get(2), row.get(3), row.get(4))))
         .collect())
 }
 
@@ -301,12 +311,13 @@ pub async fn sources(
 /// the link handler.
 pub async fn lookup(
     pool: &Pool,
+    sealer: &Sealer,
     id: &str,
 ) -> Result<Option<(Recording, Option<Result<SourceAccess, String>>)>, StoreError> {
     let client = pool.get().await?;
     let statement = client
         .prepare_cached(&format!(
-            "SELECT {}, s.vendor, s.signing_secret, s.settings
+            "SELECT {}, s.vendor, s.signing_secret, s.settings, s.secrets_sealed
              FROM recordings r LEFT JOIN sources s ON s.id = r.source_id AND s.disabled_at IS NULL
              WHERE r.id = $1",
             COLUMNS.split(", ").map(|c| format!("r.{}", c.trim())).collect::<Vec<_>>().join(", ")
@@ -317,7 +328,7 @@ pub async fn lookup(
     };
     let recording = recording_from_row(&row)?;
     let vendor: Option<String> = row.get(12);
-    let access = vendor.map(|vendor| access_from(vendor, row.get(13), row.get(14)));
+    let access = vendor.map(|vendor| access_from(sealer, vendor, row.get(13), row.get(14), row.get(15)));
     Ok(Some((recording, access)))
 }
 

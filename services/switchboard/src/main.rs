@@ -125,6 +125,9 @@ enum SourcesAction {
     },
     /// List sources.
     List,
+    /// Seal every source's secrets with sources.secrets_key: those stored before secrets were
+    /// sealed, and, during a key rotation, those sealed with sources.previous_secrets_key.
+    Reseal,
 }
 
 fn check_profile_id(id: &str) -> anyhow::Result<()> {
@@ -205,6 +208,7 @@ enum Admin {
         json: bool,
     },
     ListSources,
+    ResealSources,
     PutProfile {
         id: String,
         profile: Box<switchboard_dispatcher::profile::Profile>,
@@ -224,6 +228,7 @@ impl Parsed {
             Command::Hangup(args) => Parsed::Desk(calls::DeskCommand::Hangup(args)),
             Command::Disposition { action } => Parsed::Desk(calls::DeskCommand::Disposition(action)),
             Command::Sources { action: SourcesAction::List } => Parsed::Admin(Admin::ListSources),
+            Command::Sources { action: SourcesAction::Reseal } => Parsed::Admin(Admin::ResealSources),
             Command::Profiles { action: ProfilesAction::List } => Parsed::Admin(Admin::ListProfiles),
             Command::Profiles { action: ProfilesAction::Delete { id } } => {
                 Parsed::Admin(Admin::DeleteProfile { id })
@@ -340,6 +345,15 @@ async fn run_service(service: Service, settings: Settings, cancel: CancellationT
     }
 }
 
+/// The sealer of the sources' secrets, or why there is none.
+fn sources_sealer(settings: &Settings) -> anyhow::Result<switchboard_core::seal::Sealer> {
+    anyhow::ensure!(
+        !settings.sources.secrets_key.is_empty(),
+        "sources.secrets_key (SWITCHBOARD_SOURCES__SECRETS_KEY) must be set: the sources' secrets are sealed with it"
+    );
+    Ok(switchboard_core::source_secrets::sealer(settings)?)
+}
+
 async fn admin(command: Admin, settings: &Settings, cancel: &CancellationToken) -> anyhow::Result<()> {
     let pool = pg::connect_and_migrate(&settings.postgres, cancel)
         .await?
@@ -354,14 +368,16 @@ async fn admin(command: Admin, settings: &Settings, cancel: &CancellationToken) 
             println!("Topics ready: {}", topics.all().join(", "));
             println!("Database migrated.");
         }
-        Admin::AddSource { id, vendor, region, signing_secret, settings, json } => {
+        Admin::AddSource { id, vendor, region, signing_secret, settings: source_settings, json } => {
+            let sealer = sources_sealer(settings)?;
             let created = switchboard_ingress::sources::create(
                 &pool,
+                &sealer,
                 &id,
                 vendor,
                 region,
                 signing_secret.as_deref(),
-                &settings,
+                &source_settings,
             )
             .await?;
             if json {
@@ -382,6 +398,10 @@ async fn admin(command: Admin, settings: &Settings, cancel: &CancellationToken) 
                 );
                 println!("The password is shown only now; Switchboard stores only its hash.");
             }
+        }
+        Admin::ResealSources => {
+            let sealed = switchboard_ingress::sources::reseal(&pool, &sources_sealer(settings)?).await?;
+            println!("{sealed} sources sealed with sources.secrets_key; no plaintext secret is left.");
         }
         Admin::ListSources => {
             for source in switchboard_ingress::sources::list(&pool).await? {

@@ -1,0 +1,113 @@
+//! A PBX source's secrets at rest: its signing secret (Twilio auth token, Zadarma API secret,
+//! Mango salt, Aircall token) and its vendor API client secret, sealed together into
+//! `sources.secrets_sealed` with `sources.secrets_key` ([`crate::seal`]), so that a database dump
+//! or backup holds no PBX credential.
+//!
+//! Rows written before secrets were sealed (migration 0014 added the column) keep them in the
+//! plaintext `signing_secret` column and the settings' `api_client_secret`; they are read as
+//! they are until `switchboard sources reseal` seals them and clears the plaintext. The same
+//! command seals every source again with a new key during a key rotation (the previous key in
+//! `sources.previous_secrets_key` opens the old seals meanwhile).
+
+use serde::{Deserialize, Serialize};
+
+use crate::config::Settings;
+use crate::model::Secret;
+use crate::seal::{SealError, Sealer};
+
+/// One source's secrets. `Debug` shows none of them.
+#[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SourceSecrets {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signing_secret: Option<Secret>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_client_secret: Option<Secret>,
+}
+
+impl std::fmt::Debug for SourceSecrets {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SourceSecrets")
+            .field("signing_secret", &self.signing_secret)
+            .field("api_client_secret", &self.api_client_secret)
+            .finish()
+    }
+}
+
+impl SourceSecrets {
+    /// The sealed form, for `sources.secrets_sealed`.
+    pub fn seal(&self, sealer: &Sealer) -> Result<Vec<u8>, SealError> {
+        let plain = serde_json::to_vec(self).map_err(|_| SealError::Open)?;
+        sealer.seal(&plain)
+    }
+
+    pub fn open(sealer: &Sealer, sealed: &[u8]) -> Result<Self, SealError> {
+        serde_json::from_slice(&sealer.open(sealed)?).map_err(|_| SealError::Open)
+    }
+
+    /// A row's secrets: the sealed column when there is one, else what a row written before
+    /// secrets were sealed holds in plaintext.
+    pub fn of_row(
+        sealer: &Sealer,
+        sealed: Option<&[u8]>,
+        plain_signing_secret: Option<String>,
+        plain_api_client_secret: Option<Secret>,
+    ) -> Result<Self, SealError> {
+        match sealed {
+            Some(sealed) => Self::open(sealer, sealed),
+            None => Ok(Self {
+                signing_secret: plain_signing_secret.filter(|s| !s.is_empty()).map(Secret::new),
+                api_client_secret: plain_api_client_secret.filter(|s| !s.is_empty()),
+            }),
+        }
+    }
+
+    pub fn signing_secret(&self) -> Option<&str> {
+        self.signing_secret.as_ref().map(Secret::expose)
+    }
+}
+
+/// The sealer of the sources' secrets, from `sources.secrets_key` (and the previous key during a
+/// rotation).
+pub fn sealer(settings: &Settings) -> Result<Sealer, SealError> {
+    Sealer::with_previous(
+        settings.sources.secrets_key.expose(),
+        settings.sources.previous_secrets_key.expose(),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const KEY: &str = "a-sources-key-of-at-least-thirty-two-bytes";
+
+    #[test]
+    fn sealed_secrets_open_whole_and_old_rows_are_read_in_plaintext() {
+        let sealer = Sealer::new(KEY).expect("key");
+        let secrets = SourceSecrets {
+            signing_secret: Some(Secret::new("twilio-auth-token")),
+            api_client_secret: Some(Secret::new("client-secret")),
+        };
+        let sealed = secrets.seal(&sealer).expect("seal");
+        assert!(!String::from_utf8_lossy(&sealed).contains("twilio"), "nothing readable");
+        assert_eq!(SourceSecrets::of_row(&sealer, Some(&sealed), None, None).expect("open"), secrets);
+        let old = SourceSecrets::of_row(
+            &sealer,
+            None,
+            Some("twilio-auth-token".into()),
+            Some(Secret::new("client-secret")),
+        )
+        .expect("plaintext");
+        assert_eq!(old, secrets);
+        assert_eq!(
+            SourceSecrets::of_row(&sealer, None, Some(String::new()), None).expect("none"),
+            SourceSecrets::default()
+        );
+        let other = Sealer::new("another-sources-key-of-thirty-two-bytes!").expect("key");
+        assert!(
+            SourceSecrets::of_row(&other, Some(&sealed), None, None).is_err(),
+            "the wrong key opens nothing"
+        );
+        assert!(!format!("{secrets:?}").contains("twilio"), "Debug shows no secret");
+    }
+}
