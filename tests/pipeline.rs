@@ -704,3 +704,39 @@ async fn a_connection_beyond_the_limit_gets_503_and_the_limit_frees_up() -> anyh
     env.cleanup().await;
     Ok(())
 }
+
+/// A wrong credential in the headers is refused before the body is read (#18): a client that
+/// announces a 1 MB body and sends none still gets its 401 at once, and holds no buffer; with
+/// the right credential the body is awaited.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wrong_credential_is_refused_before_the_body_is_read() -> anyhow::Result<()> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let env = TestEnv::new("authfirst");
+    env.init().await?;
+    let credentials = env.add_source("pbx-a", "GB").await?;
+    let mut ingress = env.start("ingress").await?;
+    let port = ingress.port;
+    let first_line = async |auth: String| -> anyhow::Result<Option<String>> {
+        let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
+        let head = format!(
+            "POST /v1/webhooks/pbx-a HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n\
+             authorization: {auth}\r\ncontent-length: 1000000\r\n\r\n"
+        );
+        stream.write_all(head.as_bytes()).await?;
+        let mut answer = vec![0u8; 64];
+        Ok(match tokio::time::timeout(Duration::from_secs(2), stream.read(&mut answer)).await {
+            Ok(Ok(read)) if read > 0 => answer
+                .get(..read)
+                .map(|a| String::from_utf8_lossy(a).lines().next().unwrap_or_default().to_owned()),
+            _ => None,
+        })
+    };
+    let refused = first_line(basic("pbx-a", "not-the-secret")).await?;
+    assert_eq!(refused.as_deref(), Some("HTTP/1.1 401 Unauthorized"), "refused without the body");
+    assert_eq!(first_line(credentials.basic()).await?, None, "the right credential waits for its body");
+    let metrics = ingress.metrics().await?;
+    assert!(metric_value(&metrics, "switchboard_ingress_auth_failures_total") >= 1.0, "counted");
+    assert_eq!(ingress.terminate(Duration::from_secs(30)).await?, Some(0));
+    env.cleanup().await;
+    Ok(())
+}

@@ -344,6 +344,11 @@ fn data_call_id(envelope: &Map<String, Value>) -> Option<String> {
 }
 
 impl Adapter for Aircall {
+    /// The credential is in (or signs) the body.
+    fn authenticates_without_body(&self) -> bool {
+        false
+    }
+
     fn authenticate(&self, request: &Request<'_>, source: &SourceAuth<'_>) -> Result<(), AuthFailure> {
         let secret = source.signing_secret()?;
         let envelope = support::json_object(request.body).map_err(|_| AuthFailure::Missing)?;

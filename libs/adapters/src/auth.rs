@@ -169,6 +169,31 @@ mod tests {
     }
 
     #[test]
+    fn header_and_query_credentials_are_checked_before_the_body_and_body_credentials_after() {
+        let hash: [u8; 32] = Sha256::digest(b"s3cret").into();
+        let settings = SourceSettings::default();
+        let source =
+            SourceAuth { source_id: "acme", secret_sha256: &hash, signing_secret: None, settings: &settings };
+        let none = BTreeMap::new();
+        let head = request(&none, Some("token=nope"));
+        let generic = crate::adapter_for(crate::Vendor::Generic);
+        assert_eq!(crate::authenticate_head(generic, &head, &source), Some(Err(AuthFailure::Wrong)));
+        let right = request(&none, Some("token=s3cret"));
+        assert_eq!(crate::authenticate_head(generic, &right, &source), Some(Ok(())));
+        let get = Request { method: "GET", ..request(&none, Some("token=nope")) };
+        assert_eq!(crate::authenticate_head(generic, &get, &source), None, "the 405 comes first");
+        for signing in
+            [crate::Vendor::Twilio, crate::Vendor::Aircall, crate::Vendor::Zadarma, crate::Vendor::Mango]
+        {
+            assert_eq!(
+                crate::authenticate_head(crate::adapter_for(signing), &head, &source),
+                None,
+                "{signing:?}"
+            );
+        }
+    }
+
+    #[test]
     fn basic_and_token_accept_only_the_right_secret() {
         let hash: [u8; 32] = Sha256::digest(b"s3cret").into();
         let settings = SourceSettings::default();

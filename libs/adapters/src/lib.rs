@@ -162,6 +162,13 @@ pub trait Adapter: Send + Sync {
         auth::basic_or_token(request, source)
     }
 
+    /// Whether [`Adapter::authenticate`] looks only at the headers and the query, so that ingress
+    /// can refuse a wrong credential before it reads (and buffers) the body. True for the default
+    /// scheme; a vendor that signs or carries its credential in the body says false.
+    fn authenticates_without_body(&self) -> bool {
+        true
+    }
+
     /// Checks a request at ingress and returns the vendor's call id when it names one, which
     /// becomes the partition key. Must be cheap: it runs while the PBX waits.
     fn check(&self, request: &Request<'_>) -> Result<Option<String>, Rejection>;
@@ -220,6 +227,22 @@ pub fn decide(adapter: &dyn Adapter, request: &Request<'_>, source: &SourceAuth<
         Ok(call_id) => Decision::Publish { call_id },
         Err(rejection) => Decision::Rejected(rejection),
     }
+}
+
+/// The checks [`decide`] makes that need no body: for a vendor whose credential is in the headers
+/// or the query, a request sent with an allowed method is authenticated before its body is read.
+/// `None` when they cannot be made yet (the body is needed, or another answer comes first).
+pub fn authenticate_head(
+    adapter: &dyn Adapter,
+    request: &Request<'_>,
+    source: &SourceAuth<'_>,
+) -> Option<Result<(), AuthFailure>> {
+    if !adapter.authenticates_without_body() || !adapter.methods().contains(&request.method) {
+        return None;
+    }
+    let vendor = adapter.authenticate(request, source);
+    let token = auth::required_token(request, source);
+    Some(vendor.and(token))
 }
 
 /// The adapter that reads `vendor`'s webhooks.

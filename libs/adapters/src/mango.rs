@@ -389,6 +389,11 @@ impl Context<'_> {
 }
 
 impl Adapter for Mango {
+    /// The credential is in (or signs) the body.
+    fn authenticates_without_body(&self) -> bool {
+        false
+    }
+
     fn authenticate(&self, request: &Request<'_>, source: &SourceAuth<'_>) -> Result<(), AuthFailure> {
         let salt = source.signing_secret()?;
         let api_key = source.settings.api_key.as_deref().filter(|k| !k.is_empty());

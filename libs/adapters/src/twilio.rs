@@ -198,6 +198,11 @@ impl Adapter for Twilio {
         &["POST", "GET"]
     }
 
+    /// The credential is in (or signs) the body.
+    fn authenticates_without_body(&self) -> bool {
+        false
+    }
+
     fn authenticate(&self, request: &Request<'_>, source: &SourceAuth<'_>) -> Result<(), AuthFailure> {
         let secret = source.signing_secret()?;
         let public_url = source

@@ -271,6 +271,11 @@ impl Adapter for Zadarma {
         safe.then(|| Reply::text_ok(echo))
     }
 
+    /// The credential is in (or signs) the body.
+    fn authenticates_without_body(&self) -> bool {
+        false
+    }
+
     fn authenticate(&self, request: &Request<'_>, source: &SourceAuth<'_>) -> Result<(), AuthFailure> {
         let secret = source.signing_secret()?;
         let given = request.header("signature").map(str::trim).filter(|s| !s.is_empty());

@@ -38,7 +38,7 @@ use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 use switchboard_adapters::auth::query_without_token;
 use switchboard_adapters::{
-    AuthFailure, Decision, Rejection, Reply, WEBHOOK_PATH_PREFIX, adapter_for, decide,
+    AuthFailure, Decision, Rejection, Reply, WEBHOOK_PATH_PREFIX, adapter_for, authenticate_head, decide,
 };
 use switchboard_core::avro::Codecs;
 use switchboard_core::config::{Service, Settings};
@@ -296,8 +296,26 @@ impl Ingress {
             return Err(too_large());
         }
 
-        // Signing vendors sign the body, so it is read (capped) before authentication.
+        // A credential in the headers or the query is checked before the body is read: a client
+        // without one holds no buffer. Signing vendors sign the body, so theirs is read (capped)
+        // first.
         let (parts, body) = req.into_parts();
+        let adapter = adapter_for(source.vendor);
+        {
+            let headers = all_headers(&parts.headers);
+            let path = parts.uri.path();
+            let head = switchboard_adapters::Request {
+                method: parts.method.as_str(),
+                subpath: path.get(WEBHOOK_PATH_PREFIX.len() + source_id.len()..).unwrap_or_default(),
+                query: parts.uri.query(),
+                content_type: parts.headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()),
+                headers: &headers,
+                body: &[],
+            };
+            if let Some(Err(failure)) = authenticate_head(adapter, &head, &source.auth()) {
+                return Err(unauthorized(&source, failure));
+            }
+        }
         let body: Bytes = match Limited::new(body, self.max_body_bytes).collect().await {
             Ok(collected) => collected.to_bytes(),
             Err(error) if error.is::<http_body_util::LengthLimitError>() => return Err(too_large()),
@@ -321,7 +339,6 @@ impl Ingress {
             headers: &headers,
             body: &body,
         };
-        let adapter = adapter_for(source.vendor);
         let call_id = match decide(adapter, &request, &source.auth()) {
             Decision::Publish { call_id } => call_id,
             Decision::Handshake(reply) => return Ok(reply),
@@ -332,19 +349,7 @@ impl Ingress {
                     format!("{} webhooks are sent with {}", source.vendor, adapter.methods().join(" or ")),
                 ));
             }
-            Decision::Unauthorized(failure) => {
-                metrics::INGRESS_AUTH_FAILURES
-                    .with_label_values(&[source.id.as_str(), source.vendor.as_str()])
-                    .inc();
-                if let AuthFailure::NotConfigured(setting) = failure {
-                    tracing::warn!(source = %source.id, setting, "A source lacks a setting its vendor's authentication needs.");
-                }
-                return Err(Refusal::new(
-                    StatusCode::UNAUTHORIZED,
-                    "unauthorized",
-                    "missing or wrong credentials or signature for this source",
-                ));
-            }
+            Decision::Unauthorized(failure) => return Err(unauthorized(&source, failure)),
             Decision::Rejected(Rejection::UnsupportedMediaType(media)) => {
                 return Err(Refusal::new(
                     StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -424,6 +429,19 @@ impl Ingress {
             Err(_) => Err(unavailable("timed out waiting for Kafka".into())),
         }
     }
+}
+
+/// A 401 for `source`, counted; a source missing a setting its vendor's scheme needs is logged.
+fn unauthorized(source: &Source, failure: AuthFailure) -> Refusal {
+    metrics::INGRESS_AUTH_FAILURES.with_label_values(&[source.id.as_str(), source.vendor.as_str()]).inc();
+    if let AuthFailure::NotConfigured(setting) = failure {
+        tracing::warn!(source = %source.id, setting, "A source lacks a setting its vendor's authentication needs.");
+    }
+    Refusal::new(
+        StatusCode::UNAUTHORIZED,
+        "unauthorized",
+        "missing or wrong credentials or signature for this source",
+    )
 }
 
 fn count_request(source: &str, vendor: &str, response: &Response<Body>) {
