@@ -494,3 +494,53 @@ async fn a_call_record_kafka_refuses_for_good_is_dead_lettered_and_the_outbox_fl
     env.cleanup().await;
     Ok(())
 }
+
+/// Events whose writes keep running past `statement_timeout` (here a lock held elsewhere on
+/// `call_events`) do not stall their partition: after a few tries the batch is written event by
+/// event, and what still times out is dead-lettered with the reason; once the lock is gone, the
+/// next events are written (#18).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_that_always_time_out_are_dead_lettered_and_the_partition_flows_on() -> anyhow::Result<()> {
+    let env = TestEnv::new("cl-timeout");
+    env.init().await?;
+    let credentials = env.add_source("pbx-t", "GB").await?;
+    let mut services = Vec::new();
+    for name in ["ingress", "normalizer", "matcher", "recordings"] {
+        services.push(env.start(name).await?);
+    }
+    // The call log alone with a 300 ms statement timeout.
+    let url = format!("{}?options=-c%20statement_timeout%3D300", env.database_url());
+    let mut calllog = env.start_with("calllog", &[("SWITCHBOARD_POSTGRES__URL", url.as_str())]).await?;
+
+    let mut locker = env.db().await?;
+    let lock = locker.transaction().await?;
+    lock.batch_execute("LOCK TABLE call_events IN ACCESS EXCLUSIVE MODE").await?;
+    let client = http_client();
+    let ingress = services[0].url("");
+    let stuck = call_webhooks(&format!("{}-locked", env.id), 1);
+    let _ = post_all(&client, &ingress, &credentials, &stuck, 1).await?;
+    let letters =
+        read_topic(&env.brokers, &env.topics().dead_letter, SETTLE, |r| r.len() >= stuck.len()).await?;
+    let codecs = Codecs::new()?;
+    assert_eq!(letters.len(), stuck.len(), "each event of the locked-out call is dead-lettered once");
+    for (_, payload) in &letters {
+        let letter = codecs.dead_letter.decode(payload)?;
+        assert_eq!((letter.stage.as_str(), letter.error_class.as_str()), ("calllog", "rejected"));
+        assert!(letter.reason.contains("statement timeout"), "{}", letter.reason);
+    }
+    lock.rollback().await?;
+
+    // The partition flows on: the next call is written.
+    let next = call_webhooks(&format!("{}-free", env.id), 1);
+    let _ = post_all(&client, &ingress, &credentials, &next, 1).await?;
+    let db = env.db().await?;
+    let stored = wait_for_count(&db, "SELECT count(*) FROM call_events", next.len() as i64, SETTLE).await?;
+    assert_eq!(stored, next.len() as i64, "only the call sent after the lock is in the call log");
+    assert!(metric_value(&calllog.metrics().await?, "switchboard_events_failed_total") >= stuck.len() as f64);
+    assert_eq!(calllog.terminate(Duration::from_secs(30)).await?, Some(0));
+    for mut service in services {
+        let _ = service.terminate(Duration::from_secs(30)).await?;
+    }
+    env.cleanup().await;
+    Ok(())
+}

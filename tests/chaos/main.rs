@@ -449,7 +449,9 @@ async fn main() -> anyhow::Result<()> {
     );
     pipeline.into_inner().shutdown().await?;
 
+    let calm = Instant::now();
     let reference = fault_free(&env.id, &bodies, distinct).await?;
+    let calm = calm.elapsed();
     let mut differences = 0;
     for (call, expected) in &reference {
         match chaotic.get(call) {
@@ -466,8 +468,12 @@ async fn main() -> anyhow::Result<()> {
     }
     let extra = chaotic.keys().filter(|call| !reference.contains_key(*call)).count();
     println!(
-        "chaos: {} calls compared with the fault-free run: {differences} differ, {extra} only in the chaos run; {:.0} s in all",
+        "chaos: {} calls compared with the fault-free run: {differences} differ, {extra} only in the chaos run; \
+         sent and settled in {:.0} s with faults, {:.0} s without ({:.2}x); {:.0} s in all",
         reference.len(),
+        sending.as_secs_f64(),
+        calm.as_secs_f64(),
+        sending.as_secs_f64() / calm.as_secs_f64().max(0.001),
         started.elapsed().as_secs_f64()
     );
     ensure!(differences == 0 && extra == 0, "the chaos run's call log differs from the fault-free run's");

@@ -10,7 +10,9 @@
 //! one transaction and its offsets are stored only after the commit; events are deduplicated on
 //! their id, so a batch re-delivered after a crash changes nothing. Call records are published
 //! after the commit that made them, at least once (an outbox), and consumers deduplicate on
-//! (call, version). Transient database failures are retried with backoff, never skipped.
+//! (call, version). Transient database failures are retried with backoff, never skipped; a
+//! batch whose statements keep running past `statement_timeout` is written one event at a time,
+//! and an event that still times out is dead-lettered with the reason, so the partition flows.
 //! Ordering: relied on nowhere. Each call is refolded from the set of all its stored events
 //! (`fold`), so any order, duplication or batching of its events gives the same record; a replica
 //! keeps the events of the calls it is writing in memory (`cache`), checked against a revision on
@@ -47,6 +49,8 @@ use crate::outbox::Publisher;
 use crate::writer::{BatchOutcome, CallLog, StoredEvent, WriteError};
 
 const STAGE: &str = "calllog";
+/// Writes of the same rows that may run past `statement_timeout` before they count as refused.
+const TIMEOUT_ATTEMPTS: usize = 3;
 
 struct Writer {
     store: Arc<CallLog>,
@@ -377,7 +381,9 @@ impl Writer {
     }
 
     /// Retries transient failures until success, or until shutdown has waited `drain_timeout`
-    /// for the database (`None`: give up, the batch is re-delivered after restart).
+    /// for the database (`None`: give up, the batch is re-delivered after restart). A statement
+    /// timeout is retried [`TIMEOUT_ATTEMPTS`] times, then returned: the caller writes the batch
+    /// one event at a time and dead-letters what still times out, rather than stall the partition.
     async fn write_with_retry(
         &self,
         events: &[StoredEvent],
@@ -385,6 +391,7 @@ impl Writer {
     ) -> Option<Result<(), WriteError>> {
         let mut backoff = Backoff::new(Duration::from_millis(100), self.max_backoff);
         let mut gave_up_at: Option<tokio::time::Instant> = None;
+        let mut timeouts = 0;
         loop {
             match self.store.write_batch(events).await {
                 Ok(outcome) => {
@@ -399,8 +406,12 @@ impl Writer {
                     }
                     return Some(Ok(()));
                 }
-                Err(error) if !error.is_transient() => return Some(Err(error)),
+                Err(error) if error.is_timeout() && timeouts + 1 >= TIMEOUT_ATTEMPTS => {
+                    return Some(Err(error));
+                }
+                Err(error) if !error.is_transient() && !error.is_timeout() => return Some(Err(error)),
                 Err(error) => {
+                    timeouts += usize::from(error.is_timeout());
                     metrics::TRANSIENT_RETRIES.with_label_values(&[STAGE, "postgres"]).inc();
                     let delay = backoff.next_delay();
                     let reason = switchboard_core::pg::error_chain(&error);

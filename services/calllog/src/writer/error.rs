@@ -13,6 +13,11 @@ pub enum WriteError {
     /// The database is unreachable, restarting, or the transaction lost a race: retry.
     #[error("PostgreSQL unavailable")]
     Unavailable(#[source] tokio_postgres::Error),
+    /// A statement ran past `statement_timeout` (a lock held elsewhere, or rows too heavy):
+    /// retried a few times, then the batch is written one event at a time, and an event that
+    /// still times out goes to the dead-letter topic, so that the partition does not stall.
+    #[error("a statement ran past statement_timeout")]
+    TimedOut(#[source] tokio_postgres::Error),
     #[error("no PostgreSQL connection")]
     Pool(#[source] PoolError),
     /// A call changed under its lock, which cannot happen unless something outside the call log
@@ -28,6 +33,11 @@ impl WriteError {
     pub fn is_transient(&self) -> bool {
         matches!(self, WriteError::Unavailable(_) | WriteError::Pool(_) | WriteError::Raced)
     }
+
+    /// Whether a statement timed out: transient a few times, then taken as refused.
+    pub fn is_timeout(&self) -> bool {
+        matches!(self, WriteError::TimedOut(_))
+    }
 }
 
 impl From<tokio_postgres::Error> for WriteError {
@@ -36,6 +46,11 @@ impl From<tokio_postgres::Error> for WriteError {
         match class {
             // 22: data exception; 23: integrity constraint violation.
             Some("22" | "23") => WriteError::Rejected(error),
+            // 57014 query_canceled: statement_timeout (the rest of class 57 is a server going
+            // away, which is retried).
+            _ if error.code() == Some(&tokio_postgres::error::SqlState::QUERY_CANCELED) => {
+                WriteError::TimedOut(error)
+            }
             _ => WriteError::Unavailable(error),
         }
     }
