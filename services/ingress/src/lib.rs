@@ -301,20 +301,17 @@ impl Ingress {
         // first.
         let (parts, body) = req.into_parts();
         let adapter = adapter_for(source.vendor);
-        {
-            let headers = all_headers(&parts.headers);
-            let path = parts.uri.path();
-            let head = switchboard_adapters::Request {
-                method: parts.method.as_str(),
-                subpath: path.get(WEBHOOK_PATH_PREFIX.len() + source_id.len()..).unwrap_or_default(),
-                query: parts.uri.query(),
-                content_type: parts.headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()),
-                headers: &headers,
-                body: &[],
-            };
-            if let Some(Err(failure)) = authenticate_head(adapter, &head, &source.auth()) {
-                return Err(unauthorized(&source, failure));
-            }
+        let headers = all_headers(&parts.headers);
+        let head = switchboard_adapters::Request {
+            method: parts.method.as_str(),
+            subpath: parts.uri.path().get(WEBHOOK_PATH_PREFIX.len() + source_id.len()..).unwrap_or_default(),
+            query: parts.uri.query(),
+            content_type: parts.headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()),
+            headers: &headers,
+            body: &[],
+        };
+        if let Some(Err(failure)) = authenticate_head(adapter, &head, &source.auth()) {
+            return Err(unauthorized(&source, failure));
         }
         let body: Bytes = match Limited::new(body, self.max_body_bytes).collect().await {
             Ok(collected) => collected.to_bytes(),
@@ -327,18 +324,7 @@ impl Ingress {
                 ));
             }
         };
-        let content_type = parts.headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok());
-        let headers = all_headers(&parts.headers);
-        let path = parts.uri.path();
-        let subpath = path.get(WEBHOOK_PATH_PREFIX.len() + source_id.len()..).unwrap_or_default();
-        let request = switchboard_adapters::Request {
-            method: parts.method.as_str(),
-            subpath,
-            query: parts.uri.query(),
-            content_type,
-            headers: &headers,
-            body: &body,
-        };
+        let request = switchboard_adapters::Request { body: &body, ..head };
         let call_id = match decide(adapter, &request, &source.auth()) {
             Decision::Publish { call_id } => call_id,
             Decision::Handshake(reply) => return Ok(reply),
@@ -374,9 +360,9 @@ impl Ingress {
             received_at: chrono::Utc::now(),
             remote_addr: Some(remote.to_string()),
             method: parts.method.to_string(),
-            path: path.to_owned(),
+            path: parts.uri.path().to_owned(),
             query: query_without_token(parts.uri.query()),
-            content_type: content_type.map(str::to_owned),
+            content_type: request.content_type.map(str::to_owned),
             headers: kept_headers(headers),
             body: stored_body,
         };
