@@ -44,14 +44,20 @@ impl SourceSecrets {
         serde_json::from_slice(&sealer.open(sealed)?).map_err(|_| SealError::Open)
     }
 
-    /// A row's secrets: the sealed column when there is one, else what a row written before
-    /// secrets were sealed holds in plaintext.
+    /// A `sources` row's secrets: the sealed column when there is one, else what a row written
+    /// before secrets were sealed holds in plaintext (its `signing_secret` column and the
+    /// settings' `api_client_secret`). The plaintext API secret is taken out of `settings` either
+    /// way, so that the settings never carry it: a caller that needs it reads it from here.
     pub fn of_row(
         sealer: &Sealer,
         sealed: Option<&[u8]>,
         plain_signing_secret: Option<String>,
-        plain_api_client_secret: Option<Secret>,
+        settings: &mut serde_json::Value,
     ) -> Result<Self, SealError> {
+        let plain_api_client_secret = settings
+            .as_object_mut()
+            .and_then(|map| map.remove("api_client_secret"))
+            .and_then(|value| value.as_str().map(Secret::new));
         match sealed {
             Some(sealed) => Self::open(sealer, sealed),
             None => Ok(Self {
@@ -90,22 +96,28 @@ mod tests {
         };
         let sealed = secrets.seal(&sealer).expect("seal");
         assert!(!String::from_utf8_lossy(&sealed).contains("twilio"), "nothing readable");
-        assert_eq!(SourceSecrets::of_row(&sealer, Some(&sealed), None, None).expect("open"), secrets);
-        let old = SourceSecrets::of_row(
-            &sealer,
-            None,
-            Some("twilio-auth-token".into()),
-            Some(Secret::new("client-secret")),
-        )
-        .expect("plaintext");
+        let mut no_settings = serde_json::json!({});
+        assert_eq!(
+            SourceSecrets::of_row(&sealer, Some(&sealed), None, &mut no_settings).expect("open"),
+            secrets
+        );
+        let mut old_settings =
+            serde_json::json!({"api_client_id": "c-1", "api_client_secret": "client-secret"});
+        let old = SourceSecrets::of_row(&sealer, None, Some("twilio-auth-token".into()), &mut old_settings)
+            .expect("plaintext");
         assert_eq!(old, secrets);
         assert_eq!(
-            SourceSecrets::of_row(&sealer, None, Some(String::new()), None).expect("none"),
+            old_settings,
+            serde_json::json!({"api_client_id": "c-1"}),
+            "the plaintext leaves the settings"
+        );
+        assert_eq!(
+            SourceSecrets::of_row(&sealer, None, Some(String::new()), &mut no_settings).expect("none"),
             SourceSecrets::default()
         );
         let other = Sealer::new("another-sources-key-of-thirty-two-bytes!").expect("key");
         assert!(
-            SourceSecrets::of_row(&other, Some(&sealed), None, None).is_err(),
+            SourceSecrets::of_row(&other, Some(&sealed), None, &mut no_settings).is_err(),
             "the wrong key opens nothing"
         );
         assert!(!format!("{secrets:?}").contains("twilio"), "Debug shows no secret");

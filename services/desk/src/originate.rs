@@ -22,7 +22,7 @@ use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use switchboard_core::metrics;
 use switchboard_core::source_secrets::SourceSecrets;
-use switchboard_model::{PhoneNumber, Region, Secret, Vendor};
+use switchboard_model::{PhoneNumber, Region, Vendor};
 use switchboard_originate::{AgentEndpoint, HangUpRequest, OriginateError, OriginateRequest, VendorSettings};
 
 use crate::desk::{Desk, DeskError};
@@ -95,11 +95,7 @@ pub(crate) async fn source(desk: &Desk, id: &str) -> Result<Option<Source>, Desk
     };
     let mut settings: Value = row.get(2);
     // The secrets: sealed, or in plaintext in a row from before secrets were sealed.
-    let plain_api_secret = settings
-        .as_object_mut()
-        .and_then(|map| map.remove("api_client_secret"))
-        .and_then(|v| v.as_str().map(Secret::new));
-    let secrets = match SourceSecrets::of_row(&desk.sealer, row.get(4), row.get(3), plain_api_secret) {
+    let secrets = match SourceSecrets::of_row(&desk.sealer, row.get(4), row.get(3), &mut settings) {
         Ok(secrets) => secrets,
         Err(error) => {
             tracing::error!(source = id, %error, "The source's secrets do not open (sources.secrets_key).");

@@ -104,7 +104,15 @@ async fn load_enabled(pool: &Pool, sealer: &Sealer) -> Result<Vec<Source>, Sourc
         let id: String = row.get(0);
         let vendor: String = row.get(1);
         let hash: Vec<u8> = row.get(3);
-        let settings: serde_json::Value = row.get(5);
+        let mut settings: serde_json::Value = row.get(5);
+        let secrets = match SourceSecrets::of_row(sealer, row.get(6), row.get(4), &mut settings) {
+            Ok(secrets) => secrets,
+            Err(error) => {
+                // Sealed with another key: sources.secrets_key changed without a reseal.
+                tracing::error!(source = %id, %error, "Skipping a source whose secrets do not open.");
+                continue;
+            }
+        };
         // A row written by a newer version (an unknown vendor or setting) is skipped, not fatal,
         // so an older ingress keeps serving every other source during a rolling upgrade.
         let (Ok(id), Ok(vendor), Ok(secret_sha256), Ok(mut settings)) = (
@@ -116,16 +124,6 @@ async fn load_enabled(pool: &Pool, sealer: &Sealer) -> Result<Vec<Source>, Sourc
             tracing::warn!(source = %id, "Skipping a source this version cannot serve.");
             continue;
         };
-        let sealed: Option<&[u8]> = row.get(6);
-        let secrets =
-            match SourceSecrets::of_row(sealer, sealed, row.get(4), settings.api_client_secret.take()) {
-                Ok(secrets) => secrets,
-                Err(error) => {
-                    // Sealed with another key: sources.secrets_key changed without a reseal.
-                    tracing::error!(source = %id, %error, "Skipping a source whose secrets do not open.");
-                    continue;
-                }
-            };
         settings.api_client_secret = secrets.api_client_secret.clone();
         sources.push(Source {
             id,
@@ -219,12 +217,7 @@ pub async fn reseal(pool: &Pool, sealer: &Sealer) -> Result<usize, SourceError> 
     for row in &rows {
         let id: &str = row.get(0);
         let mut settings: serde_json::Value = row.get(2);
-        let plain_api_secret = settings
-            .as_object_mut()
-            .and_then(|map| map.remove("api_client_secret"))
-            .and_then(|v| v.as_str().map(switchboard_core::model::Secret::new));
-        let sealed: Option<&[u8]> = row.get(3);
-        let secrets = SourceSecrets::of_row(sealer, sealed, row.get(1), plain_api_secret)?;
+        let secrets = SourceSecrets::of_row(sealer, row.get(3), row.get(1), &mut settings)?;
         let _ = tx
             .execute(
                 "UPDATE sources SET secrets_sealed = $2, signing_secret = NULL, settings = $3 WHERE id = $1",

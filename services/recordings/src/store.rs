@@ -269,13 +269,13 @@ fn access_from(
     sealer: &Sealer,
     vendor: String,
     signing_secret: Option<String>,
-    settings: serde_json::Value,
+    mut settings: serde_json::Value,
     sealed: Option<&[u8]>,
 ) -> Result<SourceAccess, String> {
+    let secrets = SourceSecrets::of_row(sealer, sealed, signing_secret, &mut settings)
+        .map_err(|e| format!("the source's secrets: {e} (sources.secrets_key)"))?;
     let mut settings: SourceSettings = serde_json::from_value(settings)
         .map_err(|e| format!("the source's settings cannot be read by this version: {e}"))?;
-    let secrets = SourceSecrets::of_row(sealer, sealed, signing_secret, settings.api_client_secret.take())
-        .map_err(|e| format!("the source's secrets: {e} (sources.secrets_key)"))?;
     settings.api_client_secret = secrets.api_client_secret;
     Ok(SourceAccess {
         vendor: vendor
