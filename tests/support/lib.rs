@@ -186,11 +186,9 @@ impl TestEnv {
     /// port for their ops endpoints; the consumers serve them on their only port.
     pub fn spawn(&self, service: &str, overrides: &[(&str, &str)]) -> anyhow::Result<ServiceProcess> {
         let port = free_port();
-        let ops_port = if ["ingress", "api", "router", "dispatcher", "desk"].contains(&service) {
-            free_port()
-        } else {
-            port
-        };
+        let public = switchboard_core::config::Service::named(service)
+            .is_some_and(switchboard_core::config::Service::has_public_port);
+        let ops_port = if public { free_port() } else { port };
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)

@@ -40,7 +40,7 @@ use switchboard_core::model::CallRecord;
 use crate::cache::ProfileCache;
 use crate::criteria::Subject;
 use crate::flow::{FlowState, Next};
-use crate::profile::{Profile, ProfileError};
+use crate::profile::{Profile, ProfileError, valid_id};
 use crate::seal::Sealer;
 use crate::ssrf::{EgressPolicy, SsrfError};
 use crate::store::{self, State, StoreError};
@@ -89,11 +89,6 @@ fn refused(error: &ProfileError) -> Response<Body> {
         }
     }
     http::json(StatusCode::BAD_REQUEST, &body)
-}
-
-/// A profile id: what a URL path segment and a log line can carry safely.
-fn valid_id(id: &str) -> bool {
-    (1..=64).contains(&id.len()) && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
 
 fn query(req: &Request<Incoming>) -> HashMap<String, String> {

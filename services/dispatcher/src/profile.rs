@@ -20,6 +20,12 @@ use crate::signature::{SignatureError, SigningSecret};
 use crate::template::{self, Dialect, TemplateError};
 use crate::values::{UserMap, VALUE_NAMES};
 
+/// A profile id: what a URL path segment and a log line can carry safely (the API's and the
+/// CLI's check).
+pub fn valid_id(id: &str) -> bool {
+    (1..=64).contains(&id.len()) && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
 /// Where a step's URL takes its `url_secret`.
 pub const URL_SECRET: &str = "{secret}";
 

@@ -132,8 +132,7 @@ enum SourcesAction {
 
 fn check_profile_id(id: &str) -> anyhow::Result<()> {
     anyhow::ensure!(
-        (1..=64).contains(&id.len())
-            && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'),
+        switchboard_dispatcher::profile::valid_id(id),
         "a profile id is 1 to 64 of A-Z, a-z, 0-9, '-' and '_'"
     );
     Ok(())
