@@ -56,7 +56,7 @@ struct Writer {
     store: Arc<CallLog>,
     consumer: StreamConsumer,
     producer: FutureProducer,
-    codecs: Codecs,
+    codecs: Arc<Codecs>,
     dead_letter_topic: String,
     batch_max: usize,
     batch_linger: Duration,
@@ -99,6 +99,7 @@ pub async fn run(
         let max_backoff = Duration::from_millis(settings.pipeline.max_backoff_ms);
         let drain_timeout = Duration::from_millis(settings.pipeline.drain_timeout_ms);
         let producer = kafka::producer(&settings.kafka, STAGE, Duration::from_secs(30))?;
+        let codecs = Arc::new(Codecs::new()?);
         // Fails and stops the service on the producer's fatal error (it runs until `cancel`).
         let _fatal = service::watch_producer(Service::Calllog, &producer, health.clone(), cancel.clone());
         let writer = Writer {
@@ -110,7 +111,7 @@ pub async fn run(
                 consumer
             },
             producer: producer.clone(),
-            codecs: Codecs::new()?,
+            codecs: codecs.clone(),
             dead_letter_topic: topics.dead_letter.clone(),
             batch_max: settings.calllog.batch_max,
             batch_linger: Duration::from_millis(settings.calllog.batch_linger_ms),
@@ -122,7 +123,7 @@ pub async fn run(
         let publisher = Publisher {
             pool,
             producer,
-            codecs: Arc::new(Codecs::new()?),
+            codecs,
             topic: topics.calls.clone(),
             dead_letter_topic: topics.dead_letter.clone(),
             wake: publish.clone(),
