@@ -1285,7 +1285,7 @@ async fn bitrix24_registers_finishes_and_attaches_a_late_recording() -> anyhow::
 /// The recording becomes ready while the flow's earlier steps are still being retried (the
 /// portal turned finish away): the recording must still be attached once finish went through.
 /// (The newer record reaches every pending delivery of the call, not only those already waiting
-/// for the recording: `store::refresh_waiting`.)
+/// for the recording: `schedule_store::refresh_waiting`.)
 #[tokio::test]
 async fn bitrix24_attaches_a_recording_that_was_ready_while_finish_was_retried() -> anyhow::Result<()> {
     let setup = setup("cn-bitrix24-race").await?;

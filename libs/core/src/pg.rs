@@ -32,6 +32,7 @@ const MIGRATIONS: &[(i32, &str, &str)] = &[
     (12, "blacklist", include_str!("../migrations/0012_blacklist.sql")),
     (13, "wrap_up", include_str!("../migrations/0013_wrap_up.sql")),
     (14, "sealed_source_secrets", include_str!("../migrations/0014_sealed_source_secrets.sql")),
+    (15, "deliveries_by_call", include_str!("../migrations/0015_deliveries_by_call.sql")),
 ];
 
 /// Any advisory-lock key unique to Switchboard's migrator.

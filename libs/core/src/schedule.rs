@@ -19,6 +19,10 @@ use crate::retry::Backoff;
 
 /// How often the loop runs its work's housekeeping (gauges of the backlog, say).
 const HOUSEKEEPING_INTERVAL: Duration = Duration::from_secs(10);
+/// While most attempts are still in flight, how long the loop waits for more of them to end before
+/// it claims the few free places: a claim per finished attempt made the claims, one query each,
+/// the dispatcher's limit under load (BENCHMARKS.md, dispatcher).
+const CLAIM_LINGER: Duration = Duration::from_millis(2);
 
 /// One kind of scheduled work.
 pub trait LeasedWork: Send + Sync + 'static {
@@ -60,7 +64,18 @@ pub async fn run<W: LeasedWork>(work: Arc<W>, limits: Limits, wake: Arc<Notify>,
             next_housekeeping = Instant::now() + HOUSEKEEPING_INTERVAL;
             work.housekeeping().await;
         }
-        let room = limits.concurrency.saturating_sub(attempts.len());
+        let mut room = limits.concurrency.saturating_sub(attempts.len());
+        if room > 0 && room < limits.concurrency.div_ceil(4) {
+            // Few places free: gather a few more (briefly) so that one claim fills them.
+            let linger = tokio::time::sleep(CLAIM_LINGER);
+            tokio::pin!(linger);
+            while room < limits.concurrency.div_ceil(4) {
+                tokio::select! {
+                    _ = &mut linger => break,
+                    Some(_) = attempts.join_next() => room += 1,
+                }
+            }
+        }
         let mut full = false;
         if room > 0 {
             match work.claim(room).await {

@@ -404,7 +404,15 @@ impl Api {
         });
         if !dry_run {
             let timeout = Duration::from_millis(self.settings.dispatcher.attempt_timeout_ms);
-            match crate::send::send(&self.policy, &request, timeout, TEST_BODY).await {
+            match crate::send::send(
+                &self.policy,
+                &crate::send::Connections::default(),
+                &request,
+                timeout,
+                TEST_BODY,
+            )
+            .await
+            {
                 Ok(response) => {
                     let headers: serde_json::Map<String, Value> = response
                         .headers

@@ -15,6 +15,7 @@
 //! already seen, so nothing is scheduled twice. Ordering: the order of each partition; the worker
 //! keeps each (profile, call)'s deliveries in insertion order.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -33,6 +34,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::cache::ProfileCache;
 use crate::criteria::{self, Subject};
+use crate::schedule_store::{self, CallKey};
 use crate::store::{self, NewDelivery, State};
 
 const STAGE: &str = "dispatcher";
@@ -133,57 +135,59 @@ impl Scheduler {
         })
     }
 
-    /// Writes one batch's deliveries in one transaction; returns the statuses inserted, and
-    /// whether waiting deliveries became due.
+    /// Writes one batch's deliveries in one transaction (a few statements, whatever the batch's
+    /// size: `schedule_store`); returns the statuses inserted, and whether waiting deliveries
+    /// became due.
     async fn write(&self, inputs: &[Input]) -> Result<(Vec<&'static str>, bool), String> {
         let profiles = self.profiles.all();
         let mut client = self.pool.get().await.map_err(|e| e.to_string())?;
         let tx = client.transaction().await.map_err(|e| pg(&e))?;
-        let mut inserted = Vec::new();
-        let mut refreshed_any = false;
+        tx.batch_execute(store::CUSTOM_PLANS).await.map_err(|e| pg(&e))?;
+        let mut calls: Vec<CallKey> = inputs
+            .iter()
+            .filter_map(|input| match input {
+                Input::Record(r) => Some((r.source_id.as_str().to_owned(), r.call_id.as_str().to_owned())),
+                _ => None,
+            })
+            .collect();
+        calls.sort();
+        calls.dedup();
+        let mut seen = schedule_store::seen_versions(&tx, &calls).await.map_err(|e| pg(&e))?;
+        // Each call's newest record of the batch, for the deliveries waiting on the call.
+        let mut newest: HashMap<CallKey, (i64, Value)> = HashMap::new();
+        let mut deliveries = Vec::new();
         for input in inputs {
-            let deliveries = match input {
-                Input::Event(event) => deliveries_for(&profiles, Some(event), None),
+            match input {
+                Input::Event(event) => deliveries.extend(deliveries_for(&profiles, Some(event), None)),
                 Input::Record(record) => {
-                    let seen = store::see_record(
-                        &tx,
-                        record.source_id.as_str(),
-                        record.call_id.as_str(),
-                        record.version,
-                    )
-                    .await
-                    .map_err(|e| pg(&e))?;
-                    if seen.is_none_or(|v| v < record.version) {
-                        // A flow waiting for the recording continues with the newer record.
-                        let json = serde_json::to_value(&**record).unwrap_or(Value::Null);
-                        let refreshed = store::refresh_waiting(
-                            &tx,
-                            record.source_id.as_str(),
-                            record.call_id.as_str(),
-                            record.version,
-                            &json,
-                        )
-                        .await
-                        .map_err(|e| pg(&e))?;
-                        refreshed_any |= refreshed > 0;
+                    let key = (record.source_id.as_str().to_owned(), record.call_id.as_str().to_owned());
+                    let previous = seen.get(&key).copied();
+                    // Seen already (a re-read, or earlier in this batch), or older: nothing new.
+                    if previous.is_some_and(|version| version >= record.version) {
+                        continue;
                     }
-                    match seen {
-                        // Seen already (a re-read), or older than what was seen: nothing new.
-                        Some(version) if version >= record.version => continue,
+                    let json = serde_json::to_value(&**record).unwrap_or(Value::Null);
+                    newest.insert(key.clone(), (record.version, json));
+                    let _ = seen.insert(key, record.version);
+                    deliveries.extend(match previous {
+                        // Only the version of the previous record matters to the triggers.
                         Some(version) => {
-                            // Only the version of the previous record matters to the triggers.
                             let previous = CallRecord { version, ..(**record).clone() };
                             deliveries_for(&profiles, None, Some((record, Some(&previous))))
                         }
                         None => deliveries_for(&profiles, None, Some((record, None))),
-                    }
+                    });
                 }
-                Input::Unreadable(_) => continue,
-            };
-            inserted.extend(store::insert_deliveries(&tx, &deliveries).await.map_err(|e| pg(&e))?);
+                Input::Unreadable(_) => {}
+            }
         }
+        let newer: HashMap<CallKey, i64> = newest.iter().map(|(k, (v, _))| (k.clone(), *v)).collect();
+        schedule_store::mark_seen(&tx, &newer).await.map_err(|e| pg(&e))?;
+        // Before the inserts, as a record at a time did: what this batch inserts has not started.
+        let refreshed = schedule_store::refresh_waiting(&tx, &newest).await.map_err(|e| pg(&e))?;
+        let inserted = schedule_store::insert_deliveries(&tx, &deliveries).await.map_err(|e| pg(&e))?;
         tx.commit().await.map_err(|e| pg(&e))?;
-        Ok((inserted, refreshed_any))
+        Ok((inserted, refreshed > 0))
     }
 
     /// Consumes until `cancel` fires, then commits the stored offsets.

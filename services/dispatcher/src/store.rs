@@ -234,93 +234,6 @@ pub struct NewDelivery {
     pub status: &'static str,
 }
 
-/// Inserts `deliveries` (skipping those already there) within the caller's transaction; returns
-/// the statuses of those newly inserted.
-pub async fn insert_deliveries(
-    client: &impl GenericClient,
-    deliveries: &[NewDelivery],
-) -> Result<Vec<&'static str>, tokio_postgres::Error> {
-    let mut inserted = Vec::new();
-    for d in deliveries {
-        let n = client
-            .execute(
-                "INSERT INTO deliveries (id, profile_id, source_id, call_id, subject_id, trigger,
-                     subject_kind, subject, status)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT (id) DO NOTHING",
-                &[
-                    &d.id,
-                    &d.profile_id,
-                    &d.source_id,
-                    &d.call_id,
-                    &d.subject_id,
-                    &d.trigger,
-                    &d.subject_kind,
-                    &d.subject,
-                    &d.status,
-                ],
-            )
-            .await?;
-        if n > 0 {
-            inserted.push(d.status);
-        }
-    }
-    Ok(inserted)
-}
-
-/// The highest record version seen of a call, within the caller's transaction, and records
-/// `version` as seen (locking the row, so two replicas after a rebalance cannot both take a
-/// record as the call's first).
-pub async fn see_record(
-    client: &impl GenericClient,
-    source_id: &str,
-    call_id: &str,
-    version: i64,
-) -> Result<Option<i64>, tokio_postgres::Error> {
-    let previous = client
-        .query_opt(
-            "SELECT version FROM dispatcher_seen_records WHERE source_id = $1 AND call_id = $2 FOR UPDATE",
-            &[&source_id, &call_id],
-        )
-        .await?
-        .map(|r| r.get::<_, i64>("version"));
-    client
-        .execute(
-            "INSERT INTO dispatcher_seen_records (source_id, call_id, version) VALUES ($1, $2, $3)
-             ON CONFLICT (source_id, call_id) DO UPDATE
-                 SET version = GREATEST(dispatcher_seen_records.version, EXCLUDED.version)",
-            &[&source_id, &call_id, &version],
-        )
-        .await?;
-    Ok(previous)
-}
-
-/// Within the caller's transaction: the pending deliveries of a call that have started (attempted
-/// at least once, or waiting for the recording) and whose subject is an older record than
-/// `version` take `record` as their subject, so that their remaining steps see what the newer
-/// record brings (a recording that became ready while an earlier step was still being retried
-/// would otherwise never reach them). Those waiting for the recording are due at once; those
-/// waiting for a retry keep their schedule. A delivery not attempted yet keeps the record that
-/// triggered it: its first request says what happened at that version (the newer version
-/// triggers deliveries of its own). Returns how many.
-pub async fn refresh_waiting(
-    client: &impl GenericClient,
-    source_id: &str,
-    call_id: &str,
-    version: i64,
-    record: &Value,
-) -> Result<u64, tokio_postgres::Error> {
-    client
-        .execute(
-            "UPDATE deliveries SET subject = $4,
-                 next_attempt_at = CASE WHEN waiting THEN now() ELSE next_attempt_at END,
-                 waiting = false, updated_at = now()
-             WHERE source_id = $1 AND call_id = $2 AND status = 'pending' AND (waiting OR attempts > 0)
-               AND subject_kind = 'record' AND (subject->>'version')::int8 < $3",
-            &[&source_id, &call_id, &version, record],
-        )
-        .await
-}
-
 /// A delivery claimed for one attempt.
 #[derive(Debug, Clone)]
 pub struct Claimed {
@@ -349,9 +262,12 @@ pub async fn claim_due(
     let limit = i64::try_from(limit).unwrap_or(i64::MAX);
     let lease_ms = i64::try_from(lease.as_millis()).unwrap_or(i64::MAX);
     let tx = client.transaction().await?;
-    tx.batch_execute(ASYNC_COMMIT).await?;
-    let rows = tx
-        .query(
+    // The claim must walk the due index in order and stop at the limit. On statistics that lag a
+    // backlog which grew within seconds, the planner instead collected every due row and sorted
+    // them (100 ms on 16,000, BENCHMARKS.md); without sorts as an option it keeps to the index.
+    tx.batch_execute(&format!("{WORKER_TRANSACTION}; SET LOCAL enable_sort TO off")).await?;
+    let statement = tx
+        .prepare_cached(
             "WITH due AS (
                  SELECT d.id FROM deliveries d
                  JOIN delivery_profiles p ON p.id = d.profile_id AND p.state = 'enabled'
@@ -371,9 +287,9 @@ pub async fn claim_due(
              FROM due WHERE d.id = due.id
              RETURNING d.id, d.profile_id, d.subject_kind, d.subject, d.attempts, d.schedule_base, d.flow,
                  d.created_at",
-            &[&limit, &lease_ms, &full],
         )
         .await?;
+    let rows = tx.query(&statement, &[&limit, &lease_ms, &full]).await?;
     tx.commit().await?;
     Ok(rows
         .iter()
@@ -415,41 +331,20 @@ pub struct AttemptLog {
     pub error: Option<String>,
 }
 
+/// Every transaction of the dispatcher plans its prepared statements for the values at hand: the
+/// deliveries table goes from empty to a backlog of thousands within seconds, and a generic plan
+/// made while it was small (a sequential scan, then a sort) cost a claim 30 ms on a backlog of
+/// 20,000 where the custom one took 1 ms (BENCHMARKS.md, dispatcher).
+pub(crate) const CUSTOM_PLANS: &str = "SET LOCAL plan_cache_mode TO force_custom_plan";
+
 /// The worker's writes (claims, attempt logs, settlements) commit without waiting for the WAL
 /// to reach the disk: a flush per write made the disk's fsync the dispatcher's bottleneck
 /// (BENCHMARKS.md). What a crash can lose is safe to lose: a lease (the delivery is claimed
 /// again sooner), an attempt log row (history only), or a settlement (the delivery is pending
 /// again and attempted once more with the same `webhook-id`: at least once still holds). The
 /// consumer's scheduling transaction, after which offsets are committed, stays synchronous.
-const ASYNC_COMMIT: &str = "SET LOCAL synchronous_commit TO off";
-
-pub async fn log_attempt(pool: &Pool, delivery_id: &str, log: &AttemptLog) -> Result<(), StoreError> {
-    let mut client = pool.get().await?;
-    let latency = i64::try_from(log.latency.as_millis()).unwrap_or(i64::MAX);
-    let tx = client.transaction().await?;
-    tx.batch_execute(ASYNC_COMMIT).await?;
-    tx.execute(
-        "INSERT INTO delivery_attempts (delivery_id, n, step, started_at, request, response_status,
-                 response_body, latency_ms, error)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
-             ON CONFLICT (delivery_id, n, step) DO UPDATE SET started_at = $4, request = $5,
-                 response_status = $6, response_body = $7, latency_ms = $8, error = $9",
-        &[
-            &delivery_id,
-            &log.n,
-            &log.step,
-            &log.started_at,
-            &log.request,
-            &log.status.map(i32::from),
-            &log.body,
-            &latency,
-            &log.error,
-        ],
-    )
-    .await?;
-    tx.commit().await?;
-    Ok(())
-}
+pub(crate) const WORKER_TRANSACTION: &str =
+    "SET LOCAL synchronous_commit TO off; SET LOCAL plan_cache_mode TO force_custom_plan";
 
 /// How an attempt settles its delivery.
 #[derive(Debug, Clone)]
@@ -468,43 +363,6 @@ pub enum Settle {
     Failed {
         error: String,
     },
-}
-
-/// Settles a delivery after an attempt and keeps its flow; also tracks the profile's failing
-/// streak. Changes nothing when the delivery is no longer pending (another replica settled it
-/// after this one's lease lapsed).
-pub async fn settle(pool: &Pool, claimed: &Claimed, settle: &Settle, flow: &Value) -> Result<(), StoreError> {
-    let mut client = pool.get().await?;
-    let tx = client.transaction().await?;
-    tx.batch_execute(ASYNC_COMMIT).await?;
-    let (status, at, error): (&str, Option<DateTime<Utc>>, Option<&str>) = match settle {
-        Settle::Delivered => ("delivered", None, None),
-        Settle::RetryAt { at, error } | Settle::Wait { at, error } => ("pending", Some(*at), Some(error)),
-        Settle::Failed { error } => ("failed", None, Some(error)),
-    };
-    let waiting = matches!(settle, Settle::Wait { .. });
-    tx.execute(
-        "UPDATE deliveries SET status = $2, next_attempt_at = COALESCE($3, next_attempt_at), lease_until = NULL,
-             last_error = $4, flow = $5, updated_at = now(), waiting = $6,
-             attempts = CASE WHEN $6 THEN attempts - 1 ELSE attempts END,
-             delivered_at = CASE WHEN $2 = 'delivered' THEN now() END
-         WHERE id = $1 AND status = 'pending'",
-        &[&claimed.id, &status, &at, &error, flow, &waiting],
-    )
-    .await?;
-    if waiting {
-        // Waiting for a recording is not a failure of the receiver.
-        tx.commit().await?;
-        return Ok(());
-    }
-    let sql = if matches!(settle, Settle::Delivered) {
-        "UPDATE delivery_profiles SET failing_since = NULL WHERE id = $1 AND failing_since IS NOT NULL"
-    } else {
-        "UPDATE delivery_profiles SET failing_since = now() WHERE id = $1 AND failing_since IS NULL"
-    };
-    tx.execute(sql, &[&claimed.profile_id]).await?;
-    tx.commit().await?;
-    Ok(())
 }
 
 /// Disables every enabled profile whose deliveries have all failed for longer than `after`;

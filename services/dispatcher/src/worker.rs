@@ -1,5 +1,7 @@
 //! The attempt worker: claims due deliveries from PostgreSQL, renders and signs each request with
-//! the library, sends it past the SSRF guard, logs the attempt and applies the library's verdict.
+//! the library, sends it past the SSRF guard (on kept-alive connections to the checked addresses),
+//! and hands the attempt's log and the library's verdict to the settler, which writes the outcomes
+//! of attempts that end together in one transaction (`settle`).
 //!
 //! Inputs: the `deliveries` table (due, pending, of enabled profiles, leased with `FOR UPDATE
 //! SKIP LOCKED` so that any replica can work any delivery); the profiles. Outputs: HTTP requests;
@@ -34,6 +36,7 @@ use crate::request::{RenderedRequest, render_step};
 use crate::retry::{self, Attempt, Outcome, RetryPolicy, Verdict};
 use crate::seal::Sealer;
 use crate::send::{self, Answer, SendError};
+use crate::settle::{self, Settler};
 use crate::ssrf::EgressPolicy;
 use crate::store::{self, AttemptLog, Claimed, Settle, State};
 use crate::values::CallValues;
@@ -53,6 +56,10 @@ pub struct Worker {
     pub drain_timeout: Duration,
     /// Rung by this replica's consumer when it scheduled deliveries.
     pub scheduled: Arc<Notify>,
+    /// Writes the attempts' outcomes, in groups.
+    settler: Settler,
+    /// Kept-alive connections to the profiles' targets.
+    connections: send::Connections,
     /// Requests in flight per profile.
     in_flight: Mutex<HashMap<String, usize>>,
     /// When this replica started each profile's recent attempts, for its `rate_limit` (per
@@ -112,6 +119,8 @@ impl Worker {
         scheduled: Arc<Notify>,
     ) -> Self {
         Self {
+            settler: Settler::start(pool.clone()),
+            connections: send::Connections::default(),
             pool,
             profiles,
             policy,
@@ -243,10 +252,11 @@ impl Worker {
             .map_or(Duration::from_millis(self.settings.attempt_timeout_ms), Duration::from_secs);
         let number =
             usize::try_from(claimed.attempts.saturating_sub(claimed.schedule_base)).unwrap_or(1).max(1);
+        let mut logs = Vec::new();
         let settle = match subject_values(&claimed.subject_kind, &claimed.subject) {
             Ok(values) => {
                 let values = values.with_crm_user(&profile.users);
-                self.run_flow(claimed, profile, &policy, timeout, number, &values, &mut flow).await
+                self.run_flow(claimed, profile, &policy, timeout, number, &values, &mut flow, &mut logs).await
             }
             Err(error) => Settle::Failed { error },
         };
@@ -276,7 +286,14 @@ impl Worker {
                     %error, "Delivery failed for good.");
             }
         }
-        if let Err(error) = store::settle(&self.pool, claimed, &settle, &flow_json).await {
+        let outcome = settle::Outcome {
+            delivery_id: claimed.id.clone(),
+            profile_id: claimed.profile_id.clone(),
+            settle,
+            flow: flow_json,
+            logs,
+        };
+        if let Err(error) = self.settler.settle(outcome).await {
             // The lease lapses and the delivery is attempted again, with the same id.
             tracing::warn!(%error, delivery = %claimed.id, "Cannot record the attempt's result.");
         }
@@ -293,6 +310,7 @@ impl Worker {
         number: usize,
         values: &CallValues,
         flow: &mut FlowState,
+        logs: &mut Vec<AttemptLog>,
     ) -> Settle {
         loop {
             let step = match flow.next(profile, values, claimed.created_at, Utc::now(), DEFAULT_WAIT_LIMIT) {
@@ -322,12 +340,26 @@ impl Worker {
                 Ok(request) => request,
                 Err(error) => {
                     let error = format!("step {:?} cannot be rendered: {error}", step.name);
-                    self.log(claimed, &step.name, started_at, json!({}), None, Duration::ZERO, Some(&error))
-                        .await;
+                    logs.push(attempt_log(
+                        claimed,
+                        &step.name,
+                        started_at,
+                        json!({}),
+                        None,
+                        Duration::ZERO,
+                        Some(&error),
+                    ));
                     return Settle::Failed { error };
                 }
             };
-            let sent = send::send(&self.policy, &request, timeout, self.settings.max_response_bytes).await;
+            let sent = send::send(
+                &self.policy,
+                &self.connections,
+                &request,
+                timeout,
+                self.settings.max_response_bytes,
+            )
+            .await;
             let latency = (Utc::now() - started_at).to_std().unwrap_or_default();
             let summary = request_summary(&request);
             let (outcome, error) = match &sent {
@@ -352,7 +384,15 @@ impl Worker {
                 (Outcome::Gone, None) => Some("HTTP 410 Gone".to_owned()),
             };
             let answer = sent.as_ref().ok();
-            self.log(claimed, &step.name, started_at, summary, answer, latency, error.as_deref()).await;
+            logs.push(attempt_log(
+                claimed,
+                &step.name,
+                started_at,
+                summary,
+                answer,
+                latency,
+                error.as_deref(),
+            ));
             if outcome == Outcome::Delivered {
                 let body = answer.map(|a| a.body.as_ref()).unwrap_or_default();
                 match flow.complete(step, body) {
@@ -403,34 +443,31 @@ impl Worker {
             }
         }
     }
+}
 
-    #[allow(clippy::too_many_arguments)]
-    async fn log(
-        &self,
-        claimed: &Claimed,
-        step: &str,
-        started_at: chrono::DateTime<Utc>,
-        request: Value,
-        answer: Option<&Answer>,
-        latency: Duration,
-        error: Option<&str>,
-    ) {
-        let log = AttemptLog {
-            n: claimed.attempts,
-            step: step.to_owned(),
-            started_at,
-            request,
-            status: answer.map(|a| a.status),
-            body: answer.map(|a| {
-                let end = a.body.len().min(LOGGED_BODY);
-                String::from_utf8_lossy(a.body.get(..end).unwrap_or_default()).into_owned()
-            }),
-            latency,
-            error: error.map(str::to_owned),
-        };
-        if let Err(error) = store::log_attempt(&self.pool, &claimed.id, &log).await {
-            tracing::warn!(%error, delivery = %claimed.id, "Cannot log the attempt.");
-        }
+/// What the attempt log keeps of one request.
+#[allow(clippy::too_many_arguments)]
+fn attempt_log(
+    claimed: &Claimed,
+    step: &str,
+    started_at: chrono::DateTime<Utc>,
+    request: Value,
+    answer: Option<&Answer>,
+    latency: Duration,
+    error: Option<&str>,
+) -> AttemptLog {
+    AttemptLog {
+        n: claimed.attempts,
+        step: step.to_owned(),
+        started_at,
+        request,
+        status: answer.map(|a| a.status),
+        body: answer.map(|a| {
+            let end = a.body.len().min(LOGGED_BODY);
+            String::from_utf8_lossy(a.body.get(..end).unwrap_or_default()).into_owned()
+        }),
+        latency,
+        error: error.map(str::to_owned),
     }
 }
 
