@@ -544,3 +544,87 @@ async fn events_that_always_time_out_are_dead_lettered_and_the_partition_flows_o
     env.cleanup().await;
     Ok(())
 }
+
+/// A call cannot grow without bound: with `calllog.max_events_per_call` at 1,000, a call sent
+/// 100,000 distinct events keeps 1,000, the other 99,000 go to the dead-letter topic with the
+/// reason, a call sent after them on the same partition is written, and no batch takes a second
+/// (#18).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_with_100000_events_keeps_the_cap_and_its_partition_flows() -> anyhow::Result<()> {
+    use futures_util::StreamExt;
+    use rdkafka::ClientConfig;
+    use rdkafka::producer::{FutureProducer, FutureRecord};
+    use switchboard_core::model::{CallEvent, CallId, EventId, EventKind, LegId, SourceId, Vendor};
+
+    const EVENTS: usize = 100_000;
+    const CAP: usize = 1_000;
+    let env = TestEnv::new("cl-cap");
+    env.init().await?;
+    let cap = CAP.to_string();
+    let mut calllog =
+        env.start_with("calllog", &[("SWITCHBOARD_CALLLOG__MAX_EVENTS_PER_CALL", &cap)]).await?;
+
+    let producer: FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", &env.brokers)
+        .set("linger.ms", "20")
+        .set("queue.buffering.max.messages", "200000")
+        .create()?;
+    let codecs = Codecs::new()?;
+    let event = |call: &str, n: usize| -> anyhow::Result<Vec<u8>> {
+        let mut event = CallEvent::empty(
+            SourceId::parse("pbx-cap")?,
+            Vendor::Generic,
+            CallId::parse(call)?,
+            EventId::parse(format!("{call}-{n}"))?,
+            if n == 0 { EventKind::Ringing } else { EventKind::Unknown },
+            chrono::Utc::now(),
+        );
+        event.leg_id = Some(LegId::parse(format!("leg-{}", n % 7))?);
+        Ok(codecs.call_event.encode(&event)?)
+    };
+    // Everything on partition 0: the small call comes after the big one on the same partition.
+    let topic = env.topics().enriched;
+    let mut payloads = Vec::with_capacity(EVENTS + 3);
+    for n in 0..EVENTS {
+        payloads.push(("big", event("big", n)?));
+    }
+    for n in 0..3 {
+        payloads.push(("small", event("small", n)?));
+    }
+    let sent: Vec<_> = futures_util::stream::iter(payloads.iter())
+        .map(|(key, payload)| {
+            producer.send(
+                FutureRecord::to(&topic).partition(0).key(*key).payload(payload),
+                Duration::from_secs(60),
+            )
+        })
+        .buffered(10_000)
+        .collect()
+        .await;
+    anyhow::ensure!(sent.iter().all(Result::is_ok), "every event produced");
+
+    let db = env.db().await?;
+    let small = "SELECT count(*) FROM call_events WHERE call_id = 'small'";
+    assert_eq!(wait_for_count(&db, small, 3, Duration::from_secs(300)).await?, 3, "the partition flows on");
+    let big: i64 = db.query_one("SELECT count(*) FROM call_events WHERE call_id = 'big'", &[]).await?.get(0);
+    assert_eq!(big, CAP as i64, "the call keeps its most events");
+    let failed =
+        wait_for_metric(&calllog, "switchboard_events_failed_total", (EVENTS - CAP) as f64, SETTLE).await?;
+    assert_eq!(failed, (EVENTS - CAP) as f64, "every event beyond the cap is dead-lettered, once");
+    let letters = read_topic(&env.brokers, &env.topics().dead_letter, SETTLE, |r| !r.is_empty()).await?;
+    let letter = codecs.dead_letter.decode(&letters.first().context("a dead letter")?.1)?;
+    assert_eq!((letter.stage.as_str(), letter.error_class.as_str()), ("calllog", "rejected"));
+    assert!(letter.reason.contains("calllog.max_events_per_call"), "{}", letter.reason);
+
+    let metrics = calllog.metrics().await?;
+    let batches = metric_series(&metrics, "switchboard_processing_seconds_count{stage=\"calllog\"}");
+    let within_a_second =
+        metric_series(&metrics, "switchboard_processing_seconds_bucket{stage=\"calllog\",le=\"1\"}");
+    assert!(
+        batches > 0.0 && within_a_second == batches,
+        "{within_a_second} of {batches} batches took under 1 s"
+    );
+    assert_eq!(calllog.terminate(Duration::from_secs(30)).await?, Some(0));
+    env.cleanup().await;
+    Ok(())
+}

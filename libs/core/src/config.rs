@@ -287,6 +287,10 @@ pub struct CalllogSettings {
     /// Calls whose events a writer keeps in memory while they are in progress, so that a call's
     /// next batch folds without reading it back; 0 reads every call back.
     pub fold_cache_calls: usize,
+    /// Most events one call keeps: every batch refolds a call from all its events, so a call that
+    /// grew without bound (a PBX stuck resending a leg's event under new ids) would make each of
+    /// its batches slower than the last. Events beyond go to the dead-letter topic with the reason.
+    pub max_events_per_call: usize,
 }
 
 impl Default for CalllogSettings {
@@ -298,6 +302,7 @@ impl Default for CalllogSettings {
             ringing_settle_ms: 3_600_000,
             batches_in_flight: 2,
             fold_cache_calls: 50_000,
+            max_events_per_call: 10_000,
         }
     }
 }
@@ -769,6 +774,9 @@ impl Settings {
         }
         if !(1..=16).contains(&self.calllog.batches_in_flight) {
             return fail("calllog.batches_in_flight must be 1..=16".into());
+        }
+        if self.calllog.max_events_per_call == 0 {
+            return fail("calllog.max_events_per_call must be at least 1".into());
         }
         if self.pipeline.max_in_flight == 0 || self.calllog.batch_max == 0 {
             return fail("pipeline.max_in_flight and calllog.batch_max must be at least 1".into());

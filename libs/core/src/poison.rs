@@ -13,7 +13,7 @@ pub enum PoisonClass {
     Encode,
     /// Kafka refused an output record for good (too large).
     Produce,
-    /// PostgreSQL refused a row (a constraint).
+    /// PostgreSQL refused a row (a constraint), or a limit of ours did (a call's most events).
     Rejected,
 }
 

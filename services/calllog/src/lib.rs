@@ -13,6 +13,8 @@
 //! (call, version). Transient database failures are retried with backoff, never skipped; a
 //! batch whose statements keep running past `statement_timeout` is written one event at a time,
 //! and an event that still times out is dead-lettered with the reason, so the partition flows.
+//! A call keeps at most `calllog.max_events_per_call` events (each batch refolds a call from all of
+//! them): what a batch brings beyond is taken out again and dead-lettered with the reason.
 //! Ordering: relied on nowhere. Each call is refolded from the set of all its stored events
 //! (`fold`), so any order, duplication or batching of its events gives the same record; a replica
 //! keeps the events of the calls it is writing in memory (`cache`), checked against a revision on
@@ -26,7 +28,9 @@ pub mod fold;
 pub mod outbox;
 pub mod writer;
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
+
+use futures_util::{StreamExt, TryStreamExt};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -51,6 +55,9 @@ use crate::writer::{BatchOutcome, CallLog, StoredEvent, WriteError};
 const STAGE: &str = "calllog";
 /// Writes of the same rows that may run past `statement_timeout` before they count as refused.
 const TIMEOUT_ATTEMPTS: usize = 3;
+/// Dead letters of one batch produced at once, and logged one by one (beyond: a count).
+const DEAD_LETTERS_IN_FLIGHT: usize = 256;
+const DEAD_LETTERS_LOGGED: usize = 10;
 
 struct Writer {
     store: Arc<CallLog>,
@@ -60,6 +67,7 @@ struct Writer {
     dead_letter_topic: String,
     batch_max: usize,
     batch_linger: Duration,
+    max_events_per_call: usize,
     batches_in_flight: usize,
     max_backoff: Duration,
     drain_timeout: Duration,
@@ -93,7 +101,8 @@ pub async fn run(
         }
         let store = Arc::new(
             CallLog::with_fold_cache(pool.clone(), settings.calllog.fold_cache_calls)
-                .map_err(|e| ServiceError::Setup { what: "the call-log writer", source: Box::new(e) })?,
+                .map_err(|e| ServiceError::Setup { what: "the call-log writer", source: Box::new(e) })?
+                .with_max_events(settings.calllog.max_events_per_call),
         );
         let publish = Arc::new(Notify::new());
         let max_backoff = Duration::from_millis(settings.pipeline.max_backoff_ms);
@@ -115,6 +124,7 @@ pub async fn run(
             dead_letter_topic: topics.dead_letter.clone(),
             batch_max: settings.calllog.batch_max,
             batch_linger: Duration::from_millis(settings.calllog.batch_linger_ms),
+            max_events_per_call: settings.calllog.max_events_per_call,
             batches_in_flight: settings.calllog.batches_in_flight,
             max_backoff,
             drain_timeout,
@@ -327,14 +337,16 @@ impl Writer {
                 Err(error) => poisoned.push((record, Poison::new(PoisonClass::Decode, error.to_string()))),
             }
         }
+        // Events beyond their call's most events (source id, event id).
+        let mut over_cap: HashSet<(String, String)> = HashSet::new();
         match self.write_with_retry(&events, cancel).await {
-            Some(Ok(())) => {}
+            Some(Ok(over)) => over_cap.extend(over),
             Some(Err(error)) if !error.is_transient() => {
                 // Something in the batch is refused; find it by writing events one at a time.
                 tracing::warn!(%error, "Batch refused; writing its events one by one.");
                 for (record, event) in sources.iter().zip(&events) {
                     match self.write_with_retry(std::slice::from_ref(event), cancel).await {
-                        Some(Ok(())) => {}
+                        Some(Ok(over)) => over_cap.extend(over),
                         Some(Err(error)) => poisoned.push((
                             record,
                             Poison::new(PoisonClass::Rejected, switchboard_core::pg::error_chain(&error)),
@@ -345,6 +357,18 @@ impl Writer {
             }
             Some(Err(_)) | None => return Ok(false),
         }
+        if !over_cap.is_empty() {
+            let reason = format!(
+                "the call already has the most events calllog.max_events_per_call allows ({})",
+                self.max_events_per_call
+            );
+            for (record, stored) in sources.iter().zip(&events) {
+                let key = (stored.event.source_id.to_string(), stored.event.event_id.to_string());
+                if over_cap.contains(&key) {
+                    poisoned.push((record, Poison::new(PoisonClass::Rejected, reason.clone())));
+                }
+            }
+        }
 
         let target = DeadLetterTarget {
             producer: &self.producer,
@@ -353,22 +377,32 @@ impl Writer {
             topic: &self.dead_letter_topic,
             max_backoff: self.max_backoff,
         };
-        for (record, poison) in &poisoned {
-            metrics::EVENTS_FAILED.with_label_values(&[STAGE, poison.class.as_str()]).inc();
+        for (record, poison) in poisoned.iter().take(DEAD_LETTERS_LOGGED) {
             tracing::warn!(
                 partition = record.partition, offset = record.offset, reason = %poison.reason,
                 "Record sent to the dead-letter topic."
             );
-            // While Kafka is away a dead letter waits; a shutdown gives it `drain_timeout`, then
-            // leaves the batch unstored, to be delivered again.
-            let give_up = async {
-                cancel.cancelled().await;
-                tokio::time::sleep(self.drain_timeout).await;
-            };
-            tokio::select! {
-                sent = target.send(record, poison) => sent?,
-                _ = give_up => return Ok(false),
-            }
+        }
+        if poisoned.len() > DEAD_LETTERS_LOGGED {
+            tracing::warn!(count = poisoned.len(), "Records of the batch sent to the dead-letter topic.");
+        }
+        // Many at once, so that a batch of dead letters costs about one acknowledgement, not one
+        // each. While Kafka is away they wait; a shutdown gives them `drain_timeout`, then leaves
+        // the batch unstored, to be delivered again.
+        let letters: Vec<_> = poisoned.iter().map(|(record, poison)| target.send(record, poison)).collect();
+        let sends = futures_util::stream::iter(letters)
+            .buffer_unordered(DEAD_LETTERS_IN_FLIGHT)
+            .try_collect::<Vec<()>>();
+        let give_up = async {
+            cancel.cancelled().await;
+            tokio::time::sleep(self.drain_timeout).await;
+        };
+        tokio::select! {
+            sent = sends => { sent?; }
+            _ = give_up => return Ok(false),
+        }
+        for (_, poison) in &poisoned {
+            metrics::EVENTS_FAILED.with_label_values(&[STAGE, poison.class.as_str()]).inc();
         }
 
         let now = Utc::now();
@@ -389,7 +423,7 @@ impl Writer {
         &self,
         events: &[StoredEvent],
         cancel: &CancellationToken,
-    ) -> Option<Result<(), WriteError>> {
+    ) -> Option<Result<Vec<(String, String)>, WriteError>> {
         let mut backoff = Backoff::new(Duration::from_millis(100), self.max_backoff);
         let mut gave_up_at: Option<tokio::time::Instant> = None;
         let mut timeouts = 0;
@@ -405,7 +439,7 @@ impl Writer {
                     if outcome.publishable {
                         self.publish.notify_one();
                     }
-                    return Some(Ok(()));
+                    return Some(Ok(outcome.over_cap));
                 }
                 Err(error) if error.is_timeout() && timeouts + 1 >= TIMEOUT_ATTEMPTS => {
                     return Some(Err(error));

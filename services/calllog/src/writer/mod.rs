@@ -84,6 +84,9 @@ pub struct BatchOutcome {
     /// Calls another writer had changed since this one cached them: the batch was rolled back
     /// and written again with them read back.
     pub stale: i64,
+    /// Events not kept because their call already had `calllog.max_events_per_call` (source id,
+    /// event id): for the dead-letter topic.
+    pub over_cap: Vec<(String, String)>,
 }
 
 /// The call log: the database pool, the record codec and the fold cache of this replica.
@@ -92,6 +95,8 @@ pub struct CallLog {
     pool: Pool,
     codecs: Codecs,
     cache: FoldCache,
+    /// Most events one call keeps (`calllog.max_events_per_call`).
+    max_events: usize,
 }
 
 impl CallLog {
@@ -103,7 +108,13 @@ impl CallLog {
 
     /// A call log whose fold cache holds up to `calls` calls (0: none).
     pub fn with_fold_cache(pool: Pool, calls: usize) -> Result<Self, WriteError> {
-        Ok(Self { pool, codecs: Codecs::new()?, cache: FoldCache::new(calls) })
+        let max_events = CalllogSettings::default().max_events_per_call;
+        Ok(Self { pool, codecs: Codecs::new()?, cache: FoldCache::new(calls), max_events })
+    }
+
+    /// The same call log keeping at most `events` events per call (at least 1).
+    pub fn with_max_events(self, events: usize) -> Self {
+        Self { max_events: events.max(1), ..self }
     }
 
     /// Writes one batch of events in one transaction.
@@ -167,6 +178,8 @@ impl CallLog {
         }
         let all: Vec<CallKey> = vendors.keys().cloned().collect();
         let mut prepared = Prepared::default();
+        let fresh: HashSet<(&str, &str)> = inserted.iter().map(|row| (row.get(0), row.get(1))).collect();
+        let mut over_cap = Vec::new();
 
         // Before the locks, so that folding overlaps the previous batch's commit: the calls the
         // cache holds. A call an earlier batch of this replica is writing is not there (it took
@@ -176,7 +189,8 @@ impl CallLog {
         let mut hits = early.len();
         for (key, cached) in early {
             let vendor = vendors.remove(&key).unwrap_or_default();
-            let call = ToFold::cached(key, vendor, cached, &mut new_events);
+            let mut call = ToFold::cached(key, vendor, cached, &mut new_events);
+            over_cap.extend(cap(&mut call, self.max_events, &fresh));
             prepared.add(call, now, false, &self.codecs, &mut outcome)?;
         }
 
@@ -206,7 +220,7 @@ impl CallLog {
         metrics::CALLLOG_FOLD_CACHE.with_label_values(&["hit"]).inc_by(hits as u64);
         outcome.from_cache = hits as i64;
         for (key, vendor) in vendors {
-            let call = if let Some(cached) = late.remove(&key) {
+            let mut call = if let Some(cached) = late.remove(&key) {
                 ToFold::cached(key, vendor, cached, &mut new_events)
             } else if let Some(previous) = stored.remove(&key) {
                 let events = loaded.remove(&key).unwrap_or_default();
@@ -215,8 +229,18 @@ impl CallLog {
                 let events = new_events.remove(&key).unwrap_or_default();
                 ToFold { key, vendor, previous: None, events }
             };
+            over_cap.extend(cap(&mut call, self.max_events, &fresh));
             prepared.add(call, now, false, &self.codecs, &mut outcome)?;
         }
+        if !over_cap.is_empty() {
+            // Stored above with the rest of the batch; taken out again in the same transaction.
+            let (sources, ids): (Vec<&str>, Vec<&str>) =
+                over_cap.iter().map(|(s, e)| (s.as_str(), e.as_str())).unzip();
+            let delete = tx.prepare_cached(sql::DELETE_EVENTS).await?;
+            let _ = tx.execute(&delete, &[&sources, &ids]).await?;
+            outcome.new_events -= over_cap.len() as i64;
+        }
+        outcome.over_cap = over_cap;
         let written = match self.write(&tx, prepared, true, &mut outcome).await {
             // A leg or outbox row of a call without a row: the cache had an entry of a batch that
             // rolled back. Read it back like any call another writer changed.
@@ -333,4 +357,37 @@ impl CallLog {
             tokio::try_join!(biased; insert_calls, update_calls, insert_legs, update_legs, enqueue, track)?;
         Ok(known_calls.len().saturating_sub(updated as usize))
     }
+}
+
+/// Keeps `call` within `max` events: when it has more, drops events this batch stored (`fresh`),
+/// the last first, until it has `max` or none of this batch's are left (events kept before stay:
+/// what a call had is never taken back). Returns the dropped events' (source id, event id).
+fn cap(call: &mut ToFold, max: usize, fresh: &HashSet<(&str, &str)>) -> Vec<(String, String)> {
+    let excess = call.events.len().saturating_sub(max);
+    if excess == 0 {
+        return Vec::new();
+    }
+    let source = call.key.0.as_str();
+    let mut drop = HashSet::new();
+    for (index, event) in call.events.iter().enumerate().rev() {
+        if drop.len() == excess {
+            break;
+        }
+        if fresh.contains(&(source, event.event_id.as_str())) {
+            let _ = drop.insert(index);
+        }
+    }
+    let mut dropped = Vec::with_capacity(drop.len());
+    let mut index = 0;
+    call.events.retain(|event| {
+        let keep = !drop.contains(&index);
+        index += 1;
+        if !keep {
+            dropped.push((source.to_owned(), event.event_id.clone()));
+        }
+        keep
+    });
+    tracing::warn!(source, call = %call.key.1, max, dropped = dropped.len(),
+        "Call has reached calllog.max_events_per_call; its newest events go to the dead-letter topic.");
+    dropped
 }

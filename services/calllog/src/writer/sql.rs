@@ -18,6 +18,10 @@ pub(super) static INSERT_EVENTS: LazyLock<String> =
 /// (`outbox`).
 pub(crate) const LOCK_CALLS: &str = include_str!("sql/lock_calls.sql");
 
+/// Takes back events the batch stored beyond a call's most events (`max_events_per_call`).
+pub(super) const DELETE_EVENTS: &str = "DELETE FROM call_events
+     WHERE (source_id, event_id) IN (SELECT * FROM unnest($1::text[], $2::text[]))";
+
 /// What is stored of the locked calls, read after the locks so that it is what the previous
 /// holder committed.
 pub(super) const READ_CALLS: &str = include_str!("sql/read_calls.sql");
