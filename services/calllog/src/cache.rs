@@ -72,7 +72,7 @@ impl Drop for Reservation<'_> {
         let mut inner = self.cache.inner();
         for key in &self.keys {
             if let Some(count) = inner.reserved.get_mut(key) {
-                *count -= 1;
+                *count = count.saturating_sub(1);
                 if *count == 0 {
                     inner.reserved.remove(key);
                 }
@@ -97,7 +97,8 @@ impl FoldCache {
     pub fn reserve(&self, keys: Vec<CallKey>) -> Reservation<'_> {
         let mut inner = self.inner();
         for key in &keys {
-            *inner.reserved.entry(key.clone()).or_default() += 1;
+            let count = inner.reserved.entry(key.clone()).or_default();
+            *count = count.saturating_add(1);
         }
         Reservation { cache: self, keys }
     }
@@ -133,7 +134,7 @@ impl FoldCache {
         calls.extend(entries);
         if calls.len() > self.capacity {
             // Down to 90 %, so that eviction runs once per many batches, not on each.
-            let mut excess = calls.len() - self.capacity * 9 / 10;
+            let mut excess = calls.len().saturating_sub(self.capacity.saturating_mul(9) / 10);
             calls.retain(|_, _| {
                 let keep = excess == 0;
                 excess = excess.saturating_sub(1);

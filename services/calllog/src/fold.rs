@@ -70,7 +70,7 @@
 //! so it is `missed`, as are Chronicall's and net2phone's unanswered calls, whose adapters cannot
 //! name the agents rung.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use chrono::{DateTime, Utc};
 use switchboard_core::model::{
@@ -208,14 +208,16 @@ impl<'a> AgentAcc<'a> {
     }
 
     fn build(&self) -> AgentRef {
-        let pick = |i: usize| self.answered[i].or(self.other[i]).map(str::to_owned);
-        let agent_id = pick(0);
+        let [id, extension, number, email] = self.answered;
+        let [other_id, other_extension, other_number, other_email] = self.other;
+        let pick = |answered: Option<&str>, other: Option<&str>| answered.or(other).map(str::to_owned);
+        let agent_id = pick(id, other_id);
         AgentRef {
             agent_match: agent_id.as_ref().and(self.matched_answered.or(self.matched_other)),
             agent_id,
-            extension: pick(1),
-            number: pick(2),
-            email: pick(3),
+            extension: pick(extension, other_extension),
+            number: pick(number, other_number),
+            email: pick(email, other_email),
         }
     }
 }
@@ -259,7 +261,7 @@ impl<'a> LegAcc<'a> {
 
     /// Events come in the call's order, so "latest" is simply the last one seen.
     fn see(&mut self, e: &'a Event) {
-        self.events += 1;
+        self.events = self.events.saturating_add(1);
         let at = e.occurred_at;
         if is_state(e.kind) {
             self.first_state.get_or_insert(at);
@@ -399,9 +401,10 @@ impl<'a> RecordingAcc<'a> {
 struct Scan<'a> {
     /// The id of the call's main leg, which events without a leg id belong to.
     main_leg: &'a str,
+    /// The call's legs, in the order of their first events; filled in once every event is seen.
     legs: Vec<LegAcc<'a>>,
-    /// Leg id → its position in `legs`.
-    index: HashMap<&'a str, usize>,
+    /// While scanning: leg id → how many legs were open before it, and the leg.
+    open: HashMap<&'a str, (usize, LegAcc<'a>)>,
     /// A hangup of the call itself arrived: the vendor's end marker.
     end_marker: bool,
     /// The latest known disposition of the call's own hangups.
@@ -423,6 +426,9 @@ impl<'a> Scan<'a> {
         for &e in distinct {
             scan.see(e);
         }
+        let mut legs: Vec<(usize, LegAcc<'a>)> = std::mem::take(&mut scan.open).into_values().collect();
+        legs.sort_unstable_by_key(|(opened_before, _)| *opened_before);
+        scan.legs = legs.into_iter().map(|(_, leg)| leg).collect();
         scan
     }
 
@@ -434,11 +440,10 @@ impl<'a> Scan<'a> {
             return;
         }
         let leg_id = e.leg_id.as_deref().unwrap_or(self.main_leg);
-        let slot = *self.index.entry(leg_id).or_insert_with(|| {
-            self.legs.push(LegAcc::new(leg_id, e.occurred_at));
-            self.legs.len() - 1
-        });
-        self.legs[slot].see(e);
+        let opened_before = self.open.len();
+        let (_, leg) =
+            self.open.entry(leg_id).or_insert_with(|| (opened_before, LegAcc::new(leg_id, e.occurred_at)));
+        leg.see(e);
         if e.kind == EventKind::Hangup {
             if e.leg_id.is_none() {
                 self.end_marker = true;
@@ -480,14 +485,21 @@ impl<'a> Scan<'a> {
         agents: &[AgentRef],
         outbound: bool,
     ) -> Option<(Source, Disposition)> {
+        // Every hangup's leg is among `legs`, having been scanned from the same events.
+        let system_legs: HashSet<&str> = self
+            .legs
+            .iter()
+            .zip(agents)
+            .filter(|(_, agent)| !agent.is_known())
+            .map(|(l, _)| l.leg_id)
+            .collect();
         let leg_disposition = |system_only: bool| {
             distinct
                 .iter()
                 .rev()
                 .filter(|e| e.kind == EventKind::Hangup && e.leg_id.is_some())
                 .filter(|e| {
-                    !system_only
-                        || !agents[self.index[e.leg_id.as_deref().unwrap_or(self.main_leg)]].is_known()
+                    !system_only || system_legs.contains(e.leg_id.as_deref().unwrap_or(self.main_leg))
                 })
                 .find_map(|e| known(e.disposition))
         };
@@ -565,7 +577,7 @@ fn outcome(s: &Signals) -> Outcome {
 }
 
 fn seconds_between(from: Option<DateTime<Utc>>, to: Option<DateTime<Utc>>) -> Option<i64> {
-    Some((to? - from?).num_seconds().max(0))
+    Some(to?.signed_duration_since(from?).num_seconds().max(0))
 }
 
 /// The call's agent: who answered first (legs with an answer time before those answered only by a

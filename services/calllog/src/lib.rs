@@ -22,6 +22,11 @@
 //! completes on the vendor's end marker, or when the settle sweep finds no new event for
 //! `calllog.settle_ms`; a later event updates it and publishes a new version.
 
+// Service code must not panic on what it is given (#18): no `unwrap`, no indexing or slicing
+// that can go out of bounds, no arithmetic that can overflow. Tests may.
+#![warn(clippy::unwrap_used, clippy::indexing_slicing, clippy::arithmetic_side_effects)]
+#![cfg_attr(test, allow(clippy::unwrap_used, clippy::indexing_slicing, clippy::arithmetic_side_effects))]
+
 pub mod cache;
 pub mod codes;
 pub mod fold;
@@ -177,7 +182,8 @@ async fn sweep(
     let settle = Duration::from_millis(settings.settle_ms);
     let ringing = Duration::from_millis(settings.ringing_settle_ms);
     // Often enough that a call completes within a quarter of the settle time after it is due.
-    let every = (settle / 4).clamp(Duration::from_millis(50), Duration::from_secs(1));
+    let quarter = settle.checked_div(4).unwrap_or_default();
+    let every = quarter.clamp(Duration::from_millis(50), Duration::from_secs(1));
     loop {
         tokio::select! {
             _ = cancel.cancelled() => return,
@@ -298,10 +304,12 @@ impl Writer {
             }
         };
         batch.push(first);
-        let deadline = tokio::time::Instant::now() + self.batch_linger;
+        // Unlike `now + linger`, a sleep caps a deadline beyond the clock's range.
+        let linger = tokio::time::sleep(self.batch_linger);
+        tokio::pin!(linger);
         while batch.len() < self.batch_max {
             tokio::select! {
-                _ = tokio::time::sleep_until(deadline) => break,
+                _ = &mut linger => break,
                 received = self.consumer.recv() => match received {
                     Ok(message) => batch.push(Inbound::from_message(&message)),
                     Err(error) => self.consume_error(error).await,
@@ -407,7 +415,8 @@ impl Writer {
 
         let now = Utc::now();
         for stored in &events {
-            let latency = (now - stored.event.received_at).num_microseconds().unwrap_or(0) as f64 / 1e6;
+            let age = now.signed_duration_since(stored.event.received_at);
+            let latency = age.num_microseconds().unwrap_or(0) as f64 / 1e6;
             metrics::END_TO_END_SECONDS.with_label_values(&[STAGE]).observe(latency.max(0.0));
         }
         metrics::EVENTS_OUT.with_label_values(&[STAGE]).inc_by(events.len() as u64);
@@ -425,8 +434,8 @@ impl Writer {
         cancel: &CancellationToken,
     ) -> Option<Result<Vec<(String, String)>, WriteError>> {
         let mut backoff = Backoff::new(Duration::from_millis(100), self.max_backoff);
-        let mut gave_up_at: Option<tokio::time::Instant> = None;
-        let mut timeouts = 0;
+        let mut cancelled_at: Option<tokio::time::Instant> = None;
+        let mut timeouts: usize = 0;
         loop {
             match self.store.write_batch(events).await {
                 Ok(outcome) => {
@@ -434,27 +443,26 @@ impl Writer {
                         .with_label_values(&["call_events"])
                         .inc_by(outcome.new_events as u64);
                     record(&outcome);
-                    let duplicates = events.len() as i64 - outcome.new_events;
+                    let duplicates = (events.len() as i64).saturating_sub(outcome.new_events);
                     metrics::CALLLOG_DUPLICATES.with_label_values(&[STAGE]).inc_by(duplicates.max(0) as u64);
                     if outcome.publishable {
                         self.publish.notify_one();
                     }
                     return Some(Ok(outcome.over_cap));
                 }
-                Err(error) if error.is_timeout() && timeouts + 1 >= TIMEOUT_ATTEMPTS => {
+                Err(error) if error.is_timeout() && timeouts.saturating_add(1) >= TIMEOUT_ATTEMPTS => {
                     return Some(Err(error));
                 }
                 Err(error) if !error.is_transient() && !error.is_timeout() => return Some(Err(error)),
                 Err(error) => {
-                    timeouts += usize::from(error.is_timeout());
+                    timeouts = timeouts.saturating_add(usize::from(error.is_timeout()));
                     metrics::TRANSIENT_RETRIES.with_label_values(&[STAGE, "postgres"]).inc();
                     let delay = backoff.next_delay();
                     let reason = switchboard_core::pg::error_chain(&error);
                     tracing::warn!(%reason, ?delay, "Call-log write failed; retrying.");
                     if cancel.is_cancelled() {
-                        let deadline = *gave_up_at
-                            .get_or_insert_with(|| tokio::time::Instant::now() + self.drain_timeout);
-                        if tokio::time::Instant::now() >= deadline {
+                        let cancelled_at = *cancelled_at.get_or_insert_with(tokio::time::Instant::now);
+                        if cancelled_at.elapsed() >= self.drain_timeout {
                             return None;
                         }
                     }

@@ -80,15 +80,17 @@ fn unavailable(error: &StoreError) -> Response<Body> {
 
 /// A refused profile, with the template position when the library gives one.
 fn refused(error: &ProfileError) -> Response<Body> {
-    let mut body = json!({ "error": "invalid_profile", "message": error.to_string() });
+    let mut body = serde_json::Map::new();
+    body.insert("error".to_owned(), json!("invalid_profile"));
+    body.insert("message".to_owned(), json!(error.to_string()));
     if let ProfileError::Template { step, field, source } = error {
-        body["step"] = json!(step);
-        body["field"] = json!(field);
+        body.insert("step".to_owned(), json!(step));
+        body.insert("field".to_owned(), json!(field));
         if let TemplateError::Invalid { line, column, .. } = source {
-            body["position"] = json!({ "line": line, "column": column });
+            body.insert("position".to_owned(), json!({ "line": line, "column": column }));
         }
     }
-    http::json(StatusCode::BAD_REQUEST, &body)
+    http::json(StatusCode::BAD_REQUEST, &Value::Object(body))
 }
 
 fn query(req: &Request<Incoming>) -> HashMap<String, String> {
@@ -393,15 +395,17 @@ impl Api {
                 (name.as_str().to_owned(), json!(shown))
             })
             .collect();
-        let mut answer = json!({
-            "step": step.name,
-            "request": {
+        let mut answer = serde_json::Map::new();
+        answer.insert("step".to_owned(), json!(step.name));
+        answer.insert(
+            "request".to_owned(),
+            json!({
                 "method": request.method.as_str(),
                 "url": request.shown_url,
                 "headers": headers,
                 "body": request.body_text(),
-            }
-        });
+            }),
+        );
         if !dry_run {
             let timeout = Duration::from_millis(self.settings.dispatcher.attempt_timeout_ms);
             match crate::send::send(
@@ -419,16 +423,21 @@ impl Api {
                         .iter()
                         .map(|(n, v)| (n.as_str().to_owned(), json!(v.to_str().unwrap_or(""))))
                         .collect();
-                    answer["response"] = json!({
-                        "status": response.status,
-                        "headers": headers,
-                        "body": String::from_utf8_lossy(&response.body),
-                        "latency_ms": u64::try_from(response.elapsed.as_millis()).unwrap_or(u64::MAX),
-                    });
+                    answer.insert(
+                        "response".to_owned(),
+                        json!({
+                            "status": response.status,
+                            "headers": headers,
+                            "body": String::from_utf8_lossy(&response.body),
+                            "latency_ms": u64::try_from(response.elapsed.as_millis()).unwrap_or(u64::MAX),
+                        }),
+                    );
                 }
-                Err(error) => answer["error"] = json!(error.to_string()),
+                Err(error) => {
+                    answer.insert("error".to_owned(), json!(error.to_string()));
+                }
             }
         }
-        http::json(StatusCode::OK, &answer)
+        http::json(StatusCode::OK, &Value::Object(answer))
     }
 }

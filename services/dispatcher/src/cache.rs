@@ -54,7 +54,8 @@ impl ProfileCache {
             }
             let mut counts: HashMap<&str, i64> = HashMap::new();
             for profile in self.all().iter() {
-                *counts.entry(profile.state.as_str()).or_default() += 1;
+                let count = counts.entry(profile.state.as_str()).or_default();
+                *count = count.saturating_add(1);
             }
             for state in ["enabled", "paused", "disabled"] {
                 switchboard_core::metrics::DISPATCHER_PROFILES

@@ -92,7 +92,10 @@ impl FlowState {
         let Some(step) = profile.steps.iter().find(|s| !self.done.contains(&s.name)) else {
             return Next::Finished;
         };
-        let until = started_at + wait_limit;
+        // A limit that runs past the range of chrono's times ends at its edge.
+        let edge =
+            if wait_limit < Duration::zero() { DateTime::<Utc>::MIN_UTC } else { DateTime::<Utc>::MAX_UTC };
+        let until = started_at.checked_add_signed(wait_limit).unwrap_or(edge);
         match step.when.readiness(values) {
             Readiness::Ready => Next::Run(step),
             Readiness::Waiting if now < until => Next::Wait { step, until },

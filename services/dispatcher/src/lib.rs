@@ -27,6 +27,11 @@
 //! - [`ssrf`]: which addresses a request may reach ([`ssrf::EgressPolicy`]);
 //! - [`connectors`]: ready-made profiles for HubSpot, Pipedrive, Bitrix24 and amoCRM.
 
+// Service code must not panic on what it is given (#18): no `unwrap`, no indexing or slicing
+// that can go out of bounds, no arithmetic that can overflow. Tests may.
+#![warn(clippy::unwrap_used, clippy::indexing_slicing, clippy::arithmetic_side_effects)]
+#![cfg_attr(test, allow(clippy::unwrap_used, clippy::indexing_slicing, clippy::arithmetic_side_effects))]
+
 pub mod api;
 pub mod cache;
 pub mod connectors;

@@ -155,9 +155,13 @@ fn check_url_secret(step: &Step) -> Result<(), ProfileError> {
         (Some(_), 0) => Err(refuse("url_secret is given but the URL has no {secret} in its path")),
         (Some(_), 2..) => Err(refuse("the URL holds {secret} more than once")),
         (Some(secret), _) => {
-            let authority_end = request.url.find("://").map_or(0, |at| at + 3);
-            let path_start =
-                request.url[authority_end..].find('/').map_or(usize::MAX, |at| at + authority_end);
+            let authority_end = request.url.find("://").map_or(0, |at| at.saturating_add("://".len()));
+            // Offsets within the URL: the additions cannot overflow.
+            let path_start = request
+                .url
+                .get(authority_end..)
+                .and_then(|rest| rest.find('/'))
+                .map_or(usize::MAX, |at| at.saturating_add(authority_end));
             if request.url.find(URL_SECRET).is_none_or(|at| at < path_start) {
                 return Err(refuse("{secret} belongs in the URL's path, not its host"));
             }

@@ -168,16 +168,18 @@ pub fn next(
         Outcome::Delivered => Verdict::Delivered,
         Outcome::Gone => Verdict::DisableProfile,
         Outcome::Aborted { reason } => Verdict::GiveUp { reason },
-        Outcome::Failed { reason, not_before } => match policy.delay_before(attempt + 1, random) {
-            None => {
-                Verdict::GiveUp { reason: format!("{reason}; all {} attempts failed", policy.attempts()) }
+        Outcome::Failed { reason, not_before } => {
+            match policy.delay_before(attempt.saturating_add(1), random) {
+                None => {
+                    Verdict::GiveUp { reason: format!("{reason}; all {} attempts failed", policy.attempts()) }
+                }
+                Some(delay) => {
+                    let delay = not_before.map_or(delay, |asked| asked.max(delay));
+                    let delay = chrono::Duration::from_std(delay).unwrap_or(chrono::Duration::MAX);
+                    Verdict::RetryAt(now.checked_add_signed(delay).unwrap_or(DateTime::<Utc>::MAX_UTC))
+                }
             }
-            Some(delay) => {
-                let delay = not_before.map_or(delay, |asked| asked.max(delay));
-                let delay = chrono::Duration::from_std(delay).unwrap_or(chrono::Duration::MAX);
-                Verdict::RetryAt(now.checked_add_signed(delay).unwrap_or(DateTime::<Utc>::MAX_UTC))
-            }
-        },
+        }
     }
 }
 

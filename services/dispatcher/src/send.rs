@@ -181,7 +181,8 @@ pub async fn send(
             match body.frame().await {
                 Some(Ok(frame)) => {
                     if let Ok(data) = frame.into_data() {
-                        let room = cap - kept.len();
+                        // The loop runs while `kept` is shorter than the cap.
+                        let room = cap.saturating_sub(kept.len());
                         kept.extend_from_slice(data.get(..room.min(data.len())).unwrap_or(&data));
                     }
                 }

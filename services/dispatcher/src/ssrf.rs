@@ -100,7 +100,8 @@ impl Cidr {
 }
 
 fn prefix_eq(network: u128, addr: u128, prefix: u8, width: u32) -> bool {
-    let host_bits = width - u32::from(prefix);
+    // `Cidr::from_str` keeps the prefix within the width.
+    let host_bits = width.saturating_sub(u32::from(prefix));
     network.checked_shr(host_bits).unwrap_or(0) == addr.checked_shr(host_bits).unwrap_or(0)
 }
 

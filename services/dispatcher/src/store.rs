@@ -11,7 +11,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use serde_json::{Value, json};
+use serde_json::{Map, Value, json};
 use switchboard_core::deadpool_postgres::{GenericClient, Pool};
 use switchboard_core::tokio_postgres::{self, Row};
 
@@ -397,22 +397,26 @@ pub async fn backlog(pool: &Pool) -> Result<(i64, i64), StoreError> {
     Ok((row.get("n"), row.get("oldest")))
 }
 
-fn delivery_json(row: &Row) -> Value {
-    let ts = |name: &str| row.get::<_, Option<DateTime<Utc>>>(name);
-    json!({
-        "id": row.get::<_, String>("id"),
-        "profile_id": row.get::<_, String>("profile_id"),
-        "source_id": row.get::<_, String>("source_id"),
-        "call_id": row.get::<_, String>("call_id"),
-        "subject_id": row.get::<_, String>("subject_id"),
-        "trigger": row.get::<_, String>("trigger"),
-        "status": row.get::<_, String>("status"),
-        "attempts": row.get::<_, i32>("attempts"),
-        "next_attempt_at": ts("next_attempt_at"),
-        "last_error": row.get::<_, Option<String>>("last_error"),
-        "created_at": ts("created_at"),
-        "delivered_at": ts("delivered_at"),
-    })
+/// A delivery's columns as a JSON object; a map, so that [`get_delivery`] can add to it.
+fn delivery_json(row: &Row) -> Map<String, Value> {
+    let ts = |name: &str| json!(row.get::<_, Option<DateTime<Utc>>>(name));
+    [
+        ("id", json!(row.get::<_, String>("id"))),
+        ("profile_id", json!(row.get::<_, String>("profile_id"))),
+        ("source_id", json!(row.get::<_, String>("source_id"))),
+        ("call_id", json!(row.get::<_, String>("call_id"))),
+        ("subject_id", json!(row.get::<_, String>("subject_id"))),
+        ("trigger", json!(row.get::<_, String>("trigger"))),
+        ("status", json!(row.get::<_, String>("status"))),
+        ("attempts", json!(row.get::<_, i32>("attempts"))),
+        ("next_attempt_at", ts("next_attempt_at")),
+        ("last_error", json!(row.get::<_, Option<String>>("last_error"))),
+        ("created_at", ts("created_at")),
+        ("delivered_at", ts("delivered_at")),
+    ]
+    .into_iter()
+    .map(|(name, value)| (name.to_owned(), value))
+    .collect()
 }
 
 const DELIVERY_COLUMNS: &str = "id, profile_id, source_id, call_id, subject_id, trigger, status, attempts, \
@@ -431,7 +435,12 @@ pub async fn list_deliveries(
          WHERE ($1::text IS NULL OR profile_id = $1) AND ($2::text IS NULL OR status = $2)
          ORDER BY created_at DESC, seq DESC LIMIT $3"
     );
-    Ok(client.query(&sql, &[&profile, &status, &limit]).await?.iter().map(delivery_json).collect())
+    Ok(client
+        .query(&sql, &[&profile, &status, &limit])
+        .await?
+        .iter()
+        .map(|row| Value::Object(delivery_json(row)))
+        .collect())
 }
 
 /// One delivery with its subject and attempt log.
@@ -440,8 +449,8 @@ pub async fn get_delivery(pool: &Pool, id: &str) -> Result<Option<Value>, StoreE
     let sql = format!("SELECT {DELIVERY_COLUMNS}, subject_kind, subject FROM deliveries WHERE id = $1");
     let Some(row) = client.query_opt(&sql, &[&id]).await? else { return Ok(None) };
     let mut delivery = delivery_json(&row);
-    delivery["subject_kind"] = json!(row.get::<_, String>("subject_kind"));
-    delivery["subject"] = row.get("subject");
+    delivery.insert("subject_kind".to_owned(), json!(row.get::<_, String>("subject_kind")));
+    delivery.insert("subject".to_owned(), row.get("subject"));
     let attempts = client
         .query(
             "SELECT n, step, started_at, request, response_status, response_body, latency_ms, error
@@ -449,7 +458,7 @@ pub async fn get_delivery(pool: &Pool, id: &str) -> Result<Option<Value>, StoreE
             &[&id],
         )
         .await?;
-    delivery["attempt_log"] = attempts
+    let attempt_log = attempts
         .iter()
         .map(|a| {
             json!({
@@ -464,7 +473,8 @@ pub async fn get_delivery(pool: &Pool, id: &str) -> Result<Option<Value>, StoreE
             })
         })
         .collect();
-    Ok(Some(delivery))
+    delivery.insert("attempt_log".to_owned(), attempt_log);
+    Ok(Some(Value::Object(delivery)))
 }
 
 /// The delivery's subject, for a test send of a stored call.

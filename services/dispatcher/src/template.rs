@@ -191,8 +191,9 @@ fn positioned(error: Error, source: &str) -> TemplateError {
     match start {
         Some(offset) => {
             let before = source.get(..offset).unwrap_or(source);
-            let line = before.matches('\n').count() + 1;
-            let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+            // Counts within the source: adding one cannot overflow.
+            let line = before.matches('\n').count().saturating_add(1);
+            let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()).saturating_add(1);
             TemplateError::Invalid { message, line, column, source: error }
         }
         None => TemplateError::InvalidHere { message, source: error },

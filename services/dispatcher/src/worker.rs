@@ -19,7 +19,7 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use serde_json::{Value, json};
 use switchboard_core::config::DispatcherSettings;
 use switchboard_core::deadpool_postgres::Pool;
@@ -135,8 +135,10 @@ impl Worker {
 
     /// The longest an attempt can take: every step at the longest timeout, and the bookkeeping.
     fn lease(&self) -> Duration {
-        Duration::from_millis(self.settings.attempt_timeout_ms).max(Duration::from_secs(120)) * 3
-            + Duration::from_secs(30)
+        Duration::from_millis(self.settings.attempt_timeout_ms)
+            .max(Duration::from_secs(120))
+            .saturating_mul(3)
+            .saturating_add(Duration::from_secs(30))
     }
 
     fn limit_of(profile: &Profile) -> usize {
@@ -182,7 +184,7 @@ impl Worker {
         if *count >= Self::limit_of(profile) || self.rate_limited(profile, id, true) {
             return false;
         }
-        *count += 1;
+        *count = count.saturating_add(1);
         true
     }
 
@@ -320,7 +322,9 @@ impl Worker {
                     continue;
                 }
                 Next::Wait { step, .. } => {
-                    let at = Utc::now() + chrono::Duration::from_std(WAIT_RECHECK).unwrap_or_default();
+                    let at = Utc::now()
+                        .checked_add_signed(chrono::Duration::from_std(WAIT_RECHECK).unwrap_or_default())
+                        .unwrap_or(DateTime::<Utc>::MAX_UTC);
                     return Settle::Wait {
                         at,
                         error: format!("step {:?} waits for the recording", step.name),
@@ -360,7 +364,7 @@ impl Worker {
                 self.settings.max_response_bytes,
             )
             .await;
-            let latency = (Utc::now() - started_at).to_std().unwrap_or_default();
+            let latency = Utc::now().signed_duration_since(started_at).to_std().unwrap_or_default();
             let summary = request_summary(&request);
             let (outcome, error) = match &sent {
                 Ok(answer) => {

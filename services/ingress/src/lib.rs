@@ -25,6 +25,11 @@
 //! load balancers that check the port they route to. Every answer on the webhook port but the
 //! probes is counted in `switchboard_ingress_requests_total`, the "starting" 503 included.
 
+// Service code must not panic on what it is given (#18): no `unwrap`, no indexing or slicing
+// that can go out of bounds, no arithmetic that can overflow. Tests may.
+#![warn(clippy::unwrap_used, clippy::indexing_slicing, clippy::arithmetic_side_effects)]
+#![cfg_attr(test, allow(clippy::unwrap_used, clippy::indexing_slicing, clippy::arithmetic_side_effects))]
+
 pub mod sources;
 
 use std::collections::BTreeMap;
@@ -304,7 +309,13 @@ impl Ingress {
         let headers = all_headers(&parts.headers);
         let head = switchboard_adapters::Request {
             method: parts.method.as_str(),
-            subpath: parts.uri.path().get(WEBHOOK_PATH_PREFIX.len() + source_id.len()..).unwrap_or_default(),
+            // `source_id` is the path's segment after the prefix (`handle`).
+            subpath: parts
+                .uri
+                .path()
+                .strip_prefix(WEBHOOK_PATH_PREFIX)
+                .and_then(|rest| rest.strip_prefix(source_id))
+                .unwrap_or_default(),
             query: parts.uri.query(),
             content_type: parts.headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()),
             headers: &headers,
@@ -399,7 +410,9 @@ impl Ingress {
             Err((error, _)) => return Err(unavailable(error.to_string())),
         };
         // The producer's own message timeout answers first; this is a guard against a lost report.
-        match tokio::time::timeout(self.produce_timeout + Duration::from_secs(1), delivery).await {
+        match tokio::time::timeout(self.produce_timeout.saturating_add(Duration::from_secs(1)), delivery)
+            .await
+        {
             Ok(Ok(Ok(_))) => {
                 metrics::PRODUCE_SECONDS
                     .with_label_values(&[Service::Ingress.name()])
@@ -473,7 +486,7 @@ fn kept_headers(headers: BTreeMap<String, String>) -> BTreeMap<String, String> {
     headers
         .into_iter()
         .filter(|(name, _)| !DROPPED_HEADERS.contains(&name.as_str()))
-        .filter(|(name, value)| name.len() + value.len() <= MAX_HEADER_BYTES)
+        .filter(|(name, value)| name.len().saturating_add(value.len()) <= MAX_HEADER_BYTES)
         .take(MAX_KEPT_HEADERS)
         .collect()
 }

@@ -12,6 +12,11 @@
 //! (`switchboard-directory`) and refreshed by PostgreSQL LISTEN/NOTIFY; no event is matched
 //! before the first snapshot has loaded.
 
+// Service code must not panic on what it is given (#18): no `unwrap`, no indexing or slicing
+// that can go out of bounds, no arithmetic that can overflow. Tests may.
+#![warn(clippy::unwrap_used, clippy::indexing_slicing, clippy::arithmetic_side_effects)]
+#![cfg_attr(test, allow(clippy::unwrap_used, clippy::indexing_slicing, clippy::arithmetic_side_effects))]
+
 use std::sync::Arc;
 use std::time::Duration;
 

@@ -10,6 +10,11 @@
 //! Adapters are pure and total: whatever bytes arrive, the outcome is events, none (a valid
 //! webhook about no call, counted), or a dead letter, never a panic (`fuzz/` holds them to it).
 
+// Service code must not panic on what it is given (#18): no `unwrap`, no indexing or slicing
+// that can go out of bounds, no arithmetic that can overflow. Tests may.
+#![warn(clippy::unwrap_used, clippy::indexing_slicing, clippy::arithmetic_side_effects)]
+#![cfg_attr(test, allow(clippy::unwrap_used, clippy::indexing_slicing, clippy::arithmetic_side_effects))]
+
 use std::sync::Arc;
 
 use switchboard_adapters::adapter_for;

@@ -23,6 +23,11 @@
 //! keyed by call, so a call's events stay on one partition; the resolver's events come after the
 //! events that named the recording, and the call log's fold does not depend on order anyway.
 
+// Service code must not panic on what it is given (#18): no `unwrap`, no indexing or slicing
+// that can go out of bounds, no arithmetic that can overflow. Tests may.
+#![warn(clippy::unwrap_used, clippy::indexing_slicing, clippy::arithmetic_side_effects)]
+#![cfg_attr(test, allow(clippy::unwrap_used, clippy::indexing_slicing, clippy::arithmetic_side_effects))]
+
 pub mod client;
 pub mod link;
 pub mod schedule;

@@ -130,7 +130,7 @@ pub fn recording_key(source: &SourceId, call_id: &str, reference: &str) -> Strin
         // A separator no id holds, so that ("ab", "c") and ("a", "bc") differ.
         hasher.update([0u8]);
     }
-    hasher.finalize()[..16].iter().map(|b| format!("{b:02x}")).collect()
+    hasher.finalize().iter().take(16).map(|b| format!("{b:02x}")).collect()
 }
 
 /// Whether `id` has the shape of a recording id (what the link handler accepts in a path).

@@ -112,7 +112,9 @@ impl Scheduler {
     /// How long a claimed recording is hidden from other replicas: a token fetch and a lookup,
     /// each bounded by the resolve timeout, then the produce and the update.
     fn lease(&self) -> Duration {
-        Duration::from_millis(self.settings.resolve_timeout_ms) * 3 + Duration::from_secs(30)
+        Duration::from_millis(self.settings.resolve_timeout_ms)
+            .saturating_mul(3)
+            .saturating_add(Duration::from_secs(30))
     }
 
     /// Claims and attempts due work until `cancel` fires (`schedule::run`).

@@ -29,6 +29,7 @@ use bytes::Bytes;
 use hmac::{Hmac, Mac};
 use http::{Request, StatusCode, header};
 use http_body_util::Full;
+use serde_json::Value;
 use sha2::{Digest, Sha256};
 use switchboard_core::metrics;
 use switchboard_core::model::{Secret, Vendor};
@@ -235,7 +236,8 @@ impl Resolver {
             if reply.status != StatusCode::OK {
                 return Err(refused("Telphin", &reply));
             }
-            let link = reply.json().and_then(|v| v["record_url"].as_str().map(str::to_owned));
+            let link =
+                reply.json().and_then(|v| v.get("record_url").and_then(Value::as_str).map(str::to_owned));
             return link.filter(|l| usable_url(l)).ok_or_else(|| {
                 ResolveError::Transient(format!(
                     "Telphin answered 200 without a usable record_url: {}",
@@ -273,13 +275,15 @@ impl Resolver {
             )));
         }
         let json = reply.json().unwrap_or_default();
-        let value = json["access_token"].as_str().filter(|t| !t.is_empty()).ok_or_else(|| {
-            ResolveError::Transient(format!("{name}'s token endpoint answered without access_token"))
-        })?;
+        let value =
+            json.get("access_token").and_then(Value::as_str).filter(|t| !t.is_empty()).ok_or_else(|| {
+                ResolveError::Transient(format!("{name}'s token endpoint answered without access_token"))
+            })?;
         // `expires_in` is seconds, as a number or text; an hour when absent (Telphin's lifetime).
-        let lifetime = json["expires_in"]
-            .as_u64()
-            .or_else(|| json["expires_in"].as_str().and_then(|s| s.trim().parse().ok()))
+        let expires_in = json.get("expires_in");
+        let lifetime = expires_in
+            .and_then(Value::as_u64)
+            .or_else(|| expires_in.and_then(Value::as_str).and_then(|s| s.trim().parse().ok()))
             .unwrap_or(3600)
             .min(MAX_TOKEN_LIFETIME_SECS);
         // Stop a minute early (half the lifetime for short ones), so a token never expires on
@@ -323,8 +327,12 @@ impl Resolver {
             .map_err(|e| ResolveError::Permanent(format!("Zadarma API URL {url:?}: {e}")))?;
         let reply = self.call(Vendor::Zadarma, request, true).await?;
         let json = reply.json().unwrap_or_default();
-        if reply.status == StatusCode::OK && json["status"] == "success" {
-            let link = json["link"].as_str().or_else(|| json["links"][0].as_str());
+        let status = json.get("status").and_then(Value::as_str);
+        if reply.status == StatusCode::OK && status == Some("success") {
+            let link = json
+                .get("link")
+                .and_then(Value::as_str)
+                .or_else(|| json.get("links").and_then(|links| links.get(0)).and_then(Value::as_str));
             return link.filter(|l| usable_url(l)).map(str::to_owned).ok_or_else(|| {
                 ResolveError::Transient(format!(
                     "Zadarma answered success without a usable link: {}",
@@ -333,8 +341,8 @@ impl Resolver {
             });
         }
         // Zadarma explains a missing (or not yet uploaded) recording as a status "error".
-        if json["status"] == "error" && !matches!(reply.status.as_u16(), 401 | 403 | 429 | 500..) {
-            let message = json["message"].as_str().unwrap_or("no message");
+        if status == Some("error") && !matches!(reply.status.as_u16(), 401 | 403 | 429 | 500..) {
+            let message = json.get("message").and_then(Value::as_str).unwrap_or("no message");
             return Err(ResolveError::NotReady(format!("Zadarma has no such recording yet: {message}")));
         }
         Err(refused("Zadarma", &reply))
@@ -394,12 +402,15 @@ impl Resolver {
             return Err(refused("Aircall", &reply));
         }
         let json = reply.json().unwrap_or_default();
-        let call = &json["call"];
+        let call = json.get("call");
         // The field whose link is the one the webhook carried (same path, a fresh signature), else
         // the recording, else the voicemail.
         let path = |url: &str| url.split('?').next().unwrap_or(url).to_owned();
         let stored = recording.vendor_url.as_deref().map(path);
-        let fresh: Vec<&str> = ["recording", "voicemail"].iter().filter_map(|f| call[*f].as_str()).collect();
+        let fresh: Vec<&str> = ["recording", "voicemail"]
+            .iter()
+            .filter_map(|f| call.and_then(|c| c.get(*f)).and_then(Value::as_str))
+            .collect();
         fresh
             .iter()
             .find(|url| stored.as_deref() == Some(path(url).as_str()))

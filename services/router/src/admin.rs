@@ -605,10 +605,11 @@ async fn import_agents(pool: &Pool, req: Request<Incoming>, region: Region) -> A
     })?;
     let mut errors = Vec::new();
     let mut valid = Vec::new();
-    for (i, row) in rows.into_iter().enumerate() {
+    // Rows count from 1 (`RowError`).
+    for (n, row) in (1..).zip(rows) {
         match row.and_then(|input| input.into_agent(None, region)) {
-            Ok(agent) => valid.push((i + 1, agent)),
-            Err(error) => errors.push(RowError { row: i + 1, id: None, error }),
+            Ok(agent) => valid.push((n, agent)),
+            Err(error) => errors.push(RowError { row: n, id: None, error }),
         }
     }
     let agents = first_of_each_id(valid, "id", |a| a.id.as_str(), &mut errors);
@@ -630,10 +631,11 @@ async fn import_contacts(pool: &Pool, req: Request<Incoming>, region: Region) ->
     })?;
     let mut errors = Vec::new();
     let mut valid = Vec::new();
-    for (i, row) in rows.into_iter().enumerate() {
+    // Rows count from 1 (`RowError`).
+    for (n, row) in (1..).zip(rows) {
         match row.and_then(|input| input.into_contact(None, region)) {
-            Ok(contact) => valid.push((i + 1, contact)),
-            Err(error) => errors.push(RowError { row: i + 1, id: None, error }),
+            Ok(contact) => valid.push((n, contact)),
+            Err(error) => errors.push(RowError { row: n, id: None, error }),
         }
     }
     let positions: HashMap<String, usize> = valid.iter().map(|(row, c)| (c.id.clone(), *row)).collect();
@@ -734,10 +736,11 @@ async fn import_blacklist(pool: &Pool, req: Request<Incoming>, region: Region) -
     })?;
     let mut errors = Vec::new();
     let mut valid = Vec::new();
-    for (i, row) in rows.into_iter().enumerate() {
+    // Rows count from 1 (`RowError`).
+    for (n, row) in (1..).zip(rows) {
         match row.and_then(|input| input.into_write(region)) {
-            Ok(entry) => valid.push((i + 1, entry)),
-            Err(error) => errors.push(RowError { row: i + 1, id: None, error }),
+            Ok(entry) => valid.push((n, entry)),
+            Err(error) => errors.push(RowError { row: n, id: None, error }),
         }
     }
     let entries = first_of_each_id(valid, "number", |e| e.number.as_str(), &mut errors);
@@ -772,12 +775,13 @@ async fn remove_from_blacklist(pool: &Pool, req: Request<Incoming>, region: Regi
         .map_err(|e| bad_request(format!("a removal is a JSON array of numbers: {e}")))?;
     let mut errors = Vec::new();
     let mut numbers: Vec<String> = Vec::new();
-    for (i, row) in rows.into_iter().enumerate() {
+    // Rows count from 1 (`RowError`).
+    for (n, row) in (1..).zip(rows) {
         match removal_row(row).and_then(|number| blacklist_number(&number, region)) {
             // Removing a number twice is removing it once.
             Ok(number) if !numbers.contains(&number) => numbers.push(number),
             Ok(_) => {}
-            Err(error) => errors.push(RowError { row: i + 1, id: None, error }),
+            Err(error) => errors.push(RowError { row: n, id: None, error }),
         }
     }
     let wanted = numbers.clone();

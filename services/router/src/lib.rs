@@ -13,6 +13,11 @@
 //! router serves from the first moment, answering the fallback until the first snapshot loads,
 //! and keeps answering from the last snapshot while the database is away.
 
+// Service code must not panic on what it is given (#18): no `unwrap`, no indexing or slicing
+// that can go out of bounds, no arithmetic that can overflow. Tests may.
+#![warn(clippy::unwrap_used, clippy::indexing_slicing, clippy::arithmetic_side_effects)]
+#![cfg_attr(test, allow(clippy::unwrap_used, clippy::indexing_slicing, clippy::arithmetic_side_effects))]
+
 pub mod admin;
 pub mod lookup;
 

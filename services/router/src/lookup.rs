@@ -105,7 +105,8 @@ impl Outcome {
 /// alert on a rate sees its first fallback.
 #[derive(Debug)]
 pub struct LookupMetrics {
-    lookups: Vec<prometheus::IntCounter>,
+    /// By format, then by outcome, in their `ALL` orders.
+    lookups: Vec<Vec<prometheus::IntCounter>>,
     seconds: Vec<prometheus::Histogram>,
 }
 
@@ -114,8 +115,11 @@ impl Default for LookupMetrics {
         use switchboard_core::metrics::{ROUTER_LOOKUPS, ROUTER_SECONDS};
         let lookups = Format::ALL
             .iter()
-            .flat_map(|f| {
-                Outcome::ALL.iter().map(move |o| ROUTER_LOOKUPS.with_label_values(&[f.as_str(), o.as_str()]))
+            .map(|f| {
+                Outcome::ALL
+                    .iter()
+                    .map(|o| ROUTER_LOOKUPS.with_label_values(&[f.as_str(), o.as_str()]))
+                    .collect()
             })
             .collect();
         let seconds = Format::ALL.iter().map(|f| ROUTER_SECONDS.with_label_values(&[f.as_str()])).collect();
@@ -127,7 +131,7 @@ impl LookupMetrics {
     pub fn record(&self, format: Format, outcome: Outcome, seconds: f64) {
         let f = Format::ALL.iter().position(|x| *x == format).unwrap_or_default();
         let o = Outcome::ALL.iter().position(|x| *x == outcome).unwrap_or_default();
-        if let Some(counter) = self.lookups.get(f * Outcome::ALL.len() + o) {
+        if let Some(counter) = self.lookups.get(f).and_then(|outcomes| outcomes.get(o)) {
             counter.inc();
         }
         if let Some(histogram) = self.seconds.get(f) {

@@ -22,7 +22,7 @@ use clap::builder::NonEmptyStringValueParser;
 use clap::{Args, Subcommand};
 use http::{HeaderValue, Method, Request, StatusCode, header};
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
-use serde_json::{Value, json};
+use serde_json::{Map, Value, json};
 use switchboard_core::config::{API_TOKEN_VAR, Service};
 use switchboard_core::runtime::EXIT_UNAVAILABLE;
 use switchboard_recordings::client::HttpClient;
@@ -187,14 +187,18 @@ impl DeskCommand {
                     (None, Some(extension), _) => json!({ "extension": extension }),
                     (None, None, number) => json!({ "number": number }),
                 };
-                let mut body = json!({"source_id": args.source, "agent": agent, "destination": args.to});
+                let mut body = Map::from_iter([
+                    ("source_id".to_owned(), json!(args.source)),
+                    ("agent".to_owned(), agent),
+                    ("destination".to_owned(), json!(args.to)),
+                ]);
                 if let Some(caller_id) = args.caller_id {
-                    body["caller_id"] = json!(caller_id);
+                    body.insert("caller_id".to_owned(), json!(caller_id));
                 }
                 Call {
                     method: Method::POST,
                     url: format!("{}/v1/desk/originate", args.desk.desk_url),
-                    body: Some(body),
+                    body: Some(Value::Object(body)),
                     key: Some(key),
                     no_content: Value::Null,
                 }
@@ -207,10 +211,11 @@ impl DeskCommand {
                 no_content: json!({"request_id": args.request_id, "hung_up": true}),
             },
             DeskCommand::Disposition(DispositionAction::Set { source, call, code, note, tags, desk }) => {
-                let mut body = json!({"code": code, "tags": tags});
+                let mut body =
+                    Map::from_iter([("code".to_owned(), json!(code)), ("tags".to_owned(), json!(tags))]);
                 // The desk takes an absent field, never a null.
                 if let Some(note) = note {
-                    body["note"] = json!(note);
+                    body.insert("note".to_owned(), json!(note));
                 }
                 Call {
                     method: Method::PUT,
@@ -220,7 +225,7 @@ impl DeskCommand {
                         segment(&source),
                         segment(&call)
                     ),
-                    body: Some(body),
+                    body: Some(Value::Object(body)),
                     key: None,
                     no_content: json!({"source_id": source, "call_id": call, "code": code}),
                 }

@@ -7,6 +7,11 @@
 //! profiles; `switchboard blacklist` the number blacklist (`blacklist.rs`); `switchboard call`,
 //! `hangup` and `disposition` talk to the desk's API (`calls.rs`).
 
+// Service code must not panic on what it is given (#18): no `unwrap`, no indexing or slicing
+// that can go out of bounds, no arithmetic that can overflow. Tests may.
+#![warn(clippy::unwrap_used, clippy::indexing_slicing, clippy::arithmetic_side_effects)]
+#![cfg_attr(test, allow(clippy::unwrap_used, clippy::indexing_slicing, clippy::arithmetic_side_effects))]
+
 mod blacklist;
 mod calls;
 mod secret_input;
@@ -416,7 +421,9 @@ async fn admin(command: Admin, settings: &Settings, cancel: &CancellationToken) 
         }
         Admin::ListProfiles => {
             for profile in switchboard_dispatcher::store::list_profiles(&pool).await? {
-                let field = |name: &str| profile[name].as_str().unwrap_or_default().to_owned();
+                let field = |name: &str| {
+                    profile.get(name).and_then(serde_json::Value::as_str).unwrap_or_default().to_owned()
+                };
                 println!("{}\t{}\t{}", field("id"), field("state"), field("name"));
             }
         }

@@ -29,7 +29,10 @@ pub(super) fn field_digest(value: &impl std::hash::Hash) -> [u8; 16] {
     let mut state = FieldDigest(Sha256::new());
     value.hash(&mut state);
     let mut out = [0; 16];
-    out.copy_from_slice(&state.0.finalize()[..16]);
+    // SHA-256 gives 32 bytes: `zip` stops after the first 16.
+    for (byte, digest) in out.iter_mut().zip(state.0.finalize()) {
+        *byte = digest;
+    }
     out
 }
 
@@ -39,11 +42,11 @@ pub(super) fn leg_hash(leg: &LegRecord, event_count: i32) -> String {
 }
 
 fn hex(bytes: &[u8]) -> String {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let mut out = String::with_capacity(bytes.len() * 2);
+    use std::fmt::Write;
+    let mut out = String::with_capacity(bytes.len().saturating_mul(2));
     for b in bytes {
-        out.push(char::from(DIGITS[usize::from(b >> 4)]));
-        out.push(char::from(DIGITS[usize::from(b & 0xf)]));
+        // Writing to a `String` cannot fail.
+        let _ = write!(out, "{b:02x}");
     }
     out
 }

@@ -137,7 +137,7 @@ impl CallLog {
                 Ok(outcome) => return Ok(BatchOutcome { stale, ..outcome }),
                 Err(Attempt::Failed(error)) => return Err(error),
                 Err(Attempt::Stale(calls)) => {
-                    stale += calls as i64;
+                    stale = stale.saturating_add(calls as i64);
                     metrics::CALLLOG_FOLD_CACHE.with_label_values(&["stale"]).inc_by(calls as u64);
                     tracing::debug!(calls, "Calls changed by another writer; writing the batch again.");
                     if !use_cache {
@@ -202,7 +202,7 @@ impl CallLog {
         // The others once locked: an earlier batch of this replica that shared a call has put its
         // entry back by the time it released the lock; the rest is read.
         let mut late = if use_cache { self.cache.take(vendors.keys()) } else { HashMap::new() };
-        hits += late.len();
+        hits = hits.saturating_add(late.len());
         let (read_sources, read_calls): (Vec<&str>, Vec<&str>) = vendors
             .keys()
             .filter(|key| !late.contains_key(*key))
@@ -238,7 +238,7 @@ impl CallLog {
                 over_cap.iter().map(|(s, e)| (s.as_str(), e.as_str())).unzip();
             let delete = tx.prepare_cached(sql::DELETE_EVENTS).await?;
             let _ = tx.execute(&delete, &[&sources, &ids]).await?;
-            outcome.new_events -= over_cap.len() as i64;
+            outcome.new_events = outcome.new_events.saturating_sub(over_cap.len() as i64);
         }
         outcome.over_cap = over_cap;
         let written = match self.write(&tx, prepared, true, &mut outcome).await {
@@ -327,7 +327,7 @@ impl CallLog {
             without_events,
         } = prepared;
         outcome.publishable |= outbox.len() > 0;
-        outcome.legs += (new_legs.len() + changed_legs.len()) as i64;
+        outcome.legs = outcome.legs.saturating_add(new_legs.len().saturating_add(changed_legs.len()) as i64);
         for (source, call) in &without_events {
             let _ = tx.execute(sql::SETTLE_WITHOUT_EVENTS, &[source, call, &new_revision()]).await?;
         }
@@ -377,16 +377,13 @@ fn cap(call: &mut ToFold, max: usize, fresh: &HashSet<(&str, &str)>) -> Vec<(Str
             let _ = drop.insert(index);
         }
     }
-    let mut dropped = Vec::with_capacity(drop.len());
-    let mut index = 0;
-    call.events.retain(|event| {
-        let keep = !drop.contains(&index);
-        index += 1;
-        if !keep {
-            dropped.push((source.to_owned(), event.event_id.clone()));
-        }
-        keep
-    });
+    let (kept, taken): (Vec<_>, Vec<_>) = std::mem::take(&mut call.events)
+        .into_iter()
+        .enumerate()
+        .partition(|(index, _)| !drop.contains(index));
+    call.events = kept.into_iter().map(|(_, event)| event).collect();
+    let dropped: Vec<(String, String)> =
+        taken.into_iter().map(|(_, event)| (source.to_owned(), event.event_id)).collect();
     tracing::warn!(source, call = %call.key.1, max, dropped = dropped.len(),
         "Call has reached calllog.max_events_per_call; its newest events go to the dead-letter topic.");
     dropped

@@ -144,14 +144,15 @@ impl Prepared {
         let hash = field_digest(&record).to_vec();
         record.version = previous.version;
         if previous.content_hash.as_deref() != Some(hash.as_slice()) {
-            record.version += 1;
-            outcome.calls += 1;
+            // One version per change, from 0: the saturation is out of reach.
+            record.version = record.version.saturating_add(1);
+            outcome.calls = outcome.calls.saturating_add(1);
             if complete && previous.completed_at.is_none() {
                 if let Some(result) = record.outcome {
                     outcome.completed.push((record.direction, result));
                 }
             } else if previous.completed_at.is_some() {
-                outcome.late_updates += 1;
+                outcome.late_updates = outcome.late_updates.saturating_add(1);
             }
             if complete {
                 self.outbox.push(&record, codecs.call_record.encode(&record)?);

@@ -180,7 +180,7 @@ impl OpenCalls {
 
 impl Rows for OpenCalls {
     fn len(&self) -> usize {
-        self.opened_calls.len() + self.completed_calls.len()
+        self.opened_calls.len().saturating_add(self.completed_calls.len())
     }
 
     fn params(&self) -> Vec<&(dyn ToSql + Sync)> {

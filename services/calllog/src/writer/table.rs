@@ -71,26 +71,28 @@ pub(super) fn render(template: &str, columns: &[Column]) -> String {
         }
         Kind::Key | Kind::Plain | Kind::Input => format!("{from}{}", c.name),
     };
-    let mut out = String::with_capacity(template.len() * 3);
+    let mut out = String::with_capacity(template.len().saturating_mul(3));
     let mut rest = template;
-    while let Some(start) = rest.find('{') {
-        out.push_str(&rest[..start]);
-        let Some(length) = rest[start..].find('}') else { panic!("unclosed placeholder in {template}") };
-        let text = match &rest[start + 1..start + length] {
+    while let Some((before, placeholder)) = rest.split_once('{') {
+        out.push_str(before);
+        let Some((name, after)) = placeholder.split_once('}') else {
+            panic!("unclosed placeholder in {template}")
+        };
+        let text = match name {
             "unnest" => format!(
                 "UNNEST({}) AS u({})",
-                list(columns.iter().enumerate().map(|(i, c)| format!("${}::{}[]", i + 1, c.sql_type))),
+                list((1_usize..).zip(columns).map(|(n, c)| format!("${n}::{}[]", c.sql_type))),
                 list(columns.iter().map(|c| c.name.to_owned())),
             ),
             "columns" => list(stored().map(|c| c.name.to_owned())),
             "values" => list(stored().map(|c| value(c, ""))),
             "set" => list(updated().map(|c| format!("{} = {}", c.name, value(c, "u.")))),
             "excluded" => list(updated().map(|c| format!("{0} = EXCLUDED.{0}", c.name))),
-            "next" => format!("${}", columns.len() + 1),
+            "next" => format!("${}", columns.len().saturating_add(1)),
             other => panic!("unknown placeholder {{{other}}} in {template}"),
         };
         out.push_str(&text);
-        rest = &rest[start + length + 1..];
+        rest = after;
     }
     out.push_str(rest);
     out
@@ -162,7 +164,7 @@ macro_rules! columns {
             pub(super) fn push(&mut self, $($arg: $arg_ty),*) {
                 $(let $var = $init;)*
                 $(self.$column.push($value);)+
-                self.rows += 1;
+                self.rows = self.rows.saturating_add(1);
             }
         }
 
