@@ -25,7 +25,7 @@ fn time(value: Option<DateTime<Utc>>) -> Value {
 
 fn seconds(from: Option<DateTime<Utc>>, to: Option<DateTime<Utc>>) -> Value {
     match (from, to) {
-        (Some(from), Some(to)) => json!((to - from).num_seconds().max(0)),
+        (Some(from), Some(to)) => json!(to.signed_duration_since(from).num_seconds().max(0)),
         _ => Value::Null,
     }
 }
@@ -251,7 +251,7 @@ pub async fn list(pool: &Pool, q: &ListQuery) -> Result<Value, ReadError> {
             (w.bind(cursor.started_at), w.bind(cursor.source_id.clone()), w.bind(cursor.call_id.clone()));
         w.clauses.push(format!("(c.started_at, c.source_id, c.call_id) < ({t}, {s}, {c})"));
     }
-    let limit = w.bind(q.limit + 1);
+    let limit = w.bind(q.limit.saturating_add(1));
     let sql = format!(
         "SELECT {CALL_COLUMNS}, {BLACKLISTED}, {WRAP_UP_COLUMNS} {CALL_FROM} {} ORDER BY c.started_at DESC, c.source_id DESC, c.call_id DESC LIMIT {limit}",
         w.sql()
@@ -260,7 +260,7 @@ pub async fn list(pool: &Pool, q: &ListQuery) -> Result<Value, ReadError> {
     let refs: Vec<&(dyn ToSql + Sync)> = w.params.iter().map(|p| p.as_ref() as &(dyn ToSql + Sync)).collect();
     let rows = client.query(&sql, &refs).await?;
     let more = rows.len() as i64 > q.limit;
-    let page = &rows[..rows.len().min(q.limit as usize)];
+    let page = rows.get(..rows.len().min(q.limit as usize)).unwrap_or_default();
     let next_cursor = more.then(|| page.last()).flatten().map(|last| {
         Cursor { started_at: last.get(10), source_id: last.get(0), call_id: last.get(1) }.encode()
     });
@@ -285,9 +285,9 @@ pub async fn get(pool: &Pool, source_id: &str, call_id: &str) -> Result<Option<V
     };
     let mut call = summary(&row);
     let text = |i: usize| row.get::<_, Option<String>>(i);
-    call["disposition"] = json!(text(26));
-    call["hangup_cause"] = json!(text(27));
-    call["responsible_agent"] = match text(28) {
+    let disposition = json!(text(26));
+    let hangup_cause = json!(text(27));
+    let responsible_agent = match text(28) {
         Some(id) => json!({"id": id, "name": text(29)}),
         None => Value::Null,
     };
@@ -318,7 +318,7 @@ pub async fn get(pool: &Pool, source_id: &str, call_id: &str) -> Result<Option<V
         client.query(contacts_sql, &contact_params),
     )?;
 
-    call["legs"] = legs
+    let legs: Value = legs
         .iter()
         .map(|l| {
             let text = |i: usize| l.get::<_, Option<String>>(i);
@@ -345,8 +345,8 @@ pub async fn get(pool: &Pool, source_id: &str, call_id: &str) -> Result<Option<V
             })
         })
         .collect();
-    call["events_truncated"] = json!(events.len() as i64 > MAX_EVENTS);
-    call["events"] = events
+    let events_truncated = json!(events.len() as i64 > MAX_EVENTS);
+    let events: Value = events
         .iter()
         .take(MAX_EVENTS as usize)
         .map(|e| {
@@ -372,7 +372,7 @@ pub async fn get(pool: &Pool, source_id: &str, call_id: &str) -> Result<Option<V
             })
         })
         .collect();
-    call["contacts"] = contacts
+    let contacts: Value = contacts
         .iter()
         .map(|c| {
             json!({
@@ -385,9 +385,22 @@ pub async fn get(pool: &Pool, source_id: &str, call_id: &str) -> Result<Option<V
             })
         })
         .collect();
-    call["recording"] = match (text(21), text(22), text(30)) {
+    let recording = match (text(21), text(22), text(30)) {
         (None, None, None) => Value::Null,
         (url, id, status) => json!({"url": url, "id": id, "status": status, "error": text(31)}),
     };
+    if let Some(fields) = call.as_object_mut() {
+        let details = [
+            ("disposition", disposition),
+            ("hangup_cause", hangup_cause),
+            ("responsible_agent", responsible_agent),
+            ("legs", legs),
+            ("events_truncated", events_truncated),
+            ("events", events),
+            ("contacts", contacts),
+            ("recording", recording),
+        ];
+        fields.extend(details.map(|(name, value)| (name.to_owned(), value)));
+    }
     Ok(Some(call))
 }

@@ -16,6 +16,11 @@
 //! (`started_at`, `source_id`, `call_id`), a total order, so pages neither skip nor repeat a call
 //! while new calls arrive (they land on the first page).
 
+// Service code must not panic on what it is given (#18): no `unwrap`, no indexing or slicing
+// that can go out of bounds, no arithmetic that can overflow. Tests may.
+#![warn(clippy::unwrap_used, clippy::indexing_slicing, clippy::arithmetic_side_effects)]
+#![cfg_attr(test, allow(clippy::unwrap_used, clippy::indexing_slicing, clippy::arithmetic_side_effects))]
+
 pub mod calls;
 pub mod filter;
 

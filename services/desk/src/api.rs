@@ -394,10 +394,13 @@ impl Api {
             Ok(created) => {
                 let status = if created.created { StatusCode::CREATED } else { StatusCode::OK };
                 let mut value = json!(created.session);
-                value["token"] = json!(created.token);
-                value["stream_url"] = json!(format!("/v1/desk/stream?token={}", created.token));
-                value["events_url"] = json!(format!("/v1/desk/events?token={}", created.token));
-                value["panel_url"] = json!(format!("/panel?token={}", created.token));
+                if let Some(fields) = value.as_object_mut() {
+                    let token = &created.token;
+                    fields.insert("token".into(), json!(token));
+                    fields.insert("stream_url".into(), json!(format!("/v1/desk/stream?token={token}")));
+                    fields.insert("events_url".into(), json!(format!("/v1/desk/events?token={token}")));
+                    fields.insert("panel_url".into(), json!(format!("/panel?token={token}")));
+                }
                 json(status, &value)
             }
             Err(sessions::SessionError::NoSuchAgent) => error(
@@ -413,7 +416,9 @@ impl Api {
         match sessions::get(&self.desk.pool, id).await {
             Ok(Some((session, live))) => {
                 let mut value = json!(session);
-                value["live"] = json!(live);
+                if let Some(fields) = value.as_object_mut() {
+                    fields.insert("live".into(), json!(live));
+                }
                 json(StatusCode::OK, &value)
             }
             Ok(None) => error(StatusCode::NOT_FOUND, "not_found", "no such session"),
@@ -596,7 +601,10 @@ impl Api {
             .map_err(sessions::SessionError::from)?
             .query("SELECT id FROM sources WHERE disabled_at IS NULL LIMIT 2", &[])
             .await?;
-        Ok((rows.len() == 1).then(|| rows[0].get(0)))
+        Ok(match rows.as_slice() {
+            [only] => Some(only.get(0)),
+            _ => None,
+        })
     }
 
     async fn originate(self: Arc<Self>, req: Request<Incoming>) -> Answer {

@@ -224,8 +224,8 @@ impl Desk {
                     "started_at": started,
                     "answered_at": answered,
                     "ended_at": ended,
-                    "duration_seconds": ended.map(|e| (e - answered.unwrap_or(started)).num_seconds().max(0)),
-                    "contact_id": (contacts.len() == 1).then(|| contacts[0].clone()),
+                    "duration_seconds": ended.map(|e| e.signed_duration_since(answered.unwrap_or(started)).num_seconds().max(0)),
+                    "contact_id": match contacts.as_slice() { [only] => Some(only.clone()), _ => None },
                 })
             })
             .collect();

@@ -109,11 +109,12 @@ impl Hub {
                 .filter(|(_, n)| n.is_for(&session, &groups))
                 .collect();
             relevant.sort_by_key(|(seq, _)| *seq);
-            let after = relevant.iter().position(|(_, n)| n.id == last).map_or(0, |p| p + 1);
-            backlog = relevant[after..].iter().map(|(_, n)| n.clone()).collect();
+            // What came after the last one the stream saw (all of it when that one is gone).
+            let after = relevant.iter().position(|(_, n)| n.id == last).map_or(0, |p| p.saturating_add(1));
+            backlog = relevant.iter().skip(after).map(|(_, n)| n.clone()).collect();
         }
         let id = inner.next_stream;
-        inner.next_stream += 1;
+        inner.next_stream = inner.next_stream.wrapping_add(1);
         let _ = inner.streams.insert(id, Stream { session, groups, transport, tx });
         metrics::DESK_STREAMS.with_label_values(&[transport]).inc();
         if last_event_id.is_some() {
@@ -134,14 +135,15 @@ impl Hub {
         let note = Arc::new(note);
         let mut inner = self.lock();
         let seq = inner.next_seq;
-        inner.next_seq += 1;
+        inner.next_seq = inner.next_seq.wrapping_add(1);
         let buffer = inner.buffers.entry(note.agent_id.clone()).or_default();
         if buffer.len() >= self.window {
             let _ = buffer.pop_front();
         }
         buffer.push_back((seq, note.clone()));
-        let latency =
-            note.received_at.map(|at| (Utc::now() - at).num_microseconds().unwrap_or(0).max(0) as f64 / 1e6);
+        let latency = note.received_at.map(|at| {
+            Utc::now().signed_duration_since(at).num_microseconds().unwrap_or(0).max(0) as f64 / 1e6
+        });
         let mut slow = Vec::new();
         for (id, stream) in &inner.streams {
             if !note.is_for(&stream.session, &stream.groups) {

@@ -21,6 +21,11 @@
 //! key), [`wrap_up`] (dispositions and tags: a call event the call log folds), [`api`] (HTTP),
 //! [`service`] (the process).
 
+// Service code must not panic on what it is given (#18): no `unwrap`, no indexing or slicing
+// that can go out of bounds, no arithmetic that can overflow. Tests may.
+#![warn(clippy::unwrap_used, clippy::indexing_slicing, clippy::arithmetic_side_effects)]
+#![cfg_attr(test, allow(clippy::unwrap_used, clippy::indexing_slicing, clippy::arithmetic_side_effects))]
+
 pub mod api;
 mod api_wrap_up;
 pub mod desk;

@@ -95,7 +95,7 @@ impl Notification {
     ) -> Self {
         let call = &happening.call;
         let (agent, groups) = agent_json(directory, &happening.agent_id);
-        let wait = (now - call.started_at).num_seconds().max(0);
+        let wait = now.signed_duration_since(call.started_at).num_seconds().max(0);
         let candidates: Vec<Value> = call
             .contact_ids
             .iter()
@@ -154,7 +154,7 @@ impl Notification {
                         Some(ContactMatch::Unique) => call.contact_ids.first().cloned().unwrap_or_default(),
                         _ => String::new(),
                     },
-                    agent_email: agent["email"].as_str().unwrap_or_default().to_owned(),
+                    agent_email: agent.get("email").and_then(Value::as_str).unwrap_or_default().to_owned(),
                     customer_e164: customer.e164.clone().unwrap_or_default(),
                 },
             }

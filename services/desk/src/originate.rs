@@ -318,7 +318,7 @@ pub async fn place(
         metrics::ORIGINATE_REQUESTS.with_label_values(&[vendor.as_str(), "duplicate"]).inc();
         // A double click arrives while the first is still with the vendor: wait for its answer
         // (within the vendor's own deadline) rather than refuse the second.
-        let deadline = Instant::now() + desk.transport.config().timeout;
+        let (started, timeout) = (Instant::now(), desk.transport.config().timeout);
         loop {
             let row = client
                 .query_one(
@@ -340,7 +340,7 @@ pub async fn place(
             if let (Some(status), Some(answer)) = (status, answer) {
                 return Ok((status, answer));
             }
-            if Instant::now() >= deadline {
+            if started.elapsed() >= timeout {
                 return Ok(refuse(
                     StatusCode::CONFLICT,
                     "in_progress",

@@ -128,10 +128,14 @@ impl UrlTemplate {
             return fail("the template must be an http:// or https:// URL".into(), 1);
         }
         // The host must be literal: a value must never choose where the browser goes.
-        let host_start = text.find("://").map_or(0, |i| i + 3);
-        let host = text[host_start..].split(['/', '?', '#']).next().unwrap_or_default();
+        let host_start = text.find("://").map_or(0, |i| i.saturating_add(3));
+        let host =
+            text.get(host_start..).unwrap_or_default().split(['/', '?', '#']).next().unwrap_or_default();
         if host.is_empty() || host.contains(['{', '}']) {
-            return fail("the host must be written out, not empty or a variable".into(), host_start + 1);
+            return fail(
+                "the host must be written out, not empty or a variable".into(),
+                host_start.saturating_add(1),
+            );
         }
         let mut parts = Vec::new();
         let mut literal = String::new();
@@ -149,13 +153,13 @@ impl UrlTemplate {
                         name.push(n);
                     }
                     if !closed {
-                        return fail("unclosed {".into(), i + 1);
+                        return fail("unclosed {".into(), i.saturating_add(1));
                     }
                     let Some(var) = Var::named(name.trim()) else {
                         let known: Vec<&str> = Var::ALL.iter().map(|(n, _)| *n).collect();
                         return fail(
                             format!("unknown variable {{{name}}}; known: {}", known.join(", ")),
-                            i + 1,
+                            i.saturating_add(1),
                         );
                     };
                     if !literal.is_empty() {
@@ -163,9 +167,12 @@ impl UrlTemplate {
                     }
                     parts.push(Part::Var(var));
                 }
-                '}' => return fail("} without {".into(), i + 1),
+                '}' => return fail("} without {".into(), i.saturating_add(1)),
                 c if c.is_whitespace() || c.is_control() => {
-                    return fail("spaces and control characters must be percent-encoded".into(), i + 1);
+                    return fail(
+                        "spaces and control characters must be percent-encoded".into(),
+                        i.saturating_add(1),
+                    );
                 }
                 c => literal.push(c),
             }
@@ -182,7 +189,7 @@ impl UrlTemplate {
 
     /// The URL with every variable replaced by its value from `value`, percent-encoded.
     pub fn render(&self, value: impl Fn(Var) -> String) -> String {
-        let mut out = String::with_capacity(self.source.len() + 64);
+        let mut out = String::with_capacity(self.source.len().saturating_add(64));
         for part in &self.parts {
             match part {
                 Part::Text(text) => out.push_str(text),

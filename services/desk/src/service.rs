@@ -101,7 +101,7 @@ pub async fn run(
             // reason rather than a 408.
             transport: switchboard_originate::Transport::new(switchboard_originate::TransportConfig {
                 timeout: Duration::from_millis(
-                    settings.http.limits().request_timeout.as_millis() as u64 * 4 / 5,
+                    (settings.http.limits().request_timeout.as_millis() as u64).saturating_mul(4) / 5,
                 ),
                 ..switchboard_originate::TransportConfig::default()
             }),

@@ -71,7 +71,8 @@ fn hello(desk: &Desk, session: &Session, status: &str, resumed: bool) -> String 
 
 /// Waits until `session` expires.
 async fn expiry(session: &Session) {
-    let left = (session.expires_at - chrono::Utc::now()).to_std().unwrap_or(Duration::ZERO);
+    let left =
+        session.expires_at.signed_duration_since(chrono::Utc::now()).to_std().unwrap_or(Duration::ZERO);
     tokio::time::sleep(left).await;
 }
 
@@ -155,10 +156,13 @@ pub async fn websocket(
 /// A message from the client; the answer to send back, if any.
 async fn client_message(desk: &Desk, session: &Session, text: &str) -> Option<String> {
     let message: Value = serde_json::from_str(text).ok()?;
-    match message["type"].as_str() {
+    match message.get("type").and_then(Value::as_str) {
         Some("ping") => Some(json!({"type": "pong"}).to_string()),
         Some("set_status") => {
-            let answer = match message["status"].as_str().and_then(switchboard_model::AgentStatusValue::parse)
+            let answer = match message
+                .get("status")
+                .and_then(Value::as_str)
+                .and_then(switchboard_model::AgentStatusValue::parse)
             {
                 Some(status) => match desk.set_status(session, status).await {
                     Ok(()) => return None,
@@ -195,7 +199,7 @@ impl hyper::body::Body for ChannelBody {
 }
 
 fn event(id: Option<&str>, kind: &str, data: &str) -> Bytes {
-    let mut out = String::with_capacity(data.len() + 64);
+    let mut out = String::with_capacity(data.len().saturating_add(64));
     if let Some(id) = id {
         out.push_str("id: ");
         out.push_str(id);

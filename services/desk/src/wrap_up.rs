@@ -320,7 +320,12 @@ async fn push(
             let input = originate::AgentInput { id: Some(id), extension: None, number: None };
             match originate::endpoint(desk, source_id, &input, source.region) {
                 Ok((endpoint, _)) => endpoint,
-                Err((_, answer)) => return failed(format!("the call's agent: {}", answer["message"])),
+                Err((_, answer)) => {
+                    return failed(format!(
+                        "the call's agent: {}",
+                        answer.get("message").unwrap_or(&Value::Null)
+                    ));
+                }
             }
         }
         None => return failed("the call has no agent to push the disposition as".into()),
