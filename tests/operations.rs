@@ -560,3 +560,50 @@ async fn replicas_beyond_the_partition_count_are_ready_and_stand_by() -> anyhow:
     env.cleanup().await;
     Ok(())
 }
+
+/// Migrations run without the services' statement timeout (#18): a replica that waits for
+/// another's migrations longer than its `statement_timeout` (300 ms here) keeps waiting in one
+/// statement, rather than failing and retrying until it happens to find the lock free, and then
+/// migrates.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn migrations_wait_past_the_statement_timeout() -> anyhow::Result<()> {
+    use switchboard_core::config::PostgresSettings;
+    use switchboard_core::pg;
+
+    let name = format!("sb_test_migrate_{}", &uuid::Uuid::now_v7().simple().to_string()[24..]);
+    let admin = connect(&postgres_admin_url()).await?;
+    admin.batch_execute(&format!("CREATE DATABASE \"{name}\"")).await?;
+    let url = pg::scratch::url_of(&name);
+    // Another replica migrating: it holds the migration lock.
+    let other = connect(&url).await?;
+    other.batch_execute(&format!("BEGIN; SELECT pg_advisory_xact_lock({})", pg::MIGRATION_LOCK)).await?;
+
+    let settings = PostgresSettings {
+        url: format!("{url}?options=-c%20statement_timeout%3D300"),
+        pool_size: 2,
+        ..PostgresSettings::default()
+    };
+    let cancel = tokio_util::sync::CancellationToken::new();
+    let migrating = tokio::spawn(async move { pg::connect_and_migrate(&settings, &cancel).await });
+    // Long enough that one wait outlasts the timeout several times over, on a slow machine too.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let waited: Option<f64> = admin
+        .query_opt(
+            "SELECT EXTRACT(EPOCH FROM now() - query_start)::float8 FROM pg_stat_activity
+             WHERE datname = $1 AND wait_event_type = 'Lock' AND query LIKE '%pg_advisory_xact_lock%'",
+            &[&name],
+        )
+        .await?
+        .map(|row| row.get(0));
+    ensure!(!migrating.is_finished(), "migrated while another replica held the migration lock");
+    let waited = waited.context("the replica is not waiting for the migration lock")?;
+    ensure!(waited > 1.0, "the wait restarted after {waited:.2} s: the statement timeout cut it short");
+
+    other.batch_execute("COMMIT").await?;
+    let pool = tokio::time::timeout(Duration::from_secs(30), migrating).await???;
+    ensure!(pool.is_some(), "migrated once the lock was free");
+    drop(pool);
+    drop(other);
+    pg::scratch::drop(&name).await?;
+    Ok(())
+}

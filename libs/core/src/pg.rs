@@ -36,7 +36,7 @@ const MIGRATIONS: &[(i32, &str, &str)] = &[
 ];
 
 /// Any advisory-lock key unique to Switchboard's migrator.
-const MIGRATION_LOCK: i64 = 0x5357_4244_4d49_4752; // "SWBDMIGR"
+pub const MIGRATION_LOCK: i64 = 0x5357_4244_4d49_4752; // "SWBDMIGR"
 
 #[derive(Debug, thiserror::Error)]
 pub enum PgError {
@@ -133,6 +133,10 @@ async fn create_database_if_missing(config: &tokio_postgres::Config) -> Result<(
 
 async fn migrate(client: &mut deadpool_postgres::Object) -> Result<(), PgError> {
     let tx = client.transaction().await?;
+    // Without the services' statement timeout (#18): a migration may take long on a large call
+    // log, and a replica may wait long for another's migrations. Under the timeout either would
+    // fail, be retried, and fail again, so that the service never started.
+    tx.batch_execute("SET LOCAL statement_timeout = 0").await?;
     tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK]).await?;
     tx.batch_execute(
         "CREATE TABLE IF NOT EXISTS schema_migrations (
