@@ -504,8 +504,9 @@ async fn dispositions(
         switchboard(env, &["disposition", "codes", "acme-twilio", "--desk-url", &desk_url], token, None)
             .await?;
     assert_eq!(listed.code, Some(0), "{listed:?}");
-    let api =
-        send(&client, "GET", &desk.url("/v1/desk/dispositions/acme-twilio"), &headers, "").await?.json();
+    let api = send(&client, "GET", &desk.url("/v1/desk/sources/acme-twilio/dispositions"), &headers, "")
+        .await?
+        .json();
     assert_eq!(listed.json(), api);
     let codes: Vec<&str> = api["codes"]
         .as_array()

@@ -882,11 +882,30 @@ async fn a_wrap_up_sets_the_disposition_and_tags_and_publishes_a_new_version() -
         json!({"codes": [{"code": "sale", "label": "Sale"}, {"code": "callback", "label": "Call back"}]});
     let (status, list) = desk.api("PUT", "/v1/desk/dispositions/*", codes).await?;
     assert_eq!((status, list["inherited"].as_bool()), (200, Some(false)), "{list}");
-    let (status, list) = desk.api("GET", "/v1/desk/dispositions/pbx", Value::Null).await?;
+    let (status, list) = desk.api("GET", "/v1/desk/sources/pbx/dispositions", Value::Null).await?;
     assert_eq!(
         (status, list["inherited"].as_bool(), list["codes"][1]["label"].as_str()),
         (200, Some(true), Some("Call back"))
     );
+    // The source's own list is a resource of its own: none yet, then an empty one (its agents
+    // choose no code rather than the default's), then deleted (gone, and the default again).
+    let own = "/v1/desk/dispositions/pbx";
+    assert_eq!(desk.api("GET", own, Value::Null).await?.0, 404, "no list of its own yet");
+    let (status, list) = desk.api("PUT", own, json!({"codes": []})).await?;
+    assert_eq!((status, list["codes"].as_array().map(Vec::len)), (200, Some(0)), "{list}");
+    let (status, list) = desk.api("GET", own, Value::Null).await?;
+    assert_eq!((status, list["inherited"].as_bool()), (200, Some(false)), "{list}");
+    let (status, list) = desk.api("GET", "/v1/desk/sources/pbx/dispositions", Value::Null).await?;
+    assert_eq!(
+        (status, list["inherited"].as_bool(), list["codes"].as_array().map(Vec::len)),
+        (200, Some(false), Some(0)),
+        "an empty list of its own hides the default: {list}"
+    );
+    assert_eq!(desk.api("DELETE", own, Value::Null).await?.0, 204);
+    assert_eq!(desk.api("GET", own, Value::Null).await?.0, 404, "a deleted list is gone");
+    assert_eq!(desk.api("DELETE", own, Value::Null).await?.0, 404, "nothing left to delete");
+    let (status, list) = desk.api("GET", "/v1/desk/sources/pbx/dispositions", Value::Null).await?;
+    assert_eq!((status, list["inherited"].as_bool()), (200, Some(true)), "{list}");
     let (status, refused) = desk
         .api(
             "PUT",

@@ -33,6 +33,7 @@ const MIGRATIONS: &[(i32, &str, &str)] = &[
     (13, "wrap_up", include_str!("../migrations/0013_wrap_up.sql")),
     (14, "sealed_source_secrets", include_str!("../migrations/0014_sealed_source_secrets.sql")),
     (15, "deliveries_by_call", include_str!("../migrations/0015_deliveries_by_call.sql")),
+    (16, "disposition_lists", include_str!("../migrations/0016_disposition_lists.sql")),
 ];
 
 /// Any advisory-lock key unique to Switchboard's migrator.

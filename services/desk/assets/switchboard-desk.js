@@ -172,7 +172,7 @@
 
   // The disposition codes of a source: {source_id, inherited, codes: [{code, label}]}.
   Desk.prototype.dispositions = function (sourceId) {
-    return this._request("GET", "/v1/desk/dispositions/" + encodeURIComponent(sourceId));
+    return this._request("GET", "/v1/desk/sources/" + encodeURIComponent(sourceId) + "/dispositions");
   };
 
   // Sets the wrap-up of a call the agent was on ({source_id, call_id}, as notifications name it):

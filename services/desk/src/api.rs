@@ -283,6 +283,19 @@ impl Api {
             (_, ["v1", "desk", "dispositions", _]) => {
                 cors(answer(http::method_not_allowed("GET, HEAD, PUT, DELETE")))
             }
+            (Method::GET, ["v1", "desk", "sources", source, "dispositions"]) => {
+                let source = (*source).to_owned();
+                cors(
+                    self.api_or_session(
+                        req,
+                        move |api, _, _| async move { api.effective_codes(&source).await },
+                    )
+                    .await,
+                )
+            }
+            (_, ["v1", "desk", "sources", _, "dispositions"]) => {
+                cors(answer(http::method_not_allowed("GET, HEAD")))
+            }
             (Method::PUT, ["v1", "desk", "calls", source, call, "disposition"]) => {
                 let (source, call) = ((*source).to_owned(), (*call).to_owned());
                 cors(

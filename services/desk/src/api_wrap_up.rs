@@ -23,7 +23,28 @@ fn bad_source(source: &str) -> Option<Answer> {
 }
 
 impl Api {
+    /// `GET /v1/desk/dispositions/{source_id}`: the source's own list, 404 when it has none.
     pub(crate) async fn get_codes(&self, source: &str) -> Answer {
+        if let Some(refused) = bad_source(source) {
+            return refused;
+        }
+        match wrap_up::own_codes(&self.desk, source).await {
+            Ok(Some(codes)) => {
+                json(StatusCode::OK, &json!({"source_id": source, "inherited": false, "codes": codes}))
+            }
+            Ok(None) => error(
+                StatusCode::NOT_FOUND,
+                "not_found",
+                "that source has no disposition codes of its own (GET /v1/desk/sources/{source_id}/dispositions: the ones its agents choose from)",
+            ),
+            Err(e) => unavailable(&e),
+        }
+    }
+
+    /// `GET /v1/desk/sources/{source_id}/dispositions`: what the source's agents choose from (its
+    /// own list, else the default). A read-only view, kept apart from the list resource so that a
+    /// deleted list is gone (404) where it was stored.
+    pub(crate) async fn effective_codes(&self, source: &str) -> Answer {
         if let Some(refused) = bad_source(source) {
             return refused;
         }

@@ -127,35 +127,56 @@ pub fn clean(input: WrapUpInput) -> Result<Cleaned, String> {
     Ok(Cleaned { code, note, tags })
 }
 
-/// The list that applies to `source_id` (its own, else `*`), and whether it is the default.
-pub async fn codes(desk: &Desk, source_id: &str) -> Result<(Vec<Code>, bool), DeskError> {
-    let rows = desk
-        .pool
-        .get()
-        .await
-        .map_err(SessionError::from)?
+/// Whether `source_id` has a list of its own (a row in `disposition_lists`, or, as a release from
+/// before migration 0016 writes it, code rows alone).
+const HAS_OWN_LIST: &str = "(EXISTS (SELECT 1 FROM disposition_lists l WHERE l.source_id = s.id)
+                              OR EXISTS (SELECT 1 FROM disposition_codes c WHERE c.source_id = s.id))";
+
+/// `source_id`'s own list, in the panel's order; `None` when it has none (it uses the default).
+pub async fn own_codes(desk: &Desk, source_id: &str) -> Result<Option<Vec<Code>>, DeskError> {
+    let client = desk.pool.get().await.map_err(SessionError::from)?;
+    let exists = client
+        .query_one(&format!("SELECT {HAS_OWN_LIST} FROM (SELECT $1::text AS id) s"), &[&source_id])
+        .await?
+        .get::<_, bool>(0);
+    if !exists {
+        return Ok(None);
+    }
+    let rows = client
         .query(
-            "SELECT code, label, source_id = '*' FROM disposition_codes
-             WHERE source_id = $1 OR (source_id = '*' AND NOT EXISTS
-                   (SELECT 1 FROM disposition_codes WHERE source_id = $1))
-             ORDER BY position, code",
+            "SELECT code, label FROM disposition_codes WHERE source_id = $1 ORDER BY position, code",
             &[&source_id],
         )
         .await?;
-    let inherited = rows.first().is_some_and(|r| r.get::<_, bool>(2)) && source_id != "*";
-    let codes = rows.iter().map(|r| Code { code: r.get(0), label: r.get(1) }).collect();
-    Ok((codes, inherited))
+    Ok(Some(rows.iter().map(|r| Code { code: r.get(0), label: r.get(1) }).collect()))
 }
 
-/// Replaces `source_id`'s list in one transaction.
+/// The list agents of `source_id` choose from (its own, else the default `*`, else none), and
+/// whether it is the default.
+pub async fn codes(desk: &Desk, source_id: &str) -> Result<(Vec<Code>, bool), DeskError> {
+    if let Some(own) = own_codes(desk, source_id).await? {
+        return Ok((own, false));
+    }
+    let default = own_codes(desk, "*").await?;
+    Ok((default.unwrap_or_default(), source_id != "*"))
+}
+
+/// Replaces `source_id`'s list (creating it, even empty) in one transaction.
 pub async fn replace_codes(desk: &Desk, source_id: &str, list: &CodeList) -> Result<(), DeskError> {
     let mut client = desk.pool.get().await.map_err(SessionError::from)?;
     let tx = client.transaction().await?;
+    tx.execute(
+        "INSERT INTO disposition_lists (source_id) VALUES ($1)
+         ON CONFLICT (source_id) DO UPDATE SET updated_at = now()",
+        &[&source_id],
+    )
+    .await?;
     tx.execute("DELETE FROM disposition_codes WHERE source_id = $1", &[&source_id]).await?;
     for (position, c) in list.codes.iter().enumerate() {
+        let position = i32::try_from(position).unwrap_or(i32::MAX);
         tx.execute(
             "INSERT INTO disposition_codes (source_id, code, label, position) VALUES ($1, $2, $3, $4)",
-            &[&source_id, &c.code, &c.label.trim(), &(position as i32)],
+            &[&source_id, &c.code, &c.label.trim(), &position],
         )
         .await?;
     }
@@ -163,10 +184,14 @@ pub async fn replace_codes(desk: &Desk, source_id: &str, list: &CodeList) -> Res
     Ok(())
 }
 
-/// Deletes `source_id`'s own list; `false` when it had none.
+/// Deletes `source_id`'s own list (it then uses the default); `false` when it had none.
 pub async fn delete_codes(desk: &Desk, source_id: &str) -> Result<bool, DeskError> {
-    let client = desk.pool.get().await.map_err(SessionError::from)?;
-    Ok(client.execute("DELETE FROM disposition_codes WHERE source_id = $1", &[&source_id]).await? > 0)
+    let mut client = desk.pool.get().await.map_err(SessionError::from)?;
+    let tx = client.transaction().await?;
+    let lists = tx.execute("DELETE FROM disposition_lists WHERE source_id = $1", &[&source_id]).await?;
+    let codes = tx.execute("DELETE FROM disposition_codes WHERE source_id = $1", &[&source_id]).await?;
+    tx.commit().await?;
+    Ok(lists > 0 || codes > 0)
 }
 
 /// What the wrap-up needs of a call.
@@ -253,7 +278,7 @@ pub async fn set(
                         StatusCode::UNPROCESSABLE_ENTITY,
                         "unknown_code",
                         format!(
-                            "{code:?} is not a disposition code of source {source_id:?} (GET /v1/desk/dispositions/{source_id})"
+                            "{code:?} is not a disposition code of source {source_id:?} (GET /v1/desk/sources/{source_id}/dispositions)"
                         ),
                     ));
                 }

@@ -5,7 +5,8 @@
 //!   printed so that a retry can repeat it: the desk places one call per key);
 //! - `hangup <request_id>` → `POST /v1/desk/originate/{request_id}/hangup`;
 //! - `disposition set` → `PUT /v1/desk/calls/{source_id}/{call_id}/disposition`, and
-//!   `disposition codes` → `GET /v1/desk/dispositions/{source_id}`.
+//!   `disposition codes` → `GET /v1/desk/sources/{source_id}/dispositions` (the codes its agents
+//!   choose from: its own list, else the default).
 //!
 //! The desk is `--desk-url` (default `http://127.0.0.1:8084`, the desk's port); the bearer token
 //! is `SWITCHBOARD_API_TOKEN` (one of the desk's `api.tokens`), read from the environment only, so
@@ -138,7 +139,7 @@ pub(crate) enum DispositionAction {
         #[command(flatten)]
         desk: DeskArgs,
     },
-    /// List the disposition codes of a source (`*`: the default list).
+    /// List the disposition codes agents of a source choose from (`*`: the default list).
     Codes {
         #[arg(value_name = "SOURCE_ID|*", value_parser = NonEmptyStringValueParser::new())]
         source: String,
@@ -232,7 +233,7 @@ impl DeskCommand {
             }
             DeskCommand::Disposition(DispositionAction::Codes { source, desk }) => Call {
                 method: Method::GET,
-                url: format!("{}/v1/desk/dispositions/{}", desk.desk_url, segment(&source)),
+                url: format!("{}/v1/desk/sources/{}/dispositions", desk.desk_url, segment(&source)),
                 body: None,
                 key: None,
                 no_content: Value::Null,
@@ -432,7 +433,7 @@ mod tests {
         let codes = call(&["disposition", "codes", "*"]).expect("valid");
         assert_eq!(
             (codes.method, codes.url.as_str()),
-            (Method::GET, "http://127.0.0.1:8084/v1/desk/dispositions/%2A")
+            (Method::GET, "http://127.0.0.1:8084/v1/desk/sources/%2A/dispositions")
         );
     }
 
