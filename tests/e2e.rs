@@ -24,5 +24,7 @@ mod operations;
 mod pipeline;
 #[path = "recordings.rs"]
 mod recordings;
+#[path = "upgrade.rs"]
+mod upgrade;
 #[path = "vendors.rs"]
 mod vendors;

@@ -136,7 +136,12 @@ impl TestEnv {
     }
 
     fn command(&self, args: &[&str]) -> Command {
-        let mut command = Command::new(switchboard_bin());
+        self.command_of(&switchboard_bin(), args)
+    }
+
+    /// `bin` (this release's binary, or another release's) with the test's settings.
+    fn command_of(&self, bin: &std::path::Path, args: &[&str]) -> Command {
+        let mut command = Command::new(bin);
         let _ = command.args(args).envs(&self.settings).kill_on_drop(true);
         command
     }
@@ -185,6 +190,27 @@ impl TestEnv {
     /// Starts one service without waiting for it. The services with a public port get a second free
     /// port for their ops endpoints; the consumers serve them on their only port.
     pub fn spawn(&self, service: &str, overrides: &[(&str, &str)]) -> anyhow::Result<ServiceProcess> {
+        self.spawn_binary(&switchboard_bin(), service, overrides)
+    }
+
+    /// Starts one service of another release's binary (`bin`) and waits until it reports ready.
+    pub async fn start_binary(
+        &self,
+        bin: &std::path::Path,
+        service: &str,
+        overrides: &[(&str, &str)],
+    ) -> anyhow::Result<ServiceProcess> {
+        let mut process = self.spawn_binary(bin, service, overrides)?;
+        process.wait_ready(Duration::from_secs(60)).await?;
+        Ok(process)
+    }
+
+    fn spawn_binary(
+        &self,
+        bin: &std::path::Path,
+        service: &str,
+        overrides: &[(&str, &str)],
+    ) -> anyhow::Result<ServiceProcess> {
         let port = free_port();
         let public = switchboard_core::config::Service::named(service)
             .is_some_and(switchboard_core::config::Service::has_public_port);
@@ -193,7 +219,7 @@ impl TestEnv {
             .create(true)
             .append(true)
             .open(self.log_dir.join(format!("{service}.log")))?;
-        let mut command = self.command(&[service]);
+        let mut command = self.command_of(bin, &[service]);
         let _ = command.env("SWITCHBOARD_HTTP__LISTEN", format!("127.0.0.1:{port}"));
         if ops_port != port {
             let _ = command.env("SWITCHBOARD_HTTP__OPS_LISTEN", format!("127.0.0.1:{ops_port}"));

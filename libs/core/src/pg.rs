@@ -36,6 +36,11 @@ const MIGRATIONS: &[(i32, &str, &str)] = &[
     (16, "disposition_lists", include_str!("../migrations/0016_disposition_lists.sql")),
 ];
 
+/// The version of the newest migration: the schema this release runs on.
+pub fn newest_migration() -> i32 {
+    MIGRATIONS.last().map_or(0, |(version, _, _)| *version)
+}
+
 /// Any advisory-lock key unique to Switchboard's migrator.
 pub const MIGRATION_LOCK: i64 = 0x5357_4244_4d49_4752; // "SWBDMIGR"
 
@@ -77,6 +82,20 @@ pub async fn connect_and_migrate(
 }
 
 async fn try_connect_and_migrate(settings: &PostgresSettings) -> Result<Pool, PgError> {
+    if settings.create_database {
+        let config =
+            tokio_postgres::Config::from_str(&settings.url).map_err(|e| PgError::Url(e.to_string()))?;
+        create_database_if_missing(&config).await?;
+    }
+    let pool = pool(settings)?;
+    let mut client = pool.get().await?;
+    migrate(&mut client).await?;
+    Ok(pool)
+}
+
+/// The pool of `settings`: connections that time out rather than hang, with the services'
+/// statement timeout unless the URL sets its own options.
+fn pool(settings: &PostgresSettings) -> Result<Pool, PgError> {
     let mut config =
         tokio_postgres::Config::from_str(&settings.url).map_err(|e| PgError::Url(e.to_string()))?;
     // A stalled server or network must surface as an error that callers retry (and that a
@@ -91,13 +110,10 @@ async fn try_connect_and_migrate(settings: &PostgresSettings) -> Result<Pool, Pg
     if config.get_options().is_none() {
         let _ = config.options("-c statement_timeout=30000");
     }
-    if settings.create_database {
-        create_database_if_missing(&config).await?;
-    }
     let manager =
         Manager::from_config(config, NoTls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
     let wait = Duration::from_millis(settings.pool_wait_ms);
-    let pool = Pool::builder(manager)
+    Pool::builder(manager)
         .max_size(settings.pool_size)
         // Without these a request waits for a connection as long as PostgreSQL stalls.
         .runtime(deadpool_postgres::Runtime::Tokio1)
@@ -105,10 +121,7 @@ async fn try_connect_and_migrate(settings: &PostgresSettings) -> Result<Pool, Pg
         .create_timeout(Some(Duration::from_secs(5)))
         .recycle_timeout(Some(wait))
         .build()
-        .map_err(|e| PgError::Build(e.to_string()))?;
-    let mut client = pool.get().await?;
-    migrate(&mut client).await?;
-    Ok(pool)
+        .map_err(|e| PgError::Build(e.to_string()))
 }
 
 async fn create_database_if_missing(config: &tokio_postgres::Config) -> Result<(), PgError> {
@@ -133,6 +146,11 @@ async fn create_database_if_missing(config: &tokio_postgres::Config) -> Result<(
 }
 
 async fn migrate(client: &mut deadpool_postgres::Object) -> Result<(), PgError> {
+    migrate_to(client, i32::MAX).await
+}
+
+/// Applies the migrations up to `newest` (a test seeds a database at an older schema with it).
+async fn migrate_to(client: &mut deadpool_postgres::Object, newest: i32) -> Result<(), PgError> {
     let tx = client.transaction().await?;
     // Without the services' statement timeout (#18): a migration may take long on a large call
     // log, and a replica may wait long for another's migrations. Under the timeout either would
@@ -149,7 +167,7 @@ async fn migrate(client: &mut deadpool_postgres::Object) -> Result<(), PgError> 
     .await?;
     let applied: Vec<i32> =
         tx.query("SELECT version FROM schema_migrations", &[]).await?.iter().map(|row| row.get(0)).collect();
-    for (version, name, sql) in MIGRATIONS {
+    for (version, name, sql) in MIGRATIONS.iter().filter(|(version, _, _)| *version <= newest) {
         if applied.contains(version) {
             continue;
         }
@@ -167,6 +185,8 @@ async fn migrate(client: &mut deadpool_postgres::Object) -> Result<(), PgError> 
 /// (default: the local superuser), so that tests run in parallel without sharing tables.
 #[cfg(feature = "testing")]
 pub mod scratch {
+    use std::str::FromStr;
+
     use tokio_util::sync::CancellationToken;
 
     use super::{PgError, Pool};
@@ -197,10 +217,87 @@ pub mod scratch {
         Ok((pool, name))
     }
 
+    /// A database of its own at the schema of migration `version` (and none after it), for a test
+    /// that seeds an older schema and then applies the rest with [`migrate`].
+    pub async fn database_at(prefix: &str, version: i32) -> Result<(Pool, String), PgError> {
+        let name = format!("{prefix}_{}", &uuid::Uuid::now_v7().simple().to_string()[24..]);
+        let config =
+            tokio_postgres::Config::from_str(&url_of(&name)).map_err(|e| PgError::Url(e.to_string()))?;
+        super::create_database_if_missing(&config).await?;
+        let settings = PostgresSettings { url: url_of(&name), pool_size: 2, ..PostgresSettings::default() };
+        let pool = super::pool(&settings)?;
+        super::migrate_to(&mut pool.get().await?, version).await?;
+        Ok((pool, name))
+    }
+
+    /// Applies every migration not applied yet, as a service does at start-up.
+    pub async fn migrate(pool: &Pool) -> Result<(), PgError> {
+        super::migrate(&mut pool.get().await?).await
+    }
+
     /// Drops database `name`, closing what is still connected to it.
     pub async fn drop(name: &str) -> Result<(), tokio_postgres::Error> {
         let (client, connection) = tokio_postgres::connect(&admin_url(), tokio_postgres::NoTls).await?;
         let _driver = tokio::spawn(connection);
         client.batch_execute(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)")).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::MIGRATIONS;
+
+    /// The statements that take away what the previous release may still use (migrations/README.md).
+    const CONTRACTING: [&str; 7] = [
+        "drop table",
+        "drop column",
+        "rename ",
+        "set not null",
+        "drop constraint",
+        "drop view",
+        "drop function",
+    ];
+
+    /// `sql` in lower case without its comments and with its whitespace collapsed.
+    fn statements(sql: &str) -> String {
+        let code: Vec<&str> = sql.lines().map(|line| line.split("--").next().unwrap_or("")).collect();
+        code.join(" ").to_lowercase().split_whitespace().collect::<Vec<_>>().join(" ")
+    }
+
+    #[test]
+    fn migrations_after_0007_only_expand() {
+        for (version, name, sql) in MIGRATIONS.iter().filter(|(version, _, _)| *version > 7) {
+            let code = statements(sql);
+            let marked = sql.lines().any(|line| line.trim_start().starts_with("-- contract:"));
+            for statement in CONTRACTING {
+                assert!(
+                    marked || !code.contains(statement),
+                    "migration {version} ({name}) has `{statement}`, which takes away what the previous \
+                     release may still use: ship it as a contract step (libs/core/migrations/README.md)"
+                );
+            }
+            let column_type = code.contains("alter column") && code.contains(" type ");
+            assert!(marked || !column_type, "migration {version} ({name}) changes a column's type");
+            // An index may go only where the same migration builds its replacement.
+            assert!(
+                !code.contains("drop index") || code.contains("create index"),
+                "migration {version} ({name}) drops an index without building the one that replaces it"
+            );
+        }
+    }
+
+    #[test]
+    fn the_policy_check_sees_a_contracting_statement() {
+        let code = statements("-- drops nothing\nALTER TABLE calls\n    DROP   COLUMN agents;");
+        assert!(code.contains("drop column"));
+        assert!(!statements("-- DROP COLUMN in a comment").contains("drop column"));
+    }
+
+    #[test]
+    fn versions_rise_one_by_one() {
+        for (i, (version, _, _)) in MIGRATIONS.iter().enumerate() {
+            assert_eq!(usize::try_from(*version).ok(), Some(i + 1));
+        }
+        assert_eq!(super::newest_migration(), MIGRATIONS.last().map_or(0, |m| m.0));
     }
 }
