@@ -68,12 +68,20 @@ impl LinkSigner {
     /// The signer of `settings`, or `None` when no link key is configured.
     pub fn from_settings(settings: &Settings) -> Option<Self> {
         let r = &settings.recordings;
-        (!r.link_key.is_empty()).then(|| Self {
-            key: r.link_key.clone(),
-            previous: Some(r.previous_link_key.clone()).filter(|k| !k.is_empty()),
-            public_url: settings.recordings_public_url().to_owned(),
-            ttl_secs: i64::try_from(r.link_ttl_secs).unwrap_or(i64::MAX),
+        (!r.link_key.is_empty()).then(|| {
+            Self::new(
+                r.link_key.clone(),
+                Some(r.previous_link_key.clone()).filter(|k| !k.is_empty()),
+                settings.recordings_public_url(),
+                i64::try_from(r.link_ttl_secs).unwrap_or(i64::MAX),
+            )
         })
+    }
+
+    /// A signer with `key`, also accepting links signed with `previous` (a key rotation), whose
+    /// links point at `public_url` and last `ttl_secs` from a recording's first report.
+    pub fn new(key: Secret, previous: Option<Secret>, public_url: &str, ttl_secs: i64) -> Self {
+        Self { key, previous, public_url: public_url.to_owned(), ttl_secs }
     }
 
     fn mac(&self, id: &str, expires: i64) -> Hmac<Sha256> {

@@ -41,7 +41,7 @@ use switchboard_directory::SharedDirectory;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use crate::lookup::{CallerCache, Decision, Format, LookupMetrics, Outcome};
+use crate::lookup::{CallerCache, Decision, Format, LookupMetrics, Outcome, Reply};
 
 /// IVR lookups carry a few form fields; anything bigger is not a lookup.
 const MAX_LOOKUP_BODY: usize = 16 * 1024;
@@ -168,52 +168,27 @@ impl Router {
     }
 
     async fn lookup(&self, req: Request<Incoming>, format: Option<Format>) -> (Format, Reply) {
-        let fallback =
-            |format, outcome| (format, Reply::Decision(Decision::fallback(outcome, &self.settings.router)));
         let params = match params(req).await {
             Ok(params) => params,
-            Err(()) => return fallback(format.unwrap_or(Format::Json), Outcome::BadRequest),
+            Err(()) => {
+                let fallback = Decision::fallback(Outcome::BadRequest, &self.settings.router);
+                return (format.unwrap_or(Format::Json), Reply::Decision(fallback));
+            }
         };
-        let format = match format {
-            Some(format) => format,
-            None => match Format::parse(params.get("format").map_or("", String::as_str)) {
-                Some(format) => format,
-                None => return fallback(Format::Json, Outcome::BadRequest),
-            },
-        };
-        // Zadarma validates a URL before using it; the echo is the only answer it accepts.
-        if format == Format::Zadarma
-            && let Some(echo) = params.get("zd_echo")
-            && echo.len() <= 128
-            && echo.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
-        {
-            return (format, Reply::Echo(echo.clone()));
-        }
-        if !self.lookup_authorized(params.get("token")) {
-            tracing::warn!("A routing lookup without a valid token was answered with the fallback.");
-            return fallback(format, Outcome::BadRequest);
-        }
-        let region = match params.get("region") {
-            Some(region) => match region.parse() {
-                Ok(region) => region,
-                Err(_) => return fallback(format, Outcome::BadRequest),
-            },
-            None => self.region,
-        };
-        let caller = ["caller", "CallerIDNum", "caller_id", "from"]
-            .iter()
-            .find_map(|name| params.get(*name))
-            .map(String::as_str);
+        let authorized = self.lookup_authorized(params.get("token"));
         let snapshot = self.directory.snapshot();
-        let decision = lookup::decide(
-            snapshot.as_deref(),
-            caller,
-            region,
-            &self.settings.router,
-            &self.callers,
-            chrono::Utc::now(),
-        );
-        (format, Reply::Decision(decision))
+        let context = lookup::Context {
+            settings: &self.settings.router,
+            region: self.region,
+            directory: snapshot.as_deref(),
+            callers: &self.callers,
+            now: chrono::Utc::now(),
+        };
+        let answer = lookup::answer(&params, format, authorized, &context);
+        if !authorized && matches!(answer.1, Reply::Decision(_)) {
+            tracing::warn!("A routing lookup without a valid token was answered with the fallback.");
+        }
+        answer
     }
 
     fn lookup_authorized(&self, token: Option<&String>) -> bool {
@@ -231,12 +206,6 @@ impl Router {
     }
 }
 
-#[derive(Debug)]
-enum Reply {
-    Decision(Decision),
-    Echo(String),
-}
-
 /// `/cid/{application}/getmanager/{login}`: the application and login only tell integrations
 /// apart in logs, as in Telphin's guide.
 fn is_telphin_path(path: &str) -> bool {
@@ -246,25 +215,18 @@ fn is_telphin_path(path: &str) -> bool {
 
 /// Query parameters, plus the form body of a POST (Telphin can send either).
 async fn params(req: Request<Incoming>) -> Result<HashMap<String, String>, ()> {
-    let mut params: HashMap<String, String> = HashMap::new();
-    let mut add = |bytes: &[u8]| {
-        for (key, value) in form_urlencoded::parse(bytes) {
-            let _ = params.entry(key.into_owned()).or_insert_with(|| value.into_owned());
-        }
-    };
-    if let Some(query) = req.uri().query() {
-        add(query.as_bytes());
-    }
+    let query = req.uri().query().map(|q| q.as_bytes().to_vec()).unwrap_or_default();
     let is_form = req
         .headers()
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|ct| ct.starts_with("application/x-www-form-urlencoded"));
-    if req.method() == Method::POST && is_form {
-        let body = Limited::new(req.into_body(), MAX_LOOKUP_BODY).collect().await.map_err(|_| ())?.to_bytes();
-        add(&body);
-    }
-    Ok(params)
+    let form = if req.method() == Method::POST && is_form {
+        Some(Limited::new(req.into_body(), MAX_LOOKUP_BODY).collect().await.map_err(|_| ())?.to_bytes())
+    } else {
+        None
+    };
+    Ok(lookup::params_of(&query, form.as_deref()))
 }
 
 fn text_response(content_type: &'static str, body: String) -> Response<Body> {

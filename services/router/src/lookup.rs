@@ -211,6 +211,80 @@ impl CallerCache {
     }
 }
 
+/// A lookup's parameters: the query's, then a POST's form fields; the first of each name counts.
+pub fn params_of(query: &[u8], form: Option<&[u8]>) -> HashMap<String, String> {
+    let mut params: HashMap<String, String> = HashMap::new();
+    for bytes in std::iter::once(query).chain(form) {
+        for (key, value) in form_urlencoded::parse(bytes) {
+            let _ = params.entry(key.into_owned()).or_insert_with(|| value.into_owned());
+        }
+    }
+    params
+}
+
+/// What a lookup decides with.
+#[derive(Debug)]
+pub struct Context<'a> {
+    pub settings: &'a RouterSettings,
+    /// The region of national numbers when the lookup names none.
+    pub region: Region,
+    /// The directory snapshot, `None` until the first one loads.
+    pub directory: Option<&'a Directory>,
+    pub callers: &'a CallerCache,
+    pub now: DateTime<Utc>,
+}
+
+/// The answer to a lookup.
+#[derive(Debug)]
+pub enum Reply {
+    Decision(Decision),
+    /// Zadarma's URL check: its `zd_echo`, as text.
+    Echo(String),
+}
+
+/// The answer to a lookup with `params` (the format, when the path did not fix it, the caller,
+/// the region, Zadarma's `zd_echo`) from a client whose token was `authorized` or not. Every
+/// input gets an answer: a parameter that makes no sense is the fallback (`BadRequest`).
+pub fn answer(
+    params: &HashMap<String, String>,
+    format: Option<Format>,
+    authorized: bool,
+    context: &Context<'_>,
+) -> (Format, Reply) {
+    let fallback = |format, outcome| (format, Reply::Decision(Decision::fallback(outcome, context.settings)));
+    let format = match format {
+        Some(format) => format,
+        None => match Format::parse(params.get("format").map_or("", String::as_str)) {
+            Some(format) => format,
+            None => return fallback(Format::Json, Outcome::BadRequest),
+        },
+    };
+    // Zadarma validates a URL before using it; the echo is the only answer it accepts.
+    if format == Format::Zadarma
+        && let Some(echo) = params.get("zd_echo")
+        && echo.len() <= 128
+        && echo.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+    {
+        return (format, Reply::Echo(echo.clone()));
+    }
+    if !authorized {
+        return fallback(format, Outcome::BadRequest);
+    }
+    let region = match params.get("region") {
+        Some(region) => match region.parse() {
+            Ok(region) => region,
+            Err(_) => return fallback(format, Outcome::BadRequest),
+        },
+        None => context.region,
+    };
+    let caller = ["caller", "CallerIDNum", "caller_id", "from"]
+        .iter()
+        .find_map(|name| params.get(*name))
+        .map(String::as_str);
+    let decision = decide(context.directory, caller, region, context.settings, context.callers, context.now);
+    (format, Reply::Decision(decision))
+}
+
 /// Decides where `caller` (as the PBX wrote it) goes at `now`: a blacklisted caller is refused
 /// first, whoever owns the number.
 pub fn decide(
