@@ -229,10 +229,9 @@ async fn inject(target: Target<'_>, rng: &mut Rng, done: &tokio::sync::Notify) -
     let progress = || seen.acked.load(Ordering::Relaxed) * 3 / total.max(1);
     let mut next_kill = Instant::now() + Duration::from_secs(1);
     loop {
-        tokio::select! {
-            _ = done.notified() => return Ok(faults),
-            _ = tokio::time::sleep(Duration::from_millis(100)) => {}
-        }
+        // The restarts come before the check for the end: a kill that waited for its stage to be
+        // ready again can outlast the sending, and the restarts must still happen (at the latest
+        // as the sending ends, while the pipeline works through what it took).
         if faults.broker_restarts == 0 && progress() >= 1 {
             broker.stop().await?;
             tokio::time::sleep(Duration::from_secs(3)).await;
@@ -244,6 +243,10 @@ async fn inject(target: Target<'_>, rng: &mut Rng, done: &tokio::sync::Notify) -
             postgres.restart(Duration::from_secs(2)).await?;
             faults.postgres_restarts += 1;
             continue;
+        }
+        tokio::select! {
+            _ = done.notified() => return Ok(faults),
+            _ = tokio::time::sleep(Duration::from_millis(100)) => {}
         }
         if Instant::now() < next_kill {
             continue;
