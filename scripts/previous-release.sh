@@ -4,14 +4,13 @@
 
 # Sets PREVIOUS_RELEASE_BIN, or PREVIOUS_RELEASE_MISSING (why) when this clone lacks the commit.
 ensure_previous_release() {
-  local commit dir
-  commit="$(grep -v '^#' "$ROOT/deploy/previous-release" | tr -d '[:space:]')"
-  commit="$(git -C "$ROOT" rev-parse --verify --quiet "$commit^{commit}" || true)"
+  local wanted commit dir
+  wanted="$(grep -v '^#' "$ROOT/deploy/previous-release" | tr -d '[:space:]')"
+  commit="$(git -C "$ROOT" rev-parse --verify --quiet "$wanted^{commit}" || true)"
   if [ -z "$commit" ]; then
     # A shallow clone: fetch the one commit if there is a remote to fetch it from.
-    commit="$(grep -v '^#' "$ROOT/deploy/previous-release" | tr -d '[:space:]')"
-    if ! git -C "$ROOT" fetch --quiet --depth=1 origin "$commit" 2>/dev/null; then
-      PREVIOUS_RELEASE_MISSING="commit $commit of deploy/previous-release is not in this clone"
+    if ! git -C "$ROOT" fetch --quiet --depth=1 origin "$wanted" 2>/dev/null; then
+      PREVIOUS_RELEASE_MISSING="commit $wanted of deploy/previous-release is not in this clone"
       say "Previous release: $PREVIOUS_RELEASE_MISSING; the rolling-upgrade test will say it was skipped"
       return 0
     fi

@@ -182,9 +182,7 @@ impl TestEnv {
         service: &str,
         overrides: &[(&str, &str)],
     ) -> anyhow::Result<ServiceProcess> {
-        let mut process = self.spawn(service, overrides)?;
-        process.wait_ready(Duration::from_secs(60)).await?;
-        Ok(process)
+        self.start_binary(&switchboard_bin(), service, overrides).await
     }
 
     /// Starts one service without waiting for it. The services with a public port get a second free

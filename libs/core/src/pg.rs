@@ -66,7 +66,7 @@ pub async fn connect_and_migrate(
     loop {
         let attempt = tokio::select! {
             _ = cancel.cancelled() => return Ok(None),
-            attempt = try_connect_and_migrate(settings) => attempt,
+            attempt = try_connect_and_migrate(settings, i32::MAX) => attempt,
         };
         match attempt {
             Ok(pool) => return Ok(Some(pool)),
@@ -81,7 +81,9 @@ pub async fn connect_and_migrate(
     }
 }
 
-async fn try_connect_and_migrate(settings: &PostgresSettings) -> Result<Pool, PgError> {
+/// Connects and applies the migrations up to `newest` (all of them but in a test that seeds an
+/// older schema).
+async fn try_connect_and_migrate(settings: &PostgresSettings, newest: i32) -> Result<Pool, PgError> {
     if settings.create_database {
         let config =
             tokio_postgres::Config::from_str(&settings.url).map_err(|e| PgError::Url(e.to_string()))?;
@@ -89,7 +91,7 @@ async fn try_connect_and_migrate(settings: &PostgresSettings) -> Result<Pool, Pg
     }
     let pool = pool(settings)?;
     let mut client = pool.get().await?;
-    migrate(&mut client).await?;
+    migrate_to(&mut client, newest).await?;
     Ok(pool)
 }
 
@@ -145,10 +147,6 @@ async fn create_database_if_missing(config: &tokio_postgres::Config) -> Result<(
     Ok(())
 }
 
-async fn migrate(client: &mut deadpool_postgres::Object) -> Result<(), PgError> {
-    migrate_to(client, i32::MAX).await
-}
-
 /// Applies the migrations up to `newest` (a test seeds a database at an older schema with it).
 async fn migrate_to(client: &mut deadpool_postgres::Object, newest: i32) -> Result<(), PgError> {
     let tx = client.transaction().await?;
@@ -185,8 +183,6 @@ async fn migrate_to(client: &mut deadpool_postgres::Object, newest: i32) -> Resu
 /// (default: the local superuser), so that tests run in parallel without sharing tables.
 #[cfg(feature = "testing")]
 pub mod scratch {
-    use std::str::FromStr;
-
     use tokio_util::sync::CancellationToken;
 
     use super::{PgError, Pool};
@@ -209,8 +205,7 @@ pub mod scratch {
 
     /// A database of its own, `<prefix>_<random>`, created and migrated; returns its pool and name.
     pub async fn database(prefix: &str, pool_size: usize) -> Result<(Pool, String), PgError> {
-        let name = format!("{prefix}_{}", &uuid::Uuid::now_v7().simple().to_string()[24..]);
-        let settings = PostgresSettings { url: url_of(&name), pool_size, ..PostgresSettings::default() };
+        let (name, settings) = settings(prefix, pool_size);
         let pool = super::connect_and_migrate(&settings, &CancellationToken::new())
             .await?
             .ok_or_else(|| PgError::Build("cancelled".into()))?;
@@ -220,19 +215,20 @@ pub mod scratch {
     /// A database of its own at the schema of migration `version` (and none after it), for a test
     /// that seeds an older schema and then applies the rest with [`migrate`].
     pub async fn database_at(prefix: &str, version: i32) -> Result<(Pool, String), PgError> {
+        let (name, settings) = settings(prefix, 2);
+        Ok((super::try_connect_and_migrate(&settings, version).await?, name))
+    }
+
+    /// A new database name, `<prefix>_<random>`, and the settings that reach it.
+    fn settings(prefix: &str, pool_size: usize) -> (String, PostgresSettings) {
         let name = format!("{prefix}_{}", &uuid::Uuid::now_v7().simple().to_string()[24..]);
-        let config =
-            tokio_postgres::Config::from_str(&url_of(&name)).map_err(|e| PgError::Url(e.to_string()))?;
-        super::create_database_if_missing(&config).await?;
-        let settings = PostgresSettings { url: url_of(&name), pool_size: 2, ..PostgresSettings::default() };
-        let pool = super::pool(&settings)?;
-        super::migrate_to(&mut pool.get().await?, version).await?;
-        Ok((pool, name))
+        let settings = PostgresSettings { url: url_of(&name), pool_size, ..PostgresSettings::default() };
+        (name, settings)
     }
 
     /// Applies every migration not applied yet, as a service does at start-up.
     pub async fn migrate(pool: &Pool) -> Result<(), PgError> {
-        super::migrate(&mut pool.get().await?).await
+        super::migrate_to(&mut pool.get().await?, i32::MAX).await
     }
 
     /// Drops database `name`, closing what is still connected to it.

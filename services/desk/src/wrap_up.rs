@@ -127,28 +127,36 @@ pub fn clean(input: WrapUpInput) -> Result<Cleaned, String> {
     Ok(Cleaned { code, note, tags })
 }
 
-/// Whether `source_id` has a list of its own (a row in `disposition_lists`, or, as a release from
-/// before migration 0016 writes it, code rows alone).
-const HAS_OWN_LIST: &str = "(EXISTS (SELECT 1 FROM disposition_lists l WHERE l.source_id = s.id)
-                              OR EXISTS (SELECT 1 FROM disposition_codes c WHERE c.source_id = s.id))";
-
 /// `source_id`'s own list, in the panel's order; `None` when it has none (it uses the default).
+/// A source has a list of its own when it has a row in `disposition_lists` (an empty list too) or,
+/// as a release from before migration 0016 writes it, code rows alone. One round trip: the row of
+/// `s` always comes back, with its codes when it has any.
 pub async fn own_codes(desk: &Desk, source_id: &str) -> Result<Option<Vec<Code>>, DeskError> {
-    let client = desk.pool.get().await.map_err(SessionError::from)?;
-    let exists = client
-        .query_one(&format!("SELECT {HAS_OWN_LIST} FROM (SELECT $1::text AS id) s"), &[&source_id])
-        .await?
-        .get::<_, bool>(0);
-    if !exists {
-        return Ok(None);
-    }
-    let rows = client
+    let rows = desk
+        .pool
+        .get()
+        .await
+        .map_err(SessionError::from)?
         .query(
-            "SELECT code, label FROM disposition_codes WHERE source_id = $1 ORDER BY position, code",
+            "SELECT EXISTS (SELECT 1 FROM disposition_lists l WHERE l.source_id = s.id)
+                    OR c.code IS NOT NULL,
+                    c.code, c.label
+             FROM (SELECT $1::text AS id) s
+             LEFT JOIN disposition_codes c ON c.source_id = s.id
+             ORDER BY c.position, c.code",
             &[&source_id],
         )
         .await?;
-    Ok(Some(rows.iter().map(|r| Code { code: r.get(0), label: r.get(1) }).collect()))
+    if !rows.first().is_some_and(|r| r.get::<_, bool>(0)) {
+        return Ok(None);
+    }
+    let codes = rows
+        .iter()
+        .filter_map(|r| {
+            Some(Code { code: r.get::<_, Option<String>>(1)?, label: r.get::<_, Option<String>>(2)? })
+        })
+        .collect();
+    Ok(Some(codes))
 }
 
 /// The list agents of `source_id` choose from (its own, else the default `*`, else none), and
