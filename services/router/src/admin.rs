@@ -157,6 +157,38 @@ impl Resource {
             Resource::OwnNumber(_) => "PUT, DELETE",
         }
     }
+
+    /// The query parameters `method` takes here, as docs/openapi.yaml declares them; any other
+    /// is refused, so a misspelt `regoin=GB` is not silently read as the default region.
+    fn params(&self, method: &Method) -> &'static [&'static str] {
+        match (self, method) {
+            (Resource::List(Kind::Agents), _) => &["after", "limit"],
+            (Resource::List(Kind::Contacts), _) => &["after", "limit", "number", "region"],
+            (Resource::Blacklist, _) => &["after", "limit"],
+            (Resource::Entry(..), &Method::GET | &Method::DELETE) | (Resource::OwnNumbers, _) => &[],
+            _ => &["region"],
+        }
+    }
+}
+
+/// A 400 naming the first query parameter `resource` does not take for `method`.
+fn unknown_param(
+    resource: &Resource,
+    method: &Method,
+    query: &HashMap<String, String>,
+) -> Result<(), Failure> {
+    let known = resource.params(method);
+    let mut names: Vec<&String> = query.keys().filter(|k| !known.contains(&k.as_str())).collect();
+    names.sort();
+    match names.first() {
+        None => Ok(()),
+        Some(name) if known.is_empty() => {
+            Err(bad_request(format!("unknown parameter {name:?}; this takes none")))
+        }
+        Some(name) => {
+            Err(bad_request(format!("unknown parameter {name:?}; this takes {}", known.join(", "))))
+        }
+    }
 }
 
 fn unavailable(code: &'static str, message: &'static str) -> Response<Body> {
@@ -215,6 +247,7 @@ async fn dispatch(
         .query()
         .map(|q| form_urlencoded::parse(q.as_bytes()).into_owned().collect())
         .unwrap_or_default();
+    unknown_param(&resource, &method, &query)?;
     match (method, resource) {
         (Method::GET, Resource::List(Kind::Agents)) => list_agents(pool, &query).await,
         (Method::GET, Resource::List(Kind::Contacts)) => {
@@ -271,7 +304,8 @@ async fn dispatch(
         (Method::PUT, Resource::OwnNumber(number)) => {
             let number = parse_number(&number, region(router, &query)?)?;
             let body = read_body(req, MAX_ONE_BYTES).await?;
-            let input: OwnNumberInput = if body.iter().all(u8::is_ascii_whitespace) {
+            // Only a body of no bytes at all is "no body"; whitespace is not JSON.
+            let input: OwnNumberInput = if body.is_empty() {
                 OwnNumberInput::default()
             } else {
                 json_object(&body).map_err(|e| bad_request(format!("invalid JSON: {e}")))?
@@ -317,7 +351,7 @@ async fn dispatch(
             let region = region(router, &query)?;
             let number = percent_encoding::percent_decode_str(&number).decode_utf8_lossy().into_owned();
             let body = read_body(req, MAX_ONE_BYTES).await?;
-            let input: BlacklistInput = if body.iter().all(u8::is_ascii_whitespace) {
+            let input: BlacklistInput = if body.is_empty() {
                 BlacklistInput::default()
             } else {
                 json_object(&body).map_err(|e| bad_request(format!("invalid JSON: {e}")))?
@@ -861,6 +895,22 @@ mod tests {
         assert!(owns("/v1/blacklist") && owns("/v1/blacklist/remove") && !owns("/v1/blacklists"));
         assert_eq!(Resource::BlacklistRemove.allow(), "POST");
         assert_eq!(Resource::Blacklisted(String::new()).allow(), "GET, HEAD, PUT, DELETE");
+    }
+
+    #[test]
+    fn each_endpoint_refuses_query_parameters_it_does_not_take() {
+        let query = |names: &[&str]| names.iter().map(|n| ((*n).to_owned(), "1".to_owned())).collect();
+        let contacts = Resource::List(Kind::Contacts);
+        assert!(unknown_param(&contacts, &Method::GET, &query(&["after", "number", "region"])).is_ok());
+        let refusal = unknown_param(&contacts, &Method::GET, &query(&["regoin"])).err();
+        assert!(refusal.is_some_and(
+            |Failure(status, _, message)| status == StatusCode::BAD_REQUEST && message.contains("regoin")
+        ));
+        let entry = Resource::Entry(Kind::Agents, "ann".into());
+        assert!(unknown_param(&entry, &Method::PUT, &query(&["region"])).is_ok());
+        assert!(unknown_param(&entry, &Method::GET, &query(&["region"])).is_err());
+        assert!(unknown_param(&Resource::OwnNumbers, &Method::GET, &query(&[])).is_ok());
+        assert!(unknown_param(&Resource::Blacklist, &Method::GET, &query(&["region"])).is_err());
     }
 
     #[test]
