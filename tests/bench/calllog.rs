@@ -100,7 +100,7 @@ fn events(calls: usize) -> anyhow::Result<Vec<StoredEvent>> {
 }
 
 /// A fresh, migrated database: its pool, URL and name.
-async fn fresh(name: &str) -> anyhow::Result<(switchboard_core::deadpool_postgres::Pool, String, String)> {
+async fn fresh(name: &str) -> anyhow::Result<(deadpool_postgres::Pool, String, String)> {
     let (pool, database) = pg::scratch::database(&format!("sb_bench_{name}"), 4).await?;
     Ok((pool, pg::scratch::url_of(&database), database))
 }

@@ -30,9 +30,6 @@ pub mod source_secrets;
 pub mod stage;
 pub mod topology;
 
-pub use deadpool_postgres;
-pub use rdkafka;
 /// The call model lives in its own crate so that adapters (and their fuzz targets) build without
 /// Kafka or PostgreSQL; every stage reaches it as `switchboard_core::model`.
 pub use switchboard_model as model;
-pub use tokio_postgres;

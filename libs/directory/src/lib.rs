@@ -24,11 +24,11 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use switchboard_core::deadpool_postgres::Pool;
+use deadpool_postgres::Pool;
 use switchboard_core::model::{AgentMatch, CallEvent, ContactMatch, Direction, PhoneNumber, Region};
 use switchboard_core::retry::Backoff;
-use switchboard_core::tokio_postgres::{self, AsyncMessage, NoTls};
 use tokio::sync::watch as signal;
+use tokio_postgres::{self, AsyncMessage, NoTls};
 use tokio_util::sync::CancellationToken;
 
 pub use store::{Agent, BlacklistEntry, Contact, StoreError};

@@ -4,10 +4,9 @@
 //! re-running an import is harmless.
 
 use chrono::{DateTime, Utc};
+use deadpool_postgres::{Pool, PoolError};
 use serde::{Deserialize, Serialize};
-use switchboard_core::deadpool_postgres::{Pool, PoolError};
 use switchboard_core::model::{PhoneNumber, Region};
-use switchboard_core::tokio_postgres;
 
 use crate::{Directory, SourceOptions};
 

@@ -3,10 +3,10 @@
 //! writer owns these tables.
 
 use chrono::{DateTime, SecondsFormat, Utc};
+use deadpool_postgres::Pool;
 use serde_json::{Value, json};
-use switchboard_core::deadpool_postgres::Pool;
-use switchboard_core::tokio_postgres::types::ToSql;
-use switchboard_core::tokio_postgres::{self, Row};
+use tokio_postgres::types::ToSql;
+use tokio_postgres::{self, Row};
 
 use crate::filter::{Cursor, ListQuery, NumberFilter};
 
@@ -15,7 +15,7 @@ pub enum ReadError {
     #[error("PostgreSQL: {0}")]
     Db(#[from] tokio_postgres::Error),
     #[error("connection pool: {0}")]
-    Pool(#[from] switchboard_core::deadpool_postgres::PoolError),
+    Pool(#[from] deadpool_postgres::PoolError),
 }
 
 /// RFC 3339 in UTC, with as many fraction digits as the time has.

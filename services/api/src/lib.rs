@@ -29,10 +29,10 @@ use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use chrono::Datelike;
+use deadpool_postgres::Pool;
 use http::{HeaderValue, Method, Request, Response, StatusCode, header};
 use hyper::body::Incoming;
 use switchboard_core::config::{ApiSettings, Service, Settings};
-use switchboard_core::deadpool_postgres::Pool;
 use switchboard_core::http::{self as ops, Body, Health};
 use switchboard_core::http_service::{self, HttpService};
 use switchboard_core::model::{CallId, SourceId};

@@ -239,7 +239,7 @@ impl Fixture {
     }
 
     /// A pool of the fixture's database, for writing more calls.
-    async fn pool(&self) -> switchboard_core::deadpool_postgres::Pool {
+    async fn pool(&self) -> deadpool_postgres::Pool {
         let settings = PostgresSettings {
             url: pg::scratch::url_of(&self.database),
             pool_size: 1,

@@ -40,11 +40,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
+use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::producer::FutureProducer;
 use switchboard_core::avro::Codecs;
 use switchboard_core::config::{CalllogSettings, Service, Settings};
 use switchboard_core::kafka::{self, CommitMode};
-use switchboard_core::rdkafka::consumer::{Consumer, StreamConsumer};
-use switchboard_core::rdkafka::producer::FutureProducer;
 use switchboard_core::retry::Backoff;
 use switchboard_core::service::{self, ServiceError};
 use switchboard_core::stage::{DeadLetterTarget, Inbound, Poison, PoisonClass};
@@ -319,7 +319,7 @@ impl Writer {
         Some(batch)
     }
 
-    async fn consume_error(&self, error: switchboard_core::rdkafka::error::KafkaError) {
+    async fn consume_error(&self, error: rdkafka::error::KafkaError) {
         metrics::CONSUME_ERRORS.with_label_values(&[STAGE]).inc();
         tracing::warn!(%error, "Consumer error.");
         tokio::time::sleep(Duration::from_millis(100)).await;

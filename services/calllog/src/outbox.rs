@@ -19,12 +19,12 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use deadpool_postgres::Pool;
 use futures_util::StreamExt;
+use rdkafka::producer::FutureProducer;
 use switchboard_core::avro::Codecs;
-use switchboard_core::deadpool_postgres::Pool;
 use switchboard_core::kafka::{self, Outbound, ProduceError};
 use switchboard_core::metrics;
-use switchboard_core::rdkafka::producer::FutureProducer;
 use switchboard_core::retry::Backoff;
 use switchboard_core::stage::{DeadLetterTarget, Inbound, Poison, PoisonClass};
 use tokio::sync::Notify;
@@ -175,7 +175,7 @@ impl Publisher {
         &self,
         unpublished: Unpublished,
         record: Outbound,
-        error: &switchboard_core::rdkafka::error::KafkaError,
+        error: &rdkafka::error::KafkaError,
     ) -> Option<Unpublished> {
         let reason = format!(
             "call record version {} of {} bytes refused by Kafka for good: {error}",

@@ -28,12 +28,12 @@ use std::time::Duration;
 use ::http::{Method, StatusCode};
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
+use deadpool_postgres::Pool;
 use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 use hyper::{Request, Response};
 use serde_json::{Value, json};
 use switchboard_core::config::Settings;
-use switchboard_core::deadpool_postgres::Pool;
 use switchboard_core::http::{self, Body};
 use switchboard_core::model::CallRecord;
 

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use switchboard_core::deadpool_postgres::Pool;
+use deadpool_postgres::Pool;
 use tokio_util::sync::CancellationToken;
 
 use crate::seal::Sealer;

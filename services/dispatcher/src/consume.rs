@@ -19,16 +19,16 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use deadpool_postgres::Pool;
+use rdkafka::Message;
+use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
+use rdkafka::producer::FutureProducer;
 use serde_json::Value;
 use switchboard_core::avro::Codecs;
-use switchboard_core::deadpool_postgres::Pool;
+use switchboard_core::metrics;
 use switchboard_core::model::{CallEvent, CallRecord};
-use switchboard_core::rdkafka::Message;
-use switchboard_core::rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
-use switchboard_core::rdkafka::producer::FutureProducer;
 use switchboard_core::retry::Backoff;
 use switchboard_core::stage::{DeadLetterTarget, Inbound, Poison, PoisonClass};
-use switchboard_core::{metrics, tokio_postgres};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 

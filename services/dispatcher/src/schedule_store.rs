@@ -7,9 +7,8 @@
 
 use std::collections::HashMap;
 
+use deadpool_postgres::GenericClient;
 use serde_json::Value;
-use switchboard_core::deadpool_postgres::GenericClient;
-use switchboard_core::tokio_postgres;
 
 use crate::store::NewDelivery;
 

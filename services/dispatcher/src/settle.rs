@@ -16,8 +16,8 @@
 use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
+use deadpool_postgres::Pool;
 use serde_json::Value;
-use switchboard_core::deadpool_postgres::Pool;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::store::{AttemptLog, Settle, StoreError, WORKER_TRANSACTION};

@@ -11,9 +11,9 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
+use deadpool_postgres::{GenericClient, Pool};
 use serde_json::{Map, Value, json};
-use switchboard_core::deadpool_postgres::{GenericClient, Pool};
-use switchboard_core::tokio_postgres::{self, Row};
+use tokio_postgres::{self, Row};
 
 use crate::profile::{Profile, ProfileState};
 use crate::seal::{SealError, Sealer};
@@ -23,7 +23,7 @@ pub enum StoreError {
     #[error("PostgreSQL: {}", switchboard_core::pg::error_chain(.0))]
     Db(#[source] tokio_postgres::Error),
     #[error("PostgreSQL pool: {0}")]
-    Pool(#[source] switchboard_core::deadpool_postgres::PoolError),
+    Pool(#[source] deadpool_postgres::PoolError),
     #[error("profile {id}: {source}")]
     Seal {
         id: String,
@@ -38,8 +38,8 @@ impl From<tokio_postgres::Error> for StoreError {
     }
 }
 
-impl From<switchboard_core::deadpool_postgres::PoolError> for StoreError {
-    fn from(error: switchboard_core::deadpool_postgres::PoolError) -> Self {
+impl From<deadpool_postgres::PoolError> for StoreError {
+    fn from(error: deadpool_postgres::PoolError) -> Self {
         StoreError::Pool(error)
     }
 }

@@ -20,9 +20,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use chrono::{DateTime, Utc};
+use deadpool_postgres::Pool;
 use serde_json::{Value, json};
 use switchboard_core::config::DispatcherSettings;
-use switchboard_core::deadpool_postgres::Pool;
 use switchboard_core::metrics;
 use switchboard_core::model::{CallEvent, CallRecord};
 use switchboard_core::schedule;

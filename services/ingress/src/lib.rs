@@ -38,21 +38,21 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use deadpool_postgres::Pool;
 use http::{HeaderMap, HeaderValue, Request, Response, StatusCode, header};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::producer::{FutureProducer, FutureRecord};
 use switchboard_adapters::auth::query_without_token;
 use switchboard_adapters::{
     AuthFailure, Decision, Rejection, Reply, WEBHOOK_PATH_PREFIX, adapter_for, authenticate_head, decide,
 };
 use switchboard_core::avro::Codecs;
 use switchboard_core::config::{Service, Settings};
-use switchboard_core::deadpool_postgres::Pool;
 use switchboard_core::http::{self as ops, Body, Health};
 use switchboard_core::http_service::{self, HttpService};
 use switchboard_core::model::{RawWebhook, call_partition_key};
-use switchboard_core::rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use switchboard_core::rdkafka::producer::{FutureProducer, FutureRecord};
 use switchboard_core::seal::Sealer;
 use switchboard_core::service::{self, ServiceError};
 use switchboard_core::{kafka, metrics, pg};

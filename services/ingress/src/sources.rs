@@ -12,9 +12,9 @@ use std::sync::{Arc, RwLock};
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use deadpool_postgres::Pool;
 use sha2::{Digest, Sha256};
 use switchboard_adapters::{SourceAuth, SourceSettings};
-use switchboard_core::deadpool_postgres::Pool;
 use switchboard_core::model::{Region, SourceId, Vendor};
 use switchboard_core::seal::{SealError, Sealer};
 use switchboard_core::source_secrets::SourceSecrets;
@@ -22,9 +22,9 @@ use switchboard_core::source_secrets::SourceSecrets;
 #[derive(Debug, thiserror::Error)]
 pub enum SourceError {
     #[error("database: {0}")]
-    Db(#[from] switchboard_core::tokio_postgres::Error),
+    Db(#[from] tokio_postgres::Error),
     #[error("database pool: {0}")]
-    Pool(#[from] switchboard_core::deadpool_postgres::PoolError),
+    Pool(#[from] deadpool_postgres::PoolError),
     #[error("source {0} already exists")]
     Exists(String),
     #[error("no random numbers available: {0}")]

@@ -28,13 +28,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::Utc;
+use deadpool_postgres::Pool;
+use rdkafka::producer::FutureProducer;
 use switchboard_core::avro::Codecs;
 use switchboard_core::config::RecordingsSettings;
-use switchboard_core::deadpool_postgres::Pool;
 use switchboard_core::kafka::{self, Outbound};
 use switchboard_core::metrics;
 use switchboard_core::model::{CallEvent, EventId, EventKind, RecordingStatus};
-use switchboard_core::rdkafka::producer::FutureProducer;
 use switchboard_core::schedule;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;

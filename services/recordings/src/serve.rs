@@ -9,8 +9,8 @@
 //! `switchboard_recordings_link_requests_total` by result.
 
 use chrono::Utc;
+use deadpool_postgres::Pool;
 use switchboard_core::config::Settings;
-use switchboard_core::deadpool_postgres::Pool;
 use switchboard_core::metrics;
 use switchboard_core::model::RecordingStatus;
 

@@ -18,8 +18,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use deadpool_postgres::Pool;
 use switchboard_core::avro::Codecs;
-use switchboard_core::deadpool_postgres::Pool;
 use switchboard_core::kafka::Outbound;
 use switchboard_core::metrics;
 use switchboard_core::model::{CallEvent, RecordingStatus};

@@ -11,12 +11,12 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use switchboard_core::deadpool_postgres::Pool;
+use deadpool_postgres::Pool;
 use switchboard_core::model::SourceSettings;
 use switchboard_core::model::{CallEvent, CallId, LegId, RecordingStatus, Secret, SourceId, Vendor};
 use switchboard_core::seal::Sealer;
 use switchboard_core::source_secrets::SourceSecrets;
-use switchboard_core::tokio_postgres::{self, Row};
+use tokio_postgres::{self, Row};
 
 use crate::link::recording_key;
 
@@ -40,8 +40,8 @@ impl From<tokio_postgres::Error> for StoreError {
     }
 }
 
-impl From<switchboard_core::deadpool_postgres::PoolError> for StoreError {
-    fn from(error: switchboard_core::deadpool_postgres::PoolError) -> Self {
+impl From<deadpool_postgres::PoolError> for StoreError {
+    fn from(error: deadpool_postgres::PoolError) -> Self {
         StoreError::Transient(error.to_string())
     }
 }

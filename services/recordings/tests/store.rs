@@ -7,7 +7,7 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use chrono::{TimeZone, Utc};
-use switchboard_core::deadpool_postgres::Pool;
+use deadpool_postgres::Pool;
 use switchboard_core::model::{CallEvent, CallId, EventId, EventKind, RecordingStatus, SourceId, Vendor};
 use switchboard_core::pg;
 use switchboard_recordings::store::{self, NewRecording};

@@ -10,21 +10,21 @@ use std::collections::{HashMap, HashSet};
 
 use bytes::Bytes;
 use chrono::{DateTime, SecondsFormat, Utc};
+use deadpool_postgres::Pool;
 use http::{Method, Request, Response, StatusCode, header};
 use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 use serde::de::DeserializeOwned;
-use switchboard_core::deadpool_postgres::Pool;
 use switchboard_core::http::{self as ops, Body};
 use switchboard_core::model::{PhoneNumber, Region};
 use switchboard_core::pg::error_chain;
-use switchboard_core::tokio_postgres::error::SqlState;
 use switchboard_directory::store::{
     AgentInput, BLACKLIST_COLUMNS, BlacklistImportRow, BlacklistInput, ContactInput, StoreError,
     agent_from_row, blacklist_from_row, blacklist_number, contact_from_row, remove_blacklist, upsert_agents,
     upsert_blacklist, upsert_contacts, valid_id,
 };
 use switchboard_directory::{Agent, BlacklistEntry, Contact};
+use tokio_postgres::error::SqlState;
 
 use crate::Router;
 
@@ -66,14 +66,14 @@ impl From<StoreError> for Failure {
     }
 }
 
-impl From<switchboard_core::tokio_postgres::Error> for Failure {
-    fn from(error: switchboard_core::tokio_postgres::Error) -> Self {
+impl From<tokio_postgres::Error> for Failure {
+    fn from(error: tokio_postgres::Error) -> Self {
         StoreError::from(error).into()
     }
 }
 
-impl From<switchboard_core::deadpool_postgres::PoolError> for Failure {
-    fn from(error: switchboard_core::deadpool_postgres::PoolError) -> Self {
+impl From<deadpool_postgres::PoolError> for Failure {
+    fn from(error: deadpool_postgres::PoolError) -> Self {
         StoreError::from(error).into()
     }
 }
@@ -427,7 +427,7 @@ fn object<T: DeserializeOwned>(value: serde_json::Value) -> Result<T, String> {
 async fn write<T, F>(pool: &Pool, work: F) -> Result<T, Failure>
 where
     F: for<'t> FnOnce(
-        &'t switchboard_core::tokio_postgres::Transaction<'t>,
+        &'t tokio_postgres::Transaction<'t>,
     ) -> std::pin::Pin<Box<dyn Future<Output = Result<T, StoreError>> + Send + 't>>,
 {
     let mut client = pool.get().await?;

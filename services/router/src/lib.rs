@@ -27,11 +27,11 @@ use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use deadpool_postgres::Pool;
 use http::{HeaderValue, Method, Request, Response, StatusCode, header};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 use switchboard_core::config::{Service, Settings};
-use switchboard_core::deadpool_postgres::Pool;
 use switchboard_core::http::{self as ops, Body, Health};
 use switchboard_core::http_service::{self, HttpService};
 use switchboard_core::model::Region;

@@ -1,8 +1,7 @@
 //! Why a write failed: for the service, whether retrying can help; within the writer, whether an
 //! attempt is to be made again with the calls read back.
 
-use switchboard_core::deadpool_postgres::PoolError;
-use switchboard_core::tokio_postgres;
+use deadpool_postgres::PoolError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum WriteError {

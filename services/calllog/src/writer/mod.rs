@@ -39,12 +39,12 @@ use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
+use deadpool_postgres::{Pool, Transaction};
 use switchboard_core::avro::Codecs;
 use switchboard_core::config::CalllogSettings;
-use switchboard_core::deadpool_postgres::{Pool, Transaction};
 use switchboard_core::metrics;
 use switchboard_core::model::{CallEvent, Direction, Outcome};
-use switchboard_core::tokio_postgres::{self, types::ToSql};
+use tokio_postgres::{self, types::ToSql};
 
 use self::error::Attempt;
 pub use self::error::WriteError;

@@ -4,9 +4,8 @@
 use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
-use switchboard_core::deadpool_postgres::Transaction;
+use deadpool_postgres::Transaction;
 use switchboard_core::model::{Direction, WrapUp};
-use switchboard_core::tokio_postgres;
 
 use super::WriteError;
 use super::digest::LEG_HASH_HEX;

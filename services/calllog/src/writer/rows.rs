@@ -3,7 +3,7 @@
 
 use chrono::{DateTime, Utc};
 use switchboard_core::model::{AgentRef, CallEvent, CallRecord, CallStatus, Completion, LegRecord, Outcome};
-use switchboard_core::tokio_postgres::types::ToSql;
+use tokio_postgres::types::ToSql;
 
 use super::table::{Rows, columns, joined_list};
 use crate::codes;

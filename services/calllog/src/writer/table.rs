@@ -6,9 +6,9 @@
 //! ([`render`]) all come from that one list, so they cannot disagree on a column's name, type or
 //! position.
 
-use switchboard_core::deadpool_postgres::Transaction;
-use switchboard_core::tokio_postgres::types::ToSql;
-use switchboard_core::tokio_postgres::{self, Statement};
+use deadpool_postgres::Transaction;
+use tokio_postgres::types::ToSql;
+use tokio_postgres::{self, Statement};
 
 /// One column as the statements see it.
 #[derive(Debug, Clone, Copy)]
@@ -173,7 +173,7 @@ macro_rules! columns {
                 self.rows
             }
 
-            fn params(&self) -> Vec<&(dyn ::switchboard_core::tokio_postgres::types::ToSql + Sync)> {
+            fn params(&self) -> Vec<&(dyn ::tokio_postgres::types::ToSql + Sync)> {
                 vec![$(&self.$column),+]
             }
         }
