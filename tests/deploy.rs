@@ -5,7 +5,7 @@
 //! What is checked is what breaks a deployment silently: every YAML file parses; every service
 //! in compose and Kubernetes runs a real subcommand of the binary, and every service the binary
 //! can run is deployed, scraped and on the dashboard; every `SWITCHBOARD_*` variable named there
-//! is one the configuration reads, with a value it accepts (`Settings::from_vars`, the same code
+//! is one the configuration reads, with a value it accepts (`switchboard::from_vars`, the same code
 //! path as the real environment); ports, probes and scrape targets agree with the configuration;
 //! Prometheus configs and rules pass `promtool check` and the rules' unit tests pass `promtool
 //! test rules`; every dashboard query is valid PromQL; every metric the rules and the dashboard
@@ -92,12 +92,12 @@ fn by_name(name: &str) -> Service {
 /// Checks a deployment's `SWITCHBOARD_*` variables: each is a key the configuration reads, and
 /// together they load and validate. Returns the settings they make.
 fn check_env(what: &str, env: &BTreeMap<String, String>) -> Settings {
-    let known = Settings::env_keys();
+    let known = switchboard::env_keys();
     for key in env.keys().filter(|k| k.starts_with("SWITCHBOARD_")) {
         let read = known.iter().any(|k| k == key || (k.ends_with("__") && key.starts_with(k.as_str())));
         assert!(read, "{what}: {key} is not a setting Switchboard reads (known: {known:?})");
     }
-    Settings::from_vars(env)
+    switchboard::from_vars(env)
         .unwrap_or_else(|e| panic!("{what}: the configuration refuses its environment: {e}"))
 }
 
@@ -185,7 +185,7 @@ fn compose_runs_every_service_on_real_commands_settings_and_ports() {
         };
         deployed.insert(service.name());
         assert_eq!(&name, service.name(), "compose names each service after its command");
-        if let Err(error) = settings.validate_for(service) {
+        if let Err(error) = switchboard::check_start(&settings, service) {
             panic!("compose {name}: the service would refuse its settings: {error}");
         }
 
@@ -303,7 +303,7 @@ fn kubernetes_manifests_deploy_every_service_consistently() {
     let placeholders = labels(&secret.value["stringData"]);
     let mut unfilled = shared.clone();
     unfilled.extend(placeholders.clone());
-    let refused = Settings::from_vars(&unfilled).expect_err("the Secret's placeholders are refused");
+    let refused = switchboard::from_vars(&unfilled).expect_err("the Secret's placeholders are refused");
     assert!(refused.to_string().contains("placeholder"), "{refused}");
     shared.extend(
         placeholders
@@ -342,7 +342,7 @@ fn kubernetes_manifests_deploy_every_service_consistently() {
         }
         let service = by_name(command);
         assert_eq!(object.name(), service.name(), "Deployments are named after their command");
-        if let Err(error) = settings.validate_for(service) {
+        if let Err(error) = switchboard::check_start(&settings, service) {
             panic!("{}: the service would refuse its settings: {error}", object.what());
         }
         let template_labels = labels(&pod["metadata"]["labels"]);
@@ -479,7 +479,7 @@ fn scrape_jobs(config: &Value) -> BTreeMap<String, u16> {
 #[test]
 fn prometheus_configs_scrape_every_service_and_pass_promtool() {
     let dir = repo().join("deploy/prometheus");
-    let defaults = Settings::from_vars(Vec::<(String, String)>::new()).expect("defaults");
+    let defaults = switchboard::from_vars(Vec::<(String, String)>::new()).expect("defaults");
     for file in ["prometheus.yml", "prometheus-k8s.yml"] {
         let out = run_promtool(&dir, &["check", "config", file]);
         assert!(out.contains("SUCCESS"), "{out}");

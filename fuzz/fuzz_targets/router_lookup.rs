@@ -7,7 +7,7 @@
 use std::sync::LazyLock;
 
 use chrono::{DateTime, Utc};
-use switchboard_core::config::RouterSettings;
+use switchboard_router::RouterSettings;
 use switchboard_core::model::Region;
 use switchboard_directory::{Agent, BlacklistEntry, Contact, Directory};
 use switchboard_router::lookup::{self, CallerCache, Context, Format, Reply};

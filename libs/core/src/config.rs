@@ -16,24 +16,99 @@ use crate::model::Secret;
 pub use crate::topology::{Service, Topics};
 use figment::Figment;
 use figment::providers::{Format, Serialized, Toml};
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
+/// The settings every service shares, and each service's own section as read.
+///
+/// The shared sections are typed here; a service's own section (`[calllog]`,
+/// `SWITCHBOARD_CALLLOG__…`) is a [`Section`] defined in the service's crate and taken with
+/// [`Settings::section`], so that changing it rebuilds that service alone. Which sections exist is
+/// the binary's list of services ([`SectionInfo`]): loading refuses any other.
+#[derive(Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
 pub struct Settings {
     pub kafka: KafkaSettings,
     pub postgres: PostgresSettings,
     pub http: HttpSettings,
-    pub ingress: IngressSettings,
     pub pipeline: PipelineSettings,
-    pub calllog: CalllogSettings,
     pub api: ApiSettings,
-    pub router: RouterSettings,
-    pub recordings: RecordingsSettings,
-    pub dispatcher: DispatcherSettings,
-    pub desk: DeskSettings,
     pub sources: SourcesSettings,
     pub log: LogSettings,
+    /// The services' own sections by name, untyped until their service reads them. Not
+    /// `deny_unknown_fields` (serde cannot with `flatten`): `validate` refuses unknown names.
+    #[serde(flatten)]
+    sections: BTreeMap<String, figment::value::Value>,
+}
+
+/// Shown without the services' sections, which hold keys and are typed (and masked) only by
+/// their own crates.
+impl std::fmt::Debug for Settings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Settings")
+            .field("kafka", &self.kafka)
+            .field("postgres", &self.postgres)
+            .field("http", &self.http)
+            .field("pipeline", &self.pipeline)
+            .field("api", &self.api)
+            .field("sources", &self.sources)
+            .field("log", &self.log)
+            .field("sections", &self.sections.keys().collect::<Vec<_>>())
+            .finish()
+    }
+}
+
+/// A service's own section of the configuration, defined in the service's crate.
+pub trait Section: Default + Serialize + DeserializeOwned {
+    /// `calllog` for `[calllog]` in the file and `SWITCHBOARD_CALLLOG__…` in the environment.
+    const NAME: &'static str;
+
+    /// Why the section cannot be used, checked with the shared settings at hand before any
+    /// service binds a port.
+    fn validate(&self, _shared: &Settings) -> Result<(), String> {
+        Ok(())
+    }
+
+    /// The keys and tokens it holds, by setting name: each is held to [`secret_problem`].
+    fn secrets(&self) -> Vec<(&'static str, &Secret)> {
+        Vec::new()
+    }
+
+    /// What the section's own service needs beyond a valid section (a key it cannot run
+    /// without), checked before that service binds a port; other commands may do without.
+    fn required(&self) -> Result<(), String> {
+        Ok(())
+    }
+}
+
+/// A [`Section`] type as a value, for the binary's one list of services' sections.
+#[derive(Debug, Clone, Copy)]
+pub struct SectionInfo {
+    pub name: &'static str,
+    defaults: fn() -> serde_json::Value,
+    check: fn(&Settings) -> Result<(), ConfigError>,
+    required: fn(&Settings) -> Result<(), ConfigError>,
+}
+
+impl SectionInfo {
+    pub const fn of<S: Section>() -> Self {
+        Self {
+            name: S::NAME,
+            defaults: || serde_json::to_value(S::default()).unwrap_or_default(),
+            check: |settings| settings.section::<S>().map(drop),
+            required: |settings| {
+                settings
+                    .section::<S>()?
+                    .required()
+                    .map_err(|e| ConfigError::Invalid(format!("{}.{e}", S::NAME)))
+            },
+        }
+    }
+
+    /// What the section's service needs to start (`Section::required`).
+    pub fn check_required(&self, settings: &Settings) -> Result<(), ConfigError> {
+        (self.required)(settings)
+    }
 }
 
 #[derive(Clone, Serialize, Deserialize)]
@@ -164,7 +239,7 @@ fn scalars_as_strings<'de, D: serde::Deserializer<'de>>(
 
 /// A text setting whose values often look like numbers (an extension such as `700`), which the
 /// environment and TOML would otherwise hand over as integers.
-fn scalar_as_string<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<String, D::Error> {
+pub fn scalar_as_string<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<String, D::Error> {
     #[derive(Deserialize)]
     #[serde(untagged)]
     enum Scalar {
@@ -235,23 +310,6 @@ impl HttpSettings {
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
-pub struct IngressSettings {
-    /// Larger bodies are refused with 413 before they are read whole.
-    pub max_body_bytes: usize,
-    /// How often ingress re-reads the sources table, so a new source works without a restart.
-    pub sources_refresh_ms: u64,
-    /// The `Retry-After` ingress sends with a 503.
-    pub retry_after_secs: u64,
-}
-
-impl Default for IngressSettings {
-    fn default() -> Self {
-        Self { max_body_bytes: 1024 * 1024, sources_refresh_ms: 2_000, retry_after_secs: 5 }
-    }
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
 pub struct PipelineSettings {
     /// Records a consumer stage keeps in flight (processed or being produced, offset not yet
     /// stored). The bound is what turns a slow broker into backpressure instead of memory.
@@ -265,45 +323,6 @@ pub struct PipelineSettings {
 impl Default for PipelineSettings {
     fn default() -> Self {
         Self { max_in_flight: 1_000, max_backoff_ms: 5_000, drain_timeout_ms: 10_000 }
-    }
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct CalllogSettings {
-    /// Most events written in one database transaction.
-    pub batch_max: usize,
-    /// How long the writer waits to fill a batch once it has one event.
-    pub batch_linger_ms: u64,
-    /// A call with no end marker is complete (and published) once no new event has arrived for
-    /// this long, provided it was answered or has ended; a later event updates it again.
-    pub settle_ms: u64,
-    /// The same for a call that is still ringing: longer, so that a caller waiting in a queue
-    /// is not reported missed while they wait.
-    pub ringing_settle_ms: u64,
-    /// Batches a writer has in the database at once (each its own transaction); offsets are
-    /// still stored in order. 1 writes strictly one batch after another.
-    pub batches_in_flight: usize,
-    /// Calls whose events a writer keeps in memory while they are in progress, so that a call's
-    /// next batch folds without reading it back; 0 reads every call back.
-    pub fold_cache_calls: usize,
-    /// Most events one call keeps: every batch refolds a call from all its events, so a call that
-    /// grew without bound (a PBX stuck resending a leg's event under new ids) would make each of
-    /// its batches slower than the last. Events beyond go to the dead-letter topic with the reason.
-    pub max_events_per_call: usize,
-}
-
-impl Default for CalllogSettings {
-    fn default() -> Self {
-        Self {
-            batch_max: 1_000,
-            batch_linger_ms: 20,
-            settle_ms: 60_000,
-            ringing_settle_ms: 3_600_000,
-            batches_in_flight: 2,
-            fold_cache_calls: 50_000,
-            max_events_per_call: 10_000,
-        }
     }
 }
 
@@ -338,140 +357,6 @@ impl ApiSettings {
     }
 }
 
-/// The IVR routing lookup.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct RouterSettings {
-    /// Name of the Telphin `SetVar` variable that carries the extension.
-    #[serde(deserialize_with = "scalar_as_string")]
-    pub telphin_variable: String,
-    /// Where a call goes when no responsible agent is known (unknown caller, no agent, lookup
-    /// failure): for example a queue's extension. Empty means "no transfer".
-    #[serde(deserialize_with = "scalar_as_string")]
-    pub fallback: String,
-    /// Where a blacklisted caller goes instead of an agent: for example an extension that plays a
-    /// message and hangs up. Empty means the PBX's own refusal (Telphin `<Hangup/>`, Zadarma's
-    /// `"blacklist"` scenario, JSON `"action": "reject"`).
-    #[serde(deserialize_with = "scalar_as_string")]
-    pub blacklist_target: String,
-    /// How long a lookup may take, reading the request included, before the router answers with
-    /// the fallback; well inside any IVR's timeout.
-    pub lookup_timeout_ms: u64,
-    /// ISO 3166 region for callers in national format, and for numbers the admin API imports
-    /// (a request's `region` parameter overrides it).
-    pub region: String,
-    /// Tokens a lookup must carry as `?token=` (PBXs cannot send headers). A lookup without one
-    /// of them gets only the fallback answer. Required unless `open_lookups` says otherwise.
-    pub lookup_tokens: Vec<Secret>,
-    /// Answer lookups without a token, as in Telphin's own examples: only where the router port
-    /// is reachable from the PBX's addresses alone. The router refuses to start with neither.
-    pub open_lookups: bool,
-}
-
-impl Default for RouterSettings {
-    fn default() -> Self {
-        Self {
-            telphin_variable: "transferDestination".into(),
-            fallback: String::new(),
-            blacklist_target: String::new(),
-            lookup_timeout_ms: 300,
-            region: "US".into(),
-            lookup_tokens: Vec::new(),
-            open_lookups: false,
-        }
-    }
-}
-
-/// Recording links (the recordings service signs them, the api serves them) and the resolution of
-/// vendor recording ids.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct RecordingsSettings {
-    /// HMAC-SHA256 key of the links' tokens, at least 32 bytes; the same on the recordings
-    /// service and the api. Changing it invalidates every link handed out. The recordings service
-    /// refuses to start without one; the api then answers recording links 503.
-    #[serde(deserialize_with = "secret_scalar")]
-    pub link_key: Secret,
-    /// The key before the last rotation, at least 32 bytes when set: links it signed still open
-    /// (new ones are signed with `link_key`), so that rotating the key does not break the links
-    /// already pasted into CRMs. Keep it until those links expire (`link_ttl_secs`), then unset.
-    #[serde(deserialize_with = "secret_scalar")]
-    pub previous_link_key: Secret,
-    /// Where CRM users reach the api: links are `<public_url>/v1/recordings/<id>?token=...`.
-    pub public_url: String,
-    /// How long a link works after the call's recording was first reported.
-    pub link_ttl_secs: u64,
-    /// Attempts to resolve a vendor recording id before the call is marked recording_failed.
-    pub max_attempts: u32,
-    /// Wait before the second attempt; it doubles after each attempt, up to `retry_max_ms`.
-    pub retry_initial_ms: u64,
-    pub retry_max_ms: u64,
-    /// How long one vendor API call (token included) may take.
-    pub resolve_timeout_ms: u64,
-    /// How often the resolver looks for due recordings when it has nothing in hand.
-    pub poll_interval_ms: u64,
-    /// Vendor API calls one recordings replica makes at once.
-    pub concurrency: usize,
-}
-
-impl Default for RecordingsSettings {
-    fn default() -> Self {
-        Self {
-            link_key: Secret::default(),
-            previous_link_key: Secret::default(),
-            public_url: "http://127.0.0.1:8081".into(),
-            link_ttl_secs: 365 * 24 * 3600,
-            max_attempts: 12,
-            retry_initial_ms: 15_000,
-            retry_max_ms: 600_000,
-            resolve_timeout_ms: 10_000,
-            poll_interval_ms: 1_000,
-            concurrency: 16,
-        }
-    }
-}
-
-/// Outbound delivery to CRMs (the dispatcher service).
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct DispatcherSettings {
-    /// Key that seals the profiles' secrets (signing secrets, tokens) in PostgreSQL, at least 32
-    /// bytes; the dispatcher refuses to start without it. Changing it makes the stored profiles
-    /// unreadable until they are saved again.
-    #[serde(deserialize_with = "secret_scalar")]
-    pub secrets_key: Secret,
-    /// Non-public networks deliveries may reach anyway, as CIDRs (`10.1.2.0/24`): a CRM on the
-    /// office network, or the loopback receivers of tests. Public addresses are always allowed.
-    pub allow_networks: Vec<String>,
-    /// How often a dispatcher replica looks for due deliveries when it has nothing in hand.
-    pub poll_interval_ms: u64,
-    /// Requests one replica has in flight at once (each profile also has its own limit).
-    pub concurrency: usize,
-    /// How long a receiver has to answer when the profile sets no timeout of its own.
-    pub attempt_timeout_ms: u64,
-    /// How much of an answer is read (and kept in the attempt log); the rest is dropped.
-    pub max_response_bytes: usize,
-    /// A profile whose every delivery has failed for this long is disabled (0: never).
-    pub disable_after_hours: u64,
-    /// How soon a changed profile is used by every replica.
-    pub profiles_refresh_ms: u64,
-}
-
-impl Default for DispatcherSettings {
-    fn default() -> Self {
-        Self {
-            secrets_key: Secret::default(),
-            allow_networks: Vec::new(),
-            poll_interval_ms: 500,
-            concurrency: 32,
-            attempt_timeout_ms: 15_000,
-            max_response_bytes: 64 * 1024,
-            disable_after_hours: 72,
-            profiles_refresh_ms: 1_000,
-        }
-    }
-}
-
 /// The PBX sources' secrets at rest (`switchboard_core::source_secrets`): read by ingress (the
 /// signing secrets), recordings and the api (vendor API credentials), the desk (click-to-call) and
 /// `switchboard sources add|reseal`.
@@ -486,62 +371,11 @@ pub struct SourcesSettings {
     pub previous_secrets_key: Secret,
 }
 
-/// The agent's desk (the desk service): sessions, the notification stream, the panel.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct DeskSettings {
-    /// Key from which session tokens are derived (HMAC-SHA256 of the session id), at least 32
-    /// bytes; the desk refuses to start without it. Only token hashes are stored, so a copy of
-    /// the database alone gives no usable token; changing the key invalidates every session.
-    #[serde(deserialize_with = "secret_scalar")]
-    pub token_key: Secret,
-    /// How long a session lives; a session may ask for less, never more.
-    pub session_ttl_secs: u64,
-    /// Notifications kept per agent for clients that resume by last event id.
-    pub resume_window: usize,
-    /// Streams (WebSocket or SSE) one replica holds at once; one more is refused with 503.
-    pub max_streams: usize,
-    /// Notifications queued for one slow stream before it is closed (it resumes on reconnect).
-    pub stream_queue: usize,
-    /// How often an idle stream gets a keep-alive (WebSocket ping, SSE comment).
-    pub keepalive_secs: u64,
-    /// Who may embed the agent panel in a frame (CSP `frame-ancestors`), e.g.
-    /// `https://crm.example.com`; `*` allows every site (the panel still needs a token).
-    pub frame_ancestors: String,
-    /// Calls whose state the desk remembers at once (for "taken" and "missed"); the oldest are
-    /// forgotten first.
-    pub max_tracked_calls: usize,
-}
-
-impl Default for DeskSettings {
-    fn default() -> Self {
-        Self {
-            token_key: Secret::default(),
-            session_ttl_secs: 12 * 3600,
-            resume_window: 256,
-            max_streams: 20_000,
-            stream_queue: 256,
-            keepalive_secs: 15,
-            frame_ancestors: "*".into(),
-            max_tracked_calls: 100_000,
-        }
-    }
-}
-
 /// Shortest link key accepted: 256 bits, the HMAC-SHA256 output size.
 pub const MIN_LINK_KEY_BYTES: usize = 32;
 
-/// Whether `text` is an IPv4 or IPv6 network (`10.0.0.0/8`) or a bare address; the dispatcher
-/// parses it again with its own type, this keeps a typo from starting.
-fn is_cidr(text: &str) -> bool {
-    let (addr, prefix) = text.trim().split_once('/').map_or((text.trim(), None), |(a, p)| (a, Some(p)));
-    let Ok(addr) = addr.parse::<std::net::IpAddr>() else { return false };
-    let max = if addr.is_ipv4() { 32 } else { 128 };
-    prefix.is_none_or(|p| p.parse::<u8>().is_ok_and(|p| p <= max))
-}
-
 /// A secret setting given as any scalar (a key of digits reads as a number from the environment).
-fn secret_scalar<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Secret, D::Error> {
+pub fn secret_scalar<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Secret, D::Error> {
     scalar_as_string(deserializer).map(Secret::new)
 }
 
@@ -648,25 +482,27 @@ pub enum ConfigError {
 }
 
 impl Settings {
-    /// Loads defaults, then `SWITCHBOARD_CONFIG` (a TOML file) when set, then the environment.
-    pub fn load() -> Result<Self, ConfigError> {
+    /// Loads defaults, then `SWITCHBOARD_CONFIG` (a TOML file) when set, then the environment;
+    /// `sections` are the services' own sections that may appear.
+    pub fn load(sections: &[SectionInfo]) -> Result<Self, ConfigError> {
         let file = std::env::var_os("SWITCHBOARD_CONFIG").map(PathBuf::from);
         let vars = std::env::vars_os()
             .map(|(key, value)| (key.to_string_lossy().into_owned(), value.to_string_lossy().into_owned()));
-        Self::load_from(file, EnvVars::new(vars))
+        Self::load_from(file, EnvVars::new(vars), sections)
     }
 
     /// Loads defaults and then `vars` as if they were the whole environment (the TOML file is not
     /// read): what a deployment manifest's environment would configure, validated. Variables
     /// without the `SWITCHBOARD_` prefix are ignored, as they are in the real environment.
     pub fn from_vars<K: AsRef<str>, V: AsRef<str>>(
+        sections: &[SectionInfo],
         vars: impl IntoIterator<Item = (K, V)>,
     ) -> Result<Self, ConfigError> {
         let vars = vars.into_iter().map(|(k, v)| (k.as_ref().to_owned(), v.as_ref().to_owned()));
-        Self::load_from(None, EnvVars::new(vars))
+        Self::load_from(None, EnvVars::new(vars), sections)
     }
 
-    fn load_from(file: Option<PathBuf>, env: EnvVars) -> Result<Self, ConfigError> {
+    fn load_from(file: Option<PathBuf>, env: EnvVars, sections: &[SectionInfo]) -> Result<Self, ConfigError> {
         let mut figment = Figment::from(Serialized::defaults(Settings::default()));
         if let Some(path) = file {
             if !path.exists() {
@@ -679,19 +515,65 @@ impl Settings {
             .into_iter()
             .map(|(key, value)| (key.replace('_', "."), value))
             .collect();
-        settings.validate()?;
+        settings.validate(sections)?;
         Ok(settings)
+    }
+
+    /// The section `S` alone, read from `vars` as [`Settings::from_vars`] reads them: for the
+    /// tests of a service's own settings.
+    pub fn section_from_vars<S: Section, K: AsRef<str>, V: AsRef<str>>(
+        vars: impl IntoIterator<Item = (K, V)>,
+    ) -> Result<S, ConfigError> {
+        Self::from_vars(&[SectionInfo::of::<S>()], vars)?.section()
+    }
+
+    /// The service's own section `S`, its defaults where unset, checked.
+    pub fn section<S: Section>(&self) -> Result<S, ConfigError> {
+        let section = match self.sections.get(S::NAME) {
+            None => S::default(),
+            Some(value) => {
+                value.deserialize::<S>().map_err(|e| ConfigError::Invalid(format!("{}: {e}", S::NAME)))?
+            }
+        };
+        section.validate(self).map_err(|e| ConfigError::Invalid(format!("{}.{e}", S::NAME)))?;
+        if let Some(problem) = section
+            .secrets()
+            .into_iter()
+            .find_map(|(name, secret)| secret_problem(secret).map(|why| format!("{}.{name}{why}", S::NAME)))
+        {
+            return Err(ConfigError::Invalid(problem));
+        }
+        Ok(section)
+    }
+
+    /// Replaces the section `S` (tests and benchmarks that configure a service in code).
+    pub fn set_section<S: Section>(&mut self, section: &S) -> Result<(), ConfigError> {
+        let value = figment::value::Value::serialize(section).map_err(|e| ConfigError::Load(Box::new(e)))?;
+        let _ = self.sections.insert(S::NAME.to_owned(), value);
+        Ok(())
+    }
+
+    /// The section of `service` checked for starting it: what every service needs
+    /// ([`Settings::validate_for`]), then the section's own needs ([`Section::required`]).
+    pub fn own_section<S: Section>(&self, service: Service) -> Result<S, ConfigError> {
+        self.validate_for(service)?;
+        let section = self.section::<S>()?;
+        section.required().map_err(|e| ConfigError::Invalid(format!("{}.{e}", S::NAME)))?;
+        Ok(section)
     }
 
     /// Every environment variable the configuration reads, as `SWITCHBOARD_<SECTION>__<KEY>`,
     /// from the settings structs themselves, so that it cannot drift from them. The free-form
     /// librdkafka properties appear as their prefix, `SWITCHBOARD_KAFKA__CLIENT__`.
-    pub fn env_keys() -> Vec<String> {
+    pub fn env_keys(sections: &[SectionInfo]) -> Vec<String> {
         let mut keys = vec![CONFIG_FILE_VAR.to_owned()];
-        let Ok(serde_json::Value::Object(sections)) = serde_json::to_value(Settings::default()) else {
+        let Ok(serde_json::Value::Object(mut all)) = serde_json::to_value(Settings::default()) else {
             return keys;
         };
-        for (section, fields) in sections {
+        for section in sections {
+            let _ = all.insert(section.name.to_owned(), (section.defaults)());
+        }
+        for (section, fields) in all {
             let serde_json::Value::Object(fields) = fields else { continue };
             for (field, value) in fields {
                 let key = format!("{ENV_PREFIX}{}__{}", section.to_uppercase(), field.to_uppercase());
@@ -702,7 +584,34 @@ impl Settings {
         keys
     }
 
-    pub fn validate(&self) -> Result<(), ConfigError> {
+    /// The defaults of every setting, the services' `sections` included, as JSON.
+    pub fn defaults(sections: &[SectionInfo]) -> serde_json::Value {
+        let mut all = serde_json::to_value(Settings::default()).unwrap_or_default();
+        for section in sections {
+            if let Some(map) = all.as_object_mut() {
+                let _ = map.insert(section.name.to_owned(), (section.defaults)());
+            }
+        }
+        all
+    }
+
+    /// Checks the shared sections, then refuses sections not in `sections` and checks each of
+    /// those that are.
+    pub fn validate(&self, sections: &[SectionInfo]) -> Result<(), ConfigError> {
+        self.validate_shared()?;
+        if let Some(unknown) = self.sections.keys().find(|name| !sections.iter().any(|s| s.name == *name)) {
+            let mut known: Vec<&str> =
+                ["kafka", "postgres", "http", "pipeline", "api", "sources", "log"].into();
+            known.extend(sections.iter().map(|s| s.name));
+            return Err(ConfigError::Invalid(format!(
+                "unknown section {unknown:?}; the sections are {}",
+                known.join(", ")
+            )));
+        }
+        sections.iter().try_for_each(|section| (section.check)(self))
+    }
+
+    fn validate_shared(&self) -> Result<(), ConfigError> {
         let fail = |msg: String| Err(ConfigError::Invalid(msg));
         if self.kafka.brokers.trim().is_empty() {
             return fail("kafka.brokers is empty".into());
@@ -745,104 +654,14 @@ impl Settings {
         if self.postgres.pool_size == 0 {
             return fail("postgres.pool_size must be at least 1".into());
         }
-        // The raw record adds kept headers (at most 128 KiB), a query string (at most 8 KiB) and
-        // metadata to the body; keep room for them.
-        let max_body = crate::topology::MAX_RECORD_BYTES - 256 * 1024;
-        if !(1024..=max_body).contains(&self.ingress.max_body_bytes) {
-            return fail(format!("ingress.max_body_bytes must be between 1024 and {max_body}"));
-        }
-        if self.ingress.sources_refresh_ms < 100 {
-            return fail("ingress.sources_refresh_ms must be at least 100".into());
-        }
         if self.pipeline.max_backoff_ms < 100 {
             return fail("pipeline.max_backoff_ms must be at least 100".into());
         }
-        if self.router.region.parse::<crate::model::Region>().is_err() {
-            return fail(format!("router.region {:?} is not an ISO 3166 alpha-2 code", self.router.region));
-        }
-        if !(10..=10_000).contains(&self.router.lookup_timeout_ms) {
-            return fail("router.lookup_timeout_ms must be 10..=10000".into());
-        }
-        let xml_name = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
-        if !xml_name(&self.router.telphin_variable) {
-            return fail("router.telphin_variable must be letters, digits and _".into());
-        }
-        // A PBX takes it as an extension or scenario id: short, one word, printable.
-        let target = &self.router.blacklist_target;
-        if target.chars().count() > 64 || target.chars().any(|c| c.is_control() || c.is_whitespace()) {
-            return fail("router.blacklist_target must be at most 64 characters, without spaces".into());
-        }
-        if !(1..=16).contains(&self.calllog.batches_in_flight) {
-            return fail("calllog.batches_in_flight must be 1..=16".into());
-        }
-        if self.calllog.max_events_per_call == 0 {
-            return fail("calllog.max_events_per_call must be at least 1".into());
-        }
-        if self.pipeline.max_in_flight == 0 || self.calllog.batch_max == 0 {
-            return fail("pipeline.max_in_flight and calllog.batch_max must be at least 1".into());
-        }
-        if self.calllog.settle_ms < 100 || self.calllog.ringing_settle_ms < self.calllog.settle_ms {
-            return fail(
-                "calllog.settle_ms must be at least 100 and ringing_settle_ms at least settle_ms".into(),
-            );
+        if self.pipeline.max_in_flight == 0 {
+            return fail("pipeline.max_in_flight must be at least 1".into());
         }
         if let Some(problem) = self.secret_problem() {
             return fail(problem);
-        }
-        let r = &self.recordings;
-        let url_ok =
-            |u: &str| (u.starts_with("https://") || u.starts_with("http://")) && !u.contains(['?', '#', ' ']);
-        if !url_ok(&r.public_url) {
-            return fail(format!("recordings.public_url {:?} is not an http(s) URL", r.public_url));
-        }
-        if r.link_ttl_secs < 60 {
-            return fail("recordings.link_ttl_secs must be at least 60".into());
-        }
-        if !(1..=1000).contains(&r.max_attempts) {
-            return fail("recordings.max_attempts must be 1..=1000".into());
-        }
-        if r.retry_initial_ms < 10 || r.retry_max_ms < r.retry_initial_ms {
-            return fail(
-                "recordings.retry_initial_ms must be at least 10 and retry_max_ms at least retry_initial_ms"
-                    .into(),
-            );
-        }
-        if !(100..=120_000).contains(&r.resolve_timeout_ms) {
-            return fail("recordings.resolve_timeout_ms must be 100..=120000".into());
-        }
-        if r.poll_interval_ms < 10 || r.concurrency == 0 {
-            return fail("recordings.poll_interval_ms must be at least 10 and concurrency at least 1".into());
-        }
-        let d = &self.dispatcher;
-        if let Some(bad) = d.allow_networks.iter().find(|n| !is_cidr(n)) {
-            return fail(format!("dispatcher.allow_networks: {bad:?} is not a CIDR (10.0.0.0/8, fd00::/8)"));
-        }
-        if d.poll_interval_ms < 10 || d.concurrency == 0 || d.profiles_refresh_ms < 10 {
-            return fail(
-                "dispatcher.poll_interval_ms and profiles_refresh_ms must be at least 10, concurrency at least 1"
-                    .into(),
-            );
-        }
-        if !(100..=120_000).contains(&d.attempt_timeout_ms) {
-            return fail("dispatcher.attempt_timeout_ms must be 100..=120000".into());
-        }
-        if !(1024..=16 * 1024 * 1024).contains(&d.max_response_bytes) {
-            return fail("dispatcher.max_response_bytes must be 1024..=16777216".into());
-        }
-        let k = &self.desk;
-        if !(60..=30 * 86_400).contains(&k.session_ttl_secs) {
-            return fail("desk.session_ttl_secs must be 60..=2592000".into());
-        }
-        if !(1..=100_000).contains(&k.resume_window) || k.max_streams == 0 || k.stream_queue == 0 {
-            return fail(
-                "desk.resume_window must be 1..=100000, max_streams and stream_queue at least 1".into(),
-            );
-        }
-        if !(1..=300).contains(&k.keepalive_secs) || k.max_tracked_calls < 100 {
-            return fail("desk.keepalive_secs must be 1..=300 and max_tracked_calls at least 100".into());
-        }
-        if k.frame_ancestors.trim().is_empty() || k.frame_ancestors.contains([';', ',', '\n', '\r']) {
-            return fail("desk.frame_ancestors must be CSP sources separated by spaces".into());
         }
         if !matches!(self.log.format.as_str(), "text" | "json") {
             return fail(format!("log.format must be text or json, got {:?}", self.log.format));
@@ -850,54 +669,22 @@ impl Settings {
         Ok(())
     }
 
-    /// The first configured key or token that is too short to resist guessing, or still a
-    /// placeholder from an example file (`change-me`): each would let anyone who read the example,
-    /// or who can try a few million values, in. Empty ones are not configured, which the services
-    /// that need them refuse on their own (`validate_for`).
+    /// The first shared key or token that is too short or a placeholder ([`secret_problem`]).
     fn secret_problem(&self) -> Option<String> {
         let keys = [
-            ("recordings.link_key", &self.recordings.link_key),
-            ("recordings.previous_link_key", &self.recordings.previous_link_key),
-            ("dispatcher.secrets_key", &self.dispatcher.secrets_key),
-            ("desk.token_key", &self.desk.token_key),
             ("sources.secrets_key", &self.sources.secrets_key),
             ("sources.previous_secrets_key", &self.sources.previous_secrets_key),
         ];
         let tokens = self.api.tokens.iter().map(|t| ("api.tokens", t));
-        let lookups = self.router.lookup_tokens.iter().map(|t| ("router.lookup_tokens", t));
-        keys.into_iter().chain(tokens).chain(lookups).filter(|(_, s)| !s.is_empty()).find_map(|(name, secret)| {
-            let text = secret.expose();
-            let folded: String = text.to_ascii_lowercase().chars().filter(char::is_ascii_alphanumeric).collect();
-            if folded.contains("changeme") {
-                Some(format!("{name} holds a placeholder (change-me): set a random value of your own, for example `head -c 32 /dev/urandom | base64`"))
-            } else if text.len() < MIN_LINK_KEY_BYTES {
-                Some(format!("{name}: each must be at least {MIN_LINK_KEY_BYTES} bytes (a shorter one can be guessed), for example `head -c 32 /dev/urandom | base64`"))
-            } else {
-                None
-            }
-        })
+        keys.into_iter()
+            .chain(tokens)
+            .find_map(|(name, secret)| secret_problem(secret).map(|why| format!("{name}{why}")))
     }
 
-    /// What one service needs beyond what every service does, checked before it binds a port: the
-    /// recordings service signs links, so it needs the link key.
+    /// What every service needs to start beyond valid settings: its ops endpoints off its
+    /// public port, and the sources' key where it reads the sources' secrets. A service's own
+    /// needs are its section's ([`Settings::own_section`]).
     pub fn validate_for(&self, service: Service) -> Result<(), ConfigError> {
-        if service == Service::Recordings && self.recordings.link_key.is_empty() {
-            return Err(ConfigError::Invalid(format!(
-                "recordings.link_key (SWITCHBOARD_RECORDINGS__LINK_KEY) must be set, at least {MIN_LINK_KEY_BYTES} bytes"
-            )));
-        }
-        if service == Service::Router && self.router.lookup_tokens.is_empty() && !self.router.open_lookups {
-            return Err(ConfigError::Invalid(
-                "router.lookup_tokens (SWITCHBOARD_ROUTER__LOOKUP_TOKENS) is empty: set tokens for the PBXs' \
-                 lookups, or SWITCHBOARD_ROUTER__OPEN_LOOKUPS=true where only the PBX reaches the router"
-                    .into(),
-            ));
-        }
-        if service == Service::Dispatcher && self.dispatcher.secrets_key.is_empty() {
-            return Err(ConfigError::Invalid(format!(
-                "dispatcher.secrets_key (SWITCHBOARD_DISPATCHER__SECRETS_KEY) must be set, at least {MIN_LINK_KEY_BYTES} bytes"
-            )));
-        }
         if service.has_public_port() && self.ops_listen_addr(service) == self.listen_addr(service) {
             return Err(ConfigError::Invalid(format!(
                 "http.ops_listen (SWITCHBOARD_HTTP__OPS_LISTEN) is {}, the public port: {} keeps its metrics off \
@@ -914,17 +701,7 @@ impl Settings {
                  the sources' signing and API secrets are sealed with it"
             )));
         }
-        if service == Service::Desk && self.desk.token_key.is_empty() {
-            return Err(ConfigError::Invalid(format!(
-                "desk.token_key (SWITCHBOARD_DESK__TOKEN_KEY) must be set, at least {MIN_LINK_KEY_BYTES} bytes"
-            )));
-        }
         Ok(())
-    }
-
-    /// The recordings base URL without a trailing slash.
-    pub fn recordings_public_url(&self) -> &str {
-        self.recordings.public_url.trim_end_matches('/')
     }
 
     pub fn listen_addr(&self, service: Service) -> SocketAddr {
@@ -941,6 +718,27 @@ impl Settings {
         } else {
             self.listen_addr(service)
         }
+    }
+}
+
+/// Why a configured key or token is unfit, to follow its setting's name: too short to resist
+/// guessing, or still a placeholder from an example file (`change-me`); each would let anyone who
+/// read the example, or who can try a few million values, in. Empty ones are not configured,
+/// which the services that need them refuse on their own (`Section::required`).
+pub fn secret_problem(secret: &Secret) -> Option<String> {
+    if secret.is_empty() {
+        return None;
+    }
+    let text = secret.expose();
+    let folded: String = text.to_ascii_lowercase().chars().filter(char::is_ascii_alphanumeric).collect();
+    if folded.contains("changeme") {
+        Some(" holds a placeholder (change-me): set a random value of your own, for example `head -c 32 /dev/urandom | base64`".into())
+    } else if text.len() < MIN_LINK_KEY_BYTES {
+        Some(format!(
+            ": each must be at least {MIN_LINK_KEY_BYTES} bytes (a shorter one can be guessed), for example `head -c 32 /dev/urandom | base64`"
+        ))
+    } else {
+        None
     }
 }
 
@@ -983,7 +781,7 @@ mod tests {
         }
         let file = std::env::temp_dir().join(format!("sb-config-{}.toml", uuid::Uuid::now_v7()));
         std::fs::write(&file, toml).expect("write config");
-        let result = Settings::load_from(Some(file.clone()), EnvVars::new([]));
+        let result = Settings::load_from(Some(file.clone()), EnvVars::new([]), &[]);
         let _ = std::fs::remove_file(file);
         result
     }
@@ -1007,20 +805,23 @@ mod tests {
 
     #[test]
     fn environment_variables_nest_parse_and_are_validated() {
-        let settings = Settings::from_vars([
-            ("SWITCHBOARD_KAFKA__PARTITIONS", "12"),
-            ("switchboard_kafka__brokers", "kafka:9092"),
-            ("SWITCHBOARD_HTTP__OPS_LISTEN", "127.0.0.1:9200"),
-            ("SWITCHBOARD_KAFKA__CLIENT__LINGER_MS", "1"),
-            ("SWITCHBOARD_CONFIG", "/not/read/here.toml"),
-            ("PATH", "/usr/bin"),
-        ])
+        let settings = Settings::from_vars(
+            &[],
+            [
+                ("SWITCHBOARD_KAFKA__PARTITIONS", "12"),
+                ("switchboard_kafka__brokers", "kafka:9092"),
+                ("SWITCHBOARD_HTTP__OPS_LISTEN", "127.0.0.1:9200"),
+                ("SWITCHBOARD_KAFKA__CLIENT__LINGER_MS", "1"),
+                ("SWITCHBOARD_CONFIG", "/not/read/here.toml"),
+                ("PATH", "/usr/bin"),
+            ],
+        )
         .expect("valid");
         assert_eq!(settings.kafka.partitions, 12);
         assert_eq!(settings.kafka.brokers, "kafka:9092", "the prefix is matched without regard to case");
         assert_eq!(settings.ops_listen_addr(Service::Ingress).port(), 9200);
         assert_eq!(settings.ops_listen_addr(Service::Calllog).port(), 9104, "consumers have one port");
-        let defaults = Settings::from_vars(Vec::<(String, String)>::new()).expect("defaults");
+        let defaults = Settings::from_vars(&[], Vec::<(String, String)>::new()).expect("defaults");
         for (service, public, ops) in [(Service::Api, 8081, 9107), (Service::Router, 8082, 9108)] {
             assert_eq!(defaults.listen_addr(service).port(), public);
             assert_eq!(
@@ -1029,10 +830,10 @@ mod tests {
                 "{service:?}: metrics off the public port"
             );
         }
-        let same = Settings::from_vars([
-            ("SWITCHBOARD_HTTP__LISTEN", "0.0.0.0:8081"),
-            ("SWITCHBOARD_HTTP__OPS_LISTEN", "0.0.0.0:8081"),
-        ])
+        let same = Settings::from_vars(
+            &[],
+            [("SWITCHBOARD_HTTP__LISTEN", "0.0.0.0:8081"), ("SWITCHBOARD_HTTP__OPS_LISTEN", "0.0.0.0:8081")],
+        )
         .expect("parses");
         let error = same.validate_for(Service::Api).expect_err("metrics would be on the public port");
         assert!(error.to_string().contains("SWITCHBOARD_HTTP__OPS_LISTEN"), "{error}");
@@ -1041,25 +842,25 @@ mod tests {
             "a consumer's one port serves its ops endpoints"
         );
         assert_eq!(settings.kafka.client["linger.ms"], "1");
-        let error = Settings::from_vars([("SWITCHBOARD_KAFKA__PARTITON", "3")]).expect_err("a typo");
+        let error = Settings::from_vars(&[], [("SWITCHBOARD_KAFKA__PARTITON", "3")]).expect_err("a typo");
         assert!(error.to_string().contains("partiton"), "the error names the key: {error}");
-        assert!(Settings::from_vars([("SWITCHBOARD_KAFKA__PARTITIONS", "many")]).is_err());
-        assert!(Settings::from_vars([("SWITCHBOARD_NOSECTION", "1")]).is_err());
+        assert!(Settings::from_vars(&[], [("SWITCHBOARD_KAFKA__PARTITIONS", "many")]).is_err());
+        assert!(Settings::from_vars(&[], [("SWITCHBOARD_NOSECTION", "1")]).is_err());
         // The command line's own token is not configuration, and not refused as unknown.
-        assert!(Settings::from_vars([("SWITCHBOARD_API_TOKEN", "t0ken")]).is_ok());
-        assert!(Settings::from_vars([("SWITCHBOARD_API_TOKENS", "t0ken")]).is_err(), "only that name");
+        assert!(Settings::from_vars(&[], [("SWITCHBOARD_API_TOKEN", "t0ken")]).is_ok());
+        assert!(Settings::from_vars(&[], [("SWITCHBOARD_API_TOKENS", "t0ken")]).is_err(), "only that name");
     }
 
     #[test]
     fn env_keys_list_every_setting() {
-        let keys = Settings::env_keys();
+        let keys = Settings::env_keys(&[]);
         for key in [
             "SWITCHBOARD_CONFIG",
             "SWITCHBOARD_KAFKA__BROKERS",
             "SWITCHBOARD_KAFKA__CLIENT__",
             "SWITCHBOARD_HTTP__LISTEN",
             "SWITCHBOARD_HTTP__OPS_LISTEN",
-            "SWITCHBOARD_CALLLOG__BATCH_LINGER_MS",
+            "SWITCHBOARD_PIPELINE__MAX_IN_FLIGHT",
             "SWITCHBOARD_LOG__FILTER",
         ] {
             assert!(keys.iter().any(|k| k == key), "{key} in {keys:?}");
@@ -1074,40 +875,8 @@ mod tests {
                 serde_json::Value::Null => continue,
                 other => other.to_string(),
             };
-            assert!(Settings::from_vars([(key.as_str(), text.as_str())]).is_ok(), "{key}={text}");
+            assert!(Settings::from_vars(&[], [(key.as_str(), text.as_str())]).is_ok(), "{key}={text}");
         }
-    }
-
-    #[test]
-    fn router_settings_take_numeric_extensions_and_are_validated() {
-        let settings = Settings::from_vars([
-            ("SWITCHBOARD_ROUTER__FALLBACK", "700"),
-            ("SWITCHBOARD_ROUTER__REGION", "RU"),
-            (
-                "SWITCHBOARD_API__TOKENS",
-                "[\"aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\", \"bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb\"]",
-            ),
-        ])
-        .expect("valid");
-        assert_eq!(settings.router.fallback, "700", "an extension that looks like a number");
-        assert!(settings.api.authorizes(Some("Bearer bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb")));
-        assert!(
-            !settings.api.authorizes(Some("Bearer cccccccccccccccccccccccccccccccc"))
-                && !settings.api.authorizes(None)
-        );
-        assert!(Settings::from_vars([("SWITCHBOARD_ROUTER__REGION", "XX")]).is_err());
-        assert!(Settings::from_vars([("SWITCHBOARD_ROUTER__TELPHIN_VARIABLE", "a b")]).is_err());
-        assert!(Settings::from_vars([("SWITCHBOARD_ROUTER__LOOKUP_TIMEOUT_MS", "1")]).is_err());
-        let target = Settings::from_vars([("SWITCHBOARD_ROUTER__BLACKLIST_TARGET", "800")]).expect("valid");
-        assert_eq!(target.router.blacklist_target, "800", "an extension that looks like a number");
-        assert!(Settings::from_vars([("SWITCHBOARD_ROUTER__BLACKLIST_TARGET", "8 00")]).is_err());
-        assert!(Settings::from_vars([("SWITCHBOARD_ROUTER__BLACKLIST_TARGET", "x".repeat(65))]).is_err());
-        let with_token = Settings::from_vars([(
-            "SWITCHBOARD_ROUTER__LOOKUP_TOKENS",
-            "[\"pbx-secret-0123456789abcdef-0123456789\"]",
-        )])
-        .expect("valid");
-        assert!(!format!("{with_token:?}").contains("pbx-secret"), "tokens never show in Debug output");
     }
 
     #[test]
@@ -1115,11 +884,9 @@ mod tests {
         let long = "x".repeat(MIN_LINK_KEY_BYTES);
         for key in [
             "SWITCHBOARD_API__TOKENS",
-            "SWITCHBOARD_ROUTER__LOOKUP_TOKENS",
-            "SWITCHBOARD_RECORDINGS__LINK_KEY",
-            "SWITCHBOARD_RECORDINGS__PREVIOUS_LINK_KEY",
-            "SWITCHBOARD_DISPATCHER__SECRETS_KEY",
-            "SWITCHBOARD_DESK__TOKEN_KEY",
+            "SWITCHBOARD_SOURCES__SECRETS_KEY",
+            "SWITCHBOARD_SOURCES__PREVIOUS_SECRETS_KEY",
+            "SWITCHBOARD_TOY__KEY",
         ] {
             let value = |v: &str| {
                 if key.ends_with("TOKENS") { format!("[\"{long}\", \"{v}\"]") } else { v.to_owned() }
@@ -1130,82 +897,77 @@ mod tests {
                 ("CHANGE_ME_0123456789abcdef0123456789abcdef", "placeholder"),
                 ("ChangeMe0123456789abcdef0123456789abcdef", "placeholder"),
             ] {
-                let error = Settings::from_vars([(key, value(bad))]).expect_err(bad).to_string();
+                let error = Settings::from_vars(TOY, [(key, value(bad))]).expect_err(bad).to_string();
                 assert!(error.contains(why), "{key}={bad}: {error}");
                 assert!(!error.contains(bad), "the error does not repeat the secret: {error}");
             }
-            assert!(Settings::from_vars([(key, value(&long))]).is_ok(), "{key}: 32 random bytes are fine");
-        }
-    }
-
-    #[test]
-    fn dispatcher_settings_are_validated_and_the_key_is_required_to_start() {
-        let key = "a-dispatcher-secrets-key-of-32-bytes-or-more";
-        let settings = Settings::from_vars([
-            ("SWITCHBOARD_DISPATCHER__SECRETS_KEY", key),
-            ("SWITCHBOARD_DISPATCHER__ALLOW_NETWORKS", r#"["10.1.2.0/24", "fd00::/8", "127.0.0.1"]"#),
-        ])
-        .expect("valid");
-        assert_eq!(settings.dispatcher.allow_networks.len(), 3);
-        assert!(settings.validate_for(Service::Dispatcher).is_ok());
-        assert!(!format!("{settings:?}").contains(key), "the key stays out of Debug");
-        assert_eq!(settings.dispatcher.attempt_timeout_ms, 15_000);
-        assert_eq!(settings.dispatcher.max_response_bytes, 64 * 1024);
-        assert_eq!(settings.ops_listen_addr(Service::Dispatcher).port(), 9105);
-        assert_eq!(settings.listen_addr(Service::Dispatcher).port(), 8083);
-        assert!(
-            Settings::from_vars(Vec::<(String, String)>::new())
-                .expect("defaults")
-                .validate_for(Service::Dispatcher)
-                .is_err()
-        );
-        assert!(Settings::from_vars([("SWITCHBOARD_DISPATCHER__SECRETS_KEY", "short")]).is_err());
-        assert!(
-            Settings::from_vars([("SWITCHBOARD_DISPATCHER__ALLOW_NETWORKS", r#"["10.0.0.0/33"]"#)]).is_err()
-        );
-        assert!(Settings::from_vars([("SWITCHBOARD_DISPATCHER__ALLOW_NETWORKS", r#"["office"]"#)]).is_err());
-    }
-
-    #[test]
-    fn recordings_settings_are_validated_and_the_key_stays_secret() {
-        let key = "k".repeat(MIN_LINK_KEY_BYTES);
-        let settings = Settings::from_vars([
-            ("SWITCHBOARD_RECORDINGS__LINK_KEY", key.as_str()),
-            ("SWITCHBOARD_RECORDINGS__PUBLIC_URL", "https://sb.example.com/"),
-            ("SWITCHBOARD_RECORDINGS__MAX_ATTEMPTS", "5"),
-            ("SWITCHBOARD_SOURCES__SECRETS_KEY", "s".repeat(MIN_LINK_KEY_BYTES).as_str()),
-        ])
-        .expect("valid");
-        assert_eq!(settings.recordings.link_key.expose(), key);
-        assert_eq!(settings.recordings_public_url(), "https://sb.example.com");
-        assert!(settings.validate_for(Service::Recordings).is_ok());
-        assert!(!format!("{settings:?}").contains(&key), "the key never shows in Debug output");
-
-        let digits = "1".repeat(40);
-        let numeric = Settings::from_vars([("SWITCHBOARD_RECORDINGS__LINK_KEY", digits.as_str())]);
-        assert_eq!(numeric.expect("a key of digits").recordings.link_key.expose(), digits);
-        let defaults = Settings::from_vars(Vec::<(String, String)>::new()).expect("defaults");
-        assert!(
-            defaults.validate_for(Service::Normalizer).is_ok(),
-            "a stage that reads no secret needs no key"
-        );
-        for service in [Service::Recordings, Service::Ingress, Service::Api, Service::Desk] {
-            let error = defaults.validate_for(service).expect_err("the sources' key");
             assert!(
-                service == Service::Recordings || error.to_string().contains("sources.secrets_key"),
-                "{error}"
+                Settings::from_vars(TOY, [(key, value(&long))]).is_ok(),
+                "{key}: 32 random bytes are fine"
             );
         }
-        for bad in [
-            ("SWITCHBOARD_RECORDINGS__LINK_KEY", "short"),
-            ("SWITCHBOARD_RECORDINGS__PUBLIC_URL", "sb.example.com"),
-            ("SWITCHBOARD_RECORDINGS__MAX_ATTEMPTS", "0"),
-            ("SWITCHBOARD_RECORDINGS__RETRY_MAX_MS", "5"),
-            ("SWITCHBOARD_RECORDINGS__RESOLVE_TIMEOUT_MS", "1"),
-            ("SWITCHBOARD_RECORDINGS__CONCURRENCY", "0"),
-        ] {
-            assert!(Settings::from_vars([bad]).is_err(), "{bad:?}");
+    }
+
+    /// A service's own section, as a service crate defines one.
+    #[derive(Debug, Default, Serialize, Deserialize)]
+    #[serde(default, deny_unknown_fields)]
+    struct Toy {
+        #[serde(deserialize_with = "scalar_as_string")]
+        target: String,
+        limit: u32,
+        #[serde(deserialize_with = "secret_scalar")]
+        key: Secret,
+    }
+
+    impl Section for Toy {
+        const NAME: &'static str = "toy";
+        fn validate(&self, shared: &Settings) -> Result<(), String> {
+            match self.limit > shared.kafka.partitions.unsigned_abs() {
+                true => Err("limit must be at most kafka.partitions".into()),
+                false => Ok(()),
+            }
         }
+        fn secrets(&self) -> Vec<(&'static str, &Secret)> {
+            vec![("key", &self.key)]
+        }
+        fn required(&self) -> Result<(), String> {
+            match self.key.is_empty() {
+                true => Err("key (SWITCHBOARD_TOY__KEY) must be set".into()),
+                false => Ok(()),
+            }
+        }
+    }
+
+    const TOY: &[SectionInfo] = &[SectionInfo::of::<Toy>()];
+
+    #[test]
+    fn a_services_section_is_read_checked_and_only_known_sections_are_taken() {
+        let key = "k".repeat(MIN_LINK_KEY_BYTES);
+        let vars = [
+            ("SWITCHBOARD_TOY__TARGET", "700"),
+            ("SWITCHBOARD_TOY__LIMIT", "3"),
+            ("SWITCHBOARD_TOY__KEY", &key),
+        ];
+        let settings = Settings::from_vars(TOY, vars).expect("valid");
+        let toy: Toy = settings.section().expect("typed");
+        assert_eq!((toy.target.as_str(), toy.limit), ("700", 3), "an extension that looks like a number");
+        assert!(!format!("{settings:?}").contains(&key), "a section's keys never show in Debug output");
+        assert!(settings.own_section::<Toy>(Service::Calllog).is_ok());
+        let defaults = Settings::from_vars(TOY, Vec::<(String, String)>::new()).expect("defaults");
+        let error = defaults.own_section::<Toy>(Service::Calllog).expect_err("the key is required to start");
+        assert!(error.to_string().contains("toy.key (SWITCHBOARD_TOY__KEY)"), "{error}");
+        let error =
+            Settings::from_vars(TOY, [("SWITCHBOARD_TOY__LIMIT", "5")]).expect_err("checked").to_string();
+        assert!(error.contains("toy.limit must be at most"), "{error}");
+        let error =
+            Settings::from_vars(TOY, [("SWITCHBOARD_TOY__LIMT", "1")]).expect_err("a typo").to_string();
+        assert!(error.contains("limt"), "{error}");
+        let error = Settings::from_vars(&[], [("SWITCHBOARD_TOY__LIMIT", "1")]).expect_err("no such section");
+        assert!(error.to_string().contains("unknown section \"toy\""), "{error}");
+        assert!(Settings::env_keys(TOY).iter().any(|k| k == "SWITCHBOARD_TOY__LIMIT"));
+        let mut set = Settings::default();
+        set.set_section(&Toy { limit: 2, ..Toy::default() }).expect("set");
+        assert_eq!(set.section::<Toy>().expect("typed").limit, 2);
     }
 
     #[test]

@@ -41,6 +41,7 @@ use switchboard_core::{metrics, pg};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+use switchboard_recordings::RecordingsSettings;
 use switchboard_recordings::serve::{Links, Opened};
 
 use crate::filter::ListQuery;
@@ -88,7 +89,8 @@ pub async fn run(
         tracing::warn!("api.tokens is empty: every /v1 request will be refused with 401.");
     }
     let health = Health::new();
-    let links = Links::new(&settings)
+    let recordings: RecordingsSettings = settings.section()?;
+    let links = Links::new(&settings, &recordings)
         .map_err(|e| ServiceError::Setup { what: "the sources' secrets key", source: Box::new(e) })?;
     if !links.configured() {
         tracing::warn!("recordings.link_key is empty: recording links will be answered 503.");

@@ -160,24 +160,24 @@ impl Fixture {
             .await
             .expect("directory");
 
-        let settings = Settings {
-            postgres: PostgresSettings {
+        let mut settings = Settings::default();
+        (settings.postgres, settings.api, settings.http) = (
+            PostgresSettings {
                 url: pg::scratch::url_of(&database),
                 pool_size: 4,
                 create_database: false,
                 ..PostgresSettings::default()
             },
-            api: switchboard_core::config::ApiSettings {
+            switchboard_core::config::ApiSettings {
                 tokens: vec![switchboard_core::model::Secret::new(TOKEN)],
                 ..Default::default()
             },
             // The ops port (metrics) on a free port of its own, apart from the public one.
-            http: switchboard_core::config::HttpSettings {
+            switchboard_core::config::HttpSettings {
                 ops_listen: Some(([127, 0, 0, 1], 0).into()),
                 ..Default::default()
             },
-            ..Settings::default()
-        };
+        );
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let base = format!("http://{}", listener.local_addr().expect("addr"));
         let cancel = CancellationToken::new();

@@ -27,6 +27,8 @@
 #![warn(clippy::unwrap_used, clippy::indexing_slicing, clippy::arithmetic_side_effects)]
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::indexing_slicing, clippy::arithmetic_side_effects))]
 
+pub mod settings;
+pub use settings::CalllogSettings;
 pub mod cache;
 pub mod codes;
 pub mod fold;
@@ -43,7 +45,7 @@ use chrono::Utc;
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::producer::FutureProducer;
 use switchboard_core::avro::Codecs;
-use switchboard_core::config::{CalllogSettings, Service, Settings};
+use switchboard_core::config::{Service, Settings};
 use switchboard_core::kafka::{self, CommitMode};
 use switchboard_core::retry::Backoff;
 use switchboard_core::service::{self, ServiceError};
@@ -85,6 +87,7 @@ pub async fn run(
     listener: TcpListener,
     cancel: CancellationToken,
 ) -> Result<(), ServiceError> {
+    let own: CalllogSettings = settings.own_section(Service::Calllog)?;
     for table in ["call_events", "calls", "call_legs"] {
         let _ = metrics::CALLLOG_ROWS.with_label_values(&[table]);
     }
@@ -105,9 +108,9 @@ pub async fn run(
             return Ok(());
         }
         let store = Arc::new(
-            CallLog::with_fold_cache(pool.clone(), settings.calllog.fold_cache_calls)
+            CallLog::with_fold_cache(pool.clone(), own.fold_cache_calls)
                 .map_err(|e| ServiceError::Setup { what: "the call-log writer", source: Box::new(e) })?
-                .with_max_events(settings.calllog.max_events_per_call),
+                .with_max_events(own.max_events_per_call),
         );
         let publish = Arc::new(Notify::new());
         let max_backoff = Duration::from_millis(settings.pipeline.max_backoff_ms);
@@ -127,10 +130,10 @@ pub async fn run(
             producer: producer.clone(),
             codecs: codecs.clone(),
             dead_letter_topic: topics.dead_letter.clone(),
-            batch_max: settings.calllog.batch_max,
-            batch_linger: Duration::from_millis(settings.calllog.batch_linger_ms),
-            max_events_per_call: settings.calllog.max_events_per_call,
-            batches_in_flight: settings.calllog.batches_in_flight,
+            batch_max: own.batch_max,
+            batch_linger: Duration::from_millis(own.batch_linger_ms),
+            max_events_per_call: own.max_events_per_call,
+            batches_in_flight: own.batches_in_flight,
             max_backoff,
             drain_timeout,
             publish: publish.clone(),
@@ -147,7 +150,7 @@ pub async fn run(
         };
         let background = CancellationToken::new();
         let publisher = tokio::spawn(publisher.run(background.clone()));
-        let sweeper = tokio::spawn(sweep(store, settings.calllog.clone(), publish, background.clone()));
+        let sweeper = tokio::spawn(sweep(store, own.clone(), publish, background.clone()));
         health.set_ready(true);
         tracing::info!(input = %topics.enriched, output = %topics.calls, "Call-log writer running.");
         let outcome = Arc::new(writer).run(cancel).await;

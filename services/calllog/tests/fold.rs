@@ -10,10 +10,10 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use deadpool_postgres::Pool;
+use switchboard_calllog::CalllogSettings;
 use switchboard_calllog::outbox;
 use switchboard_calllog::writer::{CallLog, StoredEvent};
 use switchboard_core::avro::Codecs;
-use switchboard_core::config::CalllogSettings;
 use switchboard_core::model::*;
 use switchboard_core::pg;
 

@@ -210,7 +210,7 @@ impl Api {
                 let csp = format!(
                     "default-src 'self'; script-src 'self' 'unsafe-inline'; style-src 'unsafe-inline'; \
                      connect-src 'self' ws: wss:; img-src 'self' data:; frame-ancestors {}",
-                    self.desk.settings.desk.frame_ancestors
+                    self.desk.own.frame_ancestors
                 );
                 static_file(
                     "text/html; charset=utf-8",
@@ -390,7 +390,7 @@ impl Api {
         let Some(role) = Role::parse(body.role.as_deref().unwrap_or("agent")) else {
             return error(StatusCode::BAD_REQUEST, "bad_request", "role must be agent or supervisor");
         };
-        let max = self.desk.settings.desk.session_ttl_secs;
+        let max = self.desk.own.session_ttl_secs;
         let ttl = match body.ttl_secs {
             None => max,
             Some(ttl) if ttl.fract() == 0.0 && (60.0..=max as f64).contains(&ttl) => ttl as u64,
@@ -402,7 +402,7 @@ impl Api {
                 );
             }
         };
-        let key = self.desk.settings.desk.token_key.expose().as_bytes();
+        let key = self.desk.own.token_key.expose().as_bytes();
         match sessions::create(&self.desk.pool, key, &who, role, body.keep, ttl).await {
             Ok(created) => {
                 let status = if created.created { StatusCode::CREATED } else { StatusCode::OK };

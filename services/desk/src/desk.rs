@@ -11,6 +11,8 @@ use rdkafka::producer::FutureProducer;
 use serde_json::{Value, json};
 use switchboard_core::avro::Codecs;
 use switchboard_core::config::Settings;
+
+use crate::DeskSettings;
 use switchboard_core::kafka::{self, Outbound};
 use switchboard_directory::SharedDirectory;
 use switchboard_model::{AgentStatus, AgentStatusValue};
@@ -22,6 +24,8 @@ use crate::sessions::{Role, Session, SessionError};
 pub struct Desk {
     pub pool: Pool,
     pub settings: Settings,
+    /// The `[desk]` section.
+    pub own: DeskSettings,
     pub hub: Hub,
     pub directory: SharedDirectory,
     pub pops: RwLock<Arc<ScreenPops>>,

@@ -27,6 +27,7 @@ use tokio::sync::Semaphore;
 use tokio_postgres::{AsyncMessage, NoTls};
 use tokio_util::sync::CancellationToken;
 
+use crate::DeskSettings;
 use crate::api::Api;
 use crate::desk::Desk;
 use crate::hub::{CloseReason, Hub};
@@ -43,7 +44,7 @@ pub async fn run(
     listener: TcpListener,
     cancel: CancellationToken,
 ) -> Result<(), ServiceError> {
-    settings.validate_for(Service::Desk)?;
+    let own: DeskSettings = settings.own_section(Service::Desk)?;
     let ops = service::bind_ops(&settings, Service::Desk).await?;
     service::with_probes(Service::Desk, ops, &cancel.clone(), |health, watcher| async move {
         for kind in TYPES {
@@ -89,14 +90,15 @@ pub async fn run(
         let desk = Arc::new(Desk {
             pool: pool.clone(),
             settings: settings.clone(),
-            hub: Hub::new(settings.desk.resume_window, settings.desk.stream_queue),
+            own: own.clone(),
+            hub: Hub::new(own.resume_window, own.stream_queue),
             directory: directory.clone(),
             pops: RwLock::default(),
             producer,
             codecs: codecs.clone(),
             status_topic: topics.agent_status.clone(),
             enriched_topic: topics.enriched.clone(),
-            keepalive: Duration::from_secs(settings.desk.keepalive_secs),
+            keepalive: Duration::from_secs(own.keepalive_secs),
             // Within the server's own request deadline, so that a silent vendor is a 502 with the
             // reason rather than a 408.
             transport: switchboard_originate::Transport::new(switchboard_originate::TransportConfig {
@@ -114,7 +116,7 @@ pub async fn run(
         let api = Arc::new(Api {
             desk: desk.clone(),
             health: health.clone(),
-            stream_slots: Arc::new(Semaphore::new(settings.desk.max_streams)),
+            stream_slots: Arc::new(Semaphore::new(own.max_streams)),
             cancel: streams.clone(),
         });
         let drain = Duration::from_millis(settings.http.drain_timeout_ms.unwrap_or(10_000));
@@ -139,7 +141,7 @@ pub async fn run(
         }
         health.set_ready(true);
         tracing::info!(matched = %topics.matched, status = %topics.agent_status, "Desk running.");
-        consume(&consumer, &desk, &codecs, &topics.matched, settings.desk.max_tracked_calls, &cancel).await;
+        consume(&consumer, &desk, &codecs, &topics.matched, own.max_tracked_calls, &cancel).await;
 
         // Streams first, so that clients reconnect elsewhere while the requests drain.
         streams.cancel();

@@ -37,6 +37,7 @@ use switchboard_core::config::Settings;
 use switchboard_core::http::{self, Body};
 use switchboard_core::model::CallRecord;
 
+use crate::DispatcherSettings;
 use crate::cache::ProfileCache;
 use crate::criteria::Subject;
 use crate::flow::{FlowState, Next};
@@ -58,6 +59,8 @@ pub struct Api {
     pub pool: Pool,
     pub sealer: Arc<Sealer>,
     pub settings: Settings,
+    /// The `[dispatcher]` section.
+    pub own: DispatcherSettings,
     pub policy: EgressPolicy,
     pub profiles: ProfileCache,
     /// `/healthz` and `/readyz` answer on the API port too, as on ingress's, for load balancers
@@ -407,7 +410,7 @@ impl Api {
             }),
         );
         if !dry_run {
-            let timeout = Duration::from_millis(self.settings.dispatcher.attempt_timeout_ms);
+            let timeout = Duration::from_millis(self.own.attempt_timeout_ms);
             match crate::send::send(
                 &self.policy,
                 &crate::send::Connections::default(),

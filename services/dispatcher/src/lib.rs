@@ -32,6 +32,8 @@
 #![warn(clippy::unwrap_used, clippy::indexing_slicing, clippy::arithmetic_side_effects)]
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::indexing_slicing, clippy::arithmetic_side_effects))]
 
+pub mod settings;
+pub use settings::DispatcherSettings;
 pub mod api;
 pub mod cache;
 pub mod connectors;

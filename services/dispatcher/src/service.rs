@@ -23,6 +23,7 @@ use tokio::net::TcpListener;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
+use crate::DispatcherSettings;
 use crate::api::Api;
 use crate::cache::ProfileCache;
 use crate::consume::Scheduler;
@@ -34,9 +35,8 @@ use crate::worker::Worker;
 const RESULTS: [&str; 6] = ["scheduled", "discarded", "delivered", "retry", "failed", "gone"];
 
 /// The egress policy of `settings`: public addresses and the allowed networks.
-pub fn egress_policy(settings: &Settings) -> Result<EgressPolicy, ServiceError> {
+pub fn egress_policy(settings: &DispatcherSettings) -> Result<EgressPolicy, ServiceError> {
     let allow = settings
-        .dispatcher
         .allow_networks
         .iter()
         .map(|n| {
@@ -53,12 +53,12 @@ pub async fn run(
     listener: TcpListener,
     cancel: CancellationToken,
 ) -> Result<(), ServiceError> {
-    settings.validate_for(Service::Dispatcher)?;
+    let own: DispatcherSettings = settings.own_section(Service::Dispatcher)?;
     let sealer = Arc::new(
-        Sealer::new(settings.dispatcher.secrets_key.expose())
+        Sealer::new(own.secrets_key.expose())
             .map_err(|e| ServiceError::Setup { what: "dispatcher.secrets_key", source: Box::new(e) })?,
     );
-    let policy = egress_policy(&settings)?;
+    let policy = egress_policy(&own)?;
     let ops = service::bind_ops(&settings, Service::Dispatcher).await?;
     service::with_probes(Service::Dispatcher, ops, &cancel.clone(), |health, watcher| async move {
         // Every result and state from the start, at zero, so that rate() sees the first one.
@@ -89,7 +89,7 @@ pub async fn run(
         let refresher = tokio::spawn(profiles.clone().refresh(
             pool.clone(),
             sealer.clone(),
-            Duration::from_millis(settings.dispatcher.profiles_refresh_ms),
+            Duration::from_millis(own.profiles_refresh_ms),
             background.clone(),
         ));
 
@@ -97,6 +97,7 @@ pub async fn run(
             pool: pool.clone(),
             sealer: sealer.clone(),
             settings: settings.clone(),
+            own: own.clone(),
             policy: policy.clone(),
             profiles: profiles.clone(),
             health: health.clone(),
@@ -112,7 +113,7 @@ pub async fn run(
             pool.clone(),
             profiles.clone(),
             policy,
-            settings.dispatcher.clone(),
+            own.clone(),
             sealer.clone(),
             Duration::from_millis(settings.pipeline.drain_timeout_ms),
             scheduled.clone(),

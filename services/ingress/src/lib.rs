@@ -30,6 +30,8 @@
 #![warn(clippy::unwrap_used, clippy::indexing_slicing, clippy::arithmetic_side_effects)]
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::indexing_slicing, clippy::arithmetic_side_effects))]
 
+pub mod settings;
+pub use settings::IngressSettings;
 pub mod sources;
 
 use std::collections::BTreeMap;
@@ -100,6 +102,7 @@ pub async fn run(
     listener: TcpListener,
     cancel: CancellationToken,
 ) -> Result<(), ServiceError> {
+    let own: IngressSettings = settings.own_section(Service::Ingress)?;
     let health = Health::new();
     let topics = settings.kafka.topics();
     let produce_timeout = Duration::from_millis(settings.kafka.produce_timeout_ms);
@@ -114,9 +117,9 @@ pub async fn run(
         producer: kafka::producer(&settings.kafka, "ingress", produce_timeout)?,
         codecs: Codecs::new()?,
         raw_topic: topics.raw.clone(),
-        max_body_bytes: settings.ingress.max_body_bytes,
+        max_body_bytes: own.max_body_bytes,
         produce_timeout,
-        retry_after_secs: settings.ingress.retry_after_secs,
+        retry_after_secs: own.retry_after_secs,
         health: health.clone(),
     });
     let spec = HttpService {
@@ -136,7 +139,7 @@ pub async fn run(
         {
             return Ok(None);
         }
-        let every = Duration::from_millis(settings.ingress.sources_refresh_ms);
+        let every = Duration::from_millis(own.sources_refresh_ms);
         Ok(Some(vec![tokio::spawn(keep_sources_fresh(
             sources.clone(),
             pool,

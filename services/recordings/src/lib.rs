@@ -28,6 +28,8 @@
 #![warn(clippy::unwrap_used, clippy::indexing_slicing, clippy::arithmetic_side_effects)]
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::indexing_slicing, clippy::arithmetic_side_effects))]
 
+pub mod settings;
+pub use settings::RecordingsSettings;
 pub mod client;
 pub mod link;
 pub mod schedule;
@@ -63,9 +65,9 @@ pub async fn run(
     listener: TcpListener,
     cancel: CancellationToken,
 ) -> Result<(), ServiceError> {
-    settings.validate_for(Service::Recordings)?;
-    // validate_for refuses an empty key, so this is only a second line of defence.
-    let Some(signer) = LinkSigner::from_settings(&settings) else {
+    let own: RecordingsSettings = settings.own_section(Service::Recordings)?;
+    // own_section refuses an empty key, so this is only a second line of defence.
+    let Some(signer) = LinkSigner::from_settings(&own) else {
         return Err(ServiceError::Config(ConfigError::Invalid("recordings.link_key is not set".into())));
     };
     service::with_probes(Service::Recordings, listener, &cancel.clone(), |health, watcher| async move {
@@ -98,7 +100,7 @@ pub async fn run(
         let pending = Arc::new(Notify::new());
         let resolver = Arc::new(Resolver::new(
             HttpClient::new(),
-            Duration::from_millis(settings.recordings.resolve_timeout_ms),
+            Duration::from_millis(own.resolve_timeout_ms),
         ));
 
         let scheduler = Arc::new(Scheduler {
@@ -112,7 +114,7 @@ pub async fn run(
                 switchboard_core::source_secrets::sealer(&settings)
                     .map_err(|e| ServiceError::Setup { what: "the sources' secrets key", source: Box::new(e) })?,
             ),
-            settings: settings.recordings.clone(),
+            settings: own.clone(),
             max_backoff,
             drain_timeout,
             pending: pending.clone(),

@@ -24,8 +24,9 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use chrono::{DateTime, Utc};
 use hmac::{Hmac, Mac};
 use sha2::{Digest, Sha256};
-use switchboard_core::config::Settings;
 use switchboard_core::model::{Secret, SourceId};
+
+use crate::RecordingsSettings;
 
 /// Everything before the MAC input's variable parts, so that a MAC made for anything else with
 /// the same key can never pass as a link token.
@@ -65,14 +66,13 @@ impl std::fmt::Debug for LinkSigner {
 }
 
 impl LinkSigner {
-    /// The signer of `settings`, or `None` when no link key is configured.
-    pub fn from_settings(settings: &Settings) -> Option<Self> {
-        let r = &settings.recordings;
+    /// The signer of the recordings settings `r`, or `None` when no link key is configured.
+    pub fn from_settings(r: &RecordingsSettings) -> Option<Self> {
         (!r.link_key.is_empty()).then(|| {
             Self::new(
                 r.link_key.clone(),
                 Some(r.previous_link_key.clone()).filter(|k| !k.is_empty()),
-                settings.recordings_public_url(),
+                r.public_url(),
                 i64::try_from(r.link_ttl_secs).unwrap_or(i64::MAX),
             )
         })
@@ -154,7 +154,7 @@ mod tests {
     use super::*;
 
     fn signer() -> LinkSigner {
-        let settings = Settings::from_vars([
+        let settings = Settings::section_from_vars([
             ("SWITCHBOARD_RECORDINGS__LINK_KEY", "a-link-key-of-at-least-thirty-two-bytes"),
             ("SWITCHBOARD_RECORDINGS__PUBLIC_URL", "https://sb.example.com/"),
             ("SWITCHBOARD_RECORDINGS__LINK_TTL_SECS", "3600"),
@@ -194,7 +194,7 @@ mod tests {
             let mut vars =
                 vec![("SWITCHBOARD_RECORDINGS__LINK_KEY", "the-new-link-key-of-at-least-32-bytes")];
             vars.extend(previous.map(|p| ("SWITCHBOARD_RECORDINGS__PREVIOUS_LINK_KEY", p)));
-            LinkSigner::from_settings(&Settings::from_vars(vars).expect("settings")).expect("a key")
+            LinkSigner::from_settings(&Settings::section_from_vars(vars).expect("settings")).expect("a key")
         };
         let signer = rotated(Some("a-link-key-of-at-least-thirty-two-bytes"));
         assert_eq!(signer.verify(&id, Some(&pasted), at(0)), Ok(()), "a link already in a CRM");
@@ -203,7 +203,7 @@ mod tests {
         assert_eq!(rotated(None).verify(&id, Some(&fresh), at(0)), Ok(()));
         assert_eq!(rotated(None).verify(&id, Some(&pasted), at(0)), Err(Refusal::Forged), "once unset");
         assert_eq!(signer.verify(&id, Some(&pasted), at(3600)), Err(Refusal::Expired));
-        let short = Settings::from_vars([
+        let short = Settings::section_from_vars::<RecordingsSettings, _, _>([
             ("SWITCHBOARD_RECORDINGS__LINK_KEY", "the-new-link-key-of-at-least-32-bytes"),
             ("SWITCHBOARD_RECORDINGS__PREVIOUS_LINK_KEY", "short"),
         ]);
@@ -224,7 +224,7 @@ mod tests {
         flipped[last] = if flipped[last] == b'A' { b'B' } else { b'A' };
         let flipped = String::from_utf8(flipped).expect("ascii");
         assert_eq!(signer.verify(&id, Some(&flipped), at(0)), Err(Refusal::Forged));
-        let settings = Settings::from_vars([(
+        let settings = Settings::section_from_vars([(
             "SWITCHBOARD_RECORDINGS__LINK_KEY",
             "another-key-of-at-least-thirty-two-b",
         )])

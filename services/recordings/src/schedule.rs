@@ -27,11 +27,11 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::RecordingsSettings;
 use chrono::Utc;
 use deadpool_postgres::Pool;
 use rdkafka::producer::FutureProducer;
 use switchboard_core::avro::Codecs;
-use switchboard_core::config::RecordingsSettings;
 use switchboard_core::kafka::{self, Outbound};
 use switchboard_core::metrics;
 use switchboard_core::model::{CallEvent, EventId, EventKind, RecordingStatus};

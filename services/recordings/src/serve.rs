@@ -14,6 +14,7 @@ use switchboard_core::config::Settings;
 use switchboard_core::metrics;
 use switchboard_core::model::RecordingStatus;
 
+use crate::RecordingsSettings;
 use crate::client::HttpClient;
 use crate::link::{LinkSigner, Refusal};
 use crate::store;
@@ -57,10 +58,14 @@ pub struct Links {
 }
 
 impl Links {
-    pub fn new(settings: &Settings) -> Result<Self, switchboard_core::seal::SealError> {
-        let timeout = std::time::Duration::from_millis(settings.recordings.resolve_timeout_ms);
+    /// `own` is the recordings section (the link key), `settings` the rest (the sources' key).
+    pub fn new(
+        settings: &Settings,
+        own: &RecordingsSettings,
+    ) -> Result<Self, switchboard_core::seal::SealError> {
+        let timeout = std::time::Duration::from_millis(own.resolve_timeout_ms);
         Ok(Self {
-            signer: LinkSigner::from_settings(settings),
+            signer: LinkSigner::from_settings(own),
             resolver: Resolver::new(HttpClient::new(), timeout),
             sealer: switchboard_core::source_secrets::sealer(settings)?,
         })

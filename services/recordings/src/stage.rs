@@ -142,7 +142,7 @@ mod tests {
 
     #[test]
     fn events_leave_with_the_stable_link_and_the_recordings_status() {
-        let settings = Settings::from_vars([
+        let settings = Settings::section_from_vars([
             ("SWITCHBOARD_RECORDINGS__LINK_KEY", "a-link-key-of-at-least-thirty-two-bytes"),
             ("SWITCHBOARD_RECORDINGS__PUBLIC_URL", "https://sb.example.com"),
         ])

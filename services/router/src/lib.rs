@@ -18,6 +18,8 @@
 #![warn(clippy::unwrap_used, clippy::indexing_slicing, clippy::arithmetic_side_effects)]
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::indexing_slicing, clippy::arithmetic_side_effects))]
 
+pub mod settings;
+pub use settings::RouterSettings;
 pub mod admin;
 pub mod lookup;
 
@@ -52,6 +54,8 @@ const CALLER_CACHE_ENTRIES: usize = 200_000;
 #[derive(Debug)]
 pub struct Router {
     settings: Settings,
+    /// The `[router]` section.
+    own: RouterSettings,
     region: Region,
     directory: SharedDirectory,
     callers: CallerCache,
@@ -65,16 +69,15 @@ pub async fn run(
     listener: TcpListener,
     cancel: CancellationToken,
 ) -> Result<(), ServiceError> {
-    let region: Region = settings
-        .router
-        .region
-        .parse()
-        .map_err(|source| ServiceError::Setting { setting: "router.region", source })?;
+    let own: RouterSettings = settings.own_section(Service::Router)?;
+    let region: Region =
+        own.region.parse().map_err(|source| ServiceError::Setting { setting: "router.region", source })?;
     // The phone-number metadata loads on first use (hundreds of milliseconds in a debug build);
     // pay that before the first IVR waits for it.
     let _ = switchboard_core::model::PhoneNumber::parse_lenient("+14155550123", region);
     let router = Arc::new(Router {
         settings: settings.clone(),
+        own,
         region,
         directory: SharedDirectory::default(),
         callers: CallerCache::new(region, CALLER_CACHE_ENTRIES),
@@ -142,18 +145,18 @@ impl Router {
             let (_, name) = form_urlencoded::parse(query.as_bytes()).find(|(k, _)| k == "format")?;
             Format::parse(&name)
         });
-        let budget = Duration::from_millis(self.settings.router.lookup_timeout_ms);
+        let budget = Duration::from_millis(self.own.lookup_timeout_ms);
         let (format, reply) = match tokio::time::timeout(budget, self.lookup(req, format)).await {
             Ok(answer) => answer,
             Err(_) => {
                 let format = format.unwrap_or(Format::Json);
-                (format, Reply::Decision(Decision::fallback(Outcome::Timeout, &self.settings.router)))
+                (format, Reply::Decision(Decision::fallback(Outcome::Timeout, &self.own)))
             }
         };
         match reply {
             Reply::Echo(text) => text_response("text/plain", text),
             Reply::Decision(decision) => {
-                let (content_type, body) = lookup::render(&decision, format, &self.settings.router);
+                let (content_type, body) = lookup::render(&decision, format, &self.own);
                 match decision.outcome {
                     Outcome::Agent => {}
                     // The caller's number is personal data: the metric counts them, no log names them.
@@ -171,14 +174,14 @@ impl Router {
         let params = match params(req).await {
             Ok(params) => params,
             Err(()) => {
-                let fallback = Decision::fallback(Outcome::BadRequest, &self.settings.router);
+                let fallback = Decision::fallback(Outcome::BadRequest, &self.own);
                 return (format.unwrap_or(Format::Json), Reply::Decision(fallback));
             }
         };
         let authorized = self.lookup_authorized(params.get("token"));
         let snapshot = self.directory.snapshot();
         let context = lookup::Context {
-            settings: &self.settings.router,
+            settings: &self.own,
             region: self.region,
             directory: snapshot.as_deref(),
             callers: &self.callers,
@@ -192,10 +195,10 @@ impl Router {
     }
 
     fn lookup_authorized(&self, token: Option<&String>) -> bool {
-        if self.settings.router.open_lookups {
+        if self.own.open_lookups {
             return true;
         }
-        let tokens = &self.settings.router.lookup_tokens;
+        let tokens = &self.own.lookup_tokens;
         // Empty only if validation was bypassed: then nothing authorises a lookup.
         let Some(token) = token else { return false };
         use subtle::ConstantTimeEq;

@@ -22,8 +22,8 @@ use std::collections::HashMap;
 use std::fmt::Write;
 use std::sync::Mutex;
 
+use crate::RouterSettings;
 use chrono::{DateTime, Utc};
-use switchboard_core::config::RouterSettings;
 use switchboard_core::model::{PhoneNumber, Region};
 use switchboard_directory::{Directory, Owner};
 

@@ -34,6 +34,7 @@ use switchboard_directory::store::{
     BLACKLIST_COLUMNS, BlacklistImportRow, BlacklistInput, BlacklistWrite, MAX_REASON, blacklist_from_row,
     blacklist_number, remove_blacklist, upsert_blacklist,
 };
+use switchboard_router::RouterSettings;
 use tokio_util::sync::CancellationToken;
 
 /// Exit code of a command line that cannot be carried out, clap's own for usage errors.
@@ -180,7 +181,11 @@ fn known_region(args: &RegionArgs, settings: &Settings) -> Option<Region> {
     match (&args.source, args.region) {
         (Some(_), _) => None,
         (None, Some(region)) => Some(region),
-        (None, None) => Some(settings.router.region.parse().unwrap_or_default()),
+        (None, None) => {
+            // Checked with every section when the settings were loaded.
+            let router: RouterSettings = settings.section().unwrap_or_default();
+            Some(router.region.parse().unwrap_or_default())
+        }
     }
 }
 

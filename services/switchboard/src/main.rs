@@ -26,6 +26,7 @@ use switchboard_core::model::{Region, Secret, SourceId, Vendor};
 use switchboard_core::runtime::{self, EXIT_CONFIG, EXIT_FAILURE, EXIT_UNAVAILABLE};
 use switchboard_core::service::{self, ServiceError};
 use switchboard_core::{kafka, pg};
+use switchboard_dispatcher::DispatcherSettings;
 use tokio_util::sync::CancellationToken;
 
 #[derive(Debug, Parser)]
@@ -159,7 +160,7 @@ fn parse_command_line() -> Result<Parsed, anyhow::Error> {
 
 fn main() -> ExitCode {
     let parsed = parse_command_line();
-    let settings = match Settings::load() {
+    let settings = match switchboard::load() {
         Ok(settings) => settings,
         Err(error) => {
             eprintln!("switchboard: {error}");
@@ -315,7 +316,7 @@ async fn run(command: Parsed, settings: Settings) -> ExitCode {
 }
 
 async fn run_service(service: Service, settings: Settings, cancel: CancellationToken) -> ExitCode {
-    if let Err(error) = settings.validate_for(service) {
+    if let Err(error) = switchboard::check_start(&settings, service) {
         eprintln!("switchboard: {error}");
         return exit(EXIT_CONFIG);
     }
@@ -414,8 +415,8 @@ async fn admin(command: Admin, settings: &Settings, cancel: &CancellationToken) 
             }
         }
         Admin::PutProfile { id, profile } => {
-            settings.validate_for(Service::Dispatcher)?;
-            let sealer = switchboard_dispatcher::seal::Sealer::new(settings.dispatcher.secrets_key.expose())?;
+            let own: DispatcherSettings = settings.own_section(Service::Dispatcher)?;
+            let sealer = switchboard_dispatcher::seal::Sealer::new(own.secrets_key.expose())?;
             let created = switchboard_dispatcher::store::put_profile(&pool, &sealer, &id, &profile).await?;
             println!("Profile {id} {}.", if created { "created" } else { "replaced" });
         }
