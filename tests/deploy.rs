@@ -9,7 +9,7 @@
 //! path as the real environment); ports, probes and scrape targets agree with the configuration;
 //! Prometheus configs and rules pass `promtool check` and the rules' unit tests pass `promtool
 //! test rules`; every dashboard query is valid PromQL; every metric the rules and the dashboard
-//! use is in the catalogue (`metrics::catalogue()`), and the catalogue and every alert are
+//! use is in the catalogue (`switchboard::catalogue()`), and the catalogue and every alert are
 //! documented.
 //!
 //! Needs `promtool` (Debian's `prometheus` package, which `./test` installs) and the
@@ -21,7 +21,6 @@ use std::process::Command;
 
 use serde_norway::Value;
 use switchboard_core::config::{Service, Settings};
-use switchboard_core::metrics;
 use switchboard_tests::switchboard_bin;
 
 fn repo() -> PathBuf {
@@ -537,7 +536,7 @@ fn metric_names(text: &str) -> BTreeSet<String> {
 
 /// The series names a metric of the catalogue exposes (a histogram's `_bucket`, `_sum`, `_count`).
 fn exposed_names() -> BTreeSet<String> {
-    metrics::catalogue()
+    switchboard::catalogue()
         .into_iter()
         .flat_map(|m| match m.kind {
             "histogram" => {
@@ -640,7 +639,7 @@ fn grafana_dashboard_has_a_row_per_stage_and_only_valid_queries() {
 fn the_catalogue_and_every_alert_are_documented_and_rules_use_only_real_metrics() {
     let root = repo();
     let doc = read(&root.join("docs/metrics.md"));
-    for metric in metrics::catalogue() {
+    for metric in switchboard::catalogue() {
         let line = doc
             .lines()
             .find(|l| l.contains(&format!("`{}`", metric.name)))
@@ -655,7 +654,7 @@ fn the_catalogue_and_every_alert_are_documented_and_rules_use_only_real_metrics(
         assert!(line.contains(metric.kind), "docs/metrics.md: {} is a {}", metric.name, metric.kind);
     }
     let exposed = exposed_names();
-    let defined: BTreeSet<String> = metrics::catalogue().into_iter().map(|m| m.name).collect();
+    let defined: BTreeSet<String> = switchboard::catalogue().into_iter().map(|m| m.name).collect();
     for name in metric_names(&doc).iter().filter(|n| n.starts_with("switchboard_")) {
         assert!(
             defined.contains(name) || exposed.contains(name),

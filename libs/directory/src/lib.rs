@@ -17,6 +17,7 @@
 //! normalise what PBXs send, so `+44 20 7946 0000`, `020 7946 0000` and `442079460000` meet as
 //! `+442079460000`.
 
+pub mod metrics;
 pub mod store;
 
 use std::collections::{HashMap, HashSet};
@@ -317,7 +318,7 @@ pub async fn reload(pool: &Pool, shared: &SharedDirectory) -> Result<(), StoreEr
     let (agents, contacts, blacklisted) =
         (directory.agent_count(), directory.contact_count(), directory.blacklist_count());
     shared.replace(directory);
-    switchboard_core::metrics::DIRECTORY_RELOADS.with_label_values(&["ok"]).inc();
+    crate::metrics::DIRECTORY_RELOADS.with_label_values(&["ok"]).inc();
     tracing::debug!(
         agents,
         contacts,
@@ -343,7 +344,7 @@ pub async fn watch(
         match listen_and_reload(&pool, &postgres_url, &shared, debounce, every, &cancel).await {
             Ok(()) => return,
             Err(error) => {
-                switchboard_core::metrics::DIRECTORY_RELOADS.with_label_values(&["error"]).inc();
+                crate::metrics::DIRECTORY_RELOADS.with_label_values(&["error"]).inc();
                 tracing::warn!(%error, "Directory change feed lost; reconnecting.");
             }
         }

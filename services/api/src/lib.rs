@@ -23,6 +23,7 @@
 
 pub mod calls;
 pub mod filter;
+pub mod metrics;
 
 use std::net::SocketAddr;
 use std::sync::{Arc, OnceLock};
@@ -36,8 +37,8 @@ use switchboard_core::config::{ApiSettings, Service, Settings};
 use switchboard_core::http::{self as ops, Body, Health};
 use switchboard_core::http_service::{self, HttpService};
 use switchboard_core::model::{CallId, SourceId};
+use switchboard_core::pg;
 use switchboard_core::service::ServiceError;
-use switchboard_core::{metrics, pg};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 

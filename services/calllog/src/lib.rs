@@ -27,6 +27,7 @@
 #![warn(clippy::unwrap_used, clippy::indexing_slicing, clippy::arithmetic_side_effects)]
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::indexing_slicing, clippy::arithmetic_side_effects))]
 
+pub mod metrics;
 pub mod settings;
 pub use settings::CalllogSettings;
 pub mod cache;
@@ -47,10 +48,10 @@ use rdkafka::producer::FutureProducer;
 use switchboard_core::avro::Codecs;
 use switchboard_core::config::{Service, Settings};
 use switchboard_core::kafka::{self, CommitMode};
+use switchboard_core::pg;
 use switchboard_core::retry::Backoff;
 use switchboard_core::service::{self, ServiceError};
 use switchboard_core::stage::{DeadLetterTarget, Inbound, Poison, PoisonClass};
-use switchboard_core::{metrics, pg};
 use tokio::net::TcpListener;
 use tokio::sync::{Notify, oneshot};
 use tokio::task::JoinHandle;

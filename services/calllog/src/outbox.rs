@@ -19,12 +19,12 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::metrics;
 use deadpool_postgres::Pool;
 use futures_util::StreamExt;
 use rdkafka::producer::FutureProducer;
 use switchboard_core::avro::Codecs;
 use switchboard_core::kafka::{self, Outbound, ProduceError};
-use switchboard_core::metrics;
 use switchboard_core::retry::Backoff;
 use switchboard_core::stage::{DeadLetterTarget, Inbound, Poison, PoisonClass};
 use tokio::sync::Notify;

@@ -2,11 +2,11 @@
 //! either token to read) and a call's wrap-up (an API token, or the session of an agent who was on
 //! the call, or a supervisor's).
 
+use crate::metrics;
 use ::http::StatusCode;
 use hyper::Request;
 use hyper::body::Incoming;
 use serde_json::json;
-use switchboard_core::metrics;
 
 use crate::api::{Answer, Api, error, json, no_content, read_json, sessions_id_invalid, unavailable};
 use crate::sessions::Session;

@@ -10,8 +10,8 @@
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
 
+use crate::metrics;
 use chrono::Utc;
-use switchboard_core::metrics;
 use tokio::sync::mpsc;
 
 use crate::notify::Notification;

@@ -15,12 +15,12 @@
 
 use std::time::Instant;
 
+use crate::metrics;
 use chrono::Utc;
 use http::StatusCode;
 use serde::Deserialize;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
-use switchboard_core::metrics;
 use switchboard_core::source_secrets::SourceSecrets;
 use switchboard_model::{PhoneNumber, Region, Vendor};
 use switchboard_originate::{AgentEndpoint, HangUpRequest, OriginateError, OriginateRequest, VendorSettings};

@@ -13,6 +13,7 @@
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
+use crate::metrics;
 use futures_util::StreamExt;
 use rdkafka::Message;
 use rdkafka::consumer::{Consumer, StreamConsumer};
@@ -20,7 +21,7 @@ use switchboard_core::avro::Codecs;
 use switchboard_core::config::{Service, Settings};
 use switchboard_core::retry::Backoff;
 use switchboard_core::service::{self, ServiceError};
-use switchboard_core::{http, kafka, metrics, pg};
+use switchboard_core::{http, kafka, pg};
 use switchboard_directory::SharedDirectory;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;

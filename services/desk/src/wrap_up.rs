@@ -22,7 +22,7 @@ use serde_json::{Value, json};
 use switchboard_core::kafka::Outbound;
 use switchboard_model::{CallEvent, CallId, EventId, EventKind, SourceId, Vendor, WrapUp};
 
-use switchboard_core::metrics;
+use crate::metrics;
 
 use crate::desk::{Desk, DeskError};
 use crate::originate::{self, Answer};

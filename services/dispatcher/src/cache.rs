@@ -58,7 +58,7 @@ impl ProfileCache {
                 *count = count.saturating_add(1);
             }
             for state in ["enabled", "paused", "disabled"] {
-                switchboard_core::metrics::DISPATCHER_PROFILES
+                crate::metrics::DISPATCHER_PROFILES
                     .with_label_values(&[state])
                     .set(counts.get(state).copied().unwrap_or(0));
             }

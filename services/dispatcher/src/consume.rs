@@ -19,13 +19,13 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::metrics;
 use deadpool_postgres::Pool;
 use rdkafka::Message;
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::producer::FutureProducer;
 use serde_json::Value;
 use switchboard_core::avro::Codecs;
-use switchboard_core::metrics;
 use switchboard_core::model::{CallEvent, CallRecord};
 use switchboard_core::retry::Backoff;
 use switchboard_core::stage::{DeadLetterTarget, Inbound, Poison, PoisonClass};

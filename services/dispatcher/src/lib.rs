@@ -32,6 +32,7 @@
 #![warn(clippy::unwrap_used, clippy::indexing_slicing, clippy::arithmetic_side_effects)]
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::indexing_slicing, clippy::arithmetic_side_effects))]
 
+pub mod metrics;
 pub mod settings;
 pub use settings::DispatcherSettings;
 pub mod api;

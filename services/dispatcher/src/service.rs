@@ -15,10 +15,11 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::metrics;
 use switchboard_core::avro::Codecs;
 use switchboard_core::config::{Service, Settings};
 use switchboard_core::service::{self, ServiceError};
-use switchboard_core::{http, kafka, metrics, pg};
+use switchboard_core::{http, kafka, pg};
 use tokio::net::TcpListener;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;

@@ -20,10 +20,10 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use crate::DispatcherSettings;
+use crate::metrics;
 use chrono::{DateTime, Utc};
 use deadpool_postgres::Pool;
 use serde_json::{Value, json};
-use switchboard_core::metrics;
 use switchboard_core::model::{CallEvent, CallRecord};
 use switchboard_core::schedule;
 use tokio::sync::Notify;

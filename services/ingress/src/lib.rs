@@ -30,6 +30,7 @@
 #![warn(clippy::unwrap_used, clippy::indexing_slicing, clippy::arithmetic_side_effects)]
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::indexing_slicing, clippy::arithmetic_side_effects))]
 
+pub mod metrics;
 pub mod settings;
 pub use settings::IngressSettings;
 pub mod sources;
@@ -57,7 +58,7 @@ use switchboard_core::http_service::{self, HttpService};
 use switchboard_core::model::{RawWebhook, call_partition_key};
 use switchboard_core::seal::Sealer;
 use switchboard_core::service::{self, ServiceError};
-use switchboard_core::{kafka, metrics, pg};
+use switchboard_core::{kafka, pg};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 

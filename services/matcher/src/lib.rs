@@ -17,6 +17,8 @@
 #![warn(clippy::unwrap_used, clippy::indexing_slicing, clippy::arithmetic_side_effects)]
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::indexing_slicing, clippy::arithmetic_side_effects))]
 
+pub mod metrics;
+
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -24,9 +26,9 @@ use switchboard_core::avro::Codecs;
 use switchboard_core::config::{Service, Settings};
 use switchboard_core::kafka::Outbound;
 use switchboard_core::model::{AgentMatch, CallEvent, ContactMatch};
+use switchboard_core::pg;
 use switchboard_core::service::{self, ServiceError};
 use switchboard_core::stage::{Inbound, Poison, PoisonClass, Processor};
-use switchboard_core::{metrics, pg};
 use switchboard_directory::{Directory, SharedDirectory};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;

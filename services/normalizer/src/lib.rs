@@ -15,13 +15,14 @@
 #![warn(clippy::unwrap_used, clippy::indexing_slicing, clippy::arithmetic_side_effects)]
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::indexing_slicing, clippy::arithmetic_side_effects))]
 
+pub mod metrics;
+
 use std::sync::Arc;
 
 use switchboard_adapters::adapter_for;
 use switchboard_core::avro::Codecs;
 use switchboard_core::config::{Service, Settings};
 use switchboard_core::kafka::Outbound;
-use switchboard_core::metrics;
 use switchboard_core::service::{self, ServiceError};
 use switchboard_core::stage::{Inbound, Poison, PoisonClass, Processor};
 use tokio::net::TcpListener;

@@ -28,6 +28,7 @@
 #![warn(clippy::unwrap_used, clippy::indexing_slicing, clippy::arithmetic_side_effects)]
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::indexing_slicing, clippy::arithmetic_side_effects))]
 
+pub mod metrics;
 pub mod settings;
 pub use settings::RecordingsSettings;
 pub mod client;
@@ -46,7 +47,7 @@ use switchboard_core::config::{ConfigError, Service, Settings};
 use switchboard_core::model::Vendor;
 use switchboard_core::service::{self, ServiceError};
 use switchboard_core::stage::StageContext;
-use switchboard_core::{kafka, metrics, pg};
+use switchboard_core::{kafka, pg};
 use tokio::net::TcpListener;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;

@@ -28,12 +28,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::RecordingsSettings;
+use crate::metrics;
 use chrono::Utc;
 use deadpool_postgres::Pool;
 use rdkafka::producer::FutureProducer;
 use switchboard_core::avro::Codecs;
 use switchboard_core::kafka::{self, Outbound};
-use switchboard_core::metrics;
 use switchboard_core::model::{CallEvent, EventId, EventKind, RecordingStatus};
 use switchboard_core::schedule;
 use tokio::sync::Notify;

@@ -8,10 +8,10 @@
 //! `302` to that fresh link, never cached. Every opening counts in
 //! `switchboard_recordings_link_requests_total` by result.
 
+use crate::metrics;
 use chrono::Utc;
 use deadpool_postgres::Pool;
 use switchboard_core::config::Settings;
-use switchboard_core::metrics;
 use switchboard_core::model::RecordingStatus;
 
 use crate::RecordingsSettings;

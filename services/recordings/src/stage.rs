@@ -18,10 +18,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::metrics;
 use deadpool_postgres::Pool;
 use switchboard_core::avro::Codecs;
 use switchboard_core::kafka::Outbound;
-use switchboard_core::metrics;
 use switchboard_core::model::{CallEvent, RecordingStatus};
 use switchboard_core::retry::Backoff;
 use switchboard_core::stage::{Inbound, Poison, PoisonClass, Processor};

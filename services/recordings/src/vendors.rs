@@ -23,6 +23,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use crate::metrics;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use bytes::Bytes;
@@ -31,7 +32,6 @@ use http::{Request, StatusCode, header};
 use http_body_util::Full;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
-use switchboard_core::metrics;
 use switchboard_core::model::{Secret, Vendor};
 
 use crate::client::{CallError, HttpClient, Reply};

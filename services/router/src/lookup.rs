@@ -112,7 +112,7 @@ pub struct LookupMetrics {
 
 impl Default for LookupMetrics {
     fn default() -> Self {
-        use switchboard_core::metrics::{ROUTER_LOOKUPS, ROUTER_SECONDS};
+        use crate::metrics::{ROUTER_LOOKUPS, ROUTER_SECONDS};
         let lookups = Format::ALL
             .iter()
             .map(|f| {

@@ -1,5 +1,6 @@
 //! What the `switchboard` binary knows of every service, for the binary and for the tests that
-//! check deployment files against it: each service's own settings section.
+//! check deployment files against it: each service's own settings section, and the catalogue of
+//! every metric.
 //!
 //! The services themselves are listed once, in `switchboard_core::topology::Service`; each
 //! service crate defines its own section (`switchboard_calllog::CalllogSettings`...), and this
@@ -7,6 +8,7 @@
 //! refused at start and every section is checked before any port is bound.
 
 use switchboard_core::config::{ConfigError, SectionInfo, Service, Settings};
+use switchboard_core::metrics::{self, MetricInfo};
 
 /// Every service's own section of the configuration. A new service with settings of its own
 /// adds its section here.
@@ -18,6 +20,26 @@ pub const SECTIONS: [SectionInfo; 6] = [
     SectionInfo::of::<switchboard_dispatcher::DispatcherSettings>(),
     SectionInfo::of::<switchboard_desk::DeskSettings>(),
 ];
+
+/// Every metric Switchboard defines, the shared ones and each crate's own, whether or not this
+/// process has observed them: what `docs/metrics.md`, the alert rules and the dashboard are
+/// checked against. A new crate with metrics of its own adds its `catalogue` here.
+pub fn catalogue() -> Vec<MetricInfo> {
+    [
+        metrics::shared_catalogue(),
+        switchboard_ingress::metrics::catalogue(),
+        switchboard_normalizer::metrics::catalogue(),
+        switchboard_matcher::metrics::catalogue(),
+        switchboard_directory::metrics::catalogue(),
+        switchboard_router::metrics::catalogue(),
+        switchboard_recordings::metrics::catalogue(),
+        switchboard_calllog::metrics::catalogue(),
+        switchboard_api::metrics::catalogue(),
+        switchboard_dispatcher::metrics::catalogue(),
+        switchboard_desk::metrics::catalogue(),
+    ]
+    .concat()
+}
 
 /// The settings from defaults, the file and the environment, every section checked.
 pub fn load() -> Result<Settings, ConfigError> {
@@ -65,5 +87,13 @@ mod tests {
         }
         assert!(env_keys().iter().any(|k| k == "SWITCHBOARD_CALLLOG__BATCH_LINGER_MS"));
         assert!(from_vars([("SWITCHBOARD_CALLOG__BATCH_MAX", "5")]).is_err(), "a misspelt section");
+    }
+
+    #[test]
+    fn the_catalogue_names_each_metric_once() {
+        let catalogue = catalogue();
+        let names: std::collections::BTreeSet<&str> = catalogue.iter().map(|m| m.name.as_str()).collect();
+        assert_eq!(names.len(), catalogue.len(), "two crates define a metric of the same name");
+        assert!(names.contains("switchboard_calllog_rows_total") && names.contains("switchboard_ready"));
     }
 }

@@ -39,10 +39,10 @@ use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use crate::CalllogSettings;
+use crate::metrics;
 use chrono::{DateTime, Utc};
 use deadpool_postgres::{Pool, Transaction};
 use switchboard_core::avro::Codecs;
-use switchboard_core::metrics;
 use switchboard_core::model::{CallEvent, Direction, Outcome};
 use tokio_postgres::{self, types::ToSql};
 
