@@ -427,9 +427,13 @@ async fn seed_calls(env: &TestEnv) -> anyhow::Result<()> {
         create_database: false,
         ..PostgresSettings::default()
     };
-    let pool = switchboard_core::pg::connect_and_migrate(&settings, &CancellationToken::new())
-        .await?
-        .context("cancelled")?;
+    let pool = switchboard_core::pg::connect_and_migrate(
+        &settings,
+        switchboard_schema::MIGRATIONS,
+        &CancellationToken::new(),
+    )
+    .await?
+    .context("cancelled")?;
     let source = SourceId::parse("pbx-gb")?;
     let start = Utc.with_ymd_and_hms(2026, 11, 21, 9, 0, 0).single().context("time")?;
     let event = |call: &str, n: usize, kind: EventKind, leg: Option<&str>, seconds: i64| {

@@ -573,7 +573,7 @@ async fn migrations_wait_past_the_statement_timeout() -> anyhow::Result<()> {
     let name = format!("sb_test_migrate_{}", &uuid::Uuid::now_v7().simple().to_string()[24..]);
     let admin = connect(&postgres_admin_url()).await?;
     admin.batch_execute(&format!("CREATE DATABASE \"{name}\"")).await?;
-    let url = pg::scratch::url_of(&name);
+    let url = switchboard_schema::scratch::url_of(&name);
     // Another replica migrating: it holds the migration lock.
     let other = connect(&url).await?;
     other.batch_execute(&format!("BEGIN; SELECT pg_advisory_xact_lock({})", pg::MIGRATION_LOCK)).await?;
@@ -584,7 +584,9 @@ async fn migrations_wait_past_the_statement_timeout() -> anyhow::Result<()> {
         ..PostgresSettings::default()
     };
     let cancel = tokio_util::sync::CancellationToken::new();
-    let migrating = tokio::spawn(async move { pg::connect_and_migrate(&settings, &cancel).await });
+    let migrating = tokio::spawn(async move {
+        pg::connect_and_migrate(&settings, switchboard_schema::MIGRATIONS, &cancel).await
+    });
     // Long enough that one wait outlasts the timeout several times over, on a slow machine too.
     tokio::time::sleep(Duration::from_secs(3)).await;
     let waited: Option<f64> = admin
@@ -604,6 +606,6 @@ async fn migrations_wait_past_the_statement_timeout() -> anyhow::Result<()> {
     ensure!(pool.is_some(), "migrated once the lock was free");
     drop(pool);
     drop(other);
-    pg::scratch::drop(&name).await?;
+    switchboard_schema::scratch::drop(&name).await?;
     Ok(())
 }

@@ -1,5 +1,5 @@
 //! Rolling upgrades (#18 item 12). Migrations are expand-then-contract across releases
-//! (`libs/core/migrations/README.md`), so that while a release rolls out, the replicas of the
+//! (`libs/schema/README.md`), so that while a release rolls out, the replicas of the
 //! release before it keep working on the new schema:
 //! - the previous release's call log and query API (its binary built by `./test` from the commit
 //!   in `deploy/previous-release`, named by `SB_PREVIOUS_RELEASE_BIN`) write a call and find it on
@@ -10,7 +10,7 @@
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use switchboard_core::pg::scratch;
+use switchboard_schema::scratch;
 use switchboard_tests::*;
 
 const TOKEN: &str = "upgrade-query-token-0123456789abcdef0123456789";
@@ -37,7 +37,7 @@ async fn the_previous_release_writes_and_queries_calls_on_this_releases_schema()
     env.init().await?;
     let db = env.db().await?;
     let newest: i32 = db.query_one("SELECT max(version) FROM schema_migrations", &[]).await?.get(0);
-    assert_eq!(newest, switchboard_core::pg::newest_migration());
+    assert_eq!(newest, switchboard_schema::newest());
 
     // This release's ingress and enrichment; the previous release's writer and API.
     let ingress = env.start("ingress").await?;
@@ -155,7 +155,7 @@ async fn every_migration_since_the_call_logs_first_finishes_on_five_million_legs
     println!(
         "migrations {}..{} on {legs} legs: seeded in {:.0} s, migrated in {:.0} s",
         SEED_SCHEMA + 1,
-        switchboard_core::pg::newest_migration(),
+        switchboard_schema::newest(),
         seeded.as_secs_f64(),
         migrated.as_secs_f64()
     );
@@ -165,7 +165,7 @@ async fn every_migration_since_the_call_logs_first_finishes_on_five_million_legs
         async move { db.query_one(sql, &[]).await.map(|row| row.get::<_, i64>(0)) }
     };
     let newest: i32 = db.query_one("SELECT max(version) FROM schema_migrations", &[]).await?.get(0);
-    assert_eq!(newest, switchboard_core::pg::newest_migration());
+    assert_eq!(newest, switchboard_schema::newest());
     assert_eq!(count("SELECT count(*) FROM call_legs").await?, legs);
     // 0007: every leg with an agent lists its identifiers, lower-case email included.
     assert_eq!(count("SELECT count(*) FROM call_legs WHERE agents <> '{}'").await?, legs / 2);

@@ -28,7 +28,6 @@ use anyhow::Context;
 use chrono::{DateTime, TimeZone, Utc};
 use switchboard_calllog::writer::{CallLog, StoredEvent};
 use switchboard_core::model::*;
-use switchboard_core::pg;
 use switchboard_tests::{connect, postgres_admin_url};
 
 fn at(millis: i64) -> DateTime<Utc> {
@@ -101,12 +100,12 @@ fn events(calls: usize) -> anyhow::Result<Vec<StoredEvent>> {
 
 /// A fresh, migrated database: its pool, URL and name.
 async fn fresh(name: &str) -> anyhow::Result<(deadpool_postgres::Pool, String, String)> {
-    let (pool, database) = pg::scratch::database(&format!("sb_bench_{name}"), 4).await?;
-    Ok((pool, pg::scratch::url_of(&database), database))
+    let (pool, database) = switchboard_schema::scratch::database(&format!("sb_bench_{name}"), 4).await?;
+    Ok((pool, switchboard_schema::scratch::url_of(&database), database))
 }
 
 async fn drop_database(database: &str) -> anyhow::Result<()> {
-    Ok(pg::scratch::drop(database).await?)
+    Ok(switchboard_schema::scratch::drop(database).await?)
 }
 
 async fn psql(url: &str, command: &str) -> anyhow::Result<()> {

@@ -40,7 +40,7 @@ pub fn kafka_brokers() -> String {
 }
 
 pub fn postgres_admin_url() -> String {
-    switchboard_core::pg::scratch::admin_url()
+    switchboard_schema::scratch::admin_url()
 }
 
 /// The `switchboard` binary: `SB_BIN`, else the one cargo built next to this executable.
@@ -104,7 +104,7 @@ impl TestEnv {
         set("SWITCHBOARD_KAFKA__PARTITIONS", "4".into());
         set("SWITCHBOARD_KAFKA__SESSION_TIMEOUT_MS", "6000".into());
         set("SWITCHBOARD_KAFKA__HEARTBEAT_INTERVAL_MS", "500".into());
-        set("SWITCHBOARD_POSTGRES__URL", switchboard_core::pg::scratch::url_of(&database));
+        set("SWITCHBOARD_POSTGRES__URL", switchboard_schema::scratch::url_of(&database));
         set("SWITCHBOARD_POSTGRES__POOL_SIZE", "4".into());
         set("SWITCHBOARD_INGRESS__SOURCES_REFRESH_MS", "500".into());
         set("SWITCHBOARD_PIPELINE__DRAIN_TIMEOUT_MS", "5000".into());
@@ -132,7 +132,7 @@ impl TestEnv {
     }
 
     pub fn database_url(&self) -> String {
-        switchboard_core::pg::scratch::url_of(&self.database)
+        switchboard_schema::scratch::url_of(&self.database)
     }
 
     fn command(&self, args: &[&str]) -> Command {

@@ -1,7 +1,7 @@
 //! PostgreSQL: the connection pool, database creation and migrations.
 //!
-//! Migrations are the SQL files in `libs/core/migrations/`, compiled in and applied at
-//! start-up by every service that uses the database. A transaction-scoped advisory lock makes
+//! Migrations are the list `switchboard_schema::MIGRATIONS` (each crate's SQL files, in one
+//! order), applied at start-up by every service that uses the database. A transaction-scoped advisory lock makes
 //! concurrent starts (several replicas at once) apply each migration exactly once.
 
 /// Database errors name their cause only in their sources: log them with the whole chain.
@@ -16,30 +16,9 @@ use tokio_util::sync::CancellationToken;
 use crate::config::PostgresSettings;
 use crate::retry::Backoff;
 
-/// `(version, name, sql)`, in order. Never edit an applied migration; add a new one.
-const MIGRATIONS: &[(i32, &str, &str)] = &[
-    (1, "initial", include_str!("../migrations/0001_initial.sql")),
-    (2, "source_settings", include_str!("../migrations/0002_source_settings.sql")),
-    (3, "directory", include_str!("../migrations/0003_directory.sql")),
-    (4, "call_log", include_str!("../migrations/0004_call_log.sql")),
-    (5, "recordings", include_str!("../migrations/0005_recordings.sql")),
-    (6, "call_revision", include_str!("../migrations/0006_call_revision.sql")),
-    (7, "hot_call_updates", include_str!("../migrations/0007_hot_call_updates.sql")),
-    (8, "unparsed_numbers", include_str!("../migrations/0008_unparsed_numbers.sql")),
-    (9, "dispatcher", include_str!("../migrations/0009_dispatcher.sql")),
-    (10, "desk", include_str!("../migrations/0010_desk.sql")),
-    (11, "click_to_call", include_str!("../migrations/0011_click_to_call.sql")),
-    (12, "blacklist", include_str!("../migrations/0012_blacklist.sql")),
-    (13, "wrap_up", include_str!("../migrations/0013_wrap_up.sql")),
-    (14, "sealed_source_secrets", include_str!("../migrations/0014_sealed_source_secrets.sql")),
-    (15, "deliveries_by_call", include_str!("../migrations/0015_deliveries_by_call.sql")),
-    (16, "disposition_lists", include_str!("../migrations/0016_disposition_lists.sql")),
-];
-
-/// The version of the newest migration: the schema this release runs on.
-pub fn newest_migration() -> i32 {
-    MIGRATIONS.last().map_or(0, |(version, _, _)| *version)
-}
+/// One migration: `(version, name, sql)`. The whole list, in order, is
+/// `switchboard_schema::MIGRATIONS`; core knows none of them.
+pub type Migration = (i32, &'static str, &'static str);
 
 /// Any advisory-lock key unique to Switchboard's migrator.
 pub const MIGRATION_LOCK: i64 = 0x5357_4244_4d49_4752; // "SWBDMIGR"
@@ -60,13 +39,14 @@ pub enum PgError {
 /// the server is unreachable. Returns `None` when cancelled first.
 pub async fn connect_and_migrate(
     settings: &PostgresSettings,
+    migrations: &[Migration],
     cancel: &CancellationToken,
 ) -> Result<Option<Pool>, PgError> {
     let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(5));
     loop {
         let attempt = tokio::select! {
             _ = cancel.cancelled() => return Ok(None),
-            attempt = try_connect_and_migrate(settings, i32::MAX) => attempt,
+            attempt = try_connect_and_migrate(settings, migrations, i32::MAX) => attempt,
         };
         match attempt {
             Ok(pool) => return Ok(Some(pool)),
@@ -83,7 +63,11 @@ pub async fn connect_and_migrate(
 
 /// Connects and applies the migrations up to `newest` (all of them but in a test that seeds an
 /// older schema).
-async fn try_connect_and_migrate(settings: &PostgresSettings, newest: i32) -> Result<Pool, PgError> {
+async fn try_connect_and_migrate(
+    settings: &PostgresSettings,
+    migrations: &[Migration],
+    newest: i32,
+) -> Result<Pool, PgError> {
     if settings.create_database {
         let config =
             tokio_postgres::Config::from_str(&settings.url).map_err(|e| PgError::Url(e.to_string()))?;
@@ -91,7 +75,7 @@ async fn try_connect_and_migrate(settings: &PostgresSettings, newest: i32) -> Re
     }
     let pool = pool(settings)?;
     let mut client = pool.get().await?;
-    migrate_to(&mut client, newest).await?;
+    migrate_to(&mut client, migrations, newest).await?;
     Ok(pool)
 }
 
@@ -148,7 +132,11 @@ async fn create_database_if_missing(config: &tokio_postgres::Config) -> Result<(
 }
 
 /// Applies the migrations up to `newest` (a test seeds a database at an older schema with it).
-async fn migrate_to(client: &mut deadpool_postgres::Object, newest: i32) -> Result<(), PgError> {
+async fn migrate_to(
+    client: &mut deadpool_postgres::Object,
+    migrations: &[Migration],
+    newest: i32,
+) -> Result<(), PgError> {
     let tx = client.transaction().await?;
     // Without the services' statement timeout (#18): a migration may take long on a large call
     // log, and a replica may wait long for another's migrations. Under the timeout either would
@@ -165,7 +153,7 @@ async fn migrate_to(client: &mut deadpool_postgres::Object, newest: i32) -> Resu
     .await?;
     let applied: Vec<i32> =
         tx.query("SELECT version FROM schema_migrations", &[]).await?.iter().map(|row| row.get(0)).collect();
-    for (version, name, sql) in MIGRATIONS.iter().filter(|(version, _, _)| *version <= newest) {
+    for (version, name, sql) in migrations.iter().filter(|(version, _, _)| *version <= newest) {
         if applied.contains(version) {
             continue;
         }
@@ -185,7 +173,7 @@ async fn migrate_to(client: &mut deadpool_postgres::Object, newest: i32) -> Resu
 pub mod scratch {
     use tokio_util::sync::CancellationToken;
 
-    use super::{PgError, Pool};
+    use super::{Migration, PgError, Pool};
     use crate::config::PostgresSettings;
 
     /// The maintenance database tests connect to in order to create and drop their own.
@@ -204,9 +192,13 @@ pub mod scratch {
     }
 
     /// A database of its own, `<prefix>_<random>`, created and migrated; returns its pool and name.
-    pub async fn database(prefix: &str, pool_size: usize) -> Result<(Pool, String), PgError> {
+    pub async fn database(
+        prefix: &str,
+        pool_size: usize,
+        migrations: &[Migration],
+    ) -> Result<(Pool, String), PgError> {
         let (name, settings) = settings(prefix, pool_size);
-        let pool = super::connect_and_migrate(&settings, &CancellationToken::new())
+        let pool = super::connect_and_migrate(&settings, migrations, &CancellationToken::new())
             .await?
             .ok_or_else(|| PgError::Build("cancelled".into()))?;
         Ok((pool, name))
@@ -214,9 +206,13 @@ pub mod scratch {
 
     /// A database of its own at the schema of migration `version` (and none after it), for a test
     /// that seeds an older schema and then applies the rest with [`migrate`].
-    pub async fn database_at(prefix: &str, version: i32) -> Result<(Pool, String), PgError> {
+    pub async fn database_at(
+        prefix: &str,
+        version: i32,
+        migrations: &[Migration],
+    ) -> Result<(Pool, String), PgError> {
         let (name, settings) = settings(prefix, 2);
-        Ok((super::try_connect_and_migrate(&settings, version).await?, name))
+        Ok((super::try_connect_and_migrate(&settings, migrations, version).await?, name))
     }
 
     /// A new database name, `<prefix>_<random>`, and the settings that reach it.
@@ -227,8 +223,8 @@ pub mod scratch {
     }
 
     /// Applies every migration not applied yet, as a service does at start-up.
-    pub async fn migrate(pool: &Pool) -> Result<(), PgError> {
-        super::migrate_to(&mut pool.get().await?, i32::MAX).await
+    pub async fn migrate(pool: &Pool, migrations: &[Migration]) -> Result<(), PgError> {
+        super::migrate_to(&mut pool.get().await?, migrations, i32::MAX).await
     }
 
     /// Drops database `name`, closing what is still connected to it.
@@ -236,64 +232,5 @@ pub mod scratch {
         let (client, connection) = tokio_postgres::connect(&admin_url(), tokio_postgres::NoTls).await?;
         let _driver = tokio::spawn(connection);
         client.batch_execute(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)")).await
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::MIGRATIONS;
-
-    /// The statements that take away what the previous release may still use (migrations/README.md).
-    const CONTRACTING: [&str; 7] = [
-        "drop table",
-        "drop column",
-        "rename ",
-        "set not null",
-        "drop constraint",
-        "drop view",
-        "drop function",
-    ];
-
-    /// `sql` in lower case without its comments and with its whitespace collapsed.
-    fn statements(sql: &str) -> String {
-        let code: Vec<&str> = sql.lines().map(|line| line.split("--").next().unwrap_or("")).collect();
-        code.join(" ").to_lowercase().split_whitespace().collect::<Vec<_>>().join(" ")
-    }
-
-    #[test]
-    fn migrations_after_0007_only_expand() {
-        for (version, name, sql) in MIGRATIONS.iter().filter(|(version, _, _)| *version > 7) {
-            let code = statements(sql);
-            let marked = sql.lines().any(|line| line.trim_start().starts_with("-- contract:"));
-            for statement in CONTRACTING {
-                assert!(
-                    marked || !code.contains(statement),
-                    "migration {version} ({name}) has `{statement}`, which takes away what the previous \
-                     release may still use: ship it as a contract step (libs/core/migrations/README.md)"
-                );
-            }
-            let column_type = code.contains("alter column") && code.contains(" type ");
-            assert!(marked || !column_type, "migration {version} ({name}) changes a column's type");
-            // An index may go only where the same migration builds its replacement.
-            assert!(
-                !code.contains("drop index") || code.contains("create index"),
-                "migration {version} ({name}) drops an index without building the one that replaces it"
-            );
-        }
-    }
-
-    #[test]
-    fn the_policy_check_sees_a_contracting_statement() {
-        let code = statements("-- drops nothing\nALTER TABLE calls\n    DROP   COLUMN agents;");
-        assert!(code.contains("drop column"));
-        assert!(!statements("-- DROP COLUMN in a comment").contains("drop column"));
-    }
-
-    #[test]
-    fn versions_rise_one_by_one() {
-        for (i, (version, _, _)) in MIGRATIONS.iter().enumerate() {
-            assert_eq!(usize::try_from(*version).ok(), Some(i + 1));
-        }
-        assert_eq!(super::newest_migration(), MIGRATIONS.last().map_or(0, |m| m.0));
     }
 }

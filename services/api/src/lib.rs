@@ -102,7 +102,9 @@ pub async fn run(
         HttpService { service: Service::Api, settings: &settings, listener, health, cancel: cancel.clone() };
     // Probes answer, and /v1 answers 503, until the database is up.
     let start = async {
-        let Some(pool) = pg::connect_and_migrate(&settings.postgres, &cancel).await? else {
+        let Some(pool) =
+            pg::connect_and_migrate(&settings.postgres, switchboard_schema::MIGRATIONS, &cancel).await?
+        else {
             return Ok(None);
         };
         let _ = api.pool.set(pool);

@@ -143,7 +143,7 @@ struct Fixture {
 impl Fixture {
     async fn start(name: &str) -> Self {
         let (pool, database) =
-            pg::scratch::database(&format!("sb_test_api_{name}"), 4).await.expect("database");
+            switchboard_schema::scratch::database(&format!("sb_test_api_{name}"), 4).await.expect("database");
         let log = CallLog::new(pool.clone()).expect("log");
         let _ = log.write_batch(&call_log()).await.expect("write");
         let client = pool.get().await.expect("client");
@@ -163,7 +163,7 @@ impl Fixture {
         let mut settings = Settings::default();
         (settings.postgres, settings.api, settings.http) = (
             PostgresSettings {
-                url: pg::scratch::url_of(&database),
+                url: switchboard_schema::scratch::url_of(&database),
                 pool_size: 4,
                 create_database: false,
                 ..PostgresSettings::default()
@@ -241,18 +241,21 @@ impl Fixture {
     /// A pool of the fixture's database, for writing more calls.
     async fn pool(&self) -> deadpool_postgres::Pool {
         let settings = PostgresSettings {
-            url: pg::scratch::url_of(&self.database),
+            url: switchboard_schema::scratch::url_of(&self.database),
             pool_size: 1,
             create_database: false,
             ..PostgresSettings::default()
         };
-        pg::connect_and_migrate(&settings, &CancellationToken::new()).await.expect("db").expect("pool")
+        pg::connect_and_migrate(&settings, switchboard_schema::MIGRATIONS, &CancellationToken::new())
+            .await
+            .expect("db")
+            .expect("pool")
     }
 
     async fn stop(self) {
         self.cancel.cancel();
         let _ = self.server.await;
-        let _ = pg::scratch::drop(&self.database).await;
+        let _ = switchboard_schema::scratch::drop(&self.database).await;
     }
 }
 
@@ -352,11 +355,12 @@ async fn keyset_pages_cover_every_call_once() {
         if pages == 2 {
             let log_pool = pg::connect_and_migrate(
                 &PostgresSettings {
-                    url: pg::scratch::url_of(&api.database),
+                    url: switchboard_schema::scratch::url_of(&api.database),
                     pool_size: 1,
                     create_database: false,
                     ..PostgresSettings::default()
                 },
+                switchboard_schema::MIGRATIONS,
                 &CancellationToken::new(),
             )
             .await

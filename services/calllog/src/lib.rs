@@ -101,7 +101,9 @@ pub async fn run(
         let _ = metrics::CALLLOG_FOLD_CACHE.with_label_values(&[result]);
     }
     service::with_probes(Service::Calllog, listener, &cancel.clone(), |health, watcher| async move {
-        let Some(pool) = pg::connect_and_migrate(&settings.postgres, &cancel).await? else {
+        let Some(pool) =
+            pg::connect_and_migrate(&settings.postgres, switchboard_schema::MIGRATIONS, &cancel).await?
+        else {
             return Ok(());
         };
         let topics = settings.kafka.topics();

@@ -15,11 +15,10 @@ use switchboard_calllog::outbox;
 use switchboard_calllog::writer::{CallLog, StoredEvent};
 use switchboard_core::avro::Codecs;
 use switchboard_core::model::*;
-use switchboard_core::pg;
 
 /// A fresh, migrated database of its own.
 async fn fresh_pool(name: &str) -> (Pool, String) {
-    pg::scratch::database(&format!("sb_test_fold_{name}"), 4).await.expect("database")
+    switchboard_schema::scratch::database(&format!("sb_test_fold_{name}"), 4).await.expect("database")
 }
 
 /// A writer as the service makes it, with the default fold cache.
@@ -28,7 +27,7 @@ fn call_log(pool: &Pool) -> CallLog {
 }
 
 async fn drop_database(database: &str) {
-    let _ = pg::scratch::drop(database).await;
+    let _ = switchboard_schema::scratch::drop(database).await;
 }
 
 /// Every fixture call's events, under source `source`, numbered as if read from one partition.

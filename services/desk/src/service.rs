@@ -63,7 +63,9 @@ pub async fn run(
             let _ = metrics::DESK_STREAMS_CLOSED.with_label_values(&[reason]);
         }
 
-        let Some(pool) = pg::connect_and_migrate(&settings.postgres, &cancel).await? else {
+        let Some(pool) =
+            pg::connect_and_migrate(&settings.postgres, switchboard_schema::MIGRATIONS, &cancel).await?
+        else {
             return Ok(());
         };
         let topics = settings.kafka.topics();

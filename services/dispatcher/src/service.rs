@@ -74,7 +74,9 @@ pub async fn run(
         }
         let _ = metrics::TRANSIENT_RETRIES.with_label_values(&[Service::Dispatcher.name(), "postgres"]);
 
-        let Some(pool) = pg::connect_and_migrate(&settings.postgres, &cancel).await? else {
+        let Some(pool) =
+            pg::connect_and_migrate(&settings.postgres, switchboard_schema::MIGRATIONS, &cancel).await?
+        else {
             return Ok(());
         };
         let topics = settings.kafka.topics();

@@ -132,7 +132,9 @@ pub async fn run(
     };
     // Webhooks get 503 until the database, the topics and the sources are there.
     let start = async {
-        let Some(pool) = pg::connect_and_migrate(&settings.postgres, &cancel).await? else {
+        let Some(pool) =
+            pg::connect_and_migrate(&settings.postgres, switchboard_schema::MIGRATIONS, &cancel).await?
+        else {
             return Ok(None);
         };
         if !(kafka::ensure_topics(&settings.kafka, &topics.all(), &cancel).await

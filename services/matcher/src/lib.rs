@@ -100,7 +100,7 @@ pub async fn run(
     let loader = {
         let (settings, directory, cancel) = (settings.clone(), directory.clone(), cancel.clone());
         tokio::spawn(async move {
-            match pg::connect_and_migrate(&settings.postgres, &cancel).await {
+            match pg::connect_and_migrate(&settings.postgres, switchboard_schema::MIGRATIONS, &cancel).await {
                 Ok(Some(pool)) => {
                     switchboard_directory::watch(
                         pool,

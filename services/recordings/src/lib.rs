@@ -81,7 +81,7 @@ pub async fn run(
         }
         let _ = metrics::TRANSIENT_RETRIES.with_label_values(&[Service::Recordings.name(), "postgres"]);
 
-        let Some(pool) = pg::connect_and_migrate(&settings.postgres, &cancel).await? else {
+        let Some(pool) = pg::connect_and_migrate(&settings.postgres, switchboard_schema::MIGRATIONS, &cancel).await? else {
             return Ok(());
         };
         let topics = settings.kafka.topics();

@@ -9,16 +9,15 @@ use std::time::Duration;
 use chrono::{TimeZone, Utc};
 use deadpool_postgres::Pool;
 use switchboard_core::model::{CallEvent, CallId, EventId, EventKind, RecordingStatus, SourceId, Vendor};
-use switchboard_core::pg;
 use switchboard_recordings::store::{self, NewRecording};
 
 /// A fresh, migrated database of its own.
 async fn fresh_pool(name: &str) -> (Pool, String) {
-    pg::scratch::database(&format!("sb_test_rec_{name}"), 4).await.expect("database")
+    switchboard_schema::scratch::database(&format!("sb_test_rec_{name}"), 4).await.expect("database")
 }
 
 async fn drop_database(database: &str) {
-    let _ = pg::scratch::drop(database).await;
+    let _ = switchboard_schema::scratch::drop(database).await;
 }
 
 /// An event of call `call` naming a recording by `id` and/or `url`, received at second `second`.

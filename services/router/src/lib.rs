@@ -95,7 +95,9 @@ pub async fn run(
     };
     // Lookups get the fallback, and the admin API 503, until the directory is loaded.
     let start = async {
-        let Some(pool) = pg::connect_and_migrate(&settings.postgres, &cancel).await? else {
+        let Some(pool) =
+            pg::connect_and_migrate(&settings.postgres, switchboard_schema::MIGRATIONS, &cancel).await?
+        else {
             return Ok(None);
         };
         let _ = router.pool.set(pool.clone());

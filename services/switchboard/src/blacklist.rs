@@ -204,7 +204,7 @@ async fn source_region(pool: &Pool, source: &str) -> anyhow::Result<Region> {
 
 /// Connects (waiting for PostgreSQL, as the other admin commands do) and applies migrations.
 async fn connect(settings: &Settings, cancel: &CancellationToken) -> anyhow::Result<Pool> {
-    pg::connect_and_migrate(&settings.postgres, cancel)
+    pg::connect_and_migrate(&settings.postgres, switchboard_schema::MIGRATIONS, cancel)
         .await?
         .context("cancelled while waiting for PostgreSQL")
 }

@@ -360,7 +360,7 @@ fn sources_sealer(settings: &Settings) -> anyhow::Result<switchboard_core::seal:
 }
 
 async fn admin(command: Admin, settings: &Settings, cancel: &CancellationToken) -> anyhow::Result<()> {
-    let pool = pg::connect_and_migrate(&settings.postgres, cancel)
+    let pool = pg::connect_and_migrate(&settings.postgres, switchboard_schema::MIGRATIONS, cancel)
         .await?
         .context("cancelled while waiting for PostgreSQL")?;
     match command {
