@@ -21,13 +21,3 @@ pub static DIRECTORY_RELOADS: LazyLock<IntCounterVec> = LazyLock::new(|| {
 pub fn catalogue() -> Vec<MetricInfo> {
     describe(&[(&*DIRECTORY_RELOADS, "counter")])
 }
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn the_catalogue_lists_every_metric_defined_here_once() {
-        let problem =
-            switchboard_core::metrics::catalogue_problem(include_str!("metrics.rs"), &super::catalogue());
-        assert_eq!(problem, None);
-    }
-}

@@ -29,13 +29,3 @@ pub static API_SECONDS: LazyLock<HistogramVec> = LazyLock::new(|| {
 pub fn catalogue() -> Vec<MetricInfo> {
     describe(&[(&*API_REQUESTS, "counter"), (&*API_SECONDS, "histogram")])
 }
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn the_catalogue_lists_every_metric_defined_here_once() {
-        let problem =
-            switchboard_core::metrics::catalogue_problem(include_str!("metrics.rs"), &super::catalogue());
-        assert_eq!(problem, None);
-    }
-}

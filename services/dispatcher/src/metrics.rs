@@ -70,13 +70,3 @@ pub fn catalogue() -> Vec<MetricInfo> {
         (&*DISPATCHER_PROFILES, "gauge"),
     ])
 }
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn the_catalogue_lists_every_metric_defined_here_once() {
-        let problem =
-            switchboard_core::metrics::catalogue_problem(include_str!("metrics.rs"), &super::catalogue());
-        assert_eq!(problem, None);
-    }
-}

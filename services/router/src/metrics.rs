@@ -32,13 +32,3 @@ pub static ROUTER_SECONDS: LazyLock<HistogramVec> = LazyLock::new(|| {
 pub fn catalogue() -> Vec<MetricInfo> {
     describe(&[(&*ROUTER_LOOKUPS, "counter"), (&*ROUTER_SECONDS, "histogram")])
 }
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn the_catalogue_lists_every_metric_defined_here_once() {
-        let problem =
-            switchboard_core::metrics::catalogue_problem(include_str!("metrics.rs"), &super::catalogue());
-        assert_eq!(problem, None);
-    }
-}

@@ -90,6 +90,37 @@ mod tests {
     }
 
     #[test]
+    fn each_crates_catalogue_lists_every_metric_it_defines_once() {
+        let crates = [
+            (include_str!("../../../libs/core/src/metrics.rs"), metrics::shared_catalogue()),
+            (include_str!("../../ingress/src/metrics.rs"), switchboard_ingress::metrics::catalogue()),
+            (include_str!("../../normalizer/src/metrics.rs"), switchboard_normalizer::metrics::catalogue()),
+            (include_str!("../../matcher/src/metrics.rs"), switchboard_matcher::metrics::catalogue()),
+            (
+                include_str!("../../../libs/directory/src/metrics.rs"),
+                switchboard_directory::metrics::catalogue(),
+            ),
+            (include_str!("../../router/src/metrics.rs"), switchboard_router::metrics::catalogue()),
+            (include_str!("../../recordings/src/metrics.rs"), switchboard_recordings::metrics::catalogue()),
+            (include_str!("../../calllog/src/metrics.rs"), switchboard_calllog::metrics::catalogue()),
+            (include_str!("../../api/src/metrics.rs"), switchboard_api::metrics::catalogue()),
+            (include_str!("../../dispatcher/src/metrics.rs"), switchboard_dispatcher::metrics::catalogue()),
+            (include_str!("../../desk/src/metrics.rs"), switchboard_desk::metrics::catalogue()),
+        ];
+        for (source, catalogue) in &crates {
+            assert_eq!(metrics::catalogue_problem(source, catalogue), None);
+        }
+        assert_eq!(
+            crates.iter().map(|(_, c)| c.len()).sum::<usize>(),
+            catalogue().len(),
+            "each crate joined"
+        );
+        let (source, shared) = &crates[0];
+        let twice = [shared.clone(), shared.clone()].concat();
+        assert!(metrics::catalogue_problem(source, &twice).is_some(), "the check can fail");
+    }
+
+    #[test]
     fn the_catalogue_names_each_metric_once() {
         let catalogue = catalogue();
         let names: std::collections::BTreeSet<&str> = catalogue.iter().map(|m| m.name.as_str()).collect();
