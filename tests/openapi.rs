@@ -27,6 +27,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use chrono::{TimeZone, Utc};
+use switchboard_calllog::CalllogSettings;
 use switchboard_calllog::writer::{CallLog, StoredEvent};
 use switchboard_core::config::PostgresSettings;
 use switchboard_core::model::*;
@@ -518,7 +519,7 @@ async fn seed_calls(env: &TestEnv) -> anyhow::Result<()> {
         .enumerate()
         .map(|(i, event)| StoredEvent { event, partition: 0, offset: i as i64 })
         .collect();
-    let outcome = CallLog::new(pool)?.write_batch(&stored).await?;
+    let outcome = CallLog::new(pool, &CalllogSettings::default())?.write_batch(&stored).await?;
     anyhow::ensure!(outcome.new_events == stored.len() as i64, "{outcome:?}");
     Ok(())
 }

@@ -26,6 +26,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use chrono::{DateTime, TimeZone, Utc};
+use switchboard_calllog::CalllogSettings;
 use switchboard_calllog::writer::{CallLog, StoredEvent};
 use switchboard_core::model::*;
 use switchboard_tests::{connect, postgres_admin_url};
@@ -220,7 +221,8 @@ async fn writer_run(
     let started = Instant::now();
     let mut replicas = Vec::new();
     for stream in streams {
-        let (log, stream) = (std::sync::Arc::new(CallLog::new(pool.clone())?), stream.clone());
+        let (log, stream) =
+            (std::sync::Arc::new(CallLog::new(pool.clone(), &CalllogSettings::default())?), stream.clone());
         replicas.push(tokio::spawn(async move {
             use futures_util::{StreamExt, TryStreamExt};
             futures_util::stream::iter(stream.chunks(batch).map(<[StoredEvent]>::to_vec))

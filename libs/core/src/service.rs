@@ -257,6 +257,21 @@ async fn monitor_consumers(
     }
 }
 
+/// What a service that reads or writes both the database and the pipeline's topics waits for
+/// before it is ready: the database, migrated to `migrations`, then every topic. `None` when
+/// cancelled first.
+pub async fn database_and_topics(
+    settings: &Settings,
+    migrations: &[crate::pg::Migration],
+    cancel: &CancellationToken,
+) -> Result<Option<deadpool_postgres::Pool>, ServiceError> {
+    let Some(pool) = crate::pg::connect_and_migrate(&settings.postgres, migrations, cancel).await? else {
+        return Ok(None);
+    };
+    let topics = settings.kafka.topics();
+    Ok(kafka::ensure_topics(&settings.kafka, &topics.all(), cancel).await.then_some(pool))
+}
+
 /// Runs a consume → process → produce stage reading `input` of the pipeline's topics.
 pub async fn run_stage<P: Processor>(
     service: Service,

@@ -1,5 +1,6 @@
 //! The consume → process → produce loop shared by the streaming stages (normalizer, matcher,
-//! recordings).
+//! recordings), and the pieces of it that the batch stages (the call log, the dispatcher) use
+//! in their own loops: [`next_batch`], [`consume_error`], [`store_offset`] and [`finish`].
 //!
 //! Delivery guarantee: at least once. A record's offset is stored only after everything it
 //! produced (or its dead letter) was acknowledged by Kafka, and offsets are stored in the order
@@ -195,7 +196,7 @@ pub async fn run<P: Processor>(
             _ = cancel.cancelled() => break Ok(()),
             Some(done) = in_flight.next() => {
                 match done {
-                    Ok(record) => store_offset(&ctx, &record),
+                    Ok(record) => store_offset(&ctx.consumer, &record),
                     Err(error) => break Err(error),
                 }
             }
@@ -206,11 +207,7 @@ pub async fn run<P: Processor>(
                         let record = Inbound::from_message(&message);
                         in_flight.push_back(handle(ctx.clone(), processor.clone(), record));
                     }
-                    Err(error) => {
-                        metrics::CONSUME_ERRORS.with_label_values(&[stage]).inc();
-                        tracing::warn!(%error, "Consumer error.");
-                        tokio::time::sleep(Duration::from_millis(100)).await;
-                    }
+                    Err(error) => consume_error(stage, &error).await,
                 }
             }
         }
@@ -223,7 +220,7 @@ pub async fn run<P: Processor>(
     let drained = tokio::time::timeout(ctx.drain_timeout, async {
         while let Some(done) = in_flight.next().await {
             match done {
-                Ok(record) if !failed => store_offset(&ctx, &record),
+                Ok(record) if !failed => store_offset(&ctx.consumer, &record),
                 Ok(_) => {}
                 Err(error) => {
                     tracing::error!(%error, "Record failed while draining; no later offset is stored.");
@@ -236,12 +233,61 @@ pub async fn run<P: Processor>(
     if drained.is_err() {
         tracing::warn!(left = in_flight.len(), "Drain timed out; those records will be re-delivered.");
     }
-    if let Err(error) = ctx.consumer.commit_consumer_state(CommitMode::Sync) {
+    finish(&ctx.consumer, &ctx.producer);
+    outcome
+}
+
+/// Commits the stored offsets and flushes the producer: the last thing every stage does.
+pub fn finish(consumer: &StreamConsumer, producer: &FutureProducer) {
+    if let Err(error) = consumer.commit_consumer_state(CommitMode::Sync) {
         // "No offset" simply means nothing new was stored since the last auto-commit.
         tracing::debug!(%error, "Final commit.");
     }
-    kafka::flush(&ctx.producer, Duration::from_secs(5));
-    outcome
+    kafka::flush(producer, Duration::from_secs(5));
+}
+
+/// Counts and logs a consume error, then waits a moment, so that a broker that is away is not
+/// polled in a tight loop (the consumer reconnects on its own).
+pub async fn consume_error(stage: &str, error: &rdkafka::error::KafkaError) {
+    metrics::CONSUME_ERRORS.with_label_values(&[stage]).inc();
+    tracing::warn!(%error, "Consumer error.");
+    tokio::time::sleep(Duration::from_millis(100)).await;
+}
+
+/// The next batch for a stage that writes a batch at a time: waits for a first record, then
+/// gathers more for up to `linger` or `max` records. `None` once cancelled with nothing
+/// gathered; a batch begun is returned whole, so that it is written (or re-delivered) as one.
+pub async fn next_batch(
+    consumer: &StreamConsumer,
+    stage: &str,
+    max: usize,
+    linger: Duration,
+    cancel: &CancellationToken,
+) -> Option<Vec<Inbound>> {
+    let first = loop {
+        tokio::select! {
+            biased;
+            _ = cancel.cancelled() => return None,
+            received = consumer.recv() => match received {
+                Ok(message) => break Inbound::from_message(&message),
+                Err(error) => consume_error(stage, &error).await,
+            }
+        }
+    };
+    let mut batch = vec![first];
+    // Unlike `now + linger`, a sleep caps a deadline beyond the clock's range.
+    let linger = tokio::time::sleep(linger);
+    tokio::pin!(linger);
+    while batch.len() < max {
+        tokio::select! {
+            _ = &mut linger => break,
+            received = consumer.recv() => match received {
+                Ok(message) => batch.push(Inbound::from_message(&message)),
+                Err(error) => consume_error(stage, &error).await,
+            }
+        }
+    }
+    Some(batch)
 }
 
 /// Processes one record and produces its outputs, returning it once all are acknowledged (or
@@ -295,10 +341,11 @@ async fn handle<P: Processor>(
     Ok(record)
 }
 
-fn store_offset(ctx: &StageContext, record: &Inbound) {
+/// Stores `record`'s offset for the next commit, once everything it caused is durable.
+pub fn store_offset(consumer: &StreamConsumer, record: &Inbound) {
     // Fails only when the partition was revoked meanwhile; its new owner re-processes the
     // record, which the idempotent downstream absorbs.
-    if let Err(error) = ctx.consumer.store_offset(&record.topic, record.partition, record.offset) {
+    if let Err(error) = consumer.store_offset(&record.topic, record.partition, record.offset) {
         tracing::debug!(%error, partition = record.partition, "Offset not stored (partition revoked).");
     }
 }

@@ -10,6 +10,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use serde_json::Value;
+use switchboard_calllog::CalllogSettings;
 use switchboard_calllog::writer::{CallLog, StoredEvent};
 use switchboard_core::config::{PostgresSettings, Settings};
 use switchboard_core::model::*;
@@ -144,7 +145,7 @@ impl Fixture {
     async fn start(name: &str) -> Self {
         let (pool, database) =
             switchboard_schema::scratch::database(&format!("sb_test_api_{name}"), 4).await.expect("database");
-        let log = CallLog::new(pool.clone()).expect("log");
+        let log = CallLog::new(pool.clone(), &CalllogSettings::default()).expect("log");
         let _ = log.write_batch(&call_log()).await.expect("write");
         let client = pool.get().await.expect("client");
         client
@@ -308,7 +309,11 @@ async fn numbers_that_did_not_parse_are_found_by_their_digits() {
         numbers_to(e, "+442071234567")
     };
     let events = [unread("drama", "07700 900103", 500), unread("drama-intl", "+447700900104", 501)];
-    let _ = CallLog::new(api.pool().await).expect("log").write_batch(&events).await.expect("write");
+    let _ = CallLog::new(api.pool().await, &CalllogSettings::default())
+        .expect("log")
+        .write_batch(&events)
+        .await
+        .expect("write");
 
     for number in [
         "07700+900103",
@@ -367,7 +372,11 @@ async fn keyset_pages_cover_every_call_once() {
             .expect("db")
             .expect("pool");
             let newer = event("bulk", "newest", 0, None, EventKind::Ringing, 5000, Direction::Inbound, None);
-            let _ = CallLog::new(log_pool).expect("log").write_batch(&[newer]).await.expect("write");
+            let _ = CallLog::new(log_pool, &CalllogSettings::default())
+                .expect("log")
+                .write_batch(&[newer])
+                .await
+                .expect("write");
         }
     }
     assert_eq!(pages, 5, "34 calls in pages of 7");

@@ -47,11 +47,10 @@ use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::producer::FutureProducer;
 use switchboard_core::avro::Codecs;
 use switchboard_core::config::{Service, Settings};
-use switchboard_core::kafka::{self, CommitMode};
-use switchboard_core::pg;
+use switchboard_core::kafka;
 use switchboard_core::retry::Backoff;
 use switchboard_core::service::{self, ServiceError};
-use switchboard_core::stage::{DeadLetterTarget, Inbound, Poison, PoisonClass};
+use switchboard_core::stage::{self, DeadLetterTarget, Inbound, Poison, PoisonClass};
 use tokio::net::TcpListener;
 use tokio::sync::{Notify, oneshot};
 use tokio::task::JoinHandle;
@@ -102,18 +101,14 @@ pub async fn run(
     }
     service::with_probes(Service::Calllog, listener, &cancel.clone(), |health, watcher| async move {
         let Some(pool) =
-            pg::connect_and_migrate(&settings.postgres, switchboard_schema::MIGRATIONS, &cancel).await?
+            service::database_and_topics(&settings, switchboard_schema::MIGRATIONS, &cancel).await?
         else {
             return Ok(());
         };
         let topics = settings.kafka.topics();
-        if !kafka::ensure_topics(&settings.kafka, &topics.all(), &cancel).await {
-            return Ok(());
-        }
         let store = Arc::new(
-            CallLog::with_fold_cache(pool.clone(), own.fold_cache_calls)
-                .map_err(|e| ServiceError::Setup { what: "the call-log writer", source: Box::new(e) })?
-                .with_max_events(own.max_events_per_call),
+            CallLog::new(pool.clone(), &own)
+                .map_err(|e| ServiceError::Setup { what: "the call-log writer", source: Box::new(e) })?,
         );
         let publish = Arc::new(Notify::new());
         let max_backoff = Duration::from_millis(settings.pipeline.max_backoff_ms);
@@ -287,48 +282,13 @@ impl Writer {
             }
         }
         outcome?;
-        if let Err(error) = self.consumer.commit_consumer_state(CommitMode::Sync) {
-            tracing::debug!(%error, "Final commit.");
-        }
-        kafka::flush(&self.producer, Duration::from_secs(5));
+        stage::finish(&self.consumer, &self.producer);
         tracing::info!("Call-log writer stopped; offsets committed.");
         Ok(())
     }
 
-    /// Waits for a first record, then gathers more for up to `batch_linger` or `batch_max`.
-    /// `None` once cancelled with nothing gathered.
     async fn next_batch(&self, cancel: &CancellationToken) -> Option<Vec<Inbound>> {
-        let mut batch = Vec::new();
-        let first = loop {
-            tokio::select! {
-                biased;
-                _ = cancel.cancelled() => return None,
-                received = self.consumer.recv() => match received {
-                    Ok(message) => break Inbound::from_message(&message),
-                    Err(error) => self.consume_error(error).await,
-                }
-            }
-        };
-        batch.push(first);
-        // Unlike `now + linger`, a sleep caps a deadline beyond the clock's range.
-        let linger = tokio::time::sleep(self.batch_linger);
-        tokio::pin!(linger);
-        while batch.len() < self.batch_max {
-            tokio::select! {
-                _ = &mut linger => break,
-                received = self.consumer.recv() => match received {
-                    Ok(message) => batch.push(Inbound::from_message(&message)),
-                    Err(error) => self.consume_error(error).await,
-                }
-            }
-        }
-        Some(batch)
-    }
-
-    async fn consume_error(&self, error: rdkafka::error::KafkaError) {
-        metrics::CONSUME_ERRORS.with_label_values(&[STAGE]).inc();
-        tracing::warn!(%error, "Consumer error.");
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        stage::next_batch(&self.consumer, STAGE, self.batch_max, self.batch_linger, cancel).await
     }
 
     /// Writes a batch (its offsets are stored by [`Writer::run`], in order). Returns `false` when

@@ -23,7 +23,7 @@ async fn fresh_pool(name: &str) -> (Pool, String) {
 
 /// A writer as the service makes it, with the default fold cache.
 fn call_log(pool: &Pool) -> CallLog {
-    CallLog::with_fold_cache(pool.clone(), CalllogSettings::default().fold_cache_calls).expect("log")
+    CallLog::new(pool.clone(), &CalllogSettings::default()).expect("log")
 }
 
 async fn drop_database(database: &str) {
@@ -192,7 +192,9 @@ async fn calls_in_progress_fold_from_memory_and_another_replicas_writes_are_read
     assert_eq!(snapshot(&pool, "one").await, reference);
 
     // Without a cache every call is read back, to the same rows.
-    let uncached = CallLog::with_fold_cache(pool.clone(), 0).expect("log");
+    let uncached =
+        CallLog::new(pool.clone(), &CalllogSettings { fold_cache_calls: 0, ..CalllogSettings::default() })
+            .expect("log");
     let (from_cache, _) = write_counting(&uncached, &fixture_events("none"), 1).await;
     assert_eq!(from_cache, 0);
     assert_eq!(snapshot(&pool, "none").await, reference);

@@ -21,7 +21,7 @@ use switchboard_core::avro::Codecs;
 use switchboard_core::config::{Service, Settings};
 use switchboard_core::retry::Backoff;
 use switchboard_core::service::{self, ServiceError};
-use switchboard_core::{http, kafka, pg};
+use switchboard_core::{http, kafka};
 use switchboard_directory::SharedDirectory;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
@@ -64,14 +64,11 @@ pub async fn run(
         }
 
         let Some(pool) =
-            pg::connect_and_migrate(&settings.postgres, switchboard_schema::MIGRATIONS, &cancel).await?
+            service::database_and_topics(&settings, switchboard_schema::MIGRATIONS, &cancel).await?
         else {
             return Ok(());
         };
         let topics = settings.kafka.topics();
-        if !kafka::ensure_topics(&settings.kafka, &topics.all(), &cancel).await {
-            return Ok(());
-        }
         let codecs = Arc::new(Codecs::new()?);
         let producer = kafka::producer(
             &settings.kafka,

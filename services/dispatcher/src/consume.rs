@@ -21,14 +21,13 @@ use std::time::Duration;
 
 use crate::metrics;
 use deadpool_postgres::Pool;
-use rdkafka::Message;
-use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
+use rdkafka::consumer::StreamConsumer;
 use rdkafka::producer::FutureProducer;
 use serde_json::Value;
 use switchboard_core::avro::Codecs;
 use switchboard_core::model::{CallEvent, CallRecord};
 use switchboard_core::retry::Backoff;
-use switchboard_core::stage::{DeadLetterTarget, Inbound, Poison, PoisonClass};
+use switchboard_core::stage::{self, DeadLetterTarget, Poison, PoisonClass};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
@@ -192,34 +191,11 @@ impl Scheduler {
 
     /// Consumes until `cancel` fires, then commits the stored offsets.
     pub async fn run(self, cancel: CancellationToken) {
-        loop {
-            let mut batch = Vec::new();
-            tokio::select! {
-                _ = cancel.cancelled() => break,
-                received = self.consumer.recv() => match received {
-                    Ok(message) => batch.push(message.detach()),
-                    Err(error) => {
-                        metrics::CONSUME_ERRORS.with_label_values(&[STAGE]).inc();
-                        tracing::warn!(%error, "Consumer error.");
-                        tokio::time::sleep(Duration::from_millis(100)).await;
-                        continue;
-                    }
-                },
-            }
-            let linger = tokio::time::sleep(BATCH_LINGER);
-            tokio::pin!(linger);
-            while batch.len() < BATCH_MAX {
-                tokio::select! {
-                    _ = &mut linger => break,
-                    received = self.consumer.recv() => match received {
-                        Ok(message) => batch.push(message.detach()),
-                        Err(_) => break,
-                    },
-                }
-            }
+        while let Some(batch) =
+            stage::next_batch(&self.consumer, STAGE, BATCH_MAX, BATCH_LINGER, &cancel).await
+        {
             metrics::EVENTS_IN.with_label_values(&[STAGE]).inc_by(batch.len() as u64);
-            let inputs: Vec<Input> =
-                batch.iter().map(|m| self.decode(m.topic(), m.payload().unwrap_or_default())).collect();
+            let inputs: Vec<Input> = batch.iter().map(|m| self.decode(&m.topic, &m.payload)).collect();
             // Dead letters first: acknowledged before any offset of the batch is stored.
             let target = DeadLetterTarget {
                 producer: &self.producer,
@@ -231,8 +207,8 @@ impl Scheduler {
             for (message, input) in batch.iter().zip(&inputs) {
                 if let Input::Unreadable(reason) = input {
                     let poison = Poison::new(PoisonClass::Decode, reason.clone());
-                    if let Err(error) = target.send(&Inbound::from_message(message), &poison).await {
-                        tracing::error!(%error, topic = message.topic(), offset = message.offset(), "Dead letter not written.");
+                    if let Err(error) = target.send(message, &poison).await {
+                        tracing::error!(%error, topic = %message.topic, offset = message.offset, "Dead letter not written.");
                     }
                 }
             }
@@ -264,19 +240,12 @@ impl Scheduler {
                 self.scheduled.notify_one();
             }
             metrics::EVENTS_OUT.with_label_values(&[STAGE]).inc_by(inserted.len() as u64);
+            // A partition revoked meanwhile reads the record again, which schedules nothing new.
             for message in &batch {
-                // Fails only when the partition was revoked meanwhile; its new owner reads the
-                // record again, which schedules nothing new.
-                if let Err(error) =
-                    self.consumer.store_offset(message.topic(), message.partition(), message.offset())
-                {
-                    tracing::debug!(%error, "Offset not stored (partition revoked).");
-                }
+                stage::store_offset(&self.consumer, message);
             }
         }
-        if let Err(error) = self.consumer.commit_consumer_state(CommitMode::Sync) {
-            tracing::debug!(%error, "Final commit.");
-        }
+        stage::finish(&self.consumer, &self.producer);
     }
 }
 

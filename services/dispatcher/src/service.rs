@@ -19,7 +19,7 @@ use crate::metrics;
 use switchboard_core::avro::Codecs;
 use switchboard_core::config::{Service, Settings};
 use switchboard_core::service::{self, ServiceError};
-use switchboard_core::{http, kafka, pg};
+use switchboard_core::{http, kafka};
 use tokio::net::TcpListener;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
@@ -75,14 +75,11 @@ pub async fn run(
         let _ = metrics::TRANSIENT_RETRIES.with_label_values(&[Service::Dispatcher.name(), "postgres"]);
 
         let Some(pool) =
-            pg::connect_and_migrate(&settings.postgres, switchboard_schema::MIGRATIONS, &cancel).await?
+            service::database_and_topics(&settings, switchboard_schema::MIGRATIONS, &cancel).await?
         else {
             return Ok(());
         };
         let topics = settings.kafka.topics();
-        if !kafka::ensure_topics(&settings.kafka, &topics.all(), &cancel).await {
-            return Ok(());
-        }
         let codecs = Arc::new(Codecs::new()?);
         let profiles = ProfileCache::default();
         if let Err(error) = profiles.reload(&pool, &sealer).await {

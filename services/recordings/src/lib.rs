@@ -44,10 +44,10 @@ use std::time::Duration;
 
 use switchboard_core::avro::Codecs;
 use switchboard_core::config::{ConfigError, Service, Settings};
+use switchboard_core::kafka;
 use switchboard_core::model::Vendor;
 use switchboard_core::service::{self, ServiceError};
 use switchboard_core::stage::StageContext;
-use switchboard_core::{kafka, pg};
 use tokio::net::TcpListener;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
@@ -81,13 +81,11 @@ pub async fn run(
         }
         let _ = metrics::TRANSIENT_RETRIES.with_label_values(&[Service::Recordings.name(), "postgres"]);
 
-        let Some(pool) = pg::connect_and_migrate(&settings.postgres, switchboard_schema::MIGRATIONS, &cancel).await? else {
+        let Some(pool) = service::database_and_topics(&settings, switchboard_schema::MIGRATIONS, &cancel).await?
+        else {
             return Ok(());
         };
         let topics = settings.kafka.topics();
-        if !kafka::ensure_topics(&settings.kafka, &topics.all(), &cancel).await {
-            return Ok(());
-        }
         let codecs = Arc::new(Codecs::new()?);
         // The stage and the resolver share one producer (one connection set, one idempotent
         // sequence per partition); the stage retries failed produces itself.

@@ -100,21 +100,11 @@ pub struct CallLog {
 }
 
 impl CallLog {
-    /// A call log whose fold cache has the default size of `calllog.fold_cache_calls`, for the
-    /// API tests and the benchmark; the service sizes it from its settings (`with_fold_cache`).
-    pub fn new(pool: Pool) -> Result<Self, WriteError> {
-        Self::with_fold_cache(pool, CalllogSettings::default().fold_cache_calls)
-    }
-
-    /// A call log whose fold cache holds up to `calls` calls (0: none).
-    pub fn with_fold_cache(pool: Pool, calls: usize) -> Result<Self, WriteError> {
-        let max_events = CalllogSettings::default().max_events_per_call;
-        Ok(Self { pool, codecs: Codecs::new()?, cache: FoldCache::new(calls), max_events })
-    }
-
-    /// The same call log keeping at most `events` events per call (at least 1).
-    pub fn with_max_events(self, events: usize) -> Self {
-        Self { max_events: events.max(1), ..self }
+    /// The call log writing to `pool` as `settings` say: its fold cache holds up to
+    /// `fold_cache_calls` calls (0: none), and a call keeps at most `max_events_per_call` events.
+    pub fn new(pool: Pool, settings: &CalllogSettings) -> Result<Self, WriteError> {
+        let cache = FoldCache::new(settings.fold_cache_calls);
+        Ok(Self { pool, codecs: Codecs::new()?, cache, max_events: settings.max_events_per_call.max(1) })
     }
 
     /// Writes one batch of events in one transaction.
