@@ -81,6 +81,19 @@ pub trait Section: Default + Serialize + DeserializeOwned {
     }
 }
 
+/// For [`Section::required`]: `Err` naming the setting `name` of section `S` (and its
+/// environment variable) when `key` is not set.
+pub fn require_key<S: Section>(name: &str, key: &Secret) -> Result<(), String> {
+    match key.is_empty() {
+        true => Err(format!(
+            "{name} ({ENV_PREFIX}{}__{}) must be set, at least {MIN_LINK_KEY_BYTES} bytes",
+            S::NAME.to_uppercase(),
+            name.to_uppercase()
+        )),
+        false => Ok(()),
+    }
+}
+
 /// A [`Section`] type as a value, for the binary's one list of services' sections.
 #[derive(Debug, Clone, Copy)]
 pub struct SectionInfo {

@@ -1,7 +1,7 @@
 //! The desk's own section of the configuration: `[desk]`, `SWITCHBOARD_DESK__…`.
 
 use serde::{Deserialize, Serialize};
-use switchboard_core::config::{MIN_LINK_KEY_BYTES, Section, Settings};
+use switchboard_core::config::{Section, Settings, require_key};
 use switchboard_core::model::Secret;
 
 /// The agent's desk (the desk service): sessions, the notification stream, the panel.
@@ -70,12 +70,7 @@ impl Section for DeskSettings {
     }
 
     fn required(&self) -> Result<(), String> {
-        match self.token_key.is_empty() {
-            true => Err(format!(
-                "token_key (SWITCHBOARD_DESK__TOKEN_KEY) must be set, at least {MIN_LINK_KEY_BYTES} bytes"
-            )),
-            false => Ok(()),
-        }
+        require_key::<Self>("token_key", &self.token_key)
     }
 }
 

@@ -1,7 +1,7 @@
 //! The dispatcher's own section of the configuration: `[dispatcher]`, `SWITCHBOARD_DISPATCHER__…`.
 
 use serde::{Deserialize, Serialize};
-use switchboard_core::config::{MIN_LINK_KEY_BYTES, Section, Settings};
+use switchboard_core::config::{Section, Settings, require_key};
 use switchboard_core::model::Secret;
 
 /// Outbound delivery to CRMs (the dispatcher service).
@@ -80,12 +80,7 @@ impl Section for DispatcherSettings {
     }
 
     fn required(&self) -> Result<(), String> {
-        match self.secrets_key.is_empty() {
-            true => Err(format!(
-                "secrets_key (SWITCHBOARD_DISPATCHER__SECRETS_KEY) must be set, at least {MIN_LINK_KEY_BYTES} bytes"
-            )),
-            false => Ok(()),
-        }
+        require_key::<Self>("secrets_key", &self.secrets_key)
     }
 }
 

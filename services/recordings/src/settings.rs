@@ -2,7 +2,7 @@
 //! the api reads it too, to open the links this service signs.
 
 use serde::{Deserialize, Serialize};
-use switchboard_core::config::{MIN_LINK_KEY_BYTES, Section, Settings};
+use switchboard_core::config::{Section, Settings, require_key};
 use switchboard_core::model::Secret;
 
 /// Recording links (the recordings service signs them, the api serves them) and the resolution of
@@ -95,12 +95,7 @@ impl Section for RecordingsSettings {
     }
 
     fn required(&self) -> Result<(), String> {
-        match self.link_key.is_empty() {
-            true => Err(format!(
-                "link_key (SWITCHBOARD_RECORDINGS__LINK_KEY) must be set, at least {MIN_LINK_KEY_BYTES} bytes"
-            )),
-            false => Ok(()),
-        }
+        require_key::<Self>("link_key", &self.link_key)
     }
 }
 
@@ -116,7 +111,7 @@ mod tests {
 
     #[test]
     fn recordings_settings_are_validated_and_the_key_stays_secret() {
-        let key = "k".repeat(MIN_LINK_KEY_BYTES);
+        let key = "k".repeat(switchboard_core::config::MIN_LINK_KEY_BYTES);
         let settings = load(&[
             ("SWITCHBOARD_RECORDINGS__LINK_KEY", key.as_str()),
             ("SWITCHBOARD_RECORDINGS__PUBLIC_URL", "https://sb.example.com/"),
