@@ -1,68 +1,136 @@
-//! What the `switchboard` binary knows of every service, for the binary and for the tests that
-//! check deployment files against it: each service's own settings section, and the catalogue of
+//! The services as the `switchboard` binary runs them, in one list ([`SERVICES`]): for each, its
+//! own settings section, its metrics and its entry point. The binary runs services from it, and
+//! the tests check deployment files against what it derives: every settings section (so that a
+//! misspelt one is refused and each is checked before any port is bound) and the catalogue of
 //! every metric.
 //!
-//! The services themselves are listed once, in `switchboard_core::topology::Service`; each
-//! service crate defines its own section (`switchboard_calllog::CalllogSettings`...), and this
-//! list is where the configuration learns which sections exist, so that a misspelt section is
-//! refused at start and every section is checked before any port is bound.
+//! Adding a service: its library crate (with `run`, and `settings.rs` and `metrics.rs` of its
+//! own), a variant in `switchboard_core::topology::Service` (name, ports; the command line
+//! follows from it), and one entry here.
+
+use std::future::Future;
+use std::pin::Pin;
 
 use switchboard_core::config::{ConfigError, SectionInfo, Service, Settings};
 use switchboard_core::metrics::{self, MetricInfo};
+use switchboard_core::service::ServiceError;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
 
-/// Every service's own section of the configuration. A new service with settings of its own
-/// adds its section here.
-pub const SECTIONS: [SectionInfo; 6] = [
-    SectionInfo::of::<switchboard_ingress::IngressSettings>(),
-    SectionInfo::of::<switchboard_calllog::CalllogSettings>(),
-    SectionInfo::of::<switchboard_recordings::RecordingsSettings>(),
-    SectionInfo::of::<switchboard_router::RouterSettings>(),
-    SectionInfo::of::<switchboard_dispatcher::DispatcherSettings>(),
-    SectionInfo::of::<switchboard_desk::DeskSettings>(),
+/// A running service: done when it stopped, after draining, or failed.
+pub type Running = Pin<Box<dyn Future<Output = Result<(), ServiceError>> + Send>>;
+
+/// One service as the binary runs it.
+#[derive(Debug, Clone, Copy)]
+pub struct Entry {
+    pub service: Service,
+    /// Its own section of the configuration, if it has one.
+    pub section: Option<SectionInfo>,
+    /// Its own metrics (the shared ones are `switchboard_core::metrics`'s).
+    pub metrics: fn() -> Vec<MetricInfo>,
+    /// Runs it on `listener` (its public port, or its one port) until `cancel`.
+    pub run: fn(Settings, TcpListener, CancellationToken) -> Running,
+}
+
+/// Every service, in the pipeline's order (`Service::ALL`'s).
+pub const SERVICES: [Entry; 9] = [
+    Entry {
+        service: Service::Ingress,
+        section: Some(SectionInfo::of::<switchboard_ingress::IngressSettings>()),
+        metrics: switchboard_ingress::metrics::catalogue,
+        run: |settings, listener, cancel| Box::pin(switchboard_ingress::run(settings, listener, cancel)),
+    },
+    Entry {
+        service: Service::Normalizer,
+        section: None,
+        metrics: switchboard_normalizer::metrics::catalogue,
+        run: |settings, listener, cancel| Box::pin(switchboard_normalizer::run(settings, listener, cancel)),
+    },
+    Entry {
+        service: Service::Matcher,
+        section: None,
+        metrics: switchboard_matcher::metrics::catalogue,
+        run: |settings, listener, cancel| Box::pin(switchboard_matcher::run(settings, listener, cancel)),
+    },
+    Entry {
+        service: Service::Recordings,
+        section: Some(SectionInfo::of::<switchboard_recordings::RecordingsSettings>()),
+        metrics: switchboard_recordings::metrics::catalogue,
+        run: |settings, listener, cancel| Box::pin(switchboard_recordings::run(settings, listener, cancel)),
+    },
+    Entry {
+        service: Service::Calllog,
+        section: Some(SectionInfo::of::<switchboard_calllog::CalllogSettings>()),
+        metrics: switchboard_calllog::metrics::catalogue,
+        run: |settings, listener, cancel| Box::pin(switchboard_calllog::run(settings, listener, cancel)),
+    },
+    Entry {
+        service: Service::Api,
+        section: None,
+        metrics: switchboard_api::metrics::catalogue,
+        run: |settings, listener, cancel| Box::pin(switchboard_api::run(settings, listener, cancel)),
+    },
+    Entry {
+        service: Service::Router,
+        section: Some(SectionInfo::of::<switchboard_router::RouterSettings>()),
+        metrics: switchboard_router::metrics::catalogue,
+        run: |settings, listener, cancel| Box::pin(switchboard_router::run(settings, listener, cancel)),
+    },
+    Entry {
+        service: Service::Dispatcher,
+        section: Some(SectionInfo::of::<switchboard_dispatcher::DispatcherSettings>()),
+        metrics: switchboard_dispatcher::metrics::catalogue,
+        run: |settings, listener, cancel| Box::pin(switchboard_dispatcher::run(settings, listener, cancel)),
+    },
+    Entry {
+        service: Service::Desk,
+        section: Some(SectionInfo::of::<switchboard_desk::DeskSettings>()),
+        metrics: switchboard_desk::metrics::catalogue,
+        run: |settings, listener, cancel| Box::pin(switchboard_desk::run(settings, listener, cancel)),
+    },
 ];
 
-/// Every metric Switchboard defines, the shared ones and each crate's own, whether or not this
-/// process has observed them: what `docs/metrics.md`, the alert rules and the dashboard are
-/// checked against. A new crate with metrics of its own adds its `catalogue` here.
+/// The entry of `service`.
+pub fn entry(service: Service) -> Option<&'static Entry> {
+    SERVICES.iter().find(|e| e.service == service)
+}
+
+/// Every service's own settings section.
+pub fn sections() -> Vec<SectionInfo> {
+    SERVICES.iter().filter_map(|e| e.section).collect()
+}
+
+/// Every metric Switchboard defines, the shared ones, the directory's (which several services
+/// observe) and each service's own, whether or not this process has observed them: what
+/// `docs/metrics.md`, the alert rules and the dashboard are checked against.
 pub fn catalogue() -> Vec<MetricInfo> {
-    [
-        metrics::shared_catalogue(),
-        switchboard_ingress::metrics::catalogue(),
-        switchboard_normalizer::metrics::catalogue(),
-        switchboard_matcher::metrics::catalogue(),
-        switchboard_directory::metrics::catalogue(),
-        switchboard_router::metrics::catalogue(),
-        switchboard_recordings::metrics::catalogue(),
-        switchboard_calllog::metrics::catalogue(),
-        switchboard_api::metrics::catalogue(),
-        switchboard_dispatcher::metrics::catalogue(),
-        switchboard_desk::metrics::catalogue(),
-    ]
-    .concat()
+    let mut all = [metrics::shared_catalogue(), switchboard_directory::metrics::catalogue()].concat();
+    all.extend(SERVICES.iter().flat_map(|e| (e.metrics)()));
+    all
 }
 
 /// The settings from defaults, the file and the environment, every section checked.
 pub fn load() -> Result<Settings, ConfigError> {
-    Settings::load(&SECTIONS)
+    Settings::load(&sections())
 }
 
 /// The settings a deployment manifest's environment `vars` would give, every section checked.
 pub fn from_vars<K: AsRef<str>, V: AsRef<str>>(
     vars: impl IntoIterator<Item = (K, V)>,
 ) -> Result<Settings, ConfigError> {
-    Settings::from_vars(&SECTIONS, vars)
+    Settings::from_vars(&sections(), vars)
 }
 
 /// Every `SWITCHBOARD_…` variable the configuration reads.
 pub fn env_keys() -> Vec<String> {
-    Settings::env_keys(&SECTIONS)
+    Settings::env_keys(&sections())
 }
 
 /// What `service` needs to start beyond valid settings: what every service needs, then its own
 /// section's needs (a key it cannot run without).
 pub fn check_start(settings: &Settings, service: Service) -> Result<(), ConfigError> {
     settings.validate_for(service)?;
-    SECTIONS.iter().filter(|s| s.name == service.name()).try_for_each(|s| s.check_required(settings))
+    entry(service).and_then(|e| e.section).map_or(Ok(()), |section| section.check_required(settings))
 }
 
 #[cfg(test)]
@@ -70,10 +138,13 @@ mod tests {
     use super::*;
 
     #[test]
-    fn every_section_is_named_after_its_service_and_listed_once() {
-        for section in SECTIONS {
-            assert!(Service::named(section.name).is_some(), "{} is no service", section.name);
-            assert_eq!(SECTIONS.iter().filter(|s| s.name == section.name).count(), 1, "{}", section.name);
+    fn every_service_has_one_entry_and_its_section_its_name() {
+        let listed: Vec<Service> = SERVICES.iter().map(|e| e.service).collect();
+        assert_eq!(listed, Service::ALL, "one entry per service, in the pipeline's order");
+        for entry in SERVICES {
+            if let Some(section) = entry.section {
+                assert_eq!(section.name, entry.service.name(), "a section is named after its service");
+            }
         }
         let defaults = from_vars(Vec::<(String, String)>::new()).expect("the defaults are valid");
         assert!(check_start(&defaults, Service::Normalizer).is_ok(), "a stage that reads no secret");

@@ -316,6 +316,11 @@ async fn run(command: Parsed, settings: Settings) -> ExitCode {
 }
 
 async fn run_service(service: Service, settings: Settings, cancel: CancellationToken) -> ExitCode {
+    // `Service::ALL` and `switchboard::SERVICES` are checked to list the same services.
+    let Some(entry) = switchboard::entry(service) else {
+        eprintln!("switchboard: {} has no entry in switchboard::SERVICES", service.name());
+        return exit(EXIT_FAILURE);
+    };
     if let Err(error) = switchboard::check_start(&settings, service) {
         eprintln!("switchboard: {error}");
         return exit(EXIT_CONFIG);
@@ -330,17 +335,7 @@ async fn run_service(service: Service, settings: Settings, cancel: CancellationT
     if let Ok(addr) = listener.local_addr() {
         tracing::info!(service = service.name(), %addr, "Listening.");
     }
-    let outcome: Result<(), ServiceError> = match service {
-        Service::Ingress => switchboard_ingress::run(settings, listener, cancel).await,
-        Service::Normalizer => switchboard_normalizer::run(settings, listener, cancel).await,
-        Service::Matcher => switchboard_matcher::run(settings, listener, cancel).await,
-        Service::Recordings => switchboard_recordings::run(settings, listener, cancel).await,
-        Service::Calllog => switchboard_calllog::run(settings, listener, cancel).await,
-        Service::Router => switchboard_router::run(settings, listener, cancel).await,
-        Service::Api => switchboard_api::run(settings, listener, cancel).await,
-        Service::Dispatcher => switchboard_dispatcher::run(settings, listener, cancel).await,
-        Service::Desk => switchboard_desk::run(settings, listener, cancel).await,
-    };
+    let outcome: Result<(), ServiceError> = (entry.run)(settings, listener, cancel).await;
     match outcome {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
