@@ -12,6 +12,7 @@
 #![warn(clippy::unwrap_used, clippy::indexing_slicing, clippy::arithmetic_side_effects)]
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::indexing_slicing, clippy::arithmetic_side_effects))]
 
+mod admin;
 mod blacklist;
 mod calls;
 mod secret_input;
@@ -22,11 +23,9 @@ use anyhow::Context;
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 use switchboard_adapters::SourceSettings;
 use switchboard_core::config::{Service, Settings};
-use switchboard_core::model::{Region, Secret, SourceId, Vendor};
+use switchboard_core::model::{Secret, SourceId};
 use switchboard_core::runtime::{self, EXIT_CONFIG, EXIT_FAILURE, EXIT_UNAVAILABLE};
 use switchboard_core::service::{self, ServiceError};
-use switchboard_core::{kafka, pg};
-use switchboard_dispatcher::DispatcherSettings;
 use tokio_util::sync::CancellationToken;
 
 #[derive(Debug, Parser)]
@@ -194,49 +193,24 @@ fn exit(code: i32) -> ExitCode {
 #[derive(Debug)]
 enum Parsed {
     Run(Service),
-    Admin(Admin),
+    Admin(admin::Admin),
     Blacklist(blacklist::Action),
     Desk(calls::DeskCommand),
-}
-
-/// Commands that do one thing against Kafka or PostgreSQL and exit.
-#[derive(Debug)]
-enum Admin {
-    Init,
-    AddSource {
-        id: SourceId,
-        vendor: Vendor,
-        region: Region,
-        signing_secret: Option<String>,
-        /// Boxed: the settings are far larger than any other command's arguments.
-        settings: Box<SourceSettings>,
-        json: bool,
-    },
-    ListSources,
-    ResealSources,
-    PutProfile {
-        id: String,
-        profile: Box<switchboard_dispatcher::profile::Profile>,
-    },
-    ListProfiles,
-    DeleteProfile {
-        id: String,
-    },
 }
 
 impl Parsed {
     fn from(command: Command) -> anyhow::Result<Self> {
         Ok(match command {
-            Command::Init => Parsed::Admin(Admin::Init),
+            Command::Init => Parsed::Admin(admin::Admin::Init),
             Command::Blacklist { action } => Parsed::Blacklist(action),
             Command::Call(args) => Parsed::Desk(calls::DeskCommand::Call(args)),
             Command::Hangup(args) => Parsed::Desk(calls::DeskCommand::Hangup(args)),
             Command::Disposition { action } => Parsed::Desk(calls::DeskCommand::Disposition(action)),
-            Command::Sources { action: SourcesAction::List } => Parsed::Admin(Admin::ListSources),
-            Command::Sources { action: SourcesAction::Reseal } => Parsed::Admin(Admin::ResealSources),
-            Command::Profiles { action: ProfilesAction::List } => Parsed::Admin(Admin::ListProfiles),
+            Command::Sources { action: SourcesAction::List } => Parsed::Admin(admin::Admin::ListSources),
+            Command::Sources { action: SourcesAction::Reseal } => Parsed::Admin(admin::Admin::ResealSources),
+            Command::Profiles { action: ProfilesAction::List } => Parsed::Admin(admin::Admin::ListProfiles),
             Command::Profiles { action: ProfilesAction::Delete { id } } => {
-                Parsed::Admin(Admin::DeleteProfile { id })
+                Parsed::Admin(admin::Admin::DeleteProfile { id })
             }
             Command::Profiles { action: ProfilesAction::Connector { id, connector, settings } } => {
                 check_profile_id(&id)?;
@@ -245,7 +219,7 @@ impl Parsed {
                     serde_json::from_str(&text).context("--settings is not JSON")?;
                 let profile = switchboard_dispatcher::connectors::by_name(&connector, settings)
                     .with_context(|| format!("the {connector} connector"))?;
-                Parsed::Admin(Admin::PutProfile { id, profile: Box::new(profile) })
+                Parsed::Admin(admin::Admin::PutProfile { id, profile: Box::new(profile) })
             }
             Command::Profiles { action: ProfilesAction::Put { id, file } } => {
                 check_profile_id(&id)?;
@@ -256,7 +230,7 @@ impl Parsed {
                 };
                 let profile =
                     switchboard_dispatcher::profile::Profile::from_json(&json).context("the profile")?;
-                Parsed::Admin(Admin::PutProfile { id, profile: Box::new(profile) })
+                Parsed::Admin(admin::Admin::PutProfile { id, profile: Box::new(profile) })
             }
             Command::Sources {
                 action:
@@ -285,7 +259,7 @@ impl Parsed {
                     settings.api_client_secret = Some(Secret::new(secret));
                 }
                 settings.validate().map_err(anyhow::Error::msg).context("--settings")?;
-                Parsed::Admin(Admin::AddSource {
+                Parsed::Admin(admin::Admin::AddSource {
                     id: SourceId::parse(id).context("source id")?,
                     vendor: vendor.parse().context("--vendor")?,
                     region: region.parse().context("--region")?,
@@ -305,7 +279,7 @@ async fn run(command: Parsed, settings: Settings) -> ExitCode {
         Parsed::Run(service) => run_service(service, settings, cancel).await,
         Parsed::Blacklist(action) => blacklist::run(action, &settings, &cancel).await,
         Parsed::Desk(command) => calls::run(command, &cancel).await,
-        Parsed::Admin(command) => match admin(command, &settings, &cancel).await {
+        Parsed::Admin(command) => match admin::run(command, &settings, &cancel).await {
             Ok(()) => ExitCode::SUCCESS,
             Err(error) => {
                 eprintln!("switchboard: {error:#}");
@@ -343,93 +317,4 @@ async fn run_service(service: Service, settings: Settings, cancel: CancellationT
             exit(EXIT_FAILURE)
         }
     }
-}
-
-/// The sealer of the sources' secrets, or why there is none.
-fn sources_sealer(settings: &Settings) -> anyhow::Result<switchboard_core::seal::Sealer> {
-    anyhow::ensure!(
-        !settings.sources.secrets_key.is_empty(),
-        "sources.secrets_key (SWITCHBOARD_SOURCES__SECRETS_KEY) must be set: the sources' secrets are sealed with it"
-    );
-    Ok(switchboard_core::source_secrets::sealer(settings)?)
-}
-
-async fn admin(command: Admin, settings: &Settings, cancel: &CancellationToken) -> anyhow::Result<()> {
-    let pool = pg::connect_and_migrate(&settings.postgres, switchboard_schema::MIGRATIONS, cancel)
-        .await?
-        .context("cancelled while waiting for PostgreSQL")?;
-    match command {
-        Admin::Init => {
-            let topics = settings.kafka.topics();
-            anyhow::ensure!(
-                kafka::ensure_topics(&settings.kafka, &topics.all(), cancel).await,
-                "cancelled while waiting for Kafka"
-            );
-            println!("Topics ready: {}", topics.all().join(", "));
-            println!("Database migrated.");
-        }
-        Admin::AddSource { id, vendor, region, signing_secret, settings: source_settings, json } => {
-            let sealer = sources_sealer(settings)?;
-            let created = switchboard_ingress::sources::create(
-                &pool,
-                &sealer,
-                &id,
-                vendor,
-                region,
-                signing_secret.as_deref(),
-                &source_settings,
-            )
-            .await?;
-            if json {
-                let credentials = serde_json::json!({
-                    "id": created.id.as_str(),
-                    "vendor": vendor.as_str(),
-                    "secret": created.secret,
-                });
-                println!("{credentials}");
-            } else {
-                println!("Source {} ({}) created.", created.id, created.vendor);
-                println!("Webhook URL:  POST /v1/webhooks/{}", created.id);
-                println!("User name:    {}", created.id);
-                println!("Password:     {}", created.secret);
-                println!(
-                    "  (or, for a PBX that can only be given a URL: /v1/webhooks/{}?token=<password>)",
-                    created.id
-                );
-                println!("The password is shown only now; Switchboard stores only its hash.");
-            }
-        }
-        Admin::ResealSources => {
-            let sealed = switchboard_ingress::sources::reseal(&pool, &sources_sealer(settings)?).await?;
-            println!("{sealed} sources sealed with sources.secrets_key; no plaintext secret is left.");
-        }
-        Admin::ListSources => {
-            for source in switchboard_ingress::sources::list(&pool).await? {
-                let state = if source.enabled { "enabled" } else { "disabled" };
-                println!("{}\t{}\t{}\t{state}", source.id, source.vendor, source.region);
-            }
-        }
-        Admin::PutProfile { id, profile } => {
-            let own: DispatcherSettings = settings.own_section(Service::Dispatcher)?;
-            let sealer = switchboard_dispatcher::seal::Sealer::new(own.secrets_key.expose())?;
-            let created = switchboard_dispatcher::store::put_profile(&pool, &sealer, &id, &profile).await?;
-            println!("Profile {id} {}.", if created { "created" } else { "replaced" });
-        }
-        Admin::ListProfiles => {
-            for profile in switchboard_dispatcher::store::list_profiles(&pool).await? {
-                let field = |name: &str| {
-                    profile.get(name).and_then(serde_json::Value::as_str).unwrap_or_default().to_owned()
-                };
-                println!("{}\t{}\t{}", field("id"), field("state"), field("name"));
-            }
-        }
-        Admin::DeleteProfile { id } => {
-            anyhow::ensure!(
-                switchboard_dispatcher::store::delete_profile(&pool, &id).await?,
-                "no profile {id}"
-            );
-            println!("Profile {id} deleted, with its deliveries.");
-        }
-    }
-    Ok(())
 }
