@@ -978,6 +978,14 @@ mod tests {
         let error = Settings::from_vars(&[], [("SWITCHBOARD_TOY__LIMIT", "1")]).expect_err("no such section");
         assert!(error.to_string().contains("unknown section \"toy\""), "{error}");
         assert!(Settings::env_keys(TOY).iter().any(|k| k == "SWITCHBOARD_TOY__LIMIT"));
+        // From a TOML file too, the environment winning over it.
+        let file = std::env::temp_dir().join(format!("sb-config-{}.toml", uuid::Uuid::now_v7()));
+        std::fs::write(&file, "[toy]\ntarget = 800\nlimit = 2\n").expect("write config");
+        let env = EnvVars::new([("SWITCHBOARD_TOY__LIMIT".to_owned(), "1".to_owned())]);
+        let loaded = Settings::load_from(Some(file.clone()), env, TOY);
+        let _ = std::fs::remove_file(file);
+        let toy: Toy = loaded.expect("valid").section().expect("typed");
+        assert_eq!((toy.target.as_str(), toy.limit), ("800", 1));
         let mut set = Settings::default();
         set.set_section(&Toy { limit: 2, ..Toy::default() }).expect("set");
         assert_eq!(set.section::<Toy>().expect("typed").limit, 2);
