@@ -24,7 +24,15 @@ use serde::{Deserialize, Serialize};
 /// The shared sections are typed here; a service's own section (`[calllog]`,
 /// `SWITCHBOARD_CALLLOG__…`) is a [`Section`] defined in the service's crate and taken with
 /// [`Settings::section`], so that changing it rebuilds that service alone. Which sections exist is
-/// the binary's list of services ([`SectionInfo`]): loading refuses any other.
+/// the binary's list of services (`switchboard::SERVICES`, each with its [`SectionInfo`]):
+/// loading refuses any other.
+///
+/// When each check runs:
+///
+/// | when | what | where |
+/// |---|---|---|
+/// | loading, before anything binds | the shared sections; every section's `validate` and `secrets`; unknown sections refused | [`Settings::validate`] |
+/// | starting a service, before it binds | its ops port apart, the sources' key if it reads them ([`Settings::validate_for`]); its own section's `required` | `switchboard::check_start`, again in the service through [`Settings::own_section`] |
 #[derive(Clone, Default, Serialize, Deserialize)]
 #[serde(default)]
 pub struct Settings {
@@ -79,6 +87,15 @@ pub trait Section: Default + Serialize + DeserializeOwned {
     fn required(&self) -> Result<(), String> {
         Ok(())
     }
+}
+
+/// A section's value that does not parse, named as the setting and its environment variable
+/// (`calllog.batch_max (SWITCHBOARD_CALLLOG__BATCH_MAX): invalid type: …`), as figment names a
+/// shared section's.
+fn section_error(section: &str, error: &figment::Error) -> ConfigError {
+    let path: Vec<&str> = std::iter::once(section).chain(error.path.iter().map(String::as_str)).collect();
+    let var = format!("{ENV_PREFIX}{}", path.iter().map(|p| p.to_uppercase()).collect::<Vec<_>>().join("__"));
+    ConfigError::Invalid(format!("{} ({var}): {}", path.join("."), error.kind))
 }
 
 /// For [`Section::required`]: `Err` naming the setting `name` of section `S` (and its
@@ -544,9 +561,7 @@ impl Settings {
     pub fn section<S: Section>(&self) -> Result<S, ConfigError> {
         let section = match self.sections.get(S::NAME) {
             None => S::default(),
-            Some(value) => {
-                value.deserialize::<S>().map_err(|e| ConfigError::Invalid(format!("{}: {e}", S::NAME)))?
-            }
+            Some(value) => value.deserialize::<S>().map_err(|e| section_error(S::NAME, &e))?,
         };
         section.validate(self).map_err(|e| ConfigError::Invalid(format!("{}.{e}", S::NAME)))?;
         if let Some(problem) = section
@@ -972,6 +987,8 @@ mod tests {
         let error =
             Settings::from_vars(TOY, [("SWITCHBOARD_TOY__LIMIT", "5")]).expect_err("checked").to_string();
         assert!(error.contains("toy.limit must be at most"), "{error}");
+        let error = Settings::from_vars(TOY, [("SWITCHBOARD_TOY__LIMIT", "many")]).expect_err("a word");
+        assert!(error.to_string().contains("toy.limit (SWITCHBOARD_TOY__LIMIT): invalid type"), "{error}");
         let error =
             Settings::from_vars(TOY, [("SWITCHBOARD_TOY__LIMT", "1")]).expect_err("a typo").to_string();
         assert!(error.contains("limt"), "{error}");

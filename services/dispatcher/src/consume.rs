@@ -204,13 +204,21 @@ impl Scheduler {
                 topic: &self.dead_letter_topic,
                 max_backoff: self.max_backoff,
             };
+            let mut unwritten = false;
             for (message, input) in batch.iter().zip(&inputs) {
                 if let Input::Unreadable(reason) = input {
                     let poison = Poison::new(PoisonClass::Decode, reason.clone());
                     if let Err(error) = target.send(message, &poison).await {
-                        tracing::error!(%error, topic = %message.topic, offset = message.offset, "Dead letter not written.");
+                        tracing::error!(%error, topic = %message.topic, offset = message.offset, "Dead letter not written; the batch stays unconsumed.");
+                        unwritten = true;
+                        break;
                     }
                 }
+            }
+            // Kafka will take no record from this producer (the service fails on it): store
+            // nothing of this batch, so that it is read again after the restart.
+            if unwritten {
+                break;
             }
             let started = std::time::Instant::now();
             let mut backoff = Backoff::new(Duration::from_millis(100), self.max_backoff);

@@ -177,16 +177,15 @@ pub(crate) async fn run(action: Action, settings: &Settings, cancel: &Cancellati
 
 /// The region of `--source` or `--region`, else `router.region`; `None` while it takes the
 /// database to know (a source's region).
-fn known_region(args: &RegionArgs, settings: &Settings) -> Option<Region> {
-    match (&args.source, args.region) {
+fn known_region(args: &RegionArgs, settings: &Settings) -> anyhow::Result<Option<Region>> {
+    Ok(match (&args.source, args.region) {
         (Some(_), _) => None,
         (None, Some(region)) => Some(region),
         (None, None) => {
-            // Checked with every section when the settings were loaded.
-            let router: RouterSettings = settings.section().unwrap_or_default();
-            Some(router.region.parse().unwrap_or_default())
+            let router: RouterSettings = settings.section()?;
+            Some(router.region.parse().context("router.region")?)
         }
-    }
+    })
 }
 
 /// The region of the source `--source` names, from the database.
@@ -216,7 +215,7 @@ async fn in_region<T>(
     cancel: &CancellationToken,
     what: impl Fn(Region) -> anyhow::Result<T>,
 ) -> anyhow::Result<(Pool, T)> {
-    match known_region(args, settings) {
+    match known_region(args, settings)? {
         Some(region) => {
             let checked = what(region)?;
             Ok((connect(settings, cancel).await?, checked))

@@ -66,6 +66,7 @@ pub const SERVICES: [Entry; 9] = [
     },
     Entry {
         service: Service::Api,
+        // It reads `[recordings]` (the link key), checked as the recordings entry's section.
         section: None,
         metrics: switchboard_api::metrics::catalogue,
         run: |settings, listener, cancel| Box::pin(switchboard_api::run(settings, listener, cancel)),
