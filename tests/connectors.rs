@@ -813,7 +813,8 @@ impl Crm for AmoCrm {
             if object.contains_key("link") && !text("link").is_some_and(|l| l.starts_with("https://")) {
                 return Err(amo_invalid("link", "a link to the recording"));
             }
-            // `uniq` is the integration's key against duplicates.
+            // Stricter than amoCRM, which documents no such check: here a repeated `uniq` shows
+            // that the dispatcher sent one call twice.
             if self.calls.iter().any(|c| c["uniq"] == object["uniq"]) {
                 return Err(amo_invalid("uniq", "a call with this uniq was added already"));
             }

@@ -4,7 +4,8 @@
 //! or deal with that phone number itself; a number it does not know adds nothing.
 //!
 //! Fields: `direction` (`inbound`/`outbound`; internal calls are not sent), `uniq` (our call
-//! UUID: amoCRM's key against duplicates), `duration` (seconds; the talk time), `source` (the
+//! UUID, amoCRM's "unique call identifier"; amoCRM documents no refusal of a repeated one, so a
+//! request retried after its answer was lost may log the call twice), `duration` (seconds; the talk time), `source` (the
 //! integration's name), `phone`, `link` (the recording), `call_status` (4 talked, 6 not reached,
 //! 7 busy, 1 left a message), `responsible_user_id` (the agent's amoCRM user) and `created_at`
 //! (unix seconds). amoCRM has no way to add a link to a call later, so the request waits (up to a

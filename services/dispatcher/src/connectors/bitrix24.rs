@@ -14,6 +14,10 @@
 //!
 //! Parameters go form-encoded, as in Bitrix24's examples. `USER_ID` is required by `finish`, so a
 //! default user is required for calls whose agent maps to nobody.
+//!
+//! Known limit: Bitrix24's REST documentation (since March 2026) lists `register` and `finish`
+//! as available only in an application's context (`WRONG_AUTH_TYPE` through an inbound webhook);
+//! a portal that enforces it needs a local application's OAuth token, not taken here yet.
 
 use serde::Deserialize;
 use switchboard_model::Secret;

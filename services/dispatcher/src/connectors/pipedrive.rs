@@ -8,7 +8,7 @@
 //! `start_time` and `end_time` (required, UTC `YYYY-MM-DD HH:MM:SS`), `duration` (seconds, as a
 //! string; the talk time), `user_id` (the agent's Pipedrive user, from the user mapping), `note`
 //! (the agent's disposition label, note and tags, when the call was wrapped up before it was
-//! logged). An agent's disposition code that is one of Pipedrive's outcomes (`connected`,
+//! logged; HTML, as Pipedrive reads it: lines joined with `<br>`, each escaped). An agent's disposition code that is one of Pipedrive's outcomes (`connected`,
 //! `no_answer`, `left_message`, `left_voicemail`, `wrong_number`, `busy`) is the `outcome`.
 //! Pipedrive takes recordings only as uploaded audio (`/callLogs/{id}/recordings`), not links,
 //! so this profile sends none and does not wait for one.
@@ -47,7 +47,7 @@ const BODY: &str = r#"{% set outcomes = {"answered": "connected", "busy": "busy"
 {% if from_number %}
   "from_phone_number": {{ from_number }},
 {% endif %}
-{% set notes = [disposition_label or disposition, disposition_note, ("Tags: " ~ tags) if tags else none]|select|join("\n") %}
+{% set notes = [disposition_label or disposition, disposition_note, ("Tags: " ~ tags) if tags else none]|select|map("html")|join("<br>") %}
 {% if notes %}
   "note": {{ notes }},
 {% endif %}

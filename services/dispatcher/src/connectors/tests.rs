@@ -197,7 +197,8 @@ fn a_wrap_up_goes_into_the_crms_note_and_outcome() {
     let [r] = run(&pipedrive, &wrapped_up(answered(), "left_message"), &[]).try_into().expect("one request");
     let body = json_body(&r);
     assert_eq!(body["outcome"], "left_message", "a code that is a Pipedrive outcome is the outcome");
-    assert_eq!(body["note"], "Left a message\ncall back \"Tuesday\"\nTags: vip,renewal");
+    // Pipedrive reads the note as HTML (`ResponseCallLogObject.note`): lines are `<br>`, text escaped.
+    assert_eq!(body["note"], "Left a message<br>call back &quot;Tuesday&quot;<br>Tags: vip,renewal");
     let [r] = run(&pipedrive, &wrapped_up(answered(), "sale"), &[]).try_into().expect("one request");
     assert_eq!(json_body(&r)["outcome"], "connected", "any other code leaves the call's own outcome");
 
