@@ -931,6 +931,12 @@ async fn a_wrap_up_sets_the_disposition_and_tags_and_publishes_a_new_version() -
         .await?;
     assert_eq!(status, 202, "{set}");
     assert_eq!((set["wrap_up"]["label"].as_str(), set["pbx"].is_null()), (Some("Call back"), true), "{set}");
+    // Published before the next change, so that the call log cannot fold both changes into one
+    // batch, and one version, on a loaded machine.
+    let _ = call_records(&desk, "pbx:c-wrap", |r| {
+        r.last().and_then(|c| c.wrap_up.as_ref()).is_some_and(|w| w.code.as_deref() == Some("callback"))
+    })
+    .await?;
 
     // The agent who took the call changes it from her session; a colleague who was not on it
     // cannot; a code not on the list and an unknown call are refused.
