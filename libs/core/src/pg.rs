@@ -228,9 +228,24 @@ pub mod scratch {
     }
 
     /// Drops database `name`, closing what is still connected to it.
+    ///
+    /// `WITH (FORCE)` ends the test's own lingering sessions, but a role without
+    /// `pg_signal_backend` (ours) may not end an autovacuum worker, so it fails while one works
+    /// in the database (after the migration test's five million legs, say); a plain `DROP`
+    /// cancels autovacuum itself and waits a few seconds for the other sessions to go. The two
+    /// take turns until one succeeds.
     pub async fn drop(name: &str) -> Result<(), tokio_postgres::Error> {
         let (client, connection) = tokio_postgres::connect(&admin_url(), tokio_postgres::NoTls).await?;
         let _driver = tokio::spawn(connection);
-        client.batch_execute(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)")).await
+        let mut tries = 0;
+        loop {
+            let force = if tries % 2 == 0 { " WITH (FORCE)" } else { "" };
+            let dropped = client.batch_execute(&format!("DROP DATABASE IF EXISTS \"{name}\"{force}")).await;
+            tries += 1;
+            if dropped.is_ok() || tries >= 6 {
+                return dropped;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        }
     }
 }
