@@ -538,6 +538,71 @@ struct Bitrix {
     calls: Vec<BitrixCall>,
     /// Methods to answer QUERY_LIMIT_EXCEEDED once each, in order.
     overloaded: VecDeque<&'static str>,
+    /// Set: the portal takes only a local application's access token (`auth`), as portals that
+    /// enforce Bitrix24's March 2026 rule do, and the same fake answers for oauth.bitrix.info.
+    app: Option<BitrixApp>,
+}
+
+/// A local application's client and the tokens the portal holds for it: one access token and
+/// one refresh token at a time, each refresh token good once (Bitrix24 rotates it).
+#[derive(Debug)]
+struct BitrixApp {
+    access: String,
+    refresh: String,
+    trades: usize,
+}
+
+const BITRIX_CLIENT_ID: &str = "local.6667fc928a50a9.70414732";
+const BITRIX_CLIENT_SECRET: &str = "ZeKyeYIgy2NsHZqsIHY6GfG1V";
+
+impl BitrixApp {
+    fn new() -> Self {
+        BitrixApp { access: "never-issued".into(), refresh: "r3fresh0".into(), trades: 0 }
+    }
+
+    /// `GET https://oauth.bitrix.info/oauth/token/?grant_type=refresh_token&client_id=…&
+    /// client_secret=…&refresh_token=…`, as Bitrix24's OAuth documentation writes it.
+    fn token(&mut self, r: &Got) -> Answer {
+        let query: BTreeMap<String, String> =
+            form_urlencoded::parse(r.query.as_deref().unwrap_or_default().as_bytes()).into_owned().collect();
+        let param = |name: &str| query.get(name).map(String::as_str);
+        if r.method != Method::GET || query.len() != 4 || param("grant_type") != Some("refresh_token") {
+            return Err(bitrix_error(400, "invalid_request", &format!("{} {:?}", r.method, r.query)));
+        }
+        if (param("client_id"), param("client_secret"))
+            != (Some(BITRIX_CLIENT_ID), Some(BITRIX_CLIENT_SECRET))
+        {
+            return Err(bitrix_error(401, "invalid_client", "Invalid client credentials"));
+        }
+        if param("refresh_token") != Some(self.refresh.as_str()) {
+            return Err(bitrix_error(400, "invalid_grant", "Invalid refresh token"));
+        }
+        self.trades += 1;
+        self.access = format!("acc3ss{}", self.trades);
+        self.refresh = format!("r3fresh{}", self.trades);
+        Ok((
+            200,
+            json!({"access_token": self.access, "expires": 1_714_561_320, "expires_in": 3600,
+                "scope": "app", "domain": "oauth.bitrix.info",
+                "server_endpoint": "https://oauth.bitrix.info/rest/", "status": "L",
+                "client_endpoint": "https://acme.bitrix24.ru/rest/", "member_id": "a223c6b3710f85df22e9377d6c4f7553",
+                "user_id": 1, "refresh_token": self.refresh}),
+        ))
+    }
+
+    /// The access token is the only query parameter; an old one is expired.
+    fn authorize(&self, r: &Got) -> Result<Option<(u16, Value)>, Refusal> {
+        let query: Vec<(String, String)> =
+            form_urlencoded::parse(r.query.as_deref().unwrap_or_default().as_bytes()).into_owned().collect();
+        match query.as_slice() {
+            [(name, token)] if name == "auth" && *token == self.access => Ok(None),
+            [(name, _)] if name == "auth" => Ok(Some((
+                401,
+                json!({"error": "expired_token", "error_description": "The access token provided has expired."}),
+            ))),
+            _ => Err(bitrix_error(401, "NO_AUTH_FOUND", &format!("Wrong authorization data: {:?}", r.query))),
+        }
+    }
 }
 
 fn bitrix_error(status: u16, error: &str, description: &str) -> Refusal {
@@ -687,14 +752,23 @@ impl Bitrix {
 
 impl Crm for Bitrix {
     fn answer(&mut self, r: &Got) -> Answer {
-        let Some(method) = r.path.strip_prefix(BITRIX_HOOK).and_then(|m| m.strip_suffix(".json")) else {
+        if let Some(app) = &mut self.app {
+            if r.path == "/oauth/token/" {
+                return app.token(r);
+            }
+            if let Some(expired) = app.authorize(r)? {
+                return Ok(expired);
+            }
+        }
+        let prefix = if self.app.is_some() { "/rest/" } else { BITRIX_HOOK };
+        let Some(method) = r.path.strip_prefix(prefix).and_then(|m| m.strip_suffix(".json")) else {
             return Err(refuse(
                 401,
                 json!({"error": "INVALID_CREDENTIALS", "error_description": "Invalid request credentials"}),
                 format!("Bitrix24: {} is not the webhook", r.path),
             ));
         };
-        if r.method != Method::POST || r.query.is_some() {
+        if r.method != Method::POST || (self.app.is_none() && r.query.is_some()) {
             return Err(bitrix_error(405, "ERROR_METHOD", &format!("{} with query {:?}", r.method, r.query)));
         }
         if !r.header("content-type").starts_with("application/x-www-form-urlencoded") {
@@ -881,6 +955,11 @@ impl Setup {
             let url = step["request"]["url"].as_str().context("url")?;
             ensure!(url.starts_with(crm), "{url} is on {crm}");
             step["request"]["url"] = json!(url.replacen(crm, fake, 1));
+        }
+        // The token endpoint (oauth.bitrix.info for Bitrix24) is played by the same fake.
+        if let Some(token_url) = spec.pointer("/oauth/token_url").and_then(Value::as_str) {
+            let path = token_url.parse::<http::Uri>()?.path().to_owned();
+            spec["oauth"]["token_url"] = json!(format!("{fake}{path}"));
         }
         let (status, stored) = self.api("PUT", &format!("/v1/profiles/{name}"), Some(spec)).await?;
         ensure!(status == 201, "PUT profile {name}: {status} {stored}");
@@ -1307,6 +1386,96 @@ async fn bitrix24_attaches_a_recording_that_was_ready_while_finish_was_retried()
     setup.wait_delivered(&delivery_of("bitrix24", "bx-race")).await?;
     let attached = bitrix.state(|b| b.calls.first().and_then(|c| c.record.clone()));
     ensure!(attached.as_ref().is_some_and(|r| r["RECORD_URL"] == RECORDING), "{attached:?}");
+    bitrix.assert_all_accepted()?;
+    setup.done().await?;
+    Ok(())
+}
+
+/// Bitrix24 as a local application, on a portal that takes nothing else: the dispatcher trades
+/// the installation's refresh token for an access token at oauth.bitrix.info, sends it as `auth`,
+/// and when the portal answers `expired_token` trades the rotated refresh token (the first one is
+/// spent) for a new one and sends the step again. The tokens outlive a restart: a new process
+/// uses the stored access token and, once that expires, the stored rotated refresh token.
+#[tokio::test]
+async fn bitrix24_as_an_application_trades_and_rotates_its_tokens() -> anyhow::Result<()> {
+    let mut setup = setup("cn-bitrix24-app").await?;
+    let bitrix = Fake::start(Bitrix { app: Some(BitrixApp::new()), ..Bitrix::default() }).await?;
+    let portal = "https://acme.bitrix24.ru";
+    let settings = json!({
+        "application": {"portal_url": portal, "client_id": BITRIX_CLIENT_ID,
+            "client_secret": BITRIX_CLIENT_SECRET, "refresh_token": "r3fresh0"},
+        "users": {"users": {"101": "42"}, "default_user": "1"},
+    });
+    let stored = setup.put_connector("bitrix24", settings, portal, &bitrix.origin()).await?;
+    assert_masked(&stored, &[BITRIX_CLIENT_SECRET, "r3fresh0"])?;
+    // The token endpoint passes the SSRF guard like every step's URL.
+    let mut metadata = stored["spec"].clone();
+    metadata["oauth"] = json!({"token_url": "http://169.254.169.254/oauth/token/", "client_id": "c",
+        "client_secret": "s", "refresh_token": "r", "grant_request": "get_query", "send_as": {"url_param": "auth"}});
+    let (status, refused) = setup.api("PUT", "/v1/profiles/bitrix24-metadata", Some(metadata)).await?;
+    ensure!(
+        status == 400 && refused["message"].as_str().is_some_and(|m| m.starts_with("oauth.token_url")),
+        "{status} {refused}"
+    );
+    let paths = |got: &[Got]| -> Vec<String> {
+        got.iter()
+            .map(|r| format!("{}?{}", r.path, r.query.as_deref().unwrap_or_default()))
+            .collect::<Vec<_>>()
+    };
+    let rest = |method: &str, token: &str| format!("/rest/telephony.externalcall.{method}.json?auth={token}");
+    let trade = |refresh: &str| {
+        format!(
+            "/oauth/token/?grant_type=refresh_token&client_id={BITRIX_CLIENT_ID}&client_secret={BITRIX_CLIENT_SECRET}&refresh_token={refresh}"
+        )
+    };
+
+    setup.produce(&call("bx-app-1", Direction::Inbound, Outcome::Missed)).await?;
+    let delivered = setup.wait_delivered(&delivery_of("bitrix24", "bx-app-1")).await?;
+    ensure!(!delivered.to_string().contains("acc3ss"), "the attempt log shows the token: {delivered}");
+    let expected = vec![trade("r3fresh0"), rest("register", "acc3ss1"), rest("finish", "acc3ss1")];
+    ensure!(paths(&bitrix.requests()) == expected, "{:#?}", paths(&bitrix.requests()));
+
+    // The portal lets the token expire: the step is turned away, a new token traded, sent again.
+    bitrix.crm.lock().expect("lock").app.as_mut().context("app")?.access = "expired".into();
+    setup.produce(&call("bx-app-2", Direction::Outbound, Outcome::Answered)).await?;
+    setup.wait_delivered(&delivery_of("bitrix24", "bx-app-2")).await?;
+    let expected = [
+        expected,
+        vec![
+            rest("register", "acc3ss1"),
+            trade("r3fresh1"),
+            rest("register", "acc3ss2"),
+            rest("finish", "acc3ss2"),
+        ],
+    ]
+    .concat();
+    ensure!(paths(&bitrix.requests()) == expected, "{:#?}", paths(&bitrix.requests()));
+
+    // A new process: the stored access token first, then the stored (rotated) refresh token.
+    let code = setup.dispatcher.terminate(Duration::from_secs(15)).await?;
+    ensure!(code == Some(0), "the dispatcher exited with {code:?}");
+    setup.dispatcher = setup.env.start("dispatcher").await?;
+    setup.produce(&call("bx-app-3", Direction::Inbound, Outcome::Answered)).await?;
+    setup.wait_delivered(&delivery_of("bitrix24", "bx-app-3")).await?;
+    let expected = [expected, vec![rest("register", "acc3ss2"), rest("finish", "acc3ss2")]].concat();
+    ensure!(paths(&bitrix.requests()) == expected, "{:#?}", paths(&bitrix.requests()));
+    bitrix.crm.lock().expect("lock").app.as_mut().context("app")?.access = "expired".into();
+    setup.dispatcher.terminate(Duration::from_secs(15)).await?;
+    setup.dispatcher = setup.env.start("dispatcher").await?;
+    setup.produce(&call("bx-app-4", Direction::Inbound, Outcome::Answered)).await?;
+    setup.wait_delivered(&delivery_of("bitrix24", "bx-app-4")).await?;
+    let expected = [
+        expected,
+        vec![
+            rest("register", "acc3ss2"),
+            trade("r3fresh2"),
+            rest("register", "acc3ss3"),
+            rest("finish", "acc3ss3"),
+        ],
+    ]
+    .concat();
+    ensure!(paths(&bitrix.requests()) == expected, "{:#?}", paths(&bitrix.requests()));
+    ensure!(bitrix.state(|b| b.calls.iter().all(|c| c.finish.is_some()) && b.calls.len() == 4), "four calls");
     bitrix.assert_all_accepted()?;
     setup.done().await?;
     Ok(())

@@ -36,6 +36,7 @@ pub const MIGRATIONS: &[Migration] = &[
         include_str!("../../../services/dispatcher/migrations/0015_deliveries_by_call.sql"),
     ),
     (16, "disposition_lists", include_str!("../../../services/desk/migrations/0016_disposition_lists.sql")),
+    (17, "oauth_tokens", include_str!("../../../services/dispatcher/migrations/0017_oauth_tokens.sql")),
 ];
 
 /// The version of the newest migration: the schema this release runs on.

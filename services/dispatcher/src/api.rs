@@ -66,6 +66,9 @@ pub struct Api {
     /// `/healthz` and `/readyz` answer on the API port too, as on ingress's, for load balancers
     /// that check the port they route to.
     pub health: Arc<http::Health>,
+    /// OAuth access tokens for the test action's sends (the worker holds its own; both trade
+    /// under the same row lock, so neither spends a refresh token the other rotated).
+    pub tokens: crate::tokens::Tokens,
 }
 
 fn bad_request(message: impl Into<String>) -> Response<Body> {
@@ -320,6 +323,11 @@ impl Api {
                 return bad_request(format!("step {:?}: {error}", step.name));
             }
         }
+        if let Some(oauth) = &profile.oauth
+            && let Err(error @ SsrfError::Blocked { .. }) = self.policy.resolve_url(&oauth.token_url).await
+        {
+            return bad_request(format!("oauth.token_url: {error}"));
+        }
         match store::put_profile(&self.pool, &self.sealer, id, &profile).await {
             Ok(created) => {
                 let _ = self.profiles.reload(&self.pool, &self.sealer).await;
@@ -339,12 +347,12 @@ impl Api {
             // Saved a moment ago on another replica: look once more.
             let _ = self.profiles.reload(&self.pool, &self.sealer).await;
             let Some(stored) = self.profiles.get(id) else { return not_found() };
-            return Box::pin(self.test_with(stored.profile, req)).await;
+            return Box::pin(self.test_with(id, stored.profile, req)).await;
         };
-        self.test_with(stored.profile, req).await
+        self.test_with(id, stored.profile, req).await
     }
 
-    async fn test_with(&self, profile: Profile, req: Request<Incoming>) -> Response<Body> {
+    async fn test_with(&self, id: &str, profile: Profile, req: Request<Incoming>) -> Response<Body> {
         let Some(body) = read_body(req).await else { return too_large() };
         let input: Value = if body.is_empty() {
             json!({})
@@ -386,10 +394,37 @@ impl Api {
             Next::Run(step) | Next::Wait { step, .. } | Next::Skip(step) => step,
             Next::Finished => return bad_request("the profile has no step"),
         };
-        let request = match worker::prepare(&profile, step, &values, &flow, "msg_test") {
+        let mut request = match worker::prepare(&profile, step, &values, &flow, "msg_test") {
             Ok(request) => request,
             Err(error) => return bad_request(format!("step {:?} cannot be rendered: {error}", step.name)),
         };
+        let timeout = Duration::from_millis(self.own.attempt_timeout_ms);
+        let connections = crate::send::Connections::default();
+        // A dry run trades for no token: the request shows where it goes, as `***`.
+        let mut token_error = None;
+        if let Some(oauth) = &profile.oauth {
+            let token = if dry_run {
+                None
+            } else {
+                let cx = crate::tokens::TokenContext {
+                    pool: &self.pool,
+                    sealer: &self.sealer,
+                    policy: &self.policy,
+                    connections: &connections,
+                    timeout,
+                };
+                match self.tokens.access(&cx, id, oauth, None).await {
+                    Ok(token) => Some(token),
+                    Err(error) => {
+                        token_error = Some(error.to_string());
+                        None
+                    }
+                }
+            };
+            if let Err(error) = crate::oauth::apply(&mut request, &oauth.send_as, token.as_ref()) {
+                return bad_request(format!("step {:?}: {error}", step.name));
+            }
+        }
         let headers: serde_json::Map<String, Value> = request
             .headers
             .iter()
@@ -409,17 +444,10 @@ impl Api {
                 "body": request.body_text(),
             }),
         );
-        if !dry_run {
-            let timeout = Duration::from_millis(self.own.attempt_timeout_ms);
-            match crate::send::send(
-                &self.policy,
-                &crate::send::Connections::default(),
-                &request,
-                timeout,
-                TEST_BODY,
-            )
-            .await
-            {
+        if let Some(error) = token_error {
+            answer.insert("error".to_owned(), json!(error));
+        } else if !dry_run {
+            match crate::send::send(&self.policy, &connections, &request, timeout, TEST_BODY).await {
                 Ok(response) => {
                     let headers: serde_json::Map<String, Value> = response
                         .headers

@@ -6,7 +6,8 @@ use crate::values::UserMap;
 
 fn bitrix() -> Profile {
     let settings = crate::connectors::bitrix24::Settings {
-        webhook_url: switchboard_model::Secret::new("https://acme.bitrix24.ru/rest/1/tok/"),
+        application: None,
+        webhook_url: Some(switchboard_model::Secret::new("https://acme.bitrix24.ru/rest/1/tok/")),
         users: UserMap { users: Default::default(), default_user: Some("1".into()) },
         create_leads: true,
     };

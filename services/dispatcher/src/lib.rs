@@ -25,6 +25,7 @@
 //! - [`signature`]: Standard Webhooks signing and verification;
 //! - [`retry`]: what a response means and when to try again ([`retry::classify`], [`retry::next`]);
 //! - [`ssrf`]: which addresses a request may reach ([`ssrf::EgressPolicy`]);
+//! - [`oauth`]: OAuth access tokens for CRMs that want one (traded and stored by [`tokens`]);
 //! - [`connectors`]: ready-made profiles for HubSpot, Pipedrive, Bitrix24 and amoCRM.
 
 // Service code must not panic on what it is given (#18): no `unwrap`, no indexing or slicing
@@ -41,6 +42,7 @@ pub mod connectors;
 pub mod consume;
 pub mod criteria;
 pub mod flow;
+pub mod oauth;
 pub mod profile;
 mod profile_check;
 pub mod request;
@@ -54,6 +56,7 @@ pub mod signature;
 pub mod ssrf;
 pub mod store;
 pub mod template;
+pub mod tokens;
 pub mod values;
 pub mod worker;
 

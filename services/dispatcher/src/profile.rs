@@ -15,6 +15,7 @@ use switchboard_model::Secret;
 
 use crate::criteria::{Criterion, Trigger};
 use crate::flow::StepCondition;
+use crate::oauth::OAuth;
 use crate::retry::RetryPolicy;
 use crate::signature::{SignatureError, SigningSecret};
 use crate::template::{self, Dialect, TemplateError};
@@ -69,6 +70,10 @@ pub struct ProfileSpec {
     /// request carries a signature by each. None: requests are not signed.
     #[serde(default)]
     pub signing_secrets: Vec<Secret>,
+    /// An OAuth client whose access token every request carries (Bitrix24's applications,
+    /// HubSpot's and amoCRM's integrations): traded for and rotated by the dispatcher.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub oauth: Option<OAuth>,
 }
 
 /// One HTTP request of a profile; a later step can use what an earlier one extracted from its
@@ -297,6 +302,8 @@ pub enum ProfileError {
     Criterion { index: usize, reason: &'static str },
     #[error("{0}")]
     Limits(&'static str),
+    #[error("oauth: {0}")]
+    OAuth(&'static str),
     #[error("signing secret {index}")]
     SigningSecret {
         index: usize,

@@ -5,6 +5,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use http::header::HeaderName;
 use http::uri::{Scheme, Uri};
 
+use crate::oauth::{OAuth, Placement};
 use crate::profile::{
     HttpMethod, Param, ParamValue, ProfileError, ProfileSpec, Step, URL_SECRET, check_template, known_value,
 };
@@ -59,6 +60,47 @@ pub(crate) fn validate(spec: &ProfileSpec) -> Result<(), ProfileError> {
     for (index, secret) in spec.signing_secrets.iter().enumerate() {
         SigningSecret::parse(secret.expose())
             .map_err(|source| ProfileError::SigningSecret { index, source })?;
+    }
+    if let Some(oauth) = &spec.oauth {
+        check_oauth(oauth, &spec.steps)?;
+    }
+    Ok(())
+}
+
+/// The token endpoint is a URL like a step's; the client and its tokens are printable text; a
+/// token sent as a URL parameter does not clash with a step's own parameter.
+fn check_oauth(oauth: &OAuth, steps: &[Step]) -> Result<(), ProfileError> {
+    if check_url("oauth", &oauth.token_url).is_err() {
+        return Err(ProfileError::OAuth(
+            "token_url is an absolute http(s) URL with a host and no credentials",
+        ));
+    }
+    let printable = |text: &str| (1..=2048).contains(&text.len()) && !text.chars().any(char::is_control);
+    if !printable(&oauth.client_id) {
+        return Err(ProfileError::OAuth("client_id is 1 to 2048 printable characters"));
+    }
+    if !printable(oauth.client_secret.expose()) || !printable(oauth.refresh_token.expose()) {
+        return Err(ProfileError::OAuth(
+            "client_secret and refresh_token are 1 to 2048 printable characters",
+        ));
+    }
+    if let Placement::UrlParam(name) = &oauth.send_as {
+        let safe = |b: u8| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~');
+        if name.is_empty() || name.len() > 64 || !name.bytes().all(safe) {
+            return Err(ProfileError::OAuth(
+                "send_as.url_param is 1 to 64 of A-Z, a-z, 0-9, '-', '.', '_' and '~'",
+            ));
+        }
+        if steps.iter().any(|s| s.request.url_params.iter().any(|p| p.name == *name)) {
+            return Err(ProfileError::OAuth("send_as.url_param names a parameter a step sets itself"));
+        }
+    } else if steps
+        .iter()
+        .any(|s| s.request.headers.iter().any(|h| h.name.eq_ignore_ascii_case("authorization")))
+    {
+        return Err(ProfileError::OAuth(
+            "the access token goes in the Authorization header, which a step sets itself",
+        ));
     }
     Ok(())
 }

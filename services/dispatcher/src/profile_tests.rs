@@ -190,3 +190,38 @@ fn a_parameter_carries_exactly_one_kind_of_value() {
         assert!(serde_json::from_str::<Param>(bad).is_err(), "{bad}");
     }
 }
+
+#[test]
+fn an_oauth_client_is_checked_when_saved() {
+    let oauth = json!({"token_url": "https://oauth.bitrix.info/oauth/token/", "client_id": "local.1",
+        "client_secret": "s3", "refresh_token": "r0", "grant_request": "get_query",
+        "send_as": {"url_param": "auth"}});
+    // The chronicall-like profile sets its own Authorization header: a bearer token would clash.
+    let spec = with(chronicall_like(), "/oauth", oauth.clone());
+    let profile = Profile::from_json(&spec.to_string()).expect("valid");
+    let client = profile.oauth.as_ref().expect("kept");
+    assert_eq!(client.send_as, crate::oauth::Placement::UrlParam("auth".into()));
+    assert_eq!(client.grant_request, crate::oauth::GrantRequest::GetQuery);
+    assert!(!format!("{profile:?}").contains("\"r0\""), "tokens stay out of Debug");
+    assert_eq!(Profile::from_json(&profile.to_json()).expect("round trip"), profile);
+    let plain = Profile::from_json(&chronicall_like().to_string()).expect("valid");
+    assert!(!plain.to_json().contains("oauth"), "no oauth written when there is none");
+
+    let bearer = with(oauth.clone(), "/send_as", json!("bearer"));
+    for (spec, expect) in [
+        (with(oauth.clone(), "/token_url", json!("oauth.example.com/token")), "token_url"),
+        (with(oauth.clone(), "/client_id", json!("")), "client_id"),
+        (with(oauth.clone(), "/refresh_token", json!("r\n0")), "refresh_token"),
+        (with(oauth.clone(), "/send_as", json!({"url_param": "a b"})), "url_param"),
+        (with(oauth.clone(), "/send_as", json!({"url_param": "callid"})), "sets itself"),
+        (bearer, "Authorization"),
+    ] {
+        let err = refused(with(chronicall_like(), "/oauth", spec));
+        assert!(
+            err.to_string().starts_with("oauth: ") && err.to_string().contains(expect),
+            "{expect}: {err}"
+        );
+    }
+    let unknown = with(oauth, "/scope", json!("telephony"));
+    assert!(refused(with(chronicall_like(), "/oauth", unknown)).to_string().contains("unknown field"));
+}

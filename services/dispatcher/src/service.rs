@@ -101,6 +101,7 @@ pub async fn run(
             policy: policy.clone(),
             profiles: profiles.clone(),
             health: health.clone(),
+            tokens: crate::tokens::Tokens::default(),
         });
         let drain = Duration::from_millis(settings.http.drain_timeout_ms.unwrap_or(10_000));
         let api_cancel = CancellationToken::new();

@@ -84,6 +84,13 @@ pub fn redacted(profile: &Profile) -> Value {
     if let Some(secrets) = spec.get_mut("signing_secrets").and_then(Value::as_array_mut) {
         secrets.iter_mut().for_each(|s| *s = json!("***"));
     }
+    if let Some(oauth) = spec.get_mut("oauth").and_then(Value::as_object_mut) {
+        for field in ["client_secret", "refresh_token"] {
+            if let Some(secret) = oauth.get_mut(field) {
+                *secret = json!("***");
+            }
+        }
+    }
     if let Some(steps) = spec.get_mut("steps").and_then(Value::as_array_mut) {
         for step in steps {
             if let Some(secret) = step.get_mut("request").and_then(|r| r.get_mut("url_secret")) {
@@ -529,11 +536,14 @@ mod tests {
                 "url_params": [{"name": "key", "secret": "k3y"}],
             }}],
             "signing_secrets": ["whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"],
+            "oauth": {"token_url": "https://oauth.example.com/token", "client_id": "app.1",
+                "client_secret": "cl1entS", "refresh_token": "r3fresh", "send_as": {"url_param": "auth"}},
         });
         let profile = Profile::from_json(&spec.to_string()).expect("valid");
         let shown = redacted(&profile);
         let text = shown.to_string();
-        for secret in ["t0ken", "k3y", "MfKQ9r8"] {
+        assert_eq!(shown["oauth"]["client_id"], "app.1");
+        for secret in ["t0ken", "k3y", "MfKQ9r8", "cl1entS", "r3fresh"] {
             assert!(!text.contains(secret), "{secret} in {text}");
         }
         assert_eq!(shown["signing_secrets"], json!(["***"]));

@@ -39,7 +39,9 @@ use crate::send::{self, Answer, SendError};
 use crate::settle::{self, Settler};
 use crate::ssrf::EgressPolicy;
 use crate::store::{self, AttemptLog, Claimed, Settle, State};
+use crate::tokens::{TokenContext, Tokens};
 use crate::values::CallValues;
+use switchboard_model::Secret;
 
 /// How long a step waiting for the call's recording waits before it is looked at again.
 const WAIT_RECHECK: Duration = Duration::from_secs(60);
@@ -60,6 +62,8 @@ pub struct Worker {
     settler: Settler,
     /// Kept-alive connections to the profiles' targets.
     connections: send::Connections,
+    /// OAuth access tokens of the profiles that have a client.
+    tokens: Tokens,
     /// Requests in flight per profile.
     in_flight: Mutex<HashMap<String, usize>>,
     /// When this replica started each profile's recent attempts, for its `rate_limit` (per
@@ -121,6 +125,7 @@ impl Worker {
         Self {
             settler: Settler::start(pool.clone()),
             connections: send::Connections::default(),
+            tokens: Tokens::default(),
             pool,
             profiles,
             policy,
@@ -340,7 +345,7 @@ impl Worker {
                 crate::step_message_id(&claimed.id, &step.name)
             };
             let started_at = Utc::now();
-            let request = match prepare(profile, step, values, flow, &message_id) {
+            let prepared = match prepare(profile, step, values, flow, &message_id) {
                 Ok(request) => request,
                 Err(error) => {
                     let error = format!("step {:?} cannot be rendered: {error}", step.name);
@@ -356,14 +361,25 @@ impl Worker {
                     return Settle::Failed { error };
                 }
             };
-            let sent = send::send(
-                &self.policy,
-                &self.connections,
-                &request,
-                timeout,
-                self.settings.max_response_bytes,
-            )
-            .await;
+            let (request, sent) =
+                match self.send_authorized(&claimed.profile_id, profile, prepared, timeout).await {
+                    Ok(sent) => sent,
+                    Err(error) => {
+                        let latency =
+                            Utc::now().signed_duration_since(started_at).to_std().unwrap_or_default();
+                        logs.push(attempt_log(
+                            claimed,
+                            &step.name,
+                            started_at,
+                            json!({}),
+                            None,
+                            latency,
+                            Some(&error),
+                        ));
+                        let failed = Outcome::Failed { reason: error, not_before: None };
+                        return self.verdict(claimed, policy, number, failed).await;
+                    }
+                };
             let latency = Utc::now().signed_duration_since(started_at).to_std().unwrap_or_default();
             let summary = request_summary(&request);
             let (outcome, error) = match &sent {
@@ -410,6 +426,47 @@ impl Worker {
                 }
             }
             return self.verdict(claimed, policy, number, outcome).await;
+        }
+    }
+
+    /// Sends `request`, with the profile's OAuth access token when it has a client. A token the CRM
+    /// turns away (expired early, revoked) is traded for a new one and the request sent once
+    /// more. Returns the request as sent and its answer, or why no token could be had.
+    async fn send_authorized(
+        &self,
+        profile_id: &str,
+        profile: &Profile,
+        request: RenderedRequest,
+        timeout: Duration,
+    ) -> Result<(RenderedRequest, Result<Answer, SendError>), String> {
+        let cap = self.settings.max_response_bytes;
+        let Some(oauth) = &profile.oauth else {
+            let sent = send::send(&self.policy, &self.connections, &request, timeout, cap).await;
+            return Ok((request, sent));
+        };
+        let cx = TokenContext {
+            pool: &self.pool,
+            sealer: &self.sealer,
+            policy: &self.policy,
+            connections: &self.connections,
+            timeout,
+        };
+        let mut refused: Option<Secret> = None;
+        loop {
+            let token = self
+                .tokens
+                .access(&cx, profile_id, oauth, refused.as_ref())
+                .await
+                .map_err(|e| e.to_string())?;
+            let mut authorized = request.clone();
+            crate::oauth::apply(&mut authorized, &oauth.send_as, Some(&token))?;
+            let sent = send::send(&self.policy, &self.connections, &authorized, timeout, cap).await;
+            let turned_away = sent.as_ref().is_ok_and(|a| crate::oauth::token_refused(a.status, &a.body));
+            if !turned_away || refused.is_some() {
+                return Ok((authorized, sent));
+            }
+            tracing::info!(profile = %profile_id, "The CRM turned the access token away; trading for a new one.");
+            refused = Some(token);
         }
     }
 

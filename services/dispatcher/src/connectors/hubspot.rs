@@ -138,6 +138,7 @@ pub fn profile(settings: &Settings) -> Result<Profile, ConnectorError> {
         max_concurrency: Some(4),
         state: ProfileState::Enabled,
         signing_secrets: Vec::new(),
+        oauth: None,
     };
     finish("hubspot", spec)
 }

@@ -94,6 +94,7 @@ pub fn profile(settings: &Settings) -> Result<Profile, ConnectorError> {
         max_concurrency: Some(2),
         state: ProfileState::Enabled,
         signing_secrets: Vec::new(),
+        oauth: None,
     };
     finish("pipedrive", spec)
 }

@@ -353,6 +353,42 @@ fn a_pending_recording_holds_the_amocrm_request() {
 }
 
 #[test]
+fn bitrix24_as_a_local_application_sends_its_access_token_as_auth() {
+    let settings = json!({
+        "application": {"portal_url": "https://acme.bitrix24.ru/", "client_id": "local.66a1",
+            "client_secret": "cl1ent", "refresh_token": "r3fresh"},
+        "users": {"users": {"101": "42"}, "default_user": "1"},
+    });
+    let profile = by_name("bitrix24", settings).expect("a profile");
+    let oauth = profile.oauth.clone().expect("an OAuth client");
+    assert_eq!(oauth.token_url, "https://oauth.bitrix.info/oauth/token/");
+    assert_eq!(oauth.grant_request, crate::oauth::GrantRequest::GetQuery);
+    assert_eq!(oauth.send_as, crate::oauth::Placement::UrlParam("auth".into()));
+    let registered: &[u8] = br#"{"result": {"CALL_ID": "externalCall.abc"}, "time": {}}"#;
+    let [register, finish, record] =
+        run(&profile, &recorded(), &[registered]).try_into().expect("three steps");
+    let form_type = [("content-type", "application/x-www-form-urlencoded")];
+    assert_head(&register, "/rest/telephony.externalcall.register.json", &form_type);
+    assert_head(&finish, "/rest/telephony.externalcall.finish.json", &form_type);
+    assert_head(&record, "/rest/telephony.externalCall.attachRecord.json", &form_type);
+    let mut sent = register.clone();
+    crate::oauth::apply(&mut sent, &oauth.send_as, Some(&switchboard_model::Secret::new("acc3ss")))
+        .expect("applied");
+    assert_eq!(sent.uri.query(), Some("auth=acc3ss"));
+    assert_eq!(sent.shown_url, "https://acme.bitrix24.ru/rest/telephony.externalcall.register.json?auth=***");
+    let stored = crate::store::redacted(&profile).to_string();
+    assert!(!stored.contains("cl1ent") && !stored.contains("r3fresh"), "{stored}");
+
+    let both = json!({"webhook_url": "https://acme.bitrix24.ru/rest/1/k/",
+        "application": {"portal_url": "https://acme.bitrix24.ru", "client_id": "c", "client_secret": "s",
+            "refresh_token": "r"},
+        "users": {"default_user": "1"}});
+    assert!(matches!(by_name("bitrix24", both), Err(ConnectorError::Setting { .. })));
+    let neither = json!({"users": {"default_user": "1"}});
+    assert!(matches!(by_name("bitrix24", neither), Err(ConnectorError::Setting { .. })));
+}
+
+#[test]
 fn bad_settings_are_refused() {
     assert!(matches!(by_name("salesforce", json!({})), Err(ConnectorError::Unknown(_))));
     assert!(matches!(by_name("hubspot", json!({"token": "t"})), Err(ConnectorError::Settings { .. })));
