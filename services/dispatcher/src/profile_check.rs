@@ -75,7 +75,8 @@ fn check_oauth(oauth: &OAuth, steps: &[Step]) -> Result<(), ProfileError> {
             "token_url is an absolute http(s) URL with a host and no credentials",
         ));
     }
-    let printable = |text: &str| (1..=2048).contains(&text.len()) && !text.chars().any(char::is_control);
+    let printable =
+        |text: &str| (1..=2048).contains(&text.chars().count()) && !text.chars().any(char::is_control);
     if !printable(&oauth.client_id) {
         return Err(ProfileError::OAuth("client_id is 1 to 2048 printable characters"));
     }
