@@ -1430,7 +1430,10 @@ async fn bitrix24_as_an_application_trades_and_rotates_its_tokens() -> anyhow::R
     };
 
     setup.produce(&call("bx-app-1", Direction::Inbound, Outcome::Missed)).await?;
-    let delivered = setup.wait_delivered(&delivery_of("bitrix24", "bx-app-1")).await?;
+    let delivered = setup
+        .wait_delivered(&delivery_of("bitrix24", "bx-app-1"))
+        .await
+        .with_context(|| format!("the portal got {:#?}", paths(&bitrix.requests())))?;
     ensure!(!delivered.to_string().contains("acc3ss"), "the attempt log shows the token: {delivered}");
     let expected = vec![trade("r3fresh0"), rest("register", "acc3ss1"), rest("finish", "acc3ss1")];
     ensure!(paths(&bitrix.requests()) == expected, "{:#?}", paths(&bitrix.requests()));
@@ -1438,7 +1441,10 @@ async fn bitrix24_as_an_application_trades_and_rotates_its_tokens() -> anyhow::R
     // The portal lets the token expire: the step is turned away, a new token traded, sent again.
     bitrix.crm.lock().expect("lock").app.as_mut().context("app")?.access = "expired".into();
     setup.produce(&call("bx-app-2", Direction::Outbound, Outcome::Answered)).await?;
-    setup.wait_delivered(&delivery_of("bitrix24", "bx-app-2")).await?;
+    setup
+        .wait_delivered(&delivery_of("bitrix24", "bx-app-2"))
+        .await
+        .with_context(|| format!("the portal got {:#?}", paths(&bitrix.requests())))?;
     let expected = [
         expected,
         vec![
@@ -1456,14 +1462,20 @@ async fn bitrix24_as_an_application_trades_and_rotates_its_tokens() -> anyhow::R
     ensure!(code == Some(0), "the dispatcher exited with {code:?}");
     setup.dispatcher = setup.env.start("dispatcher").await?;
     setup.produce(&call("bx-app-3", Direction::Inbound, Outcome::Answered)).await?;
-    setup.wait_delivered(&delivery_of("bitrix24", "bx-app-3")).await?;
+    setup
+        .wait_delivered(&delivery_of("bitrix24", "bx-app-3"))
+        .await
+        .with_context(|| format!("the portal got {:#?}", paths(&bitrix.requests())))?;
     let expected = [expected, vec![rest("register", "acc3ss2"), rest("finish", "acc3ss2")]].concat();
     ensure!(paths(&bitrix.requests()) == expected, "{:#?}", paths(&bitrix.requests()));
     bitrix.crm.lock().expect("lock").app.as_mut().context("app")?.access = "expired".into();
     setup.dispatcher.terminate(Duration::from_secs(15)).await?;
     setup.dispatcher = setup.env.start("dispatcher").await?;
     setup.produce(&call("bx-app-4", Direction::Inbound, Outcome::Answered)).await?;
-    setup.wait_delivered(&delivery_of("bitrix24", "bx-app-4")).await?;
+    setup
+        .wait_delivered(&delivery_of("bitrix24", "bx-app-4"))
+        .await
+        .with_context(|| format!("the portal got {:#?}", paths(&bitrix.requests())))?;
     let expected = [
         expected,
         vec![

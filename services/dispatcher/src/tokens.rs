@@ -176,10 +176,8 @@ async fn fetch(
         .await
         .map_err(|e| GrantError::Unreachable(e.to_string()))?;
     let grant = oauth::read_grant(answer.status, &answer.body)?;
-    let refresh = {
-        let _ = grant.refresh_token;
-        refresh
-    };
+    // Most endpoints rotate the refresh token: the one just used is spent.
+    let refresh = grant.refresh_token.unwrap_or(refresh);
     let expires_at = grant
         .expires_in
         .and_then(|s| chrono::TimeDelta::try_seconds(i64::try_from(s).unwrap_or(i64::MAX)))
