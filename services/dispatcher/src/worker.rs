@@ -349,15 +349,7 @@ impl Worker {
                 Ok(request) => request,
                 Err(error) => {
                     let error = format!("step {:?} cannot be rendered: {error}", step.name);
-                    logs.push(attempt_log(
-                        claimed,
-                        &step.name,
-                        started_at,
-                        json!({}),
-                        None,
-                        Duration::ZERO,
-                        Some(&error),
-                    ));
+                    logs.push(unsent_log(claimed, &step.name, started_at, Duration::ZERO, &error));
                     return Settle::Failed { error };
                 }
             };
@@ -367,15 +359,7 @@ impl Worker {
                     Err(error) => {
                         let latency =
                             Utc::now().signed_duration_since(started_at).to_std().unwrap_or_default();
-                        logs.push(attempt_log(
-                            claimed,
-                            &step.name,
-                            started_at,
-                            json!({}),
-                            None,
-                            latency,
-                            Some(&error),
-                        ));
+                        logs.push(unsent_log(claimed, &step.name, started_at, latency, &error));
                         let failed = Outcome::Failed { reason: error, not_before: None };
                         return self.verdict(claimed, policy, number, failed).await;
                     }
@@ -530,6 +514,17 @@ fn attempt_log(
         latency,
         error: error.map(str::to_owned),
     }
+}
+
+/// The log of a step that sent nothing (it could not be rendered, or no access token was had).
+fn unsent_log(
+    claimed: &Claimed,
+    step: &str,
+    started_at: chrono::DateTime<Utc>,
+    latency: Duration,
+    error: &str,
+) -> AttemptLog {
+    attempt_log(claimed, step, started_at, json!({}), None, latency, Some(error))
 }
 
 /// The library's view of an answer.
