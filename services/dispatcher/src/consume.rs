@@ -6,7 +6,9 @@
 //! (profile, event or record version), `pending` for an enabled profile and `discarded` (kept,
 //! replayable) for a paused or disabled one. A newer record of a call also becomes the subject of
 //! that call's pending deliveries whose next step waits for the recording (a Bitrix24-style
-//! "attach the recording" step), which are then due at once.
+//! "attach the recording" step), which are then due at once. A new delivery that may be attempted
+//! at once (nothing of its profile and call before it) is inserted claimed by this replica and
+//! handed to its worker, which then needs no query to find it (`claim_at_once`).
 //!
 //! Delivery guarantee: at least once, with idempotent effects. Records are taken in batches; a
 //! batch's deliveries (and the record versions seen) are written in one transaction, and only
@@ -28,13 +30,14 @@ use switchboard_core::avro::Codecs;
 use switchboard_core::model::{CallEvent, CallRecord};
 use switchboard_core::retry::Backoff;
 use switchboard_core::stage::{self, DeadLetterTarget, Poison, PoisonClass};
-use tokio::sync::Notify;
+use tokio::sync::{Notify, mpsc};
 use tokio_util::sync::CancellationToken;
 
 use crate::cache::ProfileCache;
 use crate::criteria::{self, Subject};
 use crate::schedule_store::{self, CallKey};
-use crate::store::{self, NewDelivery, State};
+use crate::store::{self, Claimed, NewDelivery, State};
+use crate::worker::Handed;
 
 const STAGE: &str = "dispatcher";
 /// Records per transaction, and how long a batch waits to fill once it has one.
@@ -63,6 +66,12 @@ pub struct Scheduler {
     pub max_backoff: Duration,
     /// Rung when a batch scheduled pending deliveries, so this replica's worker looks at once.
     pub scheduled: Arc<Notify>,
+    /// This replica's worker, which takes the deliveries inserted claimed ([`Worker::handoff`]).
+    pub handoff: mpsc::Sender<Handed>,
+    /// How long a delivery inserted claimed stays leased ([`Worker::lease`]).
+    pub lease: Duration,
+    /// The worker's attempts at once (`dispatcher.concurrency`).
+    pub concurrency: usize,
 }
 
 /// The deliveries `input` makes for `profiles`, given the previous record version seen of its
@@ -107,6 +116,7 @@ pub fn deliveries_for(
             subject_kind: kind,
             subject: json.clone(),
             status: if p.state == State::Enabled { "pending" } else { "discarded" },
+            leased: false,
         })
         .collect()
 }
@@ -154,7 +164,7 @@ impl Scheduler {
         let mut seen = schedule_store::seen_versions(&tx, &calls).await.map_err(|e| pg(&e))?;
         // Each call's newest record of the batch, for the deliveries waiting on the call.
         let mut newest: HashMap<CallKey, (i64, Value)> = HashMap::new();
-        let mut deliveries = Vec::new();
+        let mut deliveries: Vec<NewDelivery> = Vec::new();
         for input in inputs {
             match input {
                 Input::Event(event) => deliveries.extend(deliveries_for(&profiles, Some(event), None)),
@@ -184,9 +194,73 @@ impl Scheduler {
         schedule_store::mark_seen(&tx, &newer).await.map_err(|e| pg(&e))?;
         // Before the inserts, as a record at a time did: what this batch inserts has not started.
         let refreshed = schedule_store::refresh_waiting(&tx, &newest).await.map_err(|e| pg(&e))?;
-        let inserted = schedule_store::insert_deliveries(&tx, &deliveries).await.map_err(|e| pg(&e))?;
+        let mut permits = self.claim_at_once(&tx, &mut deliveries).await.map_err(|e| pg(&e))?;
+        let inserted =
+            schedule_store::insert_deliveries(&tx, &deliveries, self.lease).await.map_err(|e| pg(&e))?;
         tx.commit().await.map_err(|e| pg(&e))?;
-        Ok((inserted, refreshed > 0))
+        // Committed: the worker attempts the claimed ones now (a crash from here leaves them leased,
+        // and they are claimed again once the lease lapses).
+        let by_id: HashMap<&str, &NewDelivery> = deliveries.iter().map(|d| (d.id.as_str(), d)).collect();
+        for row in inserted.iter().filter(|row| row.leased) {
+            let (Some(delivery), Some(permit)) = (by_id.get(row.id.as_str()), permits.pop()) else { break };
+            let claimed = Claimed {
+                id: delivery.id.clone(),
+                profile_id: delivery.profile_id.clone(),
+                subject_kind: delivery.subject_kind.to_owned(),
+                subject: delivery.subject.clone(),
+                attempts: 1,
+                schedule_base: 0,
+                flow: serde_json::json!({}),
+                created_at: chrono::Utc::now(),
+            };
+            permit.send(Handed { claimed, at: std::time::Instant::now() });
+        }
+        Ok((inserted.iter().map(|row| row.status).collect(), refreshed > 0))
+    }
+
+    /// Marks the deliveries to insert claimed, for this replica's worker to attempt at once rather
+    /// than find with a query: each pending one that is the first of its (profile, call) in the
+    /// batch and has no pending delivery before it (which it must wait for), of a profile without
+    /// a rate limit or a concurrency limit below the worker's (for which the worker would turn
+    /// back much of a burst), while the worker has room for it. Returns a place in the worker's
+    /// queue for each.
+    async fn claim_at_once<'a>(
+        &'a self,
+        tx: &impl deadpool_postgres::GenericClient,
+        deliveries: &mut [NewDelivery],
+    ) -> Result<Vec<mpsc::Permit<'a, Handed>>, tokio_postgres::Error> {
+        let mut calls: Vec<CallKey> =
+            deliveries.iter().map(|d| (d.source_id.clone(), d.call_id.clone())).collect();
+        calls.sort();
+        calls.dedup();
+        let waiting = schedule_store::pending_keys(tx, &calls).await?;
+        let profiles = self.profiles.all();
+        let unlimited = |id: &str| {
+            profiles.iter().find(|p| p.id == id).is_some_and(|p| {
+                p.profile.rate_limit.is_none()
+                    && p.profile
+                        .max_concurrency
+                        .is_none_or(|n| usize::try_from(n).is_ok_and(|n| n >= self.concurrency))
+            })
+        };
+        let mut seen = std::collections::HashSet::new();
+        let mut permits = Vec::new();
+        for delivery in deliveries.iter_mut().filter(|d| d.status == "pending") {
+            let key = (delivery.profile_id.clone(), delivery.source_id.clone(), delivery.call_id.clone());
+            if !seen.insert(key.clone()) || waiting.contains(&key) || !unlimited(&delivery.profile_id) {
+                continue;
+            }
+            match self.handoff.try_reserve() {
+                Ok(permit) => {
+                    delivery.leased = true;
+                    permits.push(permit);
+                }
+                // The worker is busy: the rest are claimed from the table as usual.
+                Err(_) => break,
+            }
+        }
+        // Handed out from the back, so that each leased delivery takes one.
+        Ok(permits)
     }
 
     /// Consumes until `cancel` fires, then commits the stored offsets.

@@ -99,29 +99,45 @@ pub async fn refresh_waiting(
     client.execute(&statement, &[&sources, &calls, &versions, &subjects]).await
 }
 
-/// Inserts `deliveries` in their order (which `seq` keeps, for each call's order), skipping those
-/// already there; returns the statuses of those newly inserted.
+/// A delivery the batch inserted (one read before inserts nothing).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Inserted {
+    pub id: String,
+    /// `pending` or `discarded`.
+    pub status: &'static str,
+    /// Leased to this replica as it was inserted, for its worker's first attempt at once.
+    pub leased: bool,
+}
+
+/// Inserts the batch's deliveries in one statement, in the batch's order (`seq` follows it);
+/// those marked `leased` are inserted claimed: their first attempt counted and leased for
+/// `lease`. A delivery already there (the batch read again) is left as it is.
 pub async fn insert_deliveries(
     client: &impl GenericClient,
     deliveries: &[NewDelivery],
-) -> Result<Vec<&'static str>, tokio_postgres::Error> {
+    lease: std::time::Duration,
+) -> Result<Vec<Inserted>, tokio_postgres::Error> {
     if deliveries.is_empty() {
         return Ok(Vec::new());
     }
     let column = |f: fn(&NewDelivery) -> &str| deliveries.iter().map(f).collect::<Vec<&str>>();
     let subjects: Vec<&Value> = deliveries.iter().map(|d| &d.subject).collect();
+    let leased: Vec<bool> = deliveries.iter().map(|d| d.leased).collect();
+    let lease_ms = i64::try_from(lease.as_millis()).unwrap_or(i64::MAX);
     let statement = client
         .prepare_cached(
             "INSERT INTO deliveries (id, profile_id, source_id, call_id, subject_id, trigger,
-                 subject_kind, subject, status)
-             SELECT id, profile_id, source_id, call_id, subject_id, trigger, subject_kind, subject, status
+                 subject_kind, subject, status, attempts, lease_until)
+             SELECT id, profile_id, source_id, call_id, subject_id, trigger, subject_kind, subject, status,
+                 CASE WHEN leased THEN 1 ELSE 0 END,
+                 CASE WHEN leased THEN now() + $11::int8 * interval '1 millisecond' END
              FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[],
-                         $7::text[], $8::jsonb[], $9::text[])
+                         $7::text[], $8::jsonb[], $9::text[], $10::bool[])
                   WITH ORDINALITY AS u(id, profile_id, source_id, call_id, subject_id, trigger,
-                                       subject_kind, subject, status, n)
+                                       subject_kind, subject, status, leased, n)
              ORDER BY n
              ON CONFLICT (id) DO NOTHING
-             RETURNING status",
+             RETURNING id, status, lease_until IS NOT NULL AS leased",
         )
         .await?;
     let rows = client
@@ -137,8 +153,39 @@ pub async fn insert_deliveries(
                 &column(|d| d.subject_kind),
                 &subjects,
                 &column(|d| d.status),
+                &leased,
+                &lease_ms,
             ],
         )
         .await?;
-    Ok(rows.iter().map(|r| if r.get::<_, &str>(0) == "pending" { "pending" } else { "discarded" }).collect())
+    Ok(rows
+        .iter()
+        .map(|r| Inserted {
+            id: r.get("id"),
+            status: if r.get::<_, &str>("status") == "pending" { "pending" } else { "discarded" },
+            leased: r.get("leased"),
+        })
+        .collect())
+}
+
+/// The (profile, source, call)s among `calls` that have a pending delivery: a new delivery of
+/// one of them waits behind it, so it is not attempted at once.
+pub async fn pending_keys(
+    client: &impl GenericClient,
+    calls: &[CallKey],
+) -> Result<std::collections::HashSet<(String, String, String)>, tokio_postgres::Error> {
+    if calls.is_empty() {
+        return Ok(std::collections::HashSet::new());
+    }
+    let sources: Vec<&str> = calls.iter().map(|(s, _)| s.as_str()).collect();
+    let ids: Vec<&str> = calls.iter().map(|(_, c)| c.as_str()).collect();
+    let statement = client
+        .prepare_cached(
+            "SELECT DISTINCT d.profile_id, d.source_id, d.call_id
+             FROM unnest($1::text[], $2::text[]) AS u(source_id, call_id)
+             JOIN deliveries d ON d.source_id = u.source_id AND d.call_id = u.call_id AND d.status = 'pending'",
+        )
+        .await?;
+    let rows = client.query(&statement, &[&sources, &ids]).await?;
+    Ok(rows.iter().map(|r| (r.get(0), r.get(1), r.get(2))).collect())
 }

@@ -119,6 +119,7 @@ pub async fn run(
             Duration::from_millis(settings.pipeline.drain_timeout_ms),
             scheduled.clone(),
         ));
+        let (handoff, lease) = (worker.handoff(), worker.lease());
         let working = tokio::spawn(worker.run(background.clone()));
 
         let (consumer, watch) =
@@ -141,6 +142,9 @@ pub async fn run(
             calls_topic: topics.calls.clone(),
             max_backoff: Duration::from_millis(settings.pipeline.max_backoff_ms),
             scheduled,
+            handoff,
+            lease,
+            concurrency: own.concurrency,
         };
         health.set_ready(true);
         tracing::info!(calls = %topics.calls, enriched = %topics.enriched, "Dispatcher running.");

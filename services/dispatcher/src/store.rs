@@ -239,6 +239,8 @@ pub struct NewDelivery {
     pub subject: Value,
     /// `pending` for an enabled profile, `discarded` otherwise.
     pub status: &'static str,
+    /// Inserted claimed by this replica, whose worker attempts it at once (`consume`).
+    pub leased: bool,
 }
 
 /// A delivery claimed for one attempt.

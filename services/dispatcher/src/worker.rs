@@ -3,8 +3,9 @@
 //! and hands the attempt's log and the library's verdict to the settler, which writes the outcomes
 //! of attempts that end together in one transaction (`settle`).
 //!
-//! Inputs: the `deliveries` table (due, pending, of enabled profiles, leased with `FOR UPDATE
-//! SKIP LOCKED` so that any replica can work any delivery); the profiles. Outputs: HTTP requests;
+//! Inputs: the deliveries this replica's consumer inserted claimed (handed over in memory, taken
+//! first), then the `deliveries` table (due, pending, of enabled profiles, leased with `FOR
+//! UPDATE SKIP LOCKED` so that any replica can work any delivery); the profiles. Outputs: HTTP requests;
 //! rows of `delivery_attempts`; each delivery settled delivered, pending again at a later time,
 //! or failed; a profile disabled on 410 Gone (or after failing for `disable_after_hours`).
 //!
@@ -26,7 +27,7 @@ use deadpool_postgres::Pool;
 use serde_json::{Value, json};
 use switchboard_core::model::{CallEvent, CallRecord};
 use switchboard_core::schedule;
-use tokio::sync::Notify;
+use tokio::sync::{Notify, mpsc};
 use tokio_util::sync::CancellationToken;
 
 use crate::cache::ProfileCache;
@@ -42,6 +43,16 @@ use crate::store::{self, AttemptLog, Claimed, Settle, State};
 use crate::tokens::{TokenContext, Tokens};
 use crate::values::CallValues;
 use switchboard_model::Secret;
+
+/// Deliveries handed over by the consumer that may wait, per place of `dispatcher.concurrency`.
+const HANDOFF_PER_PLACE: usize = 32;
+
+/// A delivery the consumer inserted claimed, and when it handed it over.
+#[derive(Debug)]
+pub struct Handed {
+    pub claimed: Claimed,
+    pub at: Instant,
+}
 
 /// How long a step waiting for the call's recording waits before it is looked at again.
 const WAIT_RECHECK: Duration = Duration::from_secs(60);
@@ -64,6 +75,10 @@ pub struct Worker {
     connections: send::Connections,
     /// OAuth access tokens of the profiles that have a client.
     tokens: Tokens,
+    /// Deliveries this replica's consumer inserted claimed, to attempt before looking in the
+    /// table (which saves a claim query and a rewrite of the row per delivery), with when.
+    handoff: mpsc::Sender<Handed>,
+    handed: Mutex<mpsc::Receiver<Handed>>,
     /// Requests in flight per profile.
     in_flight: Mutex<HashMap<String, usize>>,
     /// When this replica started each profile's recent attempts, for its `rate_limit` (per
@@ -122,7 +137,12 @@ impl Worker {
         drain_timeout: Duration,
         scheduled: Arc<Notify>,
     ) -> Self {
+        // Room for a few of the consumer's batches: with less, a burst is mostly claimed from the
+        // table after all (BENCHMARKS.md, dispatcher).
+        let (handoff, handed) = mpsc::channel(settings.concurrency.max(1).saturating_mul(HANDOFF_PER_PLACE));
         Self {
+            handoff,
+            handed: Mutex::new(handed),
             settler: Settler::start(pool.clone()),
             connections: send::Connections::default(),
             tokens: Tokens::default(),
@@ -138,8 +158,31 @@ impl Worker {
         }
     }
 
+    /// Where the consumer hands the deliveries it inserted claimed.
+    pub fn handoff(&self) -> mpsc::Sender<Handed> {
+        self.handoff.clone()
+    }
+
+    /// Takes up to `room` of the deliveries handed over, and those that waited so long that their
+    /// lease may lapse before their attempt ends (given back to the table: another replica may
+    /// then claim them).
+    fn take_handed(&self, room: usize) -> (Vec<Claimed>, Vec<Claimed>) {
+        let (mut taken, mut stale) = (Vec::new(), Vec::new());
+        let fresh = self.lease().checked_div(2).unwrap_or_default();
+        if let Ok(mut handed) = self.handed.lock() {
+            while taken.len() < room {
+                match handed.try_recv() {
+                    Ok(Handed { claimed, at }) if at.elapsed() < fresh => taken.push(claimed),
+                    Ok(Handed { claimed, .. }) => stale.push(claimed),
+                    Err(_) => break,
+                }
+            }
+        }
+        (taken, stale)
+    }
+
     /// The longest an attempt can take: every step at the longest timeout, and the bookkeeping.
-    fn lease(&self) -> Duration {
+    pub fn lease(&self) -> Duration {
         Duration::from_millis(self.settings.attempt_timeout_ms)
             .max(Duration::from_secs(120))
             .saturating_mul(3)
@@ -211,7 +254,12 @@ impl Worker {
             drain_timeout: self.drain_timeout,
         };
         let wake = self.scheduled.clone();
-        schedule::run(self, limits, wake, cancel).await;
+        schedule::run(self.clone(), limits, wake, cancel).await;
+        // Handed over but not attempted: back to the table at once rather than when the lease lapses.
+        let (left, stale) = self.take_handed(usize::MAX);
+        for claimed in left.into_iter().chain(stale) {
+            let _ = store::unclaim(&self.pool, &claimed.id).await;
+        }
     }
 
     /// Counts the backlog for the metrics and disables profiles that have failed for too long.
@@ -543,7 +591,22 @@ impl schedule::LeasedWork for Worker {
     type Error = store::StoreError;
 
     async fn claim(&self, room: usize) -> Result<Vec<Claimed>, store::StoreError> {
-        store::claim_due(&self.pool, room, self.lease(), &self.full()).await
+        let (mut claimed, stale) = self.take_handed(room);
+        for late in stale {
+            let _ = store::unclaim(&self.pool, &late.id).await;
+        }
+        let room = room.saturating_sub(claimed.len());
+        if room > 0 {
+            match store::claim_due(&self.pool, room, self.lease(), &self.full()).await {
+                Ok(due) => claimed.extend(due),
+                // What was handed over is attempted all the same.
+                Err(error) if !claimed.is_empty() => {
+                    tracing::warn!(%error, "Cannot claim due deliveries; attempting those handed over.")
+                }
+                Err(error) => return Err(error),
+            }
+        }
+        Ok(claimed)
     }
 
     async fn attempt(&self, item: Claimed) {
