@@ -503,6 +503,24 @@ impl FromStr for RecordingStatus {
     }
 }
 
+/// `text` as the content or an attribute value of an XML or HTML document: the five characters
+/// markup gives a meaning to as their references (`'` as `&#39;`, which both languages read).
+/// For the TwiML and XML answers to PBXs and for CRM fields read as HTML.
+pub fn escape_markup(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
 /// A secret (an API secret, a signing key): serialised as its text, so that it can be stored and
 /// configured, but never shown by `Debug`, so that it cannot reach a log line by accident.
 #[derive(Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -860,6 +878,15 @@ mod tests {
         for bad in ["", "-x", "Acme", "a/b", "a b", &"x".repeat(64)] {
             assert!(SourceId::parse(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn markup_escapes_the_five_characters_and_nothing_else() {
+        assert_eq!(
+            escape_markup(r#"Tom & "Jerry's" <b>/é"#),
+            "Tom &amp; &quot;Jerry&#39;s&quot; &lt;b&gt;/é"
+        );
+        assert_eq!(escape_markup("+442079460000"), "+442079460000");
     }
 
     #[test]

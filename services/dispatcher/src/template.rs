@@ -60,22 +60,6 @@ pub enum TemplateError {
     UnknownStepValue(String),
 }
 
-/// `text` with the characters HTML gives a meaning escaped.
-fn html_escape(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
-        }
-    }
-    out
-}
-
 /// The sandboxed environment with our filters. Built per use: it is cheap, and holding none
 /// means there is no state a template could leave for the next one.
 pub(crate) fn environment() -> Environment<'static> {
@@ -103,7 +87,7 @@ pub(crate) fn environment() -> Environment<'static> {
     env.add_filter("e164", e164);
     // Text for a field the CRM reads as HTML (Pipedrive's call-log note): `<`, `&` and quotes
     // in an agent's note are shown, not taken for markup.
-    env.add_filter("html", |text: String| html_escape(&text));
+    env.add_filter("html", |text: String| switchboard_model::escape_markup(&text));
     env.add_filter("iso8601", |v: Value| {
         map_time(v, |t| t.to_rfc3339_opts(SecondsFormat::Secs, true).into())
     });

@@ -334,7 +334,7 @@ pub fn render(decision: &Decision, format: Format, settings: &RouterSettings) ->
                     xml,
                     "<SetVar name=\"{}\">{}</SetVar>",
                     settings.telphin_variable,
-                    xml_escape(&decision.destination)
+                    switchboard_core::model::escape_markup(&decision.destination)
                 );
             }
             xml.push_str("</Response>");
@@ -368,10 +368,6 @@ pub fn render(decision: &Decision, format: Format, settings: &RouterSettings) ->
             ("application/json", body.to_string())
         }
     }
-}
-
-fn xml_escape(text: &str) -> String {
-    text.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
 }
 
 #[cfg(test)]

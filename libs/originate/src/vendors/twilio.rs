@@ -106,17 +106,9 @@ fn post(url: String, account: &str, token: &str, form: String) -> Result<HttpReq
 fn dial_twiml(caller_id: &str, destination: &str) -> String {
     format!(
         r#"<?xml version="1.0" encoding="UTF-8"?><Response><Dial callerId="{}"><Number>{}</Number></Dial></Response>"#,
-        xml_escape(caller_id),
-        xml_escape(destination)
+        switchboard_model::escape_markup(caller_id),
+        switchboard_model::escape_markup(destination)
     )
-}
-
-fn xml_escape(text: &str) -> String {
-    text.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
-        .replace('\'', "&apos;")
 }
 
 /// Twilio's error: `<code>: <message>`.
