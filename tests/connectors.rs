@@ -1022,6 +1022,14 @@ impl Setup {
         list["deliveries"].as_array().map(Vec::len).context("deliveries")
     }
 
+    /// Stops the dispatcher, which must drain and exit 0 on SIGTERM, and starts a new one.
+    async fn restart(&mut self) -> anyhow::Result<()> {
+        let code = self.dispatcher.terminate(Duration::from_secs(15)).await?;
+        ensure!(code == Some(0), "the dispatcher exited with {code:?} after SIGTERM");
+        self.dispatcher = self.env.start("dispatcher").await?;
+        Ok(())
+    }
+
     /// Stops the dispatcher, which must drain and exit 0 on SIGTERM, and drops the database.
     async fn done(mut self) -> anyhow::Result<()> {
         let code = self.dispatcher.terminate(Duration::from_secs(15)).await?;
@@ -1391,6 +1399,32 @@ async fn bitrix24_attaches_a_recording_that_was_ready_while_finish_was_retried()
     Ok(())
 }
 
+/// Each request the portal got, as `path?query`.
+fn bitrix_paths(got: &[Got]) -> Vec<String> {
+    got.iter().map(|r| format!("{}?{}", r.path, r.query.as_deref().unwrap_or_default())).collect()
+}
+
+/// Produces call `id` (`direction`, `outcome`), waits until it is delivered, and checks that the
+/// portal got exactly `expected` and then `requests`; returns the delivery.
+async fn deliver_to_app<const N: usize>(
+    setup: &Setup,
+    bitrix: &Fake<Bitrix>,
+    id: &str,
+    (direction, outcome): (Direction, Outcome),
+    expected: &mut Vec<String>,
+    requests: [String; N],
+) -> anyhow::Result<Value> {
+    setup.produce(&call(id, direction, outcome)).await?;
+    let delivered = setup
+        .wait_delivered(&delivery_of("bitrix24", id))
+        .await
+        .with_context(|| format!("the portal got {:#?}", bitrix_paths(&bitrix.requests())))?;
+    expected.extend(requests);
+    let got = bitrix_paths(&bitrix.requests());
+    ensure!(got == *expected, "the portal got {got:#?}, not {expected:#?}");
+    Ok(delivered)
+}
+
 /// Bitrix24 as a local application, on a portal that takes nothing else: the dispatcher trades
 /// the installation's refresh token for an access token at oauth.bitrix.info, sends it as `auth`,
 /// and when the portal answers `expired_token` trades the rotated refresh token (the first one is
@@ -1417,76 +1451,70 @@ async fn bitrix24_as_an_application_trades_and_rotates_its_tokens() -> anyhow::R
         status == 400 && refused["message"].as_str().is_some_and(|m| m.starts_with("oauth.token_url")),
         "{status} {refused}"
     );
-    let paths = |got: &[Got]| -> Vec<String> {
-        got.iter()
-            .map(|r| format!("{}?{}", r.path, r.query.as_deref().unwrap_or_default()))
-            .collect::<Vec<_>>()
-    };
     let rest = |method: &str, token: &str| format!("/rest/telephony.externalcall.{method}.json?auth={token}");
     let trade = |refresh: &str| {
         format!(
             "/oauth/token/?grant_type=refresh_token&client_id={BITRIX_CLIENT_ID}&client_secret={BITRIX_CLIENT_SECRET}&refresh_token={refresh}"
         )
     };
+    let mut expected = Vec::new();
 
-    setup.produce(&call("bx-app-1", Direction::Inbound, Outcome::Missed)).await?;
-    let delivered = setup
-        .wait_delivered(&delivery_of("bitrix24", "bx-app-1"))
-        .await
-        .with_context(|| format!("the portal got {:#?}", paths(&bitrix.requests())))?;
+    // The first call: the installation's refresh token traded, the access token sent as `auth`.
+    let delivered = deliver_to_app(
+        &setup,
+        &bitrix,
+        "bx-app-1",
+        (Direction::Inbound, Outcome::Missed),
+        &mut expected,
+        [trade("r3fresh0"), rest("register", "acc3ss1"), rest("finish", "acc3ss1")],
+    )
+    .await?;
     ensure!(!delivered.to_string().contains("acc3ss"), "the attempt log shows the token: {delivered}");
-    let expected = vec![trade("r3fresh0"), rest("register", "acc3ss1"), rest("finish", "acc3ss1")];
-    ensure!(paths(&bitrix.requests()) == expected, "{:#?}", paths(&bitrix.requests()));
 
     // The portal lets the token expire: the step is turned away, a new token traded, sent again.
     bitrix.crm.lock().expect("lock").app.as_mut().context("app")?.access = "expired".into();
-    setup.produce(&call("bx-app-2", Direction::Outbound, Outcome::Answered)).await?;
-    setup
-        .wait_delivered(&delivery_of("bitrix24", "bx-app-2"))
-        .await
-        .with_context(|| format!("the portal got {:#?}", paths(&bitrix.requests())))?;
-    let expected = [
-        expected,
-        vec![
+    deliver_to_app(
+        &setup,
+        &bitrix,
+        "bx-app-2",
+        (Direction::Outbound, Outcome::Answered),
+        &mut expected,
+        [
             rest("register", "acc3ss1"),
             trade("r3fresh1"),
             rest("register", "acc3ss2"),
             rest("finish", "acc3ss2"),
         ],
-    ]
-    .concat();
-    ensure!(paths(&bitrix.requests()) == expected, "{:#?}", paths(&bitrix.requests()));
+    )
+    .await?;
 
     // A new process: the stored access token first, then the stored (rotated) refresh token.
-    let code = setup.dispatcher.terminate(Duration::from_secs(15)).await?;
-    ensure!(code == Some(0), "the dispatcher exited with {code:?}");
-    setup.dispatcher = setup.env.start("dispatcher").await?;
-    setup.produce(&call("bx-app-3", Direction::Inbound, Outcome::Answered)).await?;
-    setup
-        .wait_delivered(&delivery_of("bitrix24", "bx-app-3"))
-        .await
-        .with_context(|| format!("the portal got {:#?}", paths(&bitrix.requests())))?;
-    let expected = [expected, vec![rest("register", "acc3ss2"), rest("finish", "acc3ss2")]].concat();
-    ensure!(paths(&bitrix.requests()) == expected, "{:#?}", paths(&bitrix.requests()));
+    setup.restart().await?;
+    deliver_to_app(
+        &setup,
+        &bitrix,
+        "bx-app-3",
+        (Direction::Inbound, Outcome::Answered),
+        &mut expected,
+        [rest("register", "acc3ss2"), rest("finish", "acc3ss2")],
+    )
+    .await?;
     bitrix.crm.lock().expect("lock").app.as_mut().context("app")?.access = "expired".into();
-    setup.dispatcher.terminate(Duration::from_secs(15)).await?;
-    setup.dispatcher = setup.env.start("dispatcher").await?;
-    setup.produce(&call("bx-app-4", Direction::Inbound, Outcome::Answered)).await?;
-    setup
-        .wait_delivered(&delivery_of("bitrix24", "bx-app-4"))
-        .await
-        .with_context(|| format!("the portal got {:#?}", paths(&bitrix.requests())))?;
-    let expected = [
-        expected,
-        vec![
+    setup.restart().await?;
+    deliver_to_app(
+        &setup,
+        &bitrix,
+        "bx-app-4",
+        (Direction::Inbound, Outcome::Answered),
+        &mut expected,
+        [
             rest("register", "acc3ss2"),
             trade("r3fresh2"),
             rest("register", "acc3ss3"),
             rest("finish", "acc3ss3"),
         ],
-    ]
-    .concat();
-    ensure!(paths(&bitrix.requests()) == expected, "{:#?}", paths(&bitrix.requests()));
+    )
+    .await?;
     ensure!(bitrix.state(|b| b.calls.iter().all(|c| c.finish.is_some()) && b.calls.len() == 4), "four calls");
     bitrix.assert_all_accepted()?;
     setup.done().await?;
