@@ -613,7 +613,11 @@ async fn a_target_outside_the_allowed_networks_is_a_failed_attempt_with_the_reas
 async fn a_dispatcher_killed_mid_stream_loses_nothing() -> anyhow::Result<()> {
     let mut setup = setup("dsp-kill").await?;
     let receiver = Receiver::start().await?;
-    setup.put_profile("crm", profile(&receiver.url(), &[0, 1, 1, 1, 1])).await?;
+    // A 2 s timeout: deliveries the killed replica was handed come back when their lease of
+    // 5 + 2 + 10 s lapses (`worker::handoff_lease`), well within the wait.
+    let mut spec = profile(&receiver.url(), &[0, 1, 1, 1, 1]);
+    spec["retry"]["timeout_seconds"] = json!(2);
+    setup.put_profile("crm", spec).await?;
     let calls: Vec<String> = (0..40).map(|i| format!("k-{i}")).collect();
     for (i, call) in calls.iter().enumerate() {
         setup.produce(&answered(call, Direction::Inbound)).await?;

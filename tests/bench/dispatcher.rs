@@ -229,6 +229,24 @@ async fn main() -> anyhow::Result<()> {
         "dispatcher: {records} records → {records} deliveries: {through:.0}/s = {:.2} × direct",
         through / direct
     );
+    // Where the time went: how busy the consumer (one transaction per batch, one batch at a time) was.
+    let metrics = get(&client, &dispatcher.ops_url("/metrics")).await?;
+    let metrics = String::from_utf8_lossy(&metrics.body);
+    let value = |name: &str| -> f64 {
+        metrics
+            .lines()
+            .find(|l| l.starts_with(name) && l.contains("stage=\"dispatcher\""))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(f64::NAN)
+    };
+    let (batches, busy) =
+        (value("switchboard_batch_size_count"), value("switchboard_processing_seconds_sum"));
+    println!(
+        "  consumer: {batches:.0} batches of {:.0} records on average, {:.1} ms each, {busy:.1} s busy in all",
+        value("switchboard_batch_size_sum") / batches,
+        busy * 1e3 / batches,
+    );
 
     // 3. Open loop.
     let calls = (rate * 10.0) as usize;

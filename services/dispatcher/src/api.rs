@@ -39,7 +39,6 @@ use switchboard_core::model::CallRecord;
 
 use crate::DispatcherSettings;
 use crate::cache::ProfileCache;
-use crate::criteria::Subject;
 use crate::flow::{FlowState, Next};
 use crate::profile::{Profile, ProfileError, valid_id};
 use crate::seal::Sealer;
@@ -372,12 +371,12 @@ impl Api {
         };
         let values: CallValues = if let Some(record) = input.get("record") {
             match serde_json::from_value::<CallRecord>(record.clone()) {
-                Ok(record) => Subject::Record { record: &record, previous: None }.values(),
+                Ok(record) => CallValues::from_record(&record),
                 Err(error) => return bad_request(format!("record: {error}")),
             }
         } else if let Some(call_id) = input.get("call_id").and_then(Value::as_str) {
             match store::latest_subject(&self.pool, call_id).await {
-                Ok(Some((kind, subject))) => match subject_values(&kind, &subject) {
+                Ok(Some((kind, subject))) => match subject_values(&kind, &subject, true) {
                     Ok(values) => values,
                     Err(error) => return bad_request(error),
                 },

@@ -17,7 +17,7 @@
 //! already seen, so nothing is scheduled twice. Ordering: the order of each partition; the worker
 //! keeps each (profile, call)'s deliveries in insertion order.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -25,7 +25,6 @@ use crate::metrics;
 use deadpool_postgres::Pool;
 use rdkafka::consumer::StreamConsumer;
 use rdkafka::producer::FutureProducer;
-use serde_json::Value;
 use switchboard_core::avro::Codecs;
 use switchboard_core::model::{CallEvent, CallRecord};
 use switchboard_core::retry::Backoff;
@@ -37,7 +36,8 @@ use crate::cache::ProfileCache;
 use crate::criteria::{self, Subject};
 use crate::schedule_store::{self, CallKey};
 use crate::store::{self, Claimed, NewDelivery, State};
-use crate::worker::Handed;
+use crate::subject_json::SubjectJson;
+use crate::worker::{self, Handed};
 
 const STAGE: &str = "dispatcher";
 /// Records per transaction, and how long a batch waits to fill once it has one.
@@ -68,46 +68,55 @@ pub struct Scheduler {
     pub scheduled: Arc<Notify>,
     /// This replica's worker, which takes the deliveries inserted claimed ([`Worker::handoff`]).
     pub handoff: mpsc::Sender<Handed>,
-    /// How long a delivery inserted claimed stays leased ([`Worker::lease`]).
-    pub lease: Duration,
+    /// The worker's attempt timeout (`dispatcher.attempt_timeout_ms`), of which a delivery inserted
+    /// claimed gets its lease ([`worker::handoff_lease`]).
+    pub attempt_timeout: Duration,
     /// The worker's attempts at once (`dispatcher.concurrency`).
     pub concurrency: usize,
 }
 
 /// The deliveries `input` makes for `profiles`, given the previous record version seen of its
-/// call (records only).
+/// call (records only). The subject is serialised once, and only when a profile fires.
 pub fn deliveries_for(
     profiles: &[store::StoredProfile],
     event: Option<&CallEvent>,
     record: Option<(&CallRecord, Option<&CallRecord>)>,
 ) -> Vec<NewDelivery> {
-    let (subject, kind, json, source, call, subject_id) = match (event, record) {
-        (Some(e), _) => (
-            Subject::Event(e),
-            "event",
-            serde_json::to_value(e).unwrap_or(Value::Null),
-            e.source_id.as_str().to_owned(),
-            e.call_id.as_str().to_owned(),
-            e.event_id.as_str().to_owned(),
-        ),
-        (None, Some((r, previous))) => (
-            Subject::Record { record: r, previous },
-            "record",
-            serde_json::to_value(r).unwrap_or(Value::Null),
-            r.source_id.as_str().to_owned(),
-            r.call_id.as_str().to_owned(),
-            format!("record:{}", r.version),
-        ),
+    let subject = match (event, record) {
+        (Some(e), _) => Subject::Event(e),
+        (None, Some((record, previous))) => Subject::Record { record, previous },
         (None, None) => return Vec::new(),
     };
-    profiles
+    let firing: Vec<&store::StoredProfile> = profiles
         .iter()
         .filter(|p| criteria::fires(p.profile.trigger, &p.profile.criteria, &subject))
+        .collect();
+    if firing.is_empty() {
+        return Vec::new();
+    }
+    let (kind, json, source, call, subject_id) = match subject {
+        Subject::Event(e) => (
+            "event",
+            SubjectJson::of(e),
+            e.source_id.as_str(),
+            e.call_id.as_str(),
+            e.event_id.as_str().to_owned(),
+        ),
+        Subject::Record { record: r, .. } => (
+            "record",
+            SubjectJson::of(r),
+            r.source_id.as_str(),
+            r.call_id.as_str(),
+            format!("record:{}", r.version),
+        ),
+    };
+    firing
+        .into_iter()
         .map(|p| NewDelivery {
-            id: crate::delivery_id(&p.id, &source, &call, &subject_id),
+            id: crate::delivery_id(&p.id, source, call, &subject_id),
             profile_id: p.id.clone(),
-            source_id: source.clone(),
-            call_id: call.clone(),
+            source_id: source.to_owned(),
+            call_id: call.to_owned(),
             subject_id: subject_id.clone(),
             trigger: serde_json::to_value(p.profile.trigger)
                 .ok()
@@ -116,7 +125,7 @@ pub fn deliveries_for(
             subject_kind: kind,
             subject: json.clone(),
             status: if p.state == State::Enabled { "pending" } else { "discarded" },
-            leased: false,
+            lease: None,
         })
         .collect()
 }
@@ -163,7 +172,7 @@ impl Scheduler {
         calls.dedup();
         let mut seen = schedule_store::seen_versions(&tx, &calls).await.map_err(|e| pg(&e))?;
         // Each call's newest record of the batch, for the deliveries waiting on the call.
-        let mut newest: HashMap<CallKey, (i64, Value)> = HashMap::new();
+        let mut newest: HashMap<CallKey, &CallRecord> = HashMap::new();
         let mut deliveries: Vec<NewDelivery> = Vec::new();
         for input in inputs {
             match input {
@@ -175,8 +184,7 @@ impl Scheduler {
                     if previous.is_some_and(|version| version >= record.version) {
                         continue;
                     }
-                    let json = serde_json::to_value(&**record).unwrap_or(Value::Null);
-                    newest.insert(key.clone(), (record.version, json));
+                    newest.insert(key.clone(), record);
                     let _ = seen.insert(key, record.version);
                     deliveries.extend(match previous {
                         // Only the version of the previous record matters to the triggers.
@@ -190,16 +198,32 @@ impl Scheduler {
                 Input::Unreadable(_) => {}
             }
         }
-        let newer: HashMap<CallKey, i64> = newest.iter().map(|(k, (v, _))| (k.clone(), *v)).collect();
+        let newer: HashMap<CallKey, i64> = newest.iter().map(|(k, r)| (k.clone(), r.version)).collect();
         schedule_store::mark_seen(&tx, &newer).await.map_err(|e| pg(&e))?;
+        // The batch's calls that have pending deliveries: a new delivery of theirs waits behind
+        // them, and only theirs can be refreshed with a newer record.
+        let mut calls: Vec<CallKey> = newest
+            .keys()
+            .cloned()
+            .chain(deliveries.iter().map(|d| (d.source_id.clone(), d.call_id.clone())))
+            .collect();
+        calls.sort();
+        calls.dedup();
+        let waiting = schedule_store::pending_keys(&tx, &calls).await.map_err(|e| pg(&e))?;
+        let waiting_calls: HashSet<(&str, &str)> =
+            waiting.iter().map(|(_, s, c)| (s.as_str(), c.as_str())).collect();
+        let refresh: HashMap<CallKey, (i64, SubjectJson)> = newest
+            .iter()
+            .filter(|((s, c), _)| waiting_calls.contains(&(s.as_str(), c.as_str())))
+            .map(|(key, record)| (key.clone(), (record.version, SubjectJson::of(*record))))
+            .collect();
         // Before the inserts, as a record at a time did: what this batch inserts has not started.
-        let refreshed = schedule_store::refresh_waiting(&tx, &newest).await.map_err(|e| pg(&e))?;
-        let mut permits = self.claim_at_once(&tx, &mut deliveries).await.map_err(|e| pg(&e))?;
-        let inserted =
-            schedule_store::insert_deliveries(&tx, &deliveries, self.lease).await.map_err(|e| pg(&e))?;
+        let refreshed = schedule_store::refresh_waiting(&tx, &refresh).await.map_err(|e| pg(&e))?;
+        let mut permits = self.claim_at_once(&mut deliveries, &waiting);
+        let inserted = schedule_store::insert_deliveries(&tx, &deliveries).await.map_err(|e| pg(&e))?;
         tx.commit().await.map_err(|e| pg(&e))?;
         // Committed: the worker attempts the claimed ones now (a crash from here leaves them leased,
-        // and they are claimed again once the lease lapses).
+        // and they are claimed again once the lease lapses: a short one, `worker::handoff_lease`).
         let by_id: HashMap<&str, &NewDelivery> = deliveries.iter().map(|d| (d.id.as_str(), d)).collect();
         for row in inserted.iter().filter(|row| row.leased) {
             let (Some(delivery), Some(permit)) = (by_id.get(row.id.as_str()), permits.pop()) else { break };
@@ -224,16 +248,11 @@ impl Scheduler {
     /// a rate limit or a concurrency limit below the worker's (for which the worker would turn
     /// back much of a burst), while the worker has room for it. Returns a place in the worker's
     /// queue for each.
-    async fn claim_at_once<'a>(
-        &'a self,
-        tx: &impl deadpool_postgres::GenericClient,
+    fn claim_at_once(
+        &self,
         deliveries: &mut [NewDelivery],
-    ) -> Result<Vec<mpsc::Permit<'a, Handed>>, tokio_postgres::Error> {
-        let mut calls: Vec<CallKey> =
-            deliveries.iter().map(|d| (d.source_id.clone(), d.call_id.clone())).collect();
-        calls.sort();
-        calls.dedup();
-        let waiting = schedule_store::pending_keys(tx, &calls).await?;
+        waiting: &HashSet<(String, String, String)>,
+    ) -> Vec<mpsc::Permit<'_, Handed>> {
         let profiles = self.profiles.all();
         let unlimited = |id: &str| {
             profiles.iter().find(|p| p.id == id).is_some_and(|p| {
@@ -243,7 +262,7 @@ impl Scheduler {
                         .is_none_or(|n| usize::try_from(n).is_ok_and(|n| n >= self.concurrency))
             })
         };
-        let mut seen = std::collections::HashSet::new();
+        let mut seen = HashSet::new();
         let mut permits = Vec::new();
         for delivery in deliveries.iter_mut().filter(|d| d.status == "pending") {
             let key = (delivery.profile_id.clone(), delivery.source_id.clone(), delivery.call_id.clone());
@@ -252,7 +271,10 @@ impl Scheduler {
             }
             match self.handoff.try_reserve() {
                 Ok(permit) => {
-                    delivery.leased = true;
+                    delivery.lease = profiles
+                        .iter()
+                        .find(|p| p.id == delivery.profile_id)
+                        .map(|p| worker::handoff_lease(&p.profile, self.attempt_timeout));
                     permits.push(permit);
                 }
                 // The worker is busy: the rest are claimed from the table as usual.
@@ -260,7 +282,7 @@ impl Scheduler {
             }
         }
         // Handed out from the back, so that each leased delivery takes one.
-        Ok(permits)
+        permits
     }
 
     /// Consumes until `cancel` fires, then commits the stored offsets.

@@ -43,10 +43,11 @@ pub enum Subject<'a> {
 }
 
 impl Subject<'_> {
+    /// The values criteria read (all but the location, which none reads).
     pub fn values(&self) -> CallValues {
         match self {
-            Subject::Event(event) => CallValues::from_event(event),
-            Subject::Record { record, .. } => CallValues::from_record(record),
+            Subject::Event(event) => CallValues::from_event_unlocated(event),
+            Subject::Record { record, .. } => CallValues::from_record_unlocated(record),
         }
     }
 }
@@ -231,10 +232,11 @@ fn digits(text: &str) -> String {
 /// Whether a profile with `trigger` and `criteria` fires on `subject`: the trigger fires and every
 /// criterion matches the subject's values.
 pub fn fires(trigger: Trigger, criteria: &[Criterion], subject: &Subject<'_>) -> bool {
-    trigger.fires_on(subject) && {
-        let values = subject.values();
-        criteria.iter().all(|c| c.matches(&values))
-    }
+    trigger.fires_on(subject)
+        && (criteria.is_empty() || {
+            let values = subject.values();
+            criteria.iter().all(|c| c.matches(&values))
+        })
 }
 
 #[cfg(test)]

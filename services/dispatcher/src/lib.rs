@@ -55,6 +55,7 @@ pub mod settle;
 pub mod signature;
 pub mod ssrf;
 pub mod store;
+pub mod subject_json;
 pub mod template;
 pub mod tokens;
 pub mod values;

@@ -8,9 +8,9 @@
 use std::collections::HashMap;
 
 use deadpool_postgres::GenericClient;
-use serde_json::Value;
 
 use crate::store::NewDelivery;
+use crate::subject_json::SubjectJson;
 
 /// A call, by source and call id.
 pub type CallKey = (String, String);
@@ -74,17 +74,17 @@ pub async fn mark_seen(
 /// triggers deliveries of its own). Returns how many.
 pub async fn refresh_waiting(
     client: &impl GenericClient,
-    newest: &HashMap<CallKey, (i64, Value)>,
+    newest: &HashMap<CallKey, (i64, SubjectJson)>,
 ) -> Result<u64, tokio_postgres::Error> {
     if newest.is_empty() {
         return Ok(0);
     }
-    let mut rows: Vec<(&CallKey, &(i64, Value))> = newest.iter().collect();
+    let mut rows: Vec<(&CallKey, &(i64, SubjectJson))> = newest.iter().collect();
     rows.sort_by(|a, b| a.0.cmp(b.0));
     let sources: Vec<&str> = rows.iter().map(|((s, _), _)| s.as_str()).collect();
     let calls: Vec<&str> = rows.iter().map(|((_, c), _)| c.as_str()).collect();
     let versions: Vec<i64> = rows.iter().map(|(_, (v, _))| *v).collect();
-    let subjects: Vec<&Value> = rows.iter().map(|(_, (_, r))| r).collect();
+    let subjects: Vec<&SubjectJson> = rows.iter().map(|(_, (_, r))| r).collect();
     let statement = client
         .prepare_cached(
             "UPDATE deliveries d SET subject = u.subject,
@@ -110,31 +110,32 @@ pub struct Inserted {
 }
 
 /// Inserts the batch's deliveries in one statement, in the batch's order (`seq` follows it);
-/// those marked `leased` are inserted claimed: their first attempt counted and leased for
-/// `lease`. A delivery already there (the batch read again) is left as it is.
+/// those with a `lease` are inserted claimed: their first attempt counted and leased for that
+/// long. A delivery already there (the batch read again) is left as it is.
 pub async fn insert_deliveries(
     client: &impl GenericClient,
     deliveries: &[NewDelivery],
-    lease: std::time::Duration,
 ) -> Result<Vec<Inserted>, tokio_postgres::Error> {
     if deliveries.is_empty() {
         return Ok(Vec::new());
     }
     let column = |f: fn(&NewDelivery) -> &str| deliveries.iter().map(f).collect::<Vec<&str>>();
-    let subjects: Vec<&Value> = deliveries.iter().map(|d| &d.subject).collect();
-    let leased: Vec<bool> = deliveries.iter().map(|d| d.leased).collect();
-    let lease_ms = i64::try_from(lease.as_millis()).unwrap_or(i64::MAX);
+    let subjects: Vec<&SubjectJson> = deliveries.iter().map(|d| &d.subject).collect();
+    let leases: Vec<Option<i64>> = deliveries
+        .iter()
+        .map(|d| d.lease.map(|l| i64::try_from(l.as_millis()).unwrap_or(i64::MAX)))
+        .collect();
     let statement = client
         .prepare_cached(
             "INSERT INTO deliveries (id, profile_id, source_id, call_id, subject_id, trigger,
                  subject_kind, subject, status, attempts, lease_until)
              SELECT id, profile_id, source_id, call_id, subject_id, trigger, subject_kind, subject, status,
-                 CASE WHEN leased THEN 1 ELSE 0 END,
-                 CASE WHEN leased THEN now() + $11::int8 * interval '1 millisecond' END
+                 CASE WHEN lease_ms IS NULL THEN 0 ELSE 1 END,
+                 now() + lease_ms * interval '1 millisecond'
              FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[],
-                         $7::text[], $8::jsonb[], $9::text[], $10::bool[])
+                         $7::text[], $8::jsonb[], $9::text[], $10::int8[])
                   WITH ORDINALITY AS u(id, profile_id, source_id, call_id, subject_id, trigger,
-                                       subject_kind, subject, status, leased, n)
+                                       subject_kind, subject, status, lease_ms, n)
              ORDER BY n
              ON CONFLICT (id) DO NOTHING
              RETURNING id, status, lease_until IS NOT NULL AS leased",
@@ -153,8 +154,7 @@ pub async fn insert_deliveries(
                 &column(|d| d.subject_kind),
                 &subjects,
                 &column(|d| d.status),
-                &leased,
-                &lease_ms,
+                &leases,
             ],
         )
         .await?;

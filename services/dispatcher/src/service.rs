@@ -119,7 +119,7 @@ pub async fn run(
             Duration::from_millis(settings.pipeline.drain_timeout_ms),
             scheduled.clone(),
         ));
-        let (handoff, lease) = (worker.handoff(), worker.lease());
+        let handoff = worker.handoff();
         let working = tokio::spawn(worker.run(background.clone()));
 
         let (consumer, watch) =
@@ -143,9 +143,10 @@ pub async fn run(
             max_backoff: Duration::from_millis(settings.pipeline.max_backoff_ms),
             scheduled,
             handoff,
-            lease,
+            attempt_timeout: Duration::from_millis(own.attempt_timeout_ms),
             concurrency: own.concurrency,
         };
+        crate::values::load_numbering_plan();
         health.set_ready(true);
         tracing::info!(calls = %topics.calls, enriched = %topics.enriched, "Dispatcher running.");
         scheduler.run(cancel.clone()).await;

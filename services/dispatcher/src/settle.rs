@@ -1,29 +1,42 @@
 //! Settling attempts in groups: each finished attempt hands its outcome (the delivery's new state,
 //! its flow, the log of its requests) to one writer task, which writes every outcome waiting at
-//! that moment in one transaction and then tells each attempt it is done.
+//! that moment in one transaction.
 //!
 //! Why: a transaction per attempt (or two: the log, then the settlement) made PostgreSQL round
 //! trips the dispatcher's bottleneck once the consumer wrote its batches in a few statements
 //! (BENCHMARKS.md, dispatcher). Grouping costs an attempt nothing when it is alone (the writer
-//! takes what is there, it does not wait to fill a group) and saves the most under load.
+//! takes what is there, it does not wait to fill a group) and saves the most under load. And an
+//! attempt does not wait for its outcome to be written: it frees its place of
+//! `dispatcher.concurrency` as soon as the outcome is queued, so the requests in flight are not
+//! held up by PostgreSQL's commits (which had cost 32 attempts in flight most of their time).
+//! The queue is bounded: when the writer falls behind, attempts wait to queue (backpressure).
 //!
-//! Guarantees as before: an attempt returns only after its outcome was written (or the write
-//! failed, when its lease lapses and the delivery is attempted again with the same id), so the
-//! schedule's drain on shutdown also flushes the outcomes, and a (profile, call)'s next delivery
-//! stays behind until the earlier one is settled. Ordering: outcomes are written in the order they
+//! Guarantees: until its outcome is written a delivery stays `pending` and leased in the table, so
+//! a (profile, call)'s next delivery stays behind it, no replica claims it again, and a replica
+//! that dies with outcomes unwritten leaves their leases to lapse: those deliveries are attempted
+//! again with the same id (at least once). A group whose write fails is written again with backoff
+//! for [`RETRY_FOR`], well inside the lease's margin, then left to the lease. The worker flushes
+//! the queue on shutdown ([`Settler::flush`]). Ordering: outcomes are written in the order they
 //! arrived; a group holds at most one per delivery (a delivery is leased to one attempt at a time).
 
 use std::collections::HashMap;
+use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use deadpool_postgres::Pool;
 use serde_json::Value;
+use switchboard_core::retry::Backoff;
 use tokio::sync::{mpsc, oneshot};
 
+use crate::metrics;
 use crate::store::{AttemptLog, Settle, StoreError, WORKER_TRANSACTION};
 
-/// Outcomes written in one transaction at most.
+/// Outcomes written in one transaction at most, and queued at most.
 const GROUP_MAX: usize = 256;
+/// How long a group whose write fails is tried again: less than what a lease leaves beyond the
+/// longest attempt (10 s for a handed delivery, `worker::handoff_lease`; 30 s for a claimed one),
+/// after which another replica may attempt the delivery again.
+pub const RETRY_FOR: Duration = Duration::from_secs(8);
 
 /// One attempt's outcome.
 #[derive(Debug)]
@@ -36,39 +49,80 @@ pub struct Outcome {
     pub logs: Vec<AttemptLog>,
 }
 
-type Waiting = (Outcome, oneshot::Sender<Result<(), String>>);
+/// What the writer is given: an outcome to write, or a flush to answer once everything queued
+/// before it was written (or given up on).
+#[derive(Debug)]
+enum Queued {
+    Outcome(Outcome),
+    Flush(oneshot::Sender<()>),
+}
 
 /// The handle attempts write through; the writer task ends once every handle is dropped.
 #[derive(Debug, Clone)]
 pub struct Settler {
-    queue: mpsc::Sender<Waiting>,
+    queue: mpsc::Sender<Queued>,
 }
 
 impl Settler {
     /// Starts the writer on the current runtime.
     pub fn start(pool: Pool) -> Self {
-        // Attempts in flight are bounded by the schedule's concurrency, so is this queue.
         let (queue, receiver) = mpsc::channel(GROUP_MAX);
         tokio::spawn(write_groups(pool, receiver));
         Self { queue }
     }
 
-    /// Writes `outcome` (with whatever else is waiting) and returns once it is written.
+    /// Queues `outcome` for the writer; waits only while the queue is full.
     pub async fn settle(&self, outcome: Outcome) -> Result<(), String> {
-        let (done, written) = oneshot::channel();
-        self.queue.send((outcome, done)).await.map_err(|_| "the settlement writer has stopped".to_owned())?;
-        written.await.map_err(|_| "the settlement writer has stopped".to_owned())?
+        self.queue
+            .send(Queued::Outcome(outcome))
+            .await
+            .map_err(|_| "the settlement writer has stopped".to_owned())
+    }
+
+    /// Returns once every outcome queued before the call has been written (or given up on).
+    pub async fn flush(&self) {
+        let (done, flushed) = oneshot::channel();
+        if self.queue.send(Queued::Flush(done)).await.is_ok() {
+            let _ = flushed.await;
+        }
     }
 }
 
-async fn write_groups(pool: Pool, mut receiver: mpsc::Receiver<Waiting>) {
+async fn write_groups(pool: Pool, mut receiver: mpsc::Receiver<Queued>) {
     let mut group = Vec::with_capacity(GROUP_MAX);
     while receiver.recv_many(&mut group, GROUP_MAX).await > 0 {
-        let (outcomes, acks): (Vec<Outcome>, Vec<_>) = group.drain(..).unzip();
-        let written = write(&pool, &outcomes).await.map_err(|e| e.to_string());
-        for ack in acks {
-            let _ = ack.send(written.clone());
+        let mut outcomes = Vec::with_capacity(group.len());
+        let mut flushes = Vec::new();
+        for queued in group.drain(..) {
+            match queued {
+                Queued::Outcome(outcome) => outcomes.push(outcome),
+                Queued::Flush(done) => flushes.push(done),
+            }
         }
+        if !outcomes.is_empty() {
+            write_with_retries(&pool, &outcomes).await;
+        }
+        for done in flushes {
+            let _ = done.send(());
+        }
+    }
+}
+
+/// Writes a group, again with backoff while it fails, for at most [`RETRY_FOR`].
+async fn write_with_retries(pool: &Pool, outcomes: &[Outcome]) {
+    let since = Instant::now();
+    let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
+    loop {
+        let Err(error) = write(pool, outcomes).await else { return };
+        let delay = backoff.next_delay();
+        if since.elapsed().saturating_add(delay) > RETRY_FOR {
+            // Their leases lapse and they are attempted again, with the same ids.
+            tracing::warn!(%error, outcomes = outcomes.len(), "Cannot record attempts' results; left to their leases.");
+            return;
+        }
+        metrics::TRANSIENT_RETRIES.with_label_values(&["dispatcher", "postgres"]).inc();
+        tracing::warn!(%error, ?delay, "Cannot record attempts' results; retrying.");
+        tokio::time::sleep(delay).await;
     }
 }
 

@@ -17,6 +17,7 @@ use tokio_postgres::{self, Row};
 
 use crate::profile::{Profile, ProfileState};
 use crate::seal::{SealError, Sealer};
+use crate::subject_json::SubjectJson;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -236,11 +237,12 @@ pub struct NewDelivery {
     pub subject_id: String,
     pub trigger: String,
     pub subject_kind: &'static str,
-    pub subject: Value,
+    pub subject: SubjectJson,
     /// `pending` for an enabled profile, `discarded` otherwise.
     pub status: &'static str,
-    /// Inserted claimed by this replica, whose worker attempts it at once (`consume`).
-    pub leased: bool,
+    /// Inserted claimed by this replica for this long, for its worker to attempt at once
+    /// (`consume`).
+    pub lease: Option<std::time::Duration>,
 }
 
 /// A delivery claimed for one attempt.
@@ -249,7 +251,7 @@ pub struct Claimed {
     pub id: String,
     pub profile_id: String,
     pub subject_kind: String,
-    pub subject: Value,
+    pub subject: SubjectJson,
     /// Attempts made, this one included.
     pub attempts: i32,
     /// Attempts made before the delivery was last queued (a replay): this attempt is number
@@ -487,7 +489,7 @@ pub async fn get_delivery(pool: &Pool, id: &str) -> Result<Option<Value>, StoreE
 }
 
 /// The delivery's subject, for a test send of a stored call.
-pub async fn latest_subject(pool: &Pool, call_id: &str) -> Result<Option<(String, Value)>, StoreError> {
+pub async fn latest_subject(pool: &Pool, call_id: &str) -> Result<Option<(String, SubjectJson)>, StoreError> {
     let client = pool.get().await?;
     Ok(client
         .query_opt(

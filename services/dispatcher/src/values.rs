@@ -150,6 +150,16 @@ pub fn call_uuid(source_id: &str, call_id: &str) -> Uuid {
 
 impl CallValues {
     pub fn from_record(record: &CallRecord) -> Self {
+        Self::from_record_unlocated(record).located()
+    }
+
+    pub fn from_event(event: &CallEvent) -> Self {
+        Self::from_event_unlocated(event).located()
+    }
+
+    /// The values without `location`, which only a rendered request needs: it parses the external
+    /// number with the full numbering plan, the costliest value by far (criteria never read it).
+    pub fn from_record_unlocated(record: &CallRecord) -> Self {
         let direction = CallDirection::from_model(record.direction);
         let agent = record.agent.as_ref().map(agent_of_record).unwrap_or_default();
         let external_number = external(direction, &record.from_number, &record.to_number);
@@ -163,7 +173,7 @@ impl CallValues {
             outcome: record.outcome,
             from_number: record.from_number.clone(),
             to_number: record.to_number.clone(),
-            location: external_number.as_deref().and_then(country_of),
+            location: None,
             external_number,
             dnis: record.to_number.clone(),
             started_at: record.started_at,
@@ -189,7 +199,7 @@ impl CallValues {
         }
     }
 
-    pub fn from_event(event: &CallEvent) -> Self {
+    pub fn from_event_unlocated(event: &CallEvent) -> Self {
         let direction = CallDirection::from_model(event.direction);
         let from = event.from_e164.as_ref().map(|n| n.to_string()).or_else(|| event.from_raw.clone());
         let to = event.to_e164.as_ref().map(|n| n.to_string()).or_else(|| event.to_raw.clone());
@@ -208,7 +218,7 @@ impl CallValues {
             event: Some(event.kind),
             direction,
             outcome: None,
-            location: external_number.as_deref().and_then(country_of),
+            location: None,
             external_number,
             dnis: to.clone(),
             from_number: from,
@@ -434,6 +444,20 @@ fn usable_recording(url: &Option<String>, status: Option<RecordingStatus>) -> Op
         None | Some(RecordingStatus::Ready) => url.clone().filter(|u| !u.is_empty()),
         Some(RecordingStatus::Pending | RecordingStatus::Failed | RecordingStatus::Unknown) => None,
     }
+}
+
+impl CallValues {
+    /// Fills `location`: the country of the external number.
+    fn located(mut self) -> Self {
+        self.location = self.external_number.as_deref().and_then(country_of);
+        self
+    }
+}
+
+/// Loads the numbering plan's metadata (parsed on first use, which took half a second of the first
+/// delivery's attempt in a debug build).
+pub fn load_numbering_plan() {
+    let _ = country_of("+442079460000");
 }
 
 fn country_of(number: &str) -> Option<String> {

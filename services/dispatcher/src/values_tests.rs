@@ -65,6 +65,24 @@ fn the_external_party_follows_the_direction() {
 }
 
 #[test]
+fn only_the_location_is_left_out_of_the_values_criteria_read() {
+    for (located, unlocated) in [
+        (
+            CallValues::from_record(&answered_inbound()),
+            CallValues::from_record_unlocated(&answered_inbound()),
+        ),
+        (
+            CallValues::from_event(&event(EventKind::Answered, Direction::Inbound)),
+            CallValues::from_event_unlocated(&event(EventKind::Answered, Direction::Inbound)),
+        ),
+    ] {
+        assert_eq!(located.location.as_deref(), Some("GB"));
+        assert_eq!(unlocated.location, None);
+        assert_eq!(CallValues { location: None, ..located }, unlocated);
+    }
+}
+
+#[test]
 fn only_a_ready_recording_is_a_link() {
     let mut record = answered_inbound();
     for (status, usable) in [

@@ -1,7 +1,8 @@
 //! The attempt worker: claims due deliveries from PostgreSQL, renders and signs each request with
 //! the library, sends it past the SSRF guard (on kept-alive connections to the checked addresses),
 //! and hands the attempt's log and the library's verdict to the settler, which writes the outcomes
-//! of attempts that end together in one transaction (`settle`).
+//! of attempts that end together in one transaction (`settle`) while the attempt's place goes to
+//! the next delivery.
 //!
 //! Inputs: the deliveries this replica's consumer inserted claimed (handed over in memory, taken
 //! first), then the `deliveries` table (due, pending, of enabled profiles, leased with `FOR
@@ -40,12 +41,37 @@ use crate::send::{self, Answer, SendError};
 use crate::settle::{self, Settler};
 use crate::ssrf::EgressPolicy;
 use crate::store::{self, AttemptLog, Claimed, Settle, State};
+use crate::subject_json::SubjectJson;
 use crate::tokens::{TokenContext, Tokens};
 use crate::values::CallValues;
 use switchboard_model::Secret;
 
 /// Deliveries handed over by the consumer that may wait, per place of `dispatcher.concurrency`.
 const HANDOFF_PER_PLACE: usize = 32;
+/// How long a handed delivery may wait for the worker; one that waited longer goes back to the
+/// table rather than risk its short lease lapsing mid-attempt.
+const HANDOFF_WAIT: Duration = Duration::from_secs(5);
+/// What a handed delivery's lease leaves beyond its wait and its longest attempt: for the
+/// outcome's write.
+const HANDOFF_MARGIN: Duration = Duration::from_secs(10);
+
+/// The timeout of each request of `profile`'s attempts: its own, else the worker's.
+fn timeout_of(profile: &Profile, attempt_timeout: Duration) -> Duration {
+    profile.retry.as_ref().and_then(|r| r.timeout_seconds).map_or(attempt_timeout, Duration::from_secs)
+}
+
+/// The lease of a delivery the consumer inserted claimed and handed over: its wait for the worker,
+/// its longest attempt (each step's request, and with an OAuth client the token trades and the
+/// request sent again), and a margin. Short, unlike the table's [`Worker::lease`], because a
+/// replica killed with handed deliveries (not attempted yet, or not settled) leaves them to their
+/// lease: 30 s for a one-step profile at the default 15 s timeout.
+pub fn handoff_lease(profile: &Profile, attempt_timeout: Duration) -> Duration {
+    let requests_per_step: u32 = if profile.oauth.is_some() { 4 } else { 1 };
+    let requests = u32::try_from(profile.steps.len()).unwrap_or(u32::MAX).saturating_mul(requests_per_step);
+    HANDOFF_WAIT
+        .saturating_add(timeout_of(profile, attempt_timeout).saturating_mul(requests))
+        .saturating_add(HANDOFF_MARGIN)
+}
 
 /// A delivery the consumer inserted claimed, and when it handed it over.
 #[derive(Debug)]
@@ -86,16 +112,28 @@ pub struct Worker {
     started: Mutex<HashMap<String, VecDeque<Instant>>>,
 }
 
-/// The call values of a stored subject.
-pub fn subject_values(kind: &str, subject: &Value) -> Result<CallValues, String> {
-    match kind {
-        "event" => serde_json::from_value::<CallEvent>(subject.clone())
-            .map(|e| CallValues::from_event(&e))
-            .map_err(|e| format!("stored event unreadable: {e}")),
-        _ => serde_json::from_value::<CallRecord>(subject.clone())
-            .map(|r| CallValues::from_record(&r))
-            .map_err(|e| format!("stored record unreadable: {e}")),
+/// The call values of a stored subject; with `location` when `locate` is set.
+pub fn subject_values(kind: &str, subject: &SubjectJson, locate: bool) -> Result<CallValues, String> {
+    match (kind, locate) {
+        ("event", true) => {
+            serde_json::from_str::<CallEvent>(subject.get()).map(|e| CallValues::from_event(&e))
+        }
+        ("event", false) => {
+            serde_json::from_str::<CallEvent>(subject.get()).map(|e| CallValues::from_event_unlocated(&e))
+        }
+        (_, true) => serde_json::from_str::<CallRecord>(subject.get()).map(|r| CallValues::from_record(&r)),
+        (_, false) => {
+            serde_json::from_str::<CallRecord>(subject.get()).map(|r| CallValues::from_record_unlocated(&r))
+        }
     }
+    .map_err(|e| format!("stored {kind} unreadable: {e}"))
+}
+
+/// Whether `profile` may send the call's location: any of its text names it. Only such a profile
+/// pays for it (the country of a number takes a parse with the full numbering plan, by far the
+/// costliest value: BENCHMARKS.md, dispatcher).
+fn names_location(profile: &Profile) -> bool {
+    profile.to_json().contains("location")
 }
 
 /// What the attempt log keeps of a request: no query (it may carry a token), no secret from the
@@ -168,11 +206,10 @@ impl Worker {
     /// then claim them).
     fn take_handed(&self, room: usize) -> (Vec<Claimed>, Vec<Claimed>) {
         let (mut taken, mut stale) = (Vec::new(), Vec::new());
-        let fresh = self.lease().checked_div(2).unwrap_or_default();
         if let Ok(mut handed) = self.handed.lock() {
             while taken.len() < room {
                 match handed.try_recv() {
-                    Ok(Handed { claimed, at }) if at.elapsed() < fresh => taken.push(claimed),
+                    Ok(Handed { claimed, at }) if at.elapsed() < HANDOFF_WAIT => taken.push(claimed),
                     Ok(Handed { claimed, .. }) => stale.push(claimed),
                     Err(_) => break,
                 }
@@ -255,6 +292,10 @@ impl Worker {
         };
         let wake = self.scheduled.clone();
         schedule::run(self.clone(), limits, wake, cancel).await;
+        // The attempts have ended, but their outcomes may still be queued: written before exit.
+        if tokio::time::timeout(self.drain_timeout, self.settler.flush()).await.is_err() {
+            tracing::warn!("Attempts' results not all recorded in time; their leases will lapse.");
+        }
         // Handed over but not attempted: back to the table at once rather than when the lease lapses.
         let (left, stale) = self.take_handed(usize::MAX);
         for claimed in left.into_iter().chain(stale) {
@@ -300,15 +341,11 @@ impl Worker {
     async fn attempt_with(&self, claimed: &Claimed, profile: &Profile) {
         let mut flow: FlowState = serde_json::from_value(claimed.flow.clone()).unwrap_or_default();
         let policy = profile.retry.clone().unwrap_or_default();
-        let timeout = profile
-            .retry
-            .as_ref()
-            .and_then(|r| r.timeout_seconds)
-            .map_or(Duration::from_millis(self.settings.attempt_timeout_ms), Duration::from_secs);
+        let timeout = timeout_of(profile, Duration::from_millis(self.settings.attempt_timeout_ms));
         let number =
             usize::try_from(claimed.attempts.saturating_sub(claimed.schedule_base)).unwrap_or(1).max(1);
         let mut logs = Vec::new();
-        let settle = match subject_values(&claimed.subject_kind, &claimed.subject) {
+        let settle = match subject_values(&claimed.subject_kind, &claimed.subject, names_location(profile)) {
             Ok(values) => {
                 let values = values.with_crm_user(&profile.users);
                 self.run_flow(claimed, profile, &policy, timeout, number, &values, &mut flow, &mut logs).await
@@ -348,6 +385,8 @@ impl Worker {
             flow: flow_json,
             logs,
         };
+        // Queued, not yet written: the delivery stays leased (and its call's next one behind it)
+        // until the settler writes it.
         if let Err(error) = self.settler.settle(outcome).await {
             // The lease lapses and the delivery is attempted again, with the same id.
             tracing::warn!(%error, delivery = %claimed.id, "Cannot record the attempt's result.");
@@ -615,5 +654,50 @@ impl schedule::LeasedWork for Worker {
 
     async fn housekeeping(&self) {
         Worker::housekeeping(self).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn profile(steps: usize, timeout_seconds: Option<u64>, oauth: bool) -> Profile {
+        let step = |n: usize| json!({"name": format!("s{n}"), "request": {"method": "POST", "url": "https://crm.example.com/calls"}});
+        let mut spec = json!({"name": "p", "trigger": "call_record_completed", "steps": (0..steps).map(step).collect::<Vec<_>>()});
+        if let Some(seconds) = timeout_seconds {
+            spec["retry"] = json!({"schedule_seconds": [0], "timeout_seconds": seconds});
+        }
+        if oauth {
+            spec["oauth"] = json!({"token_url": "https://crm.example.com/token", "client_id": "c",
+                "client_secret": "s", "refresh_token": "r", "grant_request": "post_form", "send_as": "bearer"});
+        }
+        Profile::from_json(&spec.to_string()).expect("valid")
+    }
+
+    #[test]
+    fn only_a_profile_that_names_the_location_gets_it() {
+        let record = SubjectJson::of(&crate::fixtures::answered_inbound());
+        let plain = profile(1, None, false);
+        let mut spec: Value = serde_json::from_str(&plain.to_json()).expect("json");
+        spec["steps"][0]["request"]["json_body"] = json!("{\"country\": {{ location | tojson }}}");
+        let locating = Profile::from_json(&spec.to_string()).expect("valid");
+        assert!(!names_location(&plain) && names_location(&locating));
+        let values = |p: &Profile| subject_values("record", &record, names_location(p)).expect("readable");
+        assert_eq!(values(&locating).location.as_deref(), Some("GB"));
+        assert_eq!(values(&plain).location, None);
+        let unreadable = subject_values("event", &SubjectJson::of(&json!({"x": 1})), true);
+        assert!(unreadable.is_err_and(|e| e.starts_with("stored event unreadable")));
+    }
+
+    #[test]
+    fn a_handed_deliverys_lease_covers_its_wait_its_longest_attempt_and_a_margin() {
+        let default = Duration::from_secs(15);
+        let lease = |p: &Profile| handoff_lease(p, default).as_secs();
+        assert_eq!(lease(&profile(1, None, false)), 5 + 15 + 10, "the documented 30 s");
+        assert_eq!(lease(&profile(3, None, false)), 5 + 3 * 15 + 10, "every step");
+        assert_eq!(lease(&profile(1, Some(60), false)), 5 + 60 + 10, "the profile's own timeout");
+        assert_eq!(lease(&profile(2, Some(2), true)), 5 + 2 * 4 * 2 + 10, "token trades and a resend");
     }
 }
