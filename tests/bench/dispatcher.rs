@@ -11,6 +11,13 @@
 //!    the first produce to the `N`th request the receiver got (each record: consumed, scheduled in
 //!    PostgreSQL in a batch transaction, claimed, rendered, signed, sent, marked delivered);
 //! 3. **open loop**: records at a fixed rate for 10 s; per record, produce → received.
+//! 4. **Kafka**: `N` more records produced, and every record of the topic read back;
+//! 5. **floor**: PostgreSQL alone, with nothing else running, recording `N` delivered deliveries
+//!    and their attempts in the dispatcher's batches.
+//!
+//! From the machine's busy CPU time in 1, 4 and 5 (`/proc/stat`), the least CPU a delivery can
+//! cost — its request, its record's way through Kafka, its rows — and so the most deliveries per
+//! second any design that keeps the attempt log can reach on this machine.
 //!
 //! Usage: `bench-dispatcher [RECORDS] [CONCURRENCY] [RATE]` (defaults 5000, 32, 500/s). Build with
 //! `cargo build --release -p switchboard -p switchboard-tests`.
@@ -151,6 +158,7 @@ async fn main() -> anyhow::Result<()> {
     // 1. Direct: the same bodies, straight to the receiver.
     let bodies: Vec<String> = (0..records).map(|n| json!({"call": format!("d-{n}")}).to_string()).collect();
     let started = Instant::now();
+    let busy_before = busy_cpu_seconds();
     let statuses: Vec<anyhow::Result<u16>> = futures_util::stream::iter(bodies)
         .map(|body| {
             let (client, url) = (&client, &receiver);
@@ -163,6 +171,7 @@ async fn main() -> anyhow::Result<()> {
         .await;
     ensure!(statuses.iter().all(|s| matches!(s, Ok(200))), "direct posts failed");
     let direct = records as f64 / started.elapsed().as_secs_f64();
+    let direct_cpu = (busy_cpu_seconds() - busy_before) / records as f64;
     println!("direct: {records} requests, {concurrency} in flight: {direct:.0}/s");
 
     let mut env = TestEnv::new("bench-dsp");
@@ -278,6 +287,103 @@ async fn main() -> anyhow::Result<()> {
         latencies.last().copied().unwrap_or(f64::NAN)
     );
     drop(dispatcher);
+
+    // 4. Kafka alone: N more records produced as above, then everything in `calls` read back.
+    let busy_before = busy_cpu_seconds();
+    let produced: Vec<anyhow::Result<()>> =
+        futures_util::stream::iter((0..records).map(|n| produce(format!("k-{n}"))))
+            .buffer_unordered(256)
+            .collect()
+            .await;
+    ensure!(produced.iter().all(Result::is_ok), "produce failed");
+    let produce_cpu = (busy_cpu_seconds() - busy_before) / records as f64;
+    let busy_before = busy_cpu_seconds();
+    let in_topic = 200 + 2 * records + calls;
+    let read = read_topic(&env.brokers, &topic, Duration::from_secs(300), |r| r.len() >= in_topic).await?;
+    ensure!(read.len() == in_topic, "read {} of {in_topic} records back", read.len());
+    let kafka_cpu = produce_cpu + (busy_cpu_seconds() - busy_before) / in_topic as f64;
+
+    // 5. Floor: what PostgreSQL alone takes to keep the least any delivery leaves behind (its row,
+    // delivered, and its attempt's log), in the dispatcher's batches, two at once, nothing else
+    // running. No design that keeps the attempt log delivers faster than this on this machine.
+    let busy_before = busy_cpu_seconds();
+    let floor = floor(&env.database_url(), records).await?;
+    let floor_cpu = (busy_cpu_seconds() - busy_before) / records as f64;
+    println!(
+        "floor: PostgreSQL alone records {records} delivered deliveries with their attempt: {floor:.0}/s = {:.2} × direct",
+        floor / direct
+    );
+    // Each delivery costs at least a request (as in `direct`), its rows (as in `floor`) and its
+    // record's way through Kafka, in CPU time of this machine; rendering and signing come on top.
+    let cores = std::thread::available_parallelism().map_or(1, usize::from) as f64;
+    let bound = cores / (direct_cpu + floor_cpu + kafka_cpu);
+    println!(
+        "  CPU per delivery: request {:.0} µs, rows {:.0} µs, Kafka {:.0} µs; so at most {bound:.0}/s = {:.2} × direct on {cores} cores",
+        direct_cpu * 1e6,
+        floor_cpu * 1e6,
+        kafka_cpu * 1e6,
+        bound / direct
+    );
     env.cleanup().await;
     Ok(())
+}
+
+/// CPU time this machine has spent busy (all processes, all cores: `/proc/stat`), in seconds.
+fn busy_cpu_seconds() -> f64 {
+    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    let ticks: Vec<f64> = stat
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|t| t.parse().ok())
+        .collect();
+    // user nice system idle iowait irq softirq steal: all but idle and iowait, in USER_HZ (100).
+    let busy: f64 =
+        ticks.iter().take(8).enumerate().filter(|(i, _)| *i != 3 && *i != 4).map(|(_, t)| t).sum();
+    busy / 100.0
+}
+
+/// Deliveries per second PostgreSQL records (row and attempt log, one transaction per 500, two
+/// connections) with nothing else to do.
+async fn floor(url: &str, records: usize) -> anyhow::Result<f64> {
+    const BATCH: usize = 500;
+    let subject = serde_json::to_value(record("floor"))?;
+    let request = json!({"method": "POST", "url": "http://127.0.0.1/calls", "headers": ["content-type"], "body_bytes": 20});
+    let started = Instant::now();
+    let lanes = (0..2).map(|lane| {
+        let (subject, request) = (subject.clone(), request.clone());
+        async move {
+            let mut client = connect(url).await?;
+            for first in (lane * BATCH..records).step_by(2 * BATCH) {
+                let ids: Vec<String> = (first..(first + BATCH).min(records)).map(|n| format!("floor-{n}")).collect();
+                let subjects = vec![&subject; ids.len()];
+                let requests = vec![&request; ids.len()];
+                let tx = client.transaction().await?;
+                tx.execute(
+                    "INSERT INTO deliveries (id, profile_id, source_id, call_id, subject_id, trigger, subject_kind,
+                         subject, status, attempts, delivered_at)
+                     SELECT id, 'bench', 'bench-pbx', id, 'record:1', 'call_record_completed', 'record', s,
+                         'delivered', 1, now()
+                     FROM unnest($1::text[], $2::jsonb[]) AS u(id, s)",
+                    &[&ids, &subjects],
+                )
+                .await?;
+                tx.execute(
+                    "INSERT INTO delivery_attempts (delivery_id, n, step, started_at, request, response_status,
+                         response_body, latency_ms)
+                     SELECT id, 1, 'post', now(), r, 200, 'ok', 1 FROM unnest($1::text[], $2::jsonb[]) AS u(id, r)",
+                    &[&ids, &requests],
+                )
+                .await?;
+                tx.commit().await?;
+            }
+            anyhow::Ok(())
+        }
+    });
+    for lane in futures_util::future::join_all(lanes).await {
+        lane?;
+    }
+    Ok(records as f64 / started.elapsed().as_secs_f64())
 }
