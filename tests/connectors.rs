@@ -1429,7 +1429,8 @@ async fn deliver_to_app<const N: usize>(
 /// the installation's refresh token for an access token at oauth.bitrix.info, sends it as `auth`,
 /// and when the portal answers `expired_token` trades the rotated refresh token (the first one is
 /// spent) for a new one and sends the step again. The tokens outlive a restart: a new process
-/// uses the stored access token and, once that expires, the stored rotated refresh token.
+/// uses the stored access token and, once that expires, the stored rotated refresh token. The
+/// Test action sends the same way.
 #[tokio::test]
 async fn bitrix24_as_an_application_trades_and_rotates_its_tokens() -> anyhow::Result<()> {
     let mut setup = setup("cn-bitrix24-app").await?;
@@ -1516,6 +1517,19 @@ async fn bitrix24_as_an_application_trades_and_rotates_its_tokens() -> anyhow::R
     )
     .await?;
     ensure!(bitrix.state(|b| b.calls.iter().all(|c| c.finish.is_some()) && b.calls.len() == 4), "four calls");
+
+    // Test, as a user presses it, once the token expired: sent as the worker sends, so the API
+    // trades the stored refresh token and sends again rather than show the portal's refusal.
+    bitrix.crm.lock().expect("lock").app.as_mut().context("app")?.access = "expired".into();
+    let sample =
+        json!({"record": call("bx-app-test", Direction::Inbound, Outcome::Answered), "dry_run": false});
+    let (status, test) = setup.api("POST", "/v1/profiles/bitrix24/test", Some(sample)).await?;
+    ensure!(status == 200 && test["response"]["status"] == 200, "{status} {test}");
+    let shown = test["request"]["url"].as_str().unwrap_or_default();
+    ensure!(shown.ends_with("auth=***") && !test.to_string().contains("acc3ss"), "the token shows: {test}");
+    expected.extend([rest("register", "acc3ss3"), trade("r3fresh3"), rest("register", "acc3ss4")]);
+    let got = bitrix_paths(&bitrix.requests());
+    ensure!(got == expected, "the portal got {got:#?}, not {expected:#?}");
     bitrix.assert_all_accepted()?;
     setup.done().await?;
     Ok(())

@@ -393,18 +393,21 @@ impl Api {
             Next::Run(step) | Next::Wait { step, .. } | Next::Skip(step) => step,
             Next::Finished => return bad_request("the profile has no step"),
         };
-        let mut request = match worker::prepare(&profile, step, &values, &flow, "msg_test") {
+        let request = match worker::prepare(&profile, step, &values, &flow, "msg_test") {
             Ok(request) => request,
             Err(error) => return bad_request(format!("step {:?} cannot be rendered: {error}", step.name)),
         };
         let timeout = Duration::from_millis(self.own.attempt_timeout_ms);
         let connections = crate::send::Connections::default();
-        // A dry run trades for no token: the request shows where it goes, as `***`.
-        let mut token_error = None;
-        if let Some(oauth) = &profile.oauth {
-            let token = if dry_run {
-                None
-            } else {
+        // Sent as the worker sends (with the profile's access token, traded again once if the CRM
+        // turns it away); a dry run trades for no token: the request shows where it goes, as `***`.
+        let (request, sent) = match (&profile.oauth, dry_run) {
+            (None, true) => (request, None),
+            (None, false) => {
+                let sent = crate::send::send(&self.policy, &connections, &request, timeout, TEST_BODY).await;
+                (request, Some(sent.map_err(|e| e.to_string())))
+            }
+            (Some(oauth), dry_run) => {
                 let cx = crate::tokens::TokenContext {
                     pool: &self.pool,
                     sealer: &self.sealer,
@@ -412,18 +415,24 @@ impl Api {
                     connections: &connections,
                     timeout,
                 };
-                match self.tokens.access(&cx, id, oauth, None).await {
-                    Ok(token) => Some(token),
-                    Err(error) => {
-                        token_error = Some(error.to_string());
-                        None
+                let outcome = if dry_run {
+                    Err(None)
+                } else {
+                    self.tokens.send(&cx, id, oauth, &request, TEST_BODY).await.map_err(Some)
+                };
+                match outcome {
+                    Ok((sent_as, sent)) => (sent_as, Some(sent.map_err(|e| e.to_string()))),
+                    // No token (a dry run, or none could be had, which is the answer's error).
+                    Err(no_token) => {
+                        let mut shown = request;
+                        if let Err(error) = crate::oauth::apply(&mut shown, &oauth.send_as, None) {
+                            return bad_request(format!("step {:?}: {error}", step.name));
+                        }
+                        (shown, no_token.map(Err))
                     }
                 }
-            };
-            if let Err(error) = crate::oauth::apply(&mut request, &oauth.send_as, token.as_ref()) {
-                return bad_request(format!("step {:?}: {error}", step.name));
             }
-        }
+        };
         let headers: serde_json::Map<String, Value> = request
             .headers
             .iter()
@@ -443,10 +452,8 @@ impl Api {
                 "body": request.body_text(),
             }),
         );
-        if let Some(error) = token_error {
-            answer.insert("error".to_owned(), json!(error));
-        } else if !dry_run {
-            match crate::send::send(&self.policy, &connections, &request, timeout, TEST_BODY).await {
+        if let Some(sent) = sent {
+            match sent {
                 Ok(response) => {
                     let headers: serde_json::Map<String, Value> = response
                         .headers

@@ -27,8 +27,9 @@ use sha2::{Digest, Sha256};
 use switchboard_model::Secret;
 
 use crate::oauth::{self, GrantError, OAuth};
+use crate::request::RenderedRequest;
 use crate::seal::{SealError, Sealer};
-use crate::send::{self, Connections};
+use crate::send::{self, Answer, Connections, SendError};
 use crate::ssrf::EgressPolicy;
 use crate::store::StoreError;
 
@@ -124,6 +125,34 @@ impl Tokens {
             cache.insert(id.to_owned(), fresh);
         }
         Ok(access)
+    }
+
+    /// Sends `request` with profile `id`'s access token, placed where `oauth` says, reading up to
+    /// `cap` bytes of the answer. A token the CRM turns away (expired early, revoked) is traded
+    /// for a new one and the request sent once more. Returns the request as sent (its token
+    /// sensitive, `***` in its shown URL) and the answer, or why no token could be had. The worker's
+    /// attempts and the API's Test action both send this way.
+    pub async fn send(
+        &self,
+        cx: &TokenContext<'_>,
+        id: &str,
+        oauth: &OAuth,
+        request: &RenderedRequest,
+        cap: usize,
+    ) -> Result<(RenderedRequest, Result<Answer, SendError>), String> {
+        let mut refused: Option<Secret> = None;
+        loop {
+            let token = self.access(cx, id, oauth, refused.as_ref()).await.map_err(|e| e.to_string())?;
+            let mut authorized = request.clone();
+            oauth::apply(&mut authorized, &oauth.send_as, Some(&token))?;
+            let sent = send::send(cx.policy, cx.connections, &authorized, cx.timeout, cap).await;
+            let turned_away = sent.as_ref().is_ok_and(|a| oauth::token_refused(a.status, &a.body));
+            if !turned_away || refused.is_some() {
+                return Ok((authorized, sent));
+            }
+            tracing::info!(profile = %id, "The CRM turned the access token away; trading for a new one.");
+            refused = Some(token);
+        }
     }
 }
 

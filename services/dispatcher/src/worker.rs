@@ -44,7 +44,6 @@ use crate::store::{self, AttemptLog, Claimed, Settle, State};
 use crate::subject_json::SubjectJson;
 use crate::tokens::{TokenContext, Tokens};
 use crate::values::CallValues;
-use switchboard_model::Secret;
 
 /// Deliveries handed over by the consumer that may wait, per place of `dispatcher.concurrency`.
 const HANDOFF_PER_PLACE: usize = 32;
@@ -522,23 +521,7 @@ impl Worker {
             connections: &self.connections,
             timeout,
         };
-        let mut refused: Option<Secret> = None;
-        loop {
-            let token = self
-                .tokens
-                .access(&cx, profile_id, oauth, refused.as_ref())
-                .await
-                .map_err(|e| e.to_string())?;
-            let mut authorized = request.clone();
-            crate::oauth::apply(&mut authorized, &oauth.send_as, Some(&token))?;
-            let sent = send::send(&self.policy, &self.connections, &authorized, timeout, cap).await;
-            let turned_away = sent.as_ref().is_ok_and(|a| crate::oauth::token_refused(a.status, &a.body));
-            if !turned_away || refused.is_some() {
-                return Ok((authorized, sent));
-            }
-            tracing::info!(profile = %profile_id, "The CRM turned the access token away; trading for a new one.");
-            refused = Some(token);
-        }
+        self.tokens.send(&cx, profile_id, oauth, &request, cap).await
     }
 
     async fn verdict(
