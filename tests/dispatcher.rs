@@ -614,7 +614,7 @@ async fn a_dispatcher_killed_mid_stream_loses_nothing() -> anyhow::Result<()> {
     let mut setup = setup("dsp-kill").await?;
     let receiver = Receiver::start().await?;
     // A 2 s timeout: deliveries the killed replica was handed come back when their lease of
-    // 5 + 2 + 10 s lapses (`worker::handoff_lease`), well within the wait.
+    // 10 + 2 + 10 s lapses (`worker::handoff_lease`), well within the wait.
     let mut spec = profile(&receiver.url(), &[0, 1, 1, 1, 1]);
     spec["retry"]["timeout_seconds"] = json!(2);
     setup.put_profile("crm", spec).await?;

@@ -111,7 +111,8 @@ pub struct Inserted {
 
 /// Inserts the batch's deliveries in one statement, in the batch's order (`seq` follows it);
 /// those with a `lease` are inserted claimed: their first attempt counted and leased for that
-/// long. A delivery already there (the batch read again) is left as it is.
+/// long from the insert (not from the transaction's start, so the batch's lock waits take none of
+/// it). A delivery already there (the batch read again) is left as it is.
 pub async fn insert_deliveries(
     client: &impl GenericClient,
     deliveries: &[NewDelivery],
@@ -131,7 +132,7 @@ pub async fn insert_deliveries(
                  subject_kind, subject, status, attempts, lease_until)
              SELECT id, profile_id, source_id, call_id, subject_id, trigger, subject_kind, subject, status,
                  CASE WHEN lease_ms IS NULL THEN 0 ELSE 1 END,
-                 now() + lease_ms * interval '1 millisecond'
+                 clock_timestamp() + lease_ms * interval '1 millisecond'
              FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[],
                          $7::text[], $8::jsonb[], $9::text[], $10::int8[])
                   WITH ORDINALITY AS u(id, profile_id, source_id, call_id, subject_id, trigger,

@@ -15,10 +15,15 @@
 //! a (profile, call)'s next delivery stays behind it, no replica claims it again, and a replica
 //! that dies with outcomes unwritten leaves their leases to lapse: those deliveries are attempted
 //! again with the same id (at least once). A group whose write fails is written again with backoff
-//! for [`RETRY_FOR`], well inside the lease's margin, then left to the lease. The worker flushes
-//! the queue on shutdown ([`Settler::flush`]). Ordering: outcomes are written in the order they
+//! until [`RETRY_FOR`] has passed, then left to the lease; a group PostgreSQL refuses for its data
+//! is written one outcome at a time, so that one bad outcome holds up no other. An outcome is
+//! written only while the delivery has not been claimed again since its attempt (same `attempts`):
+//! one that comes after its lease lapsed and another replica took the delivery changes nothing
+//! (that replica's outcome counts; the receiver saw the same id twice). The worker flushes the
+//! queue on shutdown ([`Settler::flush`]). Ordering: outcomes are written in the order they
 //! arrived; a group holds at most one per delivery (a delivery is leased to one attempt at a time).
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
@@ -33,9 +38,9 @@ use crate::store::{AttemptLog, Settle, StoreError, WORKER_TRANSACTION};
 
 /// Outcomes written in one transaction at most, and queued at most.
 const GROUP_MAX: usize = 256;
-/// How long a group whose write fails is tried again: less than what a lease leaves beyond the
-/// longest attempt (10 s for a handed delivery, `worker::handoff_lease`; 30 s for a claimed one),
-/// after which another replica may attempt the delivery again.
+/// How long a group whose write fails is tried again (each write included): less than what a lease
+/// leaves beyond the longest attempt (10 s for a handed delivery, `worker::handoff_lease`; at
+/// least 30 s for a claimed one), after which another replica may attempt the delivery again.
 pub const RETRY_FOR: Duration = Duration::from_secs(8);
 
 /// One attempt's outcome.
@@ -43,6 +48,9 @@ pub const RETRY_FOR: Duration = Duration::from_secs(8);
 pub struct Outcome {
     pub delivery_id: String,
     pub profile_id: String,
+    /// The delivery's `attempts` as this attempt claimed it: the outcome is written only if no
+    /// one has claimed it since.
+    pub attempts: i32,
     pub settle: Settle,
     pub flow: Value,
     /// Each request the attempt made, in order.
@@ -108,14 +116,36 @@ async fn write_groups(pool: Pool, mut receiver: mpsc::Receiver<Queued>) {
     }
 }
 
-/// Writes a group, again with backoff while it fails, for at most [`RETRY_FOR`].
+/// Writes a group, again with backoff while it fails, until [`RETRY_FOR`] has passed; one
+/// outcome at a time when PostgreSQL refuses the group's data.
 async fn write_with_retries(pool: &Pool, outcomes: &[Outcome]) {
     let since = Instant::now();
     let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
     loop {
-        let Err(error) = write(pool, outcomes).await else { return };
+        let remaining = RETRY_FOR.saturating_sub(since.elapsed());
+        let error = match tokio::time::timeout(remaining, write(pool, outcomes)).await {
+            Ok(Ok(())) => return,
+            Ok(Err(error)) => error,
+            Err(_) => {
+                tracing::warn!(
+                    outcomes = outcomes.len(),
+                    "Recording attempts' results took too long; left to their leases."
+                );
+                return;
+            }
+        };
+        if refused_data(&error) {
+            if let [one] = outcomes {
+                tracing::error!(%error, delivery = %one.delivery_id, "PostgreSQL refuses the attempt's result; left to its lease.");
+                return;
+            }
+            for one in outcomes {
+                Box::pin(write_with_retries(pool, std::slice::from_ref(one))).await;
+            }
+            return;
+        }
         let delay = backoff.next_delay();
-        if since.elapsed().saturating_add(delay) > RETRY_FOR {
+        if since.elapsed().saturating_add(delay) >= RETRY_FOR {
             // Their leases lapse and they are attempted again, with the same ids.
             tracing::warn!(%error, outcomes = outcomes.len(), "Cannot record attempts' results; left to their leases.");
             return;
@@ -124,6 +154,20 @@ async fn write_with_retries(pool: &Pool, outcomes: &[Outcome]) {
         tracing::warn!(%error, ?delay, "Cannot record attempts' results; retrying.");
         tokio::time::sleep(delay).await;
     }
+}
+
+/// Whether PostgreSQL refused what was written (SQLSTATE class 22, data exception), which
+/// writing it again cannot mend.
+fn refused_data(error: &StoreError) -> bool {
+    match error {
+        StoreError::Db(error) => error.code().is_some_and(|code| code.code().starts_with("22")),
+        _ => false,
+    }
+}
+
+/// `text` as PostgreSQL's `text` takes it: it refuses NUL, which a CRM's answer may hold.
+fn pg_text(text: &str) -> Cow<'_, str> {
+    if text.contains('\0') { Cow::Owned(text.replace('\0', "\u{FFFD}")) } else { Cow::Borrowed(text) }
 }
 
 /// How each profile's failing streak ends or starts: by the last outcome of the profile that
@@ -180,10 +224,12 @@ async fn write(pool: &Pool, outcomes: &[Outcome]) -> Result<(), StoreError> {
         let started: Vec<DateTime<Utc>> = logs.iter().map(|(_, l)| l.started_at).collect();
         let requests: Vec<&Value> = logs.iter().map(|(_, l)| &l.request).collect();
         let statuses: Vec<Option<i32>> = logs.iter().map(|(_, l)| l.status.map(i32::from)).collect();
-        let bodies: Vec<Option<&str>> = logs.iter().map(|(_, l)| l.body.as_deref()).collect();
+        let bodies: Vec<Option<Cow<'_, str>>> =
+            logs.iter().map(|(_, l)| l.body.as_deref().map(pg_text)).collect();
         let latencies: Vec<i64> =
             logs.iter().map(|(_, l)| i64::try_from(l.latency.as_millis()).unwrap_or(i64::MAX)).collect();
-        let errors: Vec<Option<&str>> = logs.iter().map(|(_, l)| l.error.as_deref()).collect();
+        let errors: Vec<Option<Cow<'_, str>>> =
+            logs.iter().map(|(_, l)| l.error.as_deref().map(pg_text)).collect();
         tx.execute(
             &statement,
             &[&ids, &ns, &steps, &started, &requests, &statuses, &bodies, &latencies, &errors],
@@ -198,15 +244,17 @@ async fn write(pool: &Pool, outcomes: &[Outcome]) -> Result<(), StoreError> {
                  waiting = u.waiting,
                  attempts = CASE WHEN u.waiting THEN d.attempts - 1 ELSE d.attempts END,
                  delivered_at = CASE WHEN u.status = 'delivered' THEN now() END
-             FROM unnest($1::text[], $2::text[], $3::timestamptz[], $4::text[], $5::jsonb[], $6::bool[])
-                  AS u(id, status, at, error, flow, waiting)
-             WHERE d.id = u.id AND d.status = 'pending'",
+             FROM unnest($1::text[], $2::text[], $3::timestamptz[], $4::text[], $5::jsonb[], $6::bool[],
+                         $7::int4[])
+                  AS u(id, status, at, error, flow, waiting, attempts)
+             WHERE d.id = u.id AND d.status = 'pending' AND d.attempts = u.attempts",
         )
         .await?;
     let mut ids = Vec::new();
     let mut statuses = Vec::new();
     let mut ats: Vec<Option<DateTime<Utc>>> = Vec::new();
-    let mut errors: Vec<Option<&str>> = Vec::new();
+    let mut errors: Vec<Option<Cow<'_, str>>> = Vec::new();
+    let mut attempts = Vec::new();
     let mut flows = Vec::new();
     let mut waiting = Vec::new();
     for o in outcomes {
@@ -220,11 +268,12 @@ async fn write(pool: &Pool, outcomes: &[Outcome]) -> Result<(), StoreError> {
         ids.push(o.delivery_id.as_str());
         statuses.push(status);
         ats.push(at);
-        errors.push(error);
+        errors.push(error.map(pg_text));
+        attempts.push(o.attempts);
         flows.push(&o.flow);
         waiting.push(matches!(o.settle, Settle::Wait { .. }));
     }
-    tx.execute(&statement, &[&ids, &statuses, &ats, &errors, &flows, &waiting]).await?;
+    tx.execute(&statement, &[&ids, &statuses, &ats, &errors, &flows, &waiting, &attempts]).await?;
 
     let (profiles, delivered) = streaks(outcomes);
     if !profiles.is_empty() {
@@ -250,10 +299,17 @@ mod tests {
         Outcome {
             delivery_id: "d".into(),
             profile_id: profile.into(),
+            attempts: 1,
             settle,
             flow: Value::Null,
             logs: Vec::new(),
         }
+    }
+
+    #[test]
+    fn text_postgres_refuses_is_mended_and_other_text_kept() {
+        assert_eq!(pg_text("ok"), Cow::Borrowed("ok"));
+        assert_eq!(pg_text("a\0b"), "a\u{FFFD}b");
     }
 
     #[test]

@@ -3,7 +3,7 @@
 //!
 //! Inputs: what the consumer, the worker and the API ask for. Outputs: rows. Every write is
 //! idempotent where a retry can repeat it: deliveries are inserted `ON CONFLICT DO NOTHING` on
-//! their derived id, settling an attempt only changes a row this replica still leases, and an
+//! their derived id, settling an attempt only changes a row no one claimed since, and an
 //! attempt's log row is keyed by (delivery, attempt number). Ordering: a delivery is claimed only
 //! when no earlier pending delivery of the same profile and call exists (`seq` order).
 
@@ -319,11 +319,20 @@ pub async fn claim_due(
 
 /// Gives a claim back untried (its profile reached its concurrency limit meanwhile).
 pub async fn unclaim(pool: &Pool, id: &str) -> Result<(), StoreError> {
+    unclaim_all(pool, &[id]).await
+}
+
+/// [`unclaim`] of several deliveries, in one statement.
+pub async fn unclaim_all(pool: &Pool, ids: &[&str]) -> Result<(), StoreError> {
+    if ids.is_empty() {
+        return Ok(());
+    }
     let client = pool.get().await?;
     client
         .execute(
-            "UPDATE deliveries SET attempts = attempts - 1, lease_until = NULL WHERE id = $1 AND status = 'pending'",
-            &[&id],
+            "UPDATE deliveries SET attempts = attempts - 1, lease_until = NULL
+             WHERE id = ANY($1) AND status = 'pending'",
+            &[&ids],
         )
         .await?;
     Ok(())

@@ -49,7 +49,7 @@ use crate::values::CallValues;
 const HANDOFF_PER_PLACE: usize = 32;
 /// How long a handed delivery may wait for the worker; one that waited longer goes back to the
 /// table rather than risk its short lease lapsing mid-attempt.
-const HANDOFF_WAIT: Duration = Duration::from_secs(5);
+const HANDOFF_WAIT: Duration = Duration::from_secs(10);
 /// What a handed delivery's lease leaves beyond its wait and its longest attempt: for the
 /// outcome's write.
 const HANDOFF_MARGIN: Duration = Duration::from_secs(10);
@@ -59,17 +59,21 @@ fn timeout_of(profile: &Profile, attempt_timeout: Duration) -> Duration {
     profile.retry.as_ref().and_then(|r| r.timeout_seconds).map_or(attempt_timeout, Duration::from_secs)
 }
 
+/// The longest an attempt of `profile` can take: each step's request at its timeout, and with an
+/// OAuth client per step a wait for another attempt's token trade, a trade, the request, and the
+/// same again when the CRM turns the token away.
+fn longest_attempt(profile: &Profile, attempt_timeout: Duration) -> Duration {
+    let per_step: u32 = if profile.oauth.is_some() { 6 } else { 1 };
+    let requests = u32::try_from(profile.steps.len()).unwrap_or(u32::MAX).saturating_mul(per_step);
+    timeout_of(profile, attempt_timeout).saturating_mul(requests)
+}
+
 /// The lease of a delivery the consumer inserted claimed and handed over: its wait for the worker,
-/// its longest attempt (each step's request, and with an OAuth client the token trades and the
-/// request sent again), and a margin. Short, unlike the table's [`Worker::lease`], because a
-/// replica killed with handed deliveries (not attempted yet, or not settled) leaves them to their
-/// lease: 30 s for a one-step profile at the default 15 s timeout.
+/// its longest attempt and a margin. Made to measure (where the table's [`Worker::lease`] covers
+/// every profile) because a replica killed with handed deliveries (not attempted yet, or not
+/// settled) leaves them to their lease: 35 s for a one-step profile at the default 15 s timeout.
 pub fn handoff_lease(profile: &Profile, attempt_timeout: Duration) -> Duration {
-    let requests_per_step: u32 = if profile.oauth.is_some() { 4 } else { 1 };
-    let requests = u32::try_from(profile.steps.len()).unwrap_or(u32::MAX).saturating_mul(requests_per_step);
-    HANDOFF_WAIT
-        .saturating_add(timeout_of(profile, attempt_timeout).saturating_mul(requests))
-        .saturating_add(HANDOFF_MARGIN)
+    HANDOFF_WAIT.saturating_add(longest_attempt(profile, attempt_timeout)).saturating_add(HANDOFF_MARGIN)
 }
 
 /// A delivery the consumer inserted claimed, and when it handed it over.
@@ -217,11 +221,16 @@ impl Worker {
         (taken, stale)
     }
 
-    /// The longest an attempt can take: every step at the longest timeout, and the bookkeeping.
+    /// The lease of the deliveries claimed from the table: the longest attempt of any profile
+    /// (three steps at the longest timeout at least, as before profiles could say more), and 30 s
+    /// for the bookkeeping.
     pub fn lease(&self) -> Duration {
-        Duration::from_millis(self.settings.attempt_timeout_ms)
+        let timeout = Duration::from_millis(self.settings.attempt_timeout_ms);
+        let longest = self.profiles.all().iter().map(|p| longest_attempt(&p.profile, timeout)).max();
+        timeout
             .max(Duration::from_secs(120))
             .saturating_mul(3)
+            .max(longest.unwrap_or_default())
             .saturating_add(Duration::from_secs(30))
     }
 
@@ -291,15 +300,16 @@ impl Worker {
         };
         let wake = self.scheduled.clone();
         schedule::run(self.clone(), limits, wake, cancel).await;
-        // The attempts have ended, but their outcomes may still be queued: written before exit.
-        if tokio::time::timeout(self.drain_timeout, self.settler.flush()).await.is_err() {
+        // The attempts have ended, but their outcomes may still be queued: written before exit
+        // (each group gives up after `RETRY_FOR`, which bounds the wait).
+        let flush = self.drain_timeout.min(settle::RETRY_FOR.saturating_add(Duration::from_secs(2)));
+        if tokio::time::timeout(flush, self.settler.flush()).await.is_err() {
             tracing::warn!("Attempts' results not all recorded in time; their leases will lapse.");
         }
         // Handed over but not attempted: back to the table at once rather than when the lease lapses.
         let (left, stale) = self.take_handed(usize::MAX);
-        for claimed in left.into_iter().chain(stale) {
-            let _ = store::unclaim(&self.pool, &claimed.id).await;
-        }
+        let ids: Vec<&str> = left.iter().chain(&stale).map(|c| c.id.as_str()).collect();
+        let _ = store::unclaim_all(&self.pool, &ids).await;
     }
 
     /// Counts the backlog for the metrics and disables profiles that have failed for too long.
@@ -380,6 +390,7 @@ impl Worker {
         let outcome = settle::Outcome {
             delivery_id: claimed.id.clone(),
             profile_id: claimed.profile_id.clone(),
+            attempts: claimed.attempts,
             settle,
             flow: flow_json,
             logs,
@@ -614,9 +625,8 @@ impl schedule::LeasedWork for Worker {
 
     async fn claim(&self, room: usize) -> Result<Vec<Claimed>, store::StoreError> {
         let (mut claimed, stale) = self.take_handed(room);
-        for late in stale {
-            let _ = store::unclaim(&self.pool, &late.id).await;
-        }
+        let late: Vec<&str> = stale.iter().map(|c| c.id.as_str()).collect();
+        let _ = store::unclaim_all(&self.pool, &late).await;
         let room = room.saturating_sub(claimed.len());
         if room > 0 {
             match store::claim_due(&self.pool, room, self.lease(), &self.full()).await {
@@ -678,9 +688,9 @@ mod tests {
     fn a_handed_deliverys_lease_covers_its_wait_its_longest_attempt_and_a_margin() {
         let default = Duration::from_secs(15);
         let lease = |p: &Profile| handoff_lease(p, default).as_secs();
-        assert_eq!(lease(&profile(1, None, false)), 5 + 15 + 10, "the documented 30 s");
-        assert_eq!(lease(&profile(3, None, false)), 5 + 3 * 15 + 10, "every step");
-        assert_eq!(lease(&profile(1, Some(60), false)), 5 + 60 + 10, "the profile's own timeout");
-        assert_eq!(lease(&profile(2, Some(2), true)), 5 + 2 * 4 * 2 + 10, "token trades and a resend");
+        assert_eq!(lease(&profile(1, None, false)), 10 + 15 + 10, "the documented 35 s");
+        assert_eq!(lease(&profile(3, None, false)), 10 + 3 * 15 + 10, "every step");
+        assert_eq!(lease(&profile(1, Some(60), false)), 10 + 60 + 10, "the profile's own timeout");
+        assert_eq!(lease(&profile(2, Some(2), true)), 10 + 2 * 6 * 2 + 10, "token trades and a resend");
     }
 }
