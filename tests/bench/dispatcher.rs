@@ -225,13 +225,21 @@ async fn main() -> anyhow::Result<()> {
         produce(format!("w-{n}")).await?;
     }
     let _ = wait_for(&seen, "w-", 200, Duration::from_secs(60)).await?;
+    // `records` records, 256 in flight, their calls named `<prefix><n>`.
+    let produce_all = |prefix: &'static str| {
+        let produce = &produce;
+        async move {
+            let produced: Vec<anyhow::Result<()>> =
+                futures_util::stream::iter((0..records).map(|n| produce(format!("{prefix}{n}"))))
+                    .buffer_unordered(256)
+                    .collect()
+                    .await;
+            ensure!(produced.iter().all(Result::is_ok), "produce failed");
+            anyhow::Ok(())
+        }
+    };
     let started = Instant::now();
-    let produced: Vec<anyhow::Result<()>> =
-        futures_util::stream::iter((0..records).map(|n| produce(format!("t-{n}"))))
-            .buffer_unordered(256)
-            .collect()
-            .await;
-    ensure!(produced.iter().all(Result::is_ok), "produce failed");
+    produce_all("t-").await?;
     let last = wait_for(&seen, "t-", records, Duration::from_secs(600)).await?;
     let through = records as f64 / last.duration_since(started).as_secs_f64();
     println!(
@@ -290,12 +298,7 @@ async fn main() -> anyhow::Result<()> {
 
     // 4. Kafka alone: N more records produced as above, then everything in `calls` read back.
     let busy_before = busy_cpu_seconds();
-    let produced: Vec<anyhow::Result<()>> =
-        futures_util::stream::iter((0..records).map(|n| produce(format!("k-{n}"))))
-            .buffer_unordered(256)
-            .collect()
-            .await;
-    ensure!(produced.iter().all(Result::is_ok), "produce failed");
+    produce_all("k-").await?;
     let produce_cpu = (busy_cpu_seconds() - busy_before) / records as f64;
     let busy_before = busy_cpu_seconds();
     let in_topic = 200 + 2 * records + calls;

@@ -401,13 +401,13 @@ impl Api {
         let connections = crate::send::Connections::default();
         // Sent as the worker sends (with the profile's access token, traded again once if the CRM
         // turns it away); a dry run trades for no token: the request shows where it goes, as `***`.
-        let (request, sent) = match (&profile.oauth, dry_run) {
-            (None, true) => (request, None),
-            (None, false) => {
+        let (request, sent) = match &profile.oauth {
+            None if dry_run => (request, None),
+            None => {
                 let sent = crate::send::send(&self.policy, &connections, &request, timeout, TEST_BODY).await;
                 (request, Some(sent.map_err(|e| e.to_string())))
             }
-            (Some(oauth), dry_run) => {
+            Some(oauth) => {
                 let cx = crate::tokens::TokenContext {
                     pool: &self.pool,
                     sealer: &self.sealer,
@@ -415,20 +415,20 @@ impl Api {
                     connections: &connections,
                     timeout,
                 };
-                let outcome = if dry_run {
-                    Err(None)
+                let sent = if dry_run {
+                    None
                 } else {
-                    self.tokens.send(&cx, id, oauth, &request, TEST_BODY).await.map_err(Some)
+                    Some(self.tokens.send(&cx, id, oauth, &request, TEST_BODY).await)
                 };
-                match outcome {
-                    Ok((sent_as, sent)) => (sent_as, Some(sent.map_err(|e| e.to_string()))),
+                match sent {
+                    Some(Ok((sent_as, answer))) => (sent_as, Some(answer.map_err(|e| e.to_string()))),
                     // No token (a dry run, or none could be had, which is the answer's error).
-                    Err(no_token) => {
+                    no_token => {
                         let mut shown = request;
                         if let Err(error) = crate::oauth::apply(&mut shown, &oauth.send_as, None) {
                             return bad_request(format!("step {:?}: {error}", step.name));
                         }
-                        (shown, no_token.map(Err))
+                        (shown, no_token.and_then(Result::err).map(Err))
                     }
                 }
             }

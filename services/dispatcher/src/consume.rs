@@ -254,8 +254,9 @@ impl Scheduler {
         waiting: &HashSet<(String, String, String)>,
     ) -> Vec<mpsc::Permit<'_, Handed>> {
         let profiles = self.profiles.all();
+        // The profile, when it has no rate limit and no concurrency limit below the worker's.
         let unlimited = |id: &str| {
-            profiles.iter().find(|p| p.id == id).is_some_and(|p| {
+            profiles.iter().find(|p| p.id == id).filter(|p| {
                 p.profile.rate_limit.is_none()
                     && p.profile
                         .max_concurrency
@@ -266,15 +267,13 @@ impl Scheduler {
         let mut permits = Vec::new();
         for delivery in deliveries.iter_mut().filter(|d| d.status == "pending") {
             let key = (delivery.profile_id.clone(), delivery.source_id.clone(), delivery.call_id.clone());
-            if !seen.insert(key.clone()) || waiting.contains(&key) || !unlimited(&delivery.profile_id) {
+            if !seen.insert(key.clone()) || waiting.contains(&key) {
                 continue;
             }
+            let Some(profile) = unlimited(&delivery.profile_id) else { continue };
             match self.handoff.try_reserve() {
                 Ok(permit) => {
-                    delivery.lease = profiles
-                        .iter()
-                        .find(|p| p.id == delivery.profile_id)
-                        .map(|p| worker::handoff_lease(&p.profile, self.attempt_timeout));
+                    delivery.lease = Some(worker::handoff_lease(&profile.profile, self.attempt_timeout));
                     permits.push(permit);
                 }
                 // The worker is busy: the rest are claimed from the table as usual.
@@ -374,7 +373,7 @@ mod tests {
             "criteria": [{"type": "direction", "any_of": ["inbound"]}],
             "steps": [{"name": "post", "request": {"method": "POST", "url": "https://crm.example.com/calls"}}],
         });
-        StoredProfile { id: id.into(), profile: Profile::from_json(&spec.to_string()).expect("valid"), state }
+        StoredProfile::new(id.into(), Profile::from_json(&spec.to_string()).expect("valid"), state)
     }
 
     #[test]

@@ -324,6 +324,13 @@ impl Profile {
         Profile::new(spec)
     }
 
+    /// Whether the profile may send the call's location: any of its text names it. Only such a
+    /// profile pays for it (the country of a number takes a parse with the full numbering plan,
+    /// by far the costliest value: BENCHMARKS.md, dispatcher).
+    pub fn names_location(&self) -> bool {
+        self.to_json().contains("location")
+    }
+
     pub fn to_json(&self) -> String {
         // A profile is plain data (strings, numbers, lists): serialising it cannot fail.
         serde_json::to_string(&self.0).unwrap_or_default()

@@ -77,6 +77,15 @@ pub struct StoredProfile {
     pub id: String,
     pub profile: Profile,
     pub state: State,
+    /// [`Profile::names_location`], worked out once rather than on every attempt.
+    pub names_location: bool,
+}
+
+impl StoredProfile {
+    pub fn new(id: String, profile: Profile, state: State) -> Self {
+        let names_location = profile.names_location();
+        Self { id, profile, state, names_location }
+    }
 }
 
 /// The spec with every secret replaced by `***`, for the `spec` column and the API.
@@ -154,9 +163,7 @@ pub async fn load_profiles(pool: &Pool, sealer: &Sealer) -> Result<Vec<StoredPro
             .and_then(|plain| String::from_utf8(plain).map_err(|e| e.to_string()))
             .and_then(|json| Profile::from_json(&json).map_err(|e| e.to_string()));
         match opened {
-            Ok(profile) => {
-                profiles.push(StoredProfile { id, profile, state: State::parse(row.get("state")) })
-            }
+            Ok(profile) => profiles.push(StoredProfile::new(id, profile, State::parse(row.get("state")))),
             Err(error) => {
                 tracing::warn!(profile = %id, %error, "Cannot open a stored profile; it is skipped.")
             }

@@ -448,7 +448,7 @@ fn usable_recording(url: &Option<String>, status: Option<RecordingStatus>) -> Op
 
 impl CallValues {
     /// Fills `location`: the country of the external number.
-    fn located(mut self) -> Self {
+    pub fn located(mut self) -> Self {
         self.location = self.external_number.as_deref().and_then(country_of);
         self
     }

@@ -117,26 +117,14 @@ pub struct Worker {
 
 /// The call values of a stored subject; with `location` when `locate` is set.
 pub fn subject_values(kind: &str, subject: &SubjectJson, locate: bool) -> Result<CallValues, String> {
-    match (kind, locate) {
-        ("event", true) => {
-            serde_json::from_str::<CallEvent>(subject.get()).map(|e| CallValues::from_event(&e))
-        }
-        ("event", false) => {
+    let values = match kind {
+        "event" => {
             serde_json::from_str::<CallEvent>(subject.get()).map(|e| CallValues::from_event_unlocated(&e))
         }
-        (_, true) => serde_json::from_str::<CallRecord>(subject.get()).map(|r| CallValues::from_record(&r)),
-        (_, false) => {
-            serde_json::from_str::<CallRecord>(subject.get()).map(|r| CallValues::from_record_unlocated(&r))
-        }
+        _ => serde_json::from_str::<CallRecord>(subject.get()).map(|r| CallValues::from_record_unlocated(&r)),
     }
-    .map_err(|e| format!("stored {kind} unreadable: {e}"))
-}
-
-/// Whether `profile` may send the call's location: any of its text names it. Only such a profile
-/// pays for it (the country of a number takes a parse with the full numbering plan, by far the
-/// costliest value: BENCHMARKS.md, dispatcher).
-fn names_location(profile: &Profile) -> bool {
-    profile.to_json().contains("location")
+    .map_err(|e| format!("stored {kind} unreadable: {e}"))?;
+    Ok(if locate { values.located() } else { values })
 }
 
 /// What the attempt log keeps of a request: no query (it may carry a token), no secret from the
@@ -224,7 +212,7 @@ impl Worker {
     /// The lease of the deliveries claimed from the table: the longest attempt of any profile
     /// (three steps at the longest timeout at least, as before profiles could say more), and 30 s
     /// for the bookkeeping.
-    pub fn lease(&self) -> Duration {
+    fn lease(&self) -> Duration {
         let timeout = Duration::from_millis(self.settings.attempt_timeout_ms);
         let longest = self.profiles.all().iter().map(|p| longest_attempt(&p.profile, timeout)).max();
         timeout
@@ -343,18 +331,18 @@ impl Worker {
             let _ = store::unclaim(&self.pool, &claimed.id).await;
             return;
         }
-        self.attempt_with(&claimed, &stored.profile).await;
+        self.attempt_with(&claimed, &stored.profile, stored.names_location).await;
         self.release_slot(&stored.id);
     }
 
-    async fn attempt_with(&self, claimed: &Claimed, profile: &Profile) {
+    async fn attempt_with(&self, claimed: &Claimed, profile: &Profile, locate: bool) {
         let mut flow: FlowState = serde_json::from_value(claimed.flow.clone()).unwrap_or_default();
         let policy = profile.retry.clone().unwrap_or_default();
         let timeout = timeout_of(profile, Duration::from_millis(self.settings.attempt_timeout_ms));
         let number =
             usize::try_from(claimed.attempts.saturating_sub(claimed.schedule_base)).unwrap_or(1).max(1);
         let mut logs = Vec::new();
-        let settle = match subject_values(&claimed.subject_kind, &claimed.subject, names_location(profile)) {
+        let settle = match subject_values(&claimed.subject_kind, &claimed.subject, locate) {
             Ok(values) => {
                 let values = values.with_crm_user(&profile.users);
                 self.run_flow(claimed, profile, &policy, timeout, number, &values, &mut flow, &mut logs).await
@@ -676,8 +664,8 @@ mod tests {
         let mut spec: Value = serde_json::from_str(&plain.to_json()).expect("json");
         spec["steps"][0]["request"]["json_body"] = json!("{\"country\": {{ location | tojson }}}");
         let locating = Profile::from_json(&spec.to_string()).expect("valid");
-        assert!(!names_location(&plain) && names_location(&locating));
-        let values = |p: &Profile| subject_values("record", &record, names_location(p)).expect("readable");
+        assert!(!plain.names_location() && locating.names_location());
+        let values = |p: &Profile| subject_values("record", &record, p.names_location()).expect("readable");
         assert_eq!(values(&locating).location.as_deref(), Some("GB"));
         assert_eq!(values(&plain).location, None);
         let unreadable = subject_values("event", &SubjectJson::of(&json!({"x": 1})), true);
